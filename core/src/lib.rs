@@ -1,0 +1,16 @@
+//! The shared vocabulary of tokbench. No ML, no I/O: the catalog of known models and their
+//! exact published configs, the workload a benchmark job runs, and the report it produces
+//! (the demo's benchmark JSON schema, extended). Every other crate speaks these types.
+
+pub mod catalog;
+pub mod config;
+pub mod report;
+pub mod workload;
+
+pub use catalog::{Catalog, CatalogEntry};
+pub use config::{ArchConfig, ConfigError, Gpt2Config, OptConfig};
+pub use report::BenchReport;
+pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload};
+
+/// Version of this build, recorded in every result.
+pub const TOKBENCH_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,208 @@
+//! The result of one benchmark job: the demo's benchmark JSON (`model_properties`,
+//! `inference_metrics`, `gpu_metrics`, `nsight_metrics`, same field names and units), extended
+//! with latency distributions, repetitions, the workload, the environment and the outputs.
+//!
+//! Units are in the field names (`_seconds`, `_ms`, `_mb` = MiB = 2^20 bytes, `_percent`).
+
+use crate::workload::Workload;
+use serde::{Deserialize, Serialize};
+
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub schema_version: u32,
+    /// What the user asked for (short name, repo id or path).
+    pub model: String,
+    /// Resolved identity: HF repo id, local path, or catalog name for tiny models.
+    pub model_id: String,
+    /// RFC 3339 UTC time the job started.
+    pub timestamp: String,
+    pub model_properties: ModelProperties,
+    pub inference_metrics: InferenceMetrics,
+    pub gpu_metrics: GpuMetrics,
+    pub nsight_metrics: NsightMetrics,
+    pub workload: Workload,
+    pub environment: Environment,
+    /// One entry per timed repetition, in order.
+    pub repetitions: Vec<RepetitionMetrics>,
+    /// `output_processing`: per request of the last timed repetition.
+    pub outputs: Vec<RequestOutput>,
+    /// NVML samples summarised over the job; None when no NVML (CPU machine), never zeros.
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelProperties {
+    /// Counted from the loaded tensors (tied lm_head once).
+    pub total_parameters: u64,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    /// Bytes of the loaded weight tensors / 2^20.
+    pub model_size_mb: f64,
+    pub model_type: String,
+    /// "real" or "synthetic".
+    pub weights: String,
+    /// Where real weights came from (path), or "synthetic (seed N)".
+    pub weights_source: String,
+    pub dtype: String,
+    /// Which tokenizer produced the token ids: "tokenizer.json at PATH", "vocab.json+merges.txt at PATH",
+    /// or "gpt2 fallback (tiktoken-rs r50k_base)".
+    pub tokenizer: String,
+    /// The full config used, Hugging Face layout.
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceMetrics {
+    /// Wall time from start of loading (config, weights, tokenizer) to model ready on the
+    /// device, device synchronised.
+    pub model_load_time_seconds: f64,
+    /// Median over repetitions of the wall time of one pass over all prompts (all batches):
+    /// from before tokenised prompts are copied to the device to after the last token is on the host.
+    pub total_inference_time_seconds: f64,
+    /// Median over repetitions of total_output_tokens / inference time.
+    pub tokens_per_second: f64,
+    pub num_prompts: usize,
+    pub total_input_tokens: usize,
+    pub total_output_tokens: usize,
+    pub average_tokens_per_prompt: f64,
+    // --- extensions ---
+    pub tokens_per_second_min: f64,
+    pub tokens_per_second_max: f64,
+    /// Coefficient of variation of tokens/s over repetitions (stddev / mean), 0..1.
+    pub tokens_per_second_cv: f64,
+    pub total_inference_time_seconds_min: f64,
+    pub total_inference_time_seconds_max: f64,
+    /// Input tokens / prefill time (prefill = prompt forward pass up to first token on host).
+    pub prefill_tokens_per_second: f64,
+    /// Tokens generated after the first / decode time.
+    pub decode_tokens_per_second: f64,
+    /// Time to first token per request (ms), over all requests of all timed repetitions.
+    pub ttft_ms: LatencyStats,
+    /// Per-token decode latency (ms): wall time of one decode step of a batch.
+    pub inter_token_latency_ms: LatencyStats,
+    pub warmup_runs: usize,
+    pub repetitions: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub mean: f64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub count: usize,
+}
+
+impl LatencyStats {
+    /// Nearest-rank percentiles of the given samples.
+    pub fn from_samples(samples: &[f64]) -> LatencyStats {
+        if samples.is_empty() {
+            return LatencyStats::default();
+        }
+        let mut s = samples.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| {
+            let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+            s[rank.clamp(1, s.len()) - 1]
+        };
+        LatencyStats {
+            mean: s.iter().sum::<f64>() / s.len() as f64,
+            min: s[0],
+            p50: pct(50.0),
+            p90: pct(90.0),
+            p99: pct(99.0),
+            max: s[s.len() - 1],
+            count: s.len(),
+        }
+    }
+}
+
+/// The demo's gpu_metrics. On CPU every memory field is None (null) and `gpu_name` says "none (cpu)".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuMetrics {
+    pub gpu_name: String,
+    pub gpu_memory_total_mb: Option<f64>,
+    /// Bytes held by live tensors of this process after loading (weights + buffers).
+    pub gpu_memory_allocated_mb: Option<f64>,
+    /// Bytes this process holds on the device per NVML (context + allocator pools + tensors).
+    pub gpu_memory_reserved_mb: Option<f64>,
+    /// reserved / total * 100.
+    pub gpu_memory_utilization_percent: Option<f64>,
+    /// Peak of the process's device memory during inference.
+    pub peak_memory_allocated_mb: Option<f64>,
+    /// How the memory figures were obtained (so readers know what is counted).
+    pub memory_source: String,
+    pub device: String,
+    pub driver_version: Option<String>,
+    pub cuda_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NsightMetrics {
+    pub profile_file: Option<String>,
+    pub profile_name: String,
+    pub notes: String,
+    /// NVTX ranges this run emitted (when built with the nvtx feature).
+    pub nvtx_ranges: Vec<String>,
+    pub nvtx_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub tokbench_version: String,
+    pub git_commit: Option<String>,
+    pub hostname: String,
+    pub os: String,
+    pub cpu: String,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepetitionMetrics {
+    pub index: usize,
+    pub total_inference_time_seconds: f64,
+    pub tokens_per_second: f64,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    pub total_output_tokens: usize,
+    /// Per request (prompt order): time to first token in ms.
+    pub ttft_ms: Vec<f64>,
+    /// Per decode step of every batch, in order: ms.
+    pub step_latencies_ms: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestOutput {
+    pub prompt: String,
+    pub prompt_tokens: usize,
+    pub generated_token_ids: Vec<u32>,
+    pub generated_text: String,
+    pub ttft_ms: f64,
+    /// "length" (max_tokens reached) or "eos".
+    pub finish_reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySummary {
+    pub samples: usize,
+    pub interval_ms: u64,
+    pub gpu_name: String,
+    pub memory_total_mb: f64,
+    pub memory_used_mb_max: f64,
+    pub process_memory_mb_max: Option<f64>,
+    pub utilization_percent_mean: f64,
+    pub utilization_percent_max: f64,
+    pub power_watts_mean: f64,
+    pub power_watts_max: f64,
+    /// Energy used during inference (NVML total energy counter delta, or power integrated), joules.
+    pub energy_joules: Option<f64>,
+    pub tokens_per_joule: Option<f64>,
+    pub sm_clock_mhz_max: Option<u32>,
+    pub temperature_c_max: Option<u32>,
+}

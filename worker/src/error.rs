@@ -1,0 +1,51 @@
+//! Errors of the engine. Each message names the problem and the fix; `is_retryable` tells the
+//! coordinator whether running the job again (elsewhere) could help.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    UnknownModel(String),
+    #[error(transparent)]
+    Config(#[from] tokbench_core::ConfigError),
+    #[error("config file {path}: {source}")]
+    ConfigFile { path: PathBuf, source: tokbench_core::ConfigError },
+    #[error("no real weights for {model} are available offline: {detail}. Put the model in the Hugging Face cache (HF_HOME) or pass a local directory, or use --weights synthetic")]
+    WeightsNotFound { model: String, detail: String },
+    #[error("weight file {path} is missing or unreadable: {detail}")]
+    WeightsMissing { path: PathBuf, detail: String },
+    #[error("weight file {path} is corrupt: {detail}. Re-download it (delete it from the cache) or use --weights synthetic")]
+    WeightsCorrupt { path: PathBuf, detail: String },
+    #[error("tensor {name} has shape {actual:?} but the config needs {expected:?}: the weights do not belong to this config.json")]
+    ShapeMismatch { name: String, expected: Vec<usize>, actual: Vec<usize> },
+    #[error("tensor {name} is missing from the weights ({detail})")]
+    TensorMissing { name: String, detail: String },
+    #[error("prompt {index} has {tokens} tokens; with max_tokens {max_tokens} that needs {needed} positions but {model} has {max_positions}. Shorten the prompt or lower --max-tokens / --input-len")]
+    PromptTooLong { index: usize, tokens: usize, max_tokens: usize, needed: usize, max_positions: usize, model: String },
+    #[error("prompt file {path}: {detail}")]
+    PromptFile { path: PathBuf, detail: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("out of GPU memory on {device}: needs about {needed_mb:.0} MB, {free_mb:.0} MB free. Use a smaller model, batch size or dtype (f16), or free the GPU")]
+    OutOfMemory { device: String, needed_mb: f64, free_mb: f64 },
+    #[error("device {device} is not available: {detail}")]
+    DeviceUnavailable { device: String, detail: String },
+    #[error("invalid workload: {0}")]
+    InvalidWorkload(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl EngineError {
+    /// false: running the same job again cannot succeed (bad input, unknown model).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Candle(_) | EngineError::Io(_) | EngineError::DeviceUnavailable { .. } | EngineError::OutOfMemory { .. })
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

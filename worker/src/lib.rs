@@ -1,0 +1,13 @@
+//! tokbench-worker: the inference engine (OPT and GPT-2 on candle, CPU and CUDA, real and
+//! synthetic weights, measured generation) and the worker process that pulls benchmark jobs
+//! from the coordinator.
+
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod nvtx;
+pub mod weights;
+
+pub use error::{EngineError, Result};
+pub mod bench_cli;
+pub mod serve;
