@@ -14,7 +14,7 @@ impl Range {
         #[cfg(feature = "nvtx")]
         {
             let _ = (name, model);
-            Range { _inner: ::nvtx::Range::new(format!("{name} [{model}]")) }
+            Range { _inner: ::nvtx::Range::new(::nvtx::Str::from_str_lossy(&format!("{name} [{model}]"))) }
         }
         #[cfg(not(feature = "nvtx"))]
         {
