@@ -151,6 +151,156 @@ pub struct NsightMetrics {
     /// NVTX ranges this run emitted (when built with the nvtx feature).
     pub nvtx_ranges: Vec<String>,
     pub nvtx_enabled: bool,
+    // --- filled from `nsys stats` when the job ran under Nsight Systems (profile = true);
+    // empty / None otherwise. `#[serde(default)]` so reports written before these existed parse.
+    /// GPU kernels by total GPU time, descending (cuda_gpu_kern_sum), at most the top N.
+    #[serde(default)]
+    pub kernels: Vec<KernelStat>,
+    /// NVTX ranges with their durations (nvtx_sum).
+    #[serde(default)]
+    pub nvtx: Vec<NvtxRangeStat>,
+    /// GPU memory operations: memcpy by direction, memset (cuda_gpu_mem_time_sum).
+    #[serde(default)]
+    pub memory_ops: Vec<MemOpStat>,
+    /// GPU busy time split by kind of work, over all kernels and memory operations.
+    #[serde(default)]
+    pub gpu_time_split: Option<GpuTimeSplit>,
+    /// Median duration of the `inference [<model>]` NVTX range, seconds (one instance per pass
+    /// over the prompts); compare with inference_metrics.total_inference_time_seconds.
+    #[serde(default)]
+    pub inference_range_seconds: Option<f64>,
+}
+
+/// What a GPU kernel (or memory operation) spends its time on, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuTimeCategory {
+    /// Matrix multiplies (cuBLAS / cuBLASLt / CUTLASS).
+    Gemm,
+    /// Attention-specific kernels (softmax, fused / flash attention).
+    Attention,
+    /// Layer norm and elementwise / copy / reduction kernels.
+    NormalizationElementwise,
+    /// Memory copies and memsets.
+    MemcpyMemset,
+    Other,
+}
+
+impl GpuTimeCategory {
+    pub const ALL: [GpuTimeCategory; 5] = [
+        GpuTimeCategory::Gemm,
+        GpuTimeCategory::Attention,
+        GpuTimeCategory::NormalizationElementwise,
+        GpuTimeCategory::MemcpyMemset,
+        GpuTimeCategory::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            GpuTimeCategory::Gemm => "gemm",
+            GpuTimeCategory::Attention => "attention",
+            GpuTimeCategory::NormalizationElementwise => "normalization+elementwise",
+            GpuTimeCategory::MemcpyMemset => "memcpy+memset",
+            GpuTimeCategory::Other => "other",
+        }
+    }
+}
+
+/// One row of `nsys stats --report cuda_gpu_kern_sum`. Times in nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelStat {
+    pub name: String,
+    pub category: GpuTimeCategory,
+    /// Share of all kernel time, as nsys prints it (0..100).
+    pub time_percent: f64,
+    pub total_time_ns: u64,
+    pub instances: u64,
+    pub avg_ns: f64,
+    pub med_ns: f64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub stddev_ns: f64,
+}
+
+/// One row of `nsys stats --report nvtx_sum`. Times in nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NvtxRangeStat {
+    /// The range name as nsys prints it (`inference [facebook/opt-125m]`; push/pop ranges may
+    /// carry a leading `:`, the empty domain).
+    pub range: String,
+    /// "StartEnd" (Rust nvtx::Range) or "PushPop".
+    pub style: String,
+    pub time_percent: f64,
+    pub total_time_ns: u64,
+    pub instances: u64,
+    pub avg_ns: f64,
+    pub med_ns: f64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub stddev_ns: f64,
+}
+
+/// One row of `nsys stats --report cuda_gpu_mem_time_sum`. Times in nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemOpStat {
+    /// `[CUDA memcpy Host-to-Device]`, `[CUDA memcpy Device-to-Device]`, `[CUDA memset]`, ...
+    pub operation: String,
+    pub time_percent: f64,
+    pub total_time_ns: u64,
+    pub count: u64,
+    pub avg_ns: f64,
+    pub med_ns: f64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub stddev_ns: f64,
+}
+
+/// GPU busy time by category, nanoseconds, summed over every kernel and memory operation of
+/// the profile (not only the top kernels listed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuTimeSplit {
+    pub gemm_ns: u64,
+    pub attention_ns: u64,
+    pub normalization_elementwise_ns: u64,
+    pub memcpy_memset_ns: u64,
+    pub other_ns: u64,
+}
+
+impl GpuTimeSplit {
+    pub fn get(&self, c: GpuTimeCategory) -> u64 {
+        match c {
+            GpuTimeCategory::Gemm => self.gemm_ns,
+            GpuTimeCategory::Attention => self.attention_ns,
+            GpuTimeCategory::NormalizationElementwise => self.normalization_elementwise_ns,
+            GpuTimeCategory::MemcpyMemset => self.memcpy_memset_ns,
+            GpuTimeCategory::Other => self.other_ns,
+        }
+    }
+
+    pub fn add(&mut self, c: GpuTimeCategory, ns: u64) {
+        let slot = match c {
+            GpuTimeCategory::Gemm => &mut self.gemm_ns,
+            GpuTimeCategory::Attention => &mut self.attention_ns,
+            GpuTimeCategory::NormalizationElementwise => &mut self.normalization_elementwise_ns,
+            GpuTimeCategory::MemcpyMemset => &mut self.memcpy_memset_ns,
+            GpuTimeCategory::Other => &mut self.other_ns,
+        };
+        *slot = slot.saturating_add(ns);
+    }
+
+    pub fn total_ns(&self) -> u64 {
+        GpuTimeCategory::ALL.iter().map(|c| self.get(*c)).sum()
+    }
+
+    /// Share of the total in percent (0 when nothing ran).
+    pub fn percent(&self, c: GpuTimeCategory) -> f64 {
+        let total = self.total_ns();
+        if total == 0 {
+            0.0
+        } else {
+            self.get(c) as f64 * 100.0 / total as f64
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,4 +355,30 @@ pub struct TelemetrySummary {
     pub tokens_per_joule: Option<f64>,
     pub sm_clock_mhz_max: Option<u32>,
     pub temperature_c_max: Option<u32>,
+}
+
+#[cfg(test)]
+mod nsight_tests {
+    use super::*;
+
+    #[test]
+    fn nsight_metrics_without_profile_fields_still_parse() {
+        // The shape written before the nsys-derived fields existed.
+        let old = r#"{"profile_file":null,"profile_name":"p","notes":"n","nvtx_ranges":["inference"],"nvtx_enabled":true}"#;
+        let m: NsightMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!(m.profile_name, "p");
+        assert!(m.kernels.is_empty() && m.nvtx.is_empty() && m.gpu_time_split.is_none());
+    }
+
+    #[test]
+    fn time_split_percentages() {
+        let mut s = GpuTimeSplit::default();
+        s.add(GpuTimeCategory::Gemm, 300);
+        s.add(GpuTimeCategory::Other, 100);
+        assert_eq!(s.total_ns(), 400);
+        assert_eq!(s.percent(GpuTimeCategory::Gemm), 75.0);
+        assert_eq!(s.percent(GpuTimeCategory::Attention), 0.0);
+        let json = serde_json::to_string(&GpuTimeCategory::NormalizationElementwise).unwrap();
+        assert_eq!(json, "\"normalization_elementwise\"");
+    }
 }
