@@ -1,1 +1,70 @@
-fn main() {}
+//! `tokbench-coordinator`: serve the job queue until SIGTERM / Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokbench_coordinator::CoordinatorConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "tokbench-coordinator", version, about = "tokbench's coordinator: a durable benchmark-job queue (SQLite) served over gRPC")]
+struct Args {
+    /// Address to listen on (port 0: any free port; the chosen one is logged).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, default_value = "tokbench.db")]
+    database: PathBuf,
+    /// Shared token every client and worker must send (`authorization: Bearer <token>`).
+    #[arg(long, env = "TOKBENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate chain: serve TLS (needs --tls-key too).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Lease period in milliseconds: a job whose worker stops heartbeating for this long goes back to the queue.
+    #[arg(long, default_value_t = 15_000)]
+    lease_ms: u64,
+    /// Attempts per job before it is marked failed.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Directory for uploaded artifacts (default: <database>.artifacts/).
+    #[arg(long)]
+    artifacts_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let handle = tokbench_coordinator::spawn(CoordinatorConfig {
+        listen: a.listen,
+        database: a.database,
+        token: a.token,
+        lease_ms: a.lease_ms,
+        max_attempts: a.max_attempts,
+        artifacts_dir: a.artifacts_dir,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+    })
+    .await?;
+    // Machine-readable line for scripts and tests that start us on port 0.
+    println!("listening on {}", handle.local_addr());
+    shutdown_signal().await.context("installing signal handlers")?;
+    tracing::info!("shutting down");
+    handle.shutdown().await
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

@@ -8,3 +8,5 @@ pub mod v1 {
     /// Encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tokbench_v1_descriptor");
 }
+
+pub mod auth;

@@ -1,0 +1,208 @@
+//! Shared-token authentication and client connection helpers, used by the coordinator (server
+//! side check), the worker and the CLI (client side).
+//!
+//! The token travels as gRPC metadata `authorization: Bearer <token>` on every call. It is a
+//! shared secret, so use TLS (`--tls-cert/--tls-key` on the coordinator, an `https://` URL and
+//! `ca_pem` here) whenever the network between client and coordinator is not trusted.
+//!
+//! ```ignore
+//! use tokbench_proto::auth;
+//! let channel = auth::connect("http://127.0.0.1:50051", None).await?;
+//! let mut client = auth::benchmarks_client(channel, Some("secret"))?;
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+
+use crate::v1::benchmarks_client::BenchmarksClient;
+use crate::v1::worker_queue_client::WorkerQueueClient;
+
+/// Metadata key carrying the token.
+pub const AUTHORIZATION: &str = "authorization";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token contains characters that cannot be sent in a gRPC header (only visible ASCII is allowed); choose a token of letters, digits and punctuation")]
+    InvalidToken,
+    #[error("the token is empty; pass a non-empty --token (or TOKBENCH_TOKEN), or none at all")]
+    EmptyToken,
+    #[error("bad coordinator address \"{url}\": {source}. Use e.g. http://127.0.0.1:50051 (https:// with TLS)")]
+    BadUrl { url: String, source: tonic::transport::Error },
+    #[error("TLS setup for {url}: {source}")]
+    Tls { url: String, source: tonic::transport::Error },
+    #[error("cannot connect to the coordinator at {url}: {source}. Is `tokbench-coordinator` running there (and reachable)?")]
+    Connect { url: String, source: tonic::transport::Error },
+}
+
+/// Client side: adds `authorization: Bearer <token>` to every request (nothing when no token).
+#[derive(Clone, Debug, Default)]
+pub struct BearerToken {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, AuthError> {
+        let header = match token {
+            None => None,
+            Some("") => return Err(AuthError::EmptyToken),
+            Some(t) => Some(format!("Bearer {t}").parse::<MetadataValue<Ascii>>().map_err(|_| AuthError::InvalidToken)?),
+        };
+        Ok(BearerToken { header })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.header {
+            request.metadata_mut().insert(AUTHORIZATION, h.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Server side: rejects requests without the right `authorization: Bearer <token>` with
+/// `Unauthenticated`. With no token configured every request passes.
+#[derive(Clone, Debug, Default)]
+pub struct RequireToken {
+    expected: Option<Arc<str>>,
+}
+
+impl RequireToken {
+    pub fn new(token: Option<&str>) -> Result<Self, AuthError> {
+        match token {
+            None => Ok(RequireToken { expected: None }),
+            Some("") => Err(AuthError::EmptyToken),
+            Some(t) => {
+                // A token that cannot be sent as a header could never match: refuse it now.
+                BearerToken::new(Some(t))?;
+                Ok(RequireToken { expected: Some(Arc::from(t)) })
+            }
+        }
+    }
+
+    pub fn check(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let Some(expected) = &self.expected else { return Ok(()) };
+        let Some(value) = metadata.get(AUTHORIZATION) else {
+            return Err(Status::unauthenticated(
+                "missing token: this coordinator requires `authorization: Bearer <token>`; pass --token (or set TOKBENCH_TOKEN) to the same value the coordinator was started with",
+            ));
+        };
+        let given = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(
+                "wrong token: the `authorization: Bearer <token>` sent does not match the coordinator's; pass the coordinator's --token / TOKBENCH_TOKEN value",
+            ))
+        }
+    }
+}
+
+impl Interceptor for RequireToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.check(request.metadata())?;
+        Ok(request)
+    }
+}
+
+/// Compares without an early exit, so response time does not tell how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An endpoint for `url` (http:// or https://). With https and `ca_pem`, the server certificate
+/// must chain to that CA (PEM bytes); with https and no CA, TLS is set up but needs a CA
+/// the platform trusts, which this build does not load: pass `ca_pem`.
+pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, AuthError> {
+    let mut ep = Endpoint::from_shared(url.to_string())
+        .map_err(|source| AuthError::BadUrl { url: url.into(), source })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Keepalive detects a coordinator that vanished (SIGKILL, network loss) on idle connections.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if url.starts_with("https://") || ca_pem.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(pem) = ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls).map_err(|source| AuthError::Tls { url: url.into(), source })?;
+    }
+    Ok(ep)
+}
+
+/// Connects now (fails fast when the coordinator is not there).
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, AuthError> {
+    endpoint(url, ca_pem)?.connect().await.map_err(|source| AuthError::Connect { url: url.into(), source })
+}
+
+/// A channel that connects on first use and reconnects by itself after the coordinator restarts.
+pub fn connect_lazy(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, AuthError> {
+    Ok(endpoint(url, ca_pem)?.connect_lazy())
+}
+
+pub type AuthedBenchmarksClient = BenchmarksClient<InterceptedService<Channel, BearerToken>>;
+pub type AuthedWorkerQueueClient = WorkerQueueClient<InterceptedService<Channel, BearerToken>>;
+
+/// A `Benchmarks` client sending `token` with every call.
+pub fn benchmarks_client(channel: Channel, token: Option<&str>) -> Result<AuthedBenchmarksClient, AuthError> {
+    // Reports and artifacts can be large: lift the 4 MiB default decode limit.
+    Ok(BenchmarksClient::with_interceptor(channel, BearerToken::new(token)?).max_decoding_message_size(256 << 20))
+}
+
+/// A `WorkerQueue` client sending `token` with every call.
+pub fn worker_queue_client(channel: Channel, token: Option<&str>) -> Result<AuthedWorkerQueueClient, AuthError> {
+    Ok(WorkerQueueClient::with_interceptor(channel, BearerToken::new(token)?)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_with(value: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(v) = value {
+            r.metadata_mut().insert(AUTHORIZATION, v.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn bearer_token_is_checked() {
+        let mut check = RequireToken::new(Some("s3cret")).unwrap();
+        assert!(check.call(req_with(Some("Bearer s3cret"))).is_ok());
+        let wrong = check.call(req_with(Some("Bearer nope"))).unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        assert!(wrong.message().contains("wrong token"), "{}", wrong.message());
+        let missing = check.call(req_with(None)).unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert!(missing.message().contains("missing token"), "{}", missing.message());
+        // Round trip through the client interceptor.
+        let sent = BearerToken::new(Some("s3cret")).unwrap().call(Request::new(())).unwrap();
+        assert!(check.call(sent).is_ok());
+    }
+
+    #[test]
+    fn no_token_configured_lets_everything_through() {
+        let mut check = RequireToken::new(None).unwrap();
+        assert!(check.call(req_with(None)).is_ok());
+        assert!(check.call(req_with(Some("Bearer anything"))).is_ok());
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_up_front() {
+        assert!(matches!(BearerToken::new(Some("")), Err(AuthError::EmptyToken)));
+        assert!(matches!(RequireToken::new(Some("a\nb")), Err(AuthError::InvalidToken)));
+    }
+}
