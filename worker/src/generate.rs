@@ -1,10 +1,17 @@
 //! Batched generation with measurement: one prefill of a left-padded batch, then decode
-//! steps against a preallocated KV cache. (Interface fixed; body filled in by the model work.)
+//! steps against a preallocated KV cache.
+//!
+//! Everything the decode loop needs that does not depend on generated tokens (the padding bias
+//! for the whole cache width, the position of every future step) is built once per batch, so a
+//! step allocates no masks and its only host/device synchronisation is reading the new ids.
 
-use crate::error::Result;
-use crate::model::Model;
-use std::time::Duration;
-use tokbench_core::Sampling;
+use crate::error::{EngineError, Result};
+use crate::model::{Model, PrefillInputs, MASKED};
+use crate::nvtx::Range;
+use crate::sampling::Sampler;
+use candle_core::Tensor;
+use std::time::{Duration, Instant};
+use tokbench_core::{ArchConfig, Sampling};
 
 #[derive(Debug, Clone)]
 pub struct GenerationParams {
@@ -14,12 +21,39 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
     pub eos_token_id: u32,
     pub pad_token_id: u32,
+    /// Shown in the NVTX ranges (`prefill [NAME]`, `decode [NAME]`) and in errors; use
+    /// `CatalogEntry::file_stem()` style names (`facebook_opt-125m`) or the model id.
+    pub model_name: String,
+}
+
+impl GenerationParams {
+    /// Greedy, `ignore_eos` (the benchmark default), EOS and pad ids from the config.
+    pub fn new(config: &ArchConfig, model_name: impl Into<String>, max_new_tokens: usize) -> GenerationParams {
+        GenerationParams {
+            max_new_tokens,
+            sampling: Sampling::default(),
+            ignore_eos: true,
+            eos_token_id: config.eos_token_id(),
+            pad_token_id: config.pad_token_id(),
+            model_name: model_name.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     Length,
     Eos,
+}
+
+impl FinishReason {
+    /// The report's spelling: "length" or "eos".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Eos => "eos",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +79,128 @@ pub fn generate_batch(
     params: &GenerationParams,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<BatchOutput> {
-    let _ = (model, prompts, params, on_step);
-    todo!()
+    let b = prompts.len();
+    if b == 0 {
+        return Err(EngineError::InvalidWorkload("generate_batch got an empty batch: pass at least one prompt".into()));
+    }
+    let max_positions = model.config().max_positions();
+    for (index, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(EngineError::InvalidWorkload(format!(
+                "prompt {index} has no tokens: every prompt needs at least one token (OPT prompts start with </s>)"
+            )));
+        }
+        let needed = p.len() + params.max_new_tokens;
+        if needed > max_positions {
+            return Err(EngineError::PromptTooLong {
+                index,
+                tokens: p.len(),
+                max_tokens: params.max_new_tokens,
+                needed,
+                max_positions,
+                model: params.model_name.clone(),
+            });
+        }
+        model.check_ids(p)?;
+    }
+    let mut sampler = Sampler::new(&params.sampling)?;
+    let max_new = params.max_new_tokens;
+    if max_new == 0 {
+        return Ok(BatchOutput {
+            tokens: vec![Vec::new(); b],
+            finish_reasons: vec![FinishReason::Length; b],
+            prefill: Duration::ZERO,
+            step_latencies: Vec::new(),
+            total: Duration::ZERO,
+        });
+    }
+
+    // Host-side layout of the left-padded batch.
+    let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let offset = model.position_offset();
+    let mut ids = Vec::with_capacity(b * t);
+    let mut mask = Vec::with_capacity(b);
+    for p in prompts {
+        let pad = t - p.len();
+        ids.extend(std::iter::repeat_n(params.pad_token_id, pad));
+        ids.extend_from_slice(p);
+        mask.push([vec![0u32; pad], vec![1u32; p.len()]].concat());
+    }
+    let prefill_inputs = PrefillInputs::new(&mask, offset);
+    let steps = max_new - 1; // the prefill produces the first token
+    // The last generated token is never fed back, so the cache holds t + max_new - 1 positions.
+    let mut cache = model.take_cache(b, t + steps)?;
+    let width = cache.capacity();
+    let mut decode_bias = vec![0f32; b * width];
+    for (i, p) in prompts.iter().enumerate() {
+        decode_bias[i * width..i * width + (t - p.len())].fill(MASKED);
+    }
+    // Row s: the position rows of the tokens fed at decode step s ([steps, b] so that one
+    // step's row is a contiguous slice).
+    let mut decode_positions = Vec::with_capacity(steps * b);
+    for s in 0..steps {
+        decode_positions.extend(prompts.iter().map(|p| offset + (p.len() + s) as u32));
+    }
+
+    let device = model.device().clone();
+    let mut tokens: Vec<Vec<u32>> = (0..b).map(|_| Vec::with_capacity(max_new)).collect();
+    let mut finished: Vec<Option<FinishReason>> = vec![None; b];
+    let mut generated = 0usize;
+    let keep = |tokens: &mut Vec<Vec<u32>>, finished: &mut Vec<Option<FinishReason>>, next: &[u32], generated: &mut usize| {
+        for (i, &tok) in next.iter().enumerate() {
+            if finished[i].is_some() {
+                continue;
+            }
+            tokens[i].push(tok);
+            *generated += 1;
+            if !params.ignore_eos && tok == params.eos_token_id {
+                finished[i] = Some(FinishReason::Eos);
+            }
+        }
+    };
+
+    // Prefill. Work queued on the device before this call must not be billed to it.
+    device.synchronize()?;
+    let prefill_range = Range::new("prefill", &params.model_name);
+    let start = Instant::now();
+    let ids = Tensor::from_vec(ids, (b, t), &device)?;
+    let positions = Tensor::from_vec(prefill_inputs.positions, (b, t), &device)?;
+    let bias = Tensor::from_vec(prefill_inputs.bias, (b, 1, t, t), &device)?;
+    let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
+    let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
+    let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+    let (mut next, next_host) = sampler.next(&logits)?;
+    let prefill_end = Instant::now();
+    let prefill = prefill_end - start;
+    drop(prefill_range);
+    keep(&mut tokens, &mut finished, &next_host, &mut generated);
+    on_step(generated);
+
+    let mut step_latencies = Vec::with_capacity(steps);
+    let decode_range = Range::new("decode", &params.model_name);
+    // Steps are timed back to back from the end of prefill, so the host work between them
+    // (bookkeeping, on_step) is billed too and prefill + steps is the batch's wall time.
+    let mut last = prefill_end;
+    for s in 0..steps {
+        if finished.iter().all(Option::is_some) {
+            break;
+        }
+        let ids = next.reshape((b, 1))?;
+        let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
+        let bias = decode_bias.narrow(3, 0, t + s + 1)?;
+        let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+        let (n, next_host) = sampler.next(&logits)?;
+        next = n;
+        let now = Instant::now();
+        step_latencies.push(now - last);
+        last = now;
+        keep(&mut tokens, &mut finished, &next_host, &mut generated);
+        on_step(generated);
+    }
+    drop(decode_range);
+    model.return_cache(cache);
+
+    let total = prefill + step_latencies.iter().sum::<Duration>();
+    let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
+    Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total })
 }

@@ -11,3 +11,4 @@ pub mod weights;
 pub use error::{EngineError, Result};
 pub mod bench_cli;
 pub mod serve;
+pub mod profile;

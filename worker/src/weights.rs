@@ -1,7 +1,19 @@
 //! Where weights come from: real files (safetensors, memory-mapped; sharded; or PyTorch
 //! `pytorch_model.bin`) or synthetic (seeded random values generated on the target device).
+//!
+//! The model code asks a [`WeightLoader`] for each tensor by its Hugging Face name and the shape
+//! the config implies; the loader checks the file against that shape (so a checkpoint that does
+//! not belong to the config fails with the tensor's name, not deep inside a matmul), converts to
+//! the requested dtype on the device, and counts parameters and bytes.
 
-use std::path::PathBuf;
+use crate::error::{EngineError, Result};
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::Distribution;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tokbench_core::ArchConfig;
 
 #[derive(Debug, Clone)]
 pub enum WeightSource {
@@ -9,4 +21,391 @@ pub enum WeightSource {
     Files(Vec<PathBuf>),
     /// Deterministic seeded random values, generated directly on the target device.
     Synthetic { seed: u64 },
+}
+
+impl WeightSource {
+    /// For reports: the file list, or `synthetic (seed N)`.
+    pub fn describe(&self) -> String {
+        match self {
+            WeightSource::Files(paths) => paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            WeightSource::Synthetic { seed } => format!("synthetic (seed {seed})"),
+        }
+    }
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, WeightSource::Synthetic { .. })
+    }
+}
+
+/// How a synthetic tensor is initialised: Hugging Face's `_init_weights` statistics
+/// (normal with std `initializer_range`/`init_std` = 0.02 for linear and embedding weights,
+/// zeros for biases, ones/zeros for layer norm weight/bias).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Init {
+    Normal(f64),
+    Zeros,
+    Ones,
+}
+
+/// HF's default init std for OPT (`init_std`) and GPT-2 (`initializer_range`).
+pub(crate) const HF_INIT_STD: f64 = 0.02;
+
+enum Store {
+    Safetensors {
+        st: candle_core::safetensors::MmapedSafetensors,
+        /// name -> (shape, index of the file)
+        index: HashMap<String, (Vec<usize>, usize)>,
+        paths: Vec<PathBuf>,
+    },
+    Pth {
+        shards: Vec<(PathBuf, candle_core::pickle::PthTensors)>,
+        /// name -> (shape, shard index)
+        index: HashMap<String, (Vec<usize>, usize)>,
+    },
+    Synthetic {
+        /// CPU: candle cannot seed its CPU RNG, so values come from this seeded generator.
+        /// CUDA: None; the device's own RNG (curand) is seeded and generates on the device.
+        cpu_rng: Option<rand::rngs::StdRng>,
+        seed: u64,
+    },
+}
+
+/// Hands out the tensors of one checkpoint (or synthetic ones) by HF name.
+pub(crate) struct WeightLoader {
+    store: Store,
+    dtype: DType,
+    device: Device,
+    /// Prefix of the base model's names in this checkpoint (`model.`, `transformer.`, or empty).
+    prefix: String,
+    num_parameters: u64,
+    bytes: u64,
+    /// When set, every tensor handed out is also kept here under its full HF name
+    /// (used to write synthetic checkpoints).
+    record: Option<Vec<(String, Tensor)>>,
+}
+
+fn io_missing(path: &Path, e: impl std::fmt::Display) -> EngineError {
+    EngineError::WeightsMissing { path: path.to_path_buf(), detail: e.to_string() }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> EngineError {
+    EngineError::WeightsCorrupt { path: path.to_path_buf(), detail: e.to_string() }
+}
+
+#[derive(PartialEq)]
+enum FileKind {
+    Safetensors,
+    Pickle,
+}
+
+fn file_kind(path: &Path) -> Result<FileKind> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if name.ends_with(".safetensors") {
+        Ok(FileKind::Safetensors)
+    } else if name.ends_with(".bin") || name.ends_with(".pth") || name.ends_with(".pt") {
+        Ok(FileKind::Pickle)
+    } else {
+        Err(EngineError::InvalidWorkload(format!(
+            "weight file {} has an unknown format: expected *.safetensors or a PyTorch pytorch_model.bin (*.bin, *.pth, *.pt)",
+            path.display()
+        )))
+    }
+}
+
+impl WeightLoader {
+    pub(crate) fn open(source: &WeightSource, dtype: DType, device: &Device) -> Result<WeightLoader> {
+        let store = match source {
+            WeightSource::Synthetic { seed } => {
+                let cpu_rng = match device {
+                    Device::Cpu => Some(rand::rngs::StdRng::seed_from_u64(*seed)),
+                    _ => {
+                        // A fresh generator state: the same seed gives the same tensors on the
+                        // same device, whatever ran on it before.
+                        device.set_seed(*seed)?;
+                        None
+                    }
+                };
+                Store::Synthetic { cpu_rng, seed: *seed }
+            }
+            WeightSource::Files(paths) => Self::open_files(paths)?,
+        };
+        Ok(WeightLoader {
+            store,
+            dtype,
+            device: device.clone(),
+            prefix: String::new(),
+            num_parameters: 0,
+            bytes: 0,
+            record: None,
+        })
+    }
+
+    fn open_files(paths: &[PathBuf]) -> Result<Store> {
+        let Some(first) = paths.first() else {
+            return Err(EngineError::InvalidWorkload(
+                "no weight files given: pass model.safetensors (or its shards) or pytorch_model.bin".into(),
+            ));
+        };
+        let kind = file_kind(first)?;
+        for p in paths {
+            if file_kind(p)? != kind {
+                return Err(EngineError::InvalidWorkload(format!(
+                    "weight files mix safetensors and PyTorch formats ({} and {}): give one format",
+                    first.display(),
+                    p.display()
+                )));
+            }
+            let meta = std::fs::metadata(p).map_err(|e| io_missing(p, e))?;
+            if !meta.is_file() {
+                return Err(io_missing(p, "not a regular file"));
+            }
+            // Opening it here separates "cannot read" (missing) from "cannot parse" (corrupt).
+            std::fs::File::open(p).map_err(|e| io_missing(p, e))?;
+        }
+        match kind {
+            FileKind::Safetensors => {
+                let mut index = HashMap::new();
+                for (i, p) in paths.iter().enumerate() {
+                    // Header check per file so a corrupt shard is named.
+                    // SAFETY: the file is mapped read-only and not modified while loading, as
+                    // with every safetensors loader (transformers, candle's VarBuilder).
+                    let one = unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }.map_err(|e| corrupt(p, e))?;
+                    for (name, view) in one.tensors() {
+                        index.insert(name, (view.shape().to_vec(), i));
+                    }
+                }
+                // SAFETY: as above.
+                let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }.map_err(|e| corrupt(first, e))?;
+                Ok(Store::Safetensors { st, index, paths: paths.to_vec() })
+            }
+            FileKind::Pickle => {
+                let mut shards = Vec::new();
+                let mut index = HashMap::new();
+                for (i, p) in paths.iter().enumerate() {
+                    let pth = candle_core::pickle::PthTensors::new(p, None).map_err(|e| corrupt(p, e))?;
+                    for (name, info) in pth.tensor_infos() {
+                        index.insert(name.clone(), (info.layout.dims().to_vec(), i));
+                    }
+                    shards.push((p.clone(), pth));
+                }
+                if index.is_empty() {
+                    return Err(corrupt(first, "it holds no tensors (expected a state dict saved with torch.save)"));
+                }
+                Ok(Store::Pth { shards, index })
+            }
+        }
+    }
+
+    /// Keep every tensor handed out (with its full HF name) for [`Self::take_recorded`].
+    pub(crate) fn record(&mut self) {
+        self.record = Some(Vec::new());
+    }
+    pub(crate) fn take_recorded(&mut self) -> Vec<(String, Tensor)> {
+        self.record.take().unwrap_or_default()
+    }
+
+    pub(crate) fn is_synthetic(&self) -> bool {
+        matches!(self.store, Store::Synthetic { .. })
+    }
+
+    /// The dtype and device tensors are loaded to.
+    pub(crate) fn target(&self) -> (DType, Device) {
+        (self.dtype, self.device.clone())
+    }
+
+    pub(crate) fn num_parameters(&self) -> u64 {
+        self.num_parameters
+    }
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn names(&self) -> Option<&HashMap<String, (Vec<usize>, usize)>> {
+        match &self.store {
+            Store::Safetensors { index, .. } | Store::Pth { index, .. } => Some(index),
+            Store::Synthetic { .. } => None,
+        }
+    }
+
+    /// Picks the prefix of the base model's names: the first of `candidates` under which
+    /// `probe` exists (checkpoints of `*ForCausalLM` use `model.`/`transformer.`, those of the
+    /// bare base model none). Synthetic weights use the first candidate (the `*ForCausalLM`
+    /// names transformers writes).
+    pub(crate) fn choose_prefix(&mut self, candidates: &[&str], probe: &str) -> Result<()> {
+        let Some(names) = self.names() else {
+            self.prefix = candidates[0].to_string();
+            return Ok(());
+        };
+        if let Some(p) = candidates.iter().find(|p| names.contains_key(&format!("{p}{probe}"))) {
+            self.prefix = p.to_string();
+            return Ok(());
+        }
+        let tried: Vec<String> = candidates.iter().map(|p| format!("{p}{probe}")).collect();
+        Err(EngineError::TensorMissing { name: tried[0].clone(), detail: self.missing_detail(&tried) })
+    }
+
+    fn missing_detail(&self, tried: &[String]) -> String {
+        let mut sample: Vec<&String> = self.names().map(|n| n.keys().collect()).unwrap_or_default();
+        sample.sort();
+        let n = sample.len();
+        sample.truncate(5);
+        format!(
+            "looked for {}; the checkpoint has {n} tensors, e.g. {}. Is it a checkpoint of this architecture (config.json model_type)?",
+            tried.join(" / "),
+            sample.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    /// Whether the checkpoint holds `name` (a root name, no prefix). Synthetic: false.
+    pub(crate) fn contains_root(&self, name: &str) -> bool {
+        self.names().is_some_and(|n| n.contains_key(name))
+    }
+
+    /// The tensor `prefix + name` with the given shape.
+    pub(crate) fn get(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = format!("{}{name}", self.prefix);
+        self.get_root(&full, shape, init)
+    }
+
+    /// The tensor `name` (no prefix) with the given shape.
+    pub(crate) fn get_root(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let tensor = match &mut self.store {
+            Store::Synthetic { cpu_rng, seed } => synthetic(cpu_rng.as_mut(), *seed, shape, init, self.dtype, &self.device)?,
+            Store::Safetensors { st, index, paths } => {
+                let (actual, file) = lookup(index, name, shape)?;
+                let _ = actual;
+                let t = st.load(name, &self.device).map_err(|e| corrupt(&paths[file], format!("tensor {name}: {e}")))?;
+                t.to_dtype(self.dtype)?
+            }
+            Store::Pth { shards, index } => {
+                let (_, shard) = lookup(index, name, shape)?;
+                let (path, pth) = &shards[shard];
+                let t = pth
+                    .get(name)
+                    .map_err(|e| corrupt(path, format!("tensor {name}: {e}")))?
+                    .ok_or_else(|| corrupt(path, format!("tensor {name} is listed but cannot be read")))?;
+                t.to_dtype(self.dtype)?.to_device(&self.device)?
+            }
+        };
+        if tensor.dims() != shape {
+            // The header said one thing and the data another.
+            return Err(EngineError::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), actual: tensor.dims().to_vec() });
+        }
+        let n = tensor.elem_count() as u64;
+        self.num_parameters += n;
+        self.bytes += n * self.dtype.size_in_bytes() as u64;
+        if let Some(rec) = &mut self.record {
+            rec.push((name.to_string(), tensor.clone()));
+        }
+        Ok(tensor)
+    }
+}
+
+fn lookup<'a>(index: &'a HashMap<String, (Vec<usize>, usize)>, name: &str, shape: &[usize]) -> Result<(&'a [usize], usize)> {
+    match index.get(name) {
+        None => {
+            let mut sample: Vec<&String> = index.keys().collect();
+            sample.sort();
+            let n = sample.len();
+            sample.truncate(5);
+            Err(EngineError::TensorMissing {
+                name: name.to_string(),
+                detail: format!(
+                    "the checkpoint has {n} tensors, e.g. {}; it may be incomplete (a missing shard?) or of another architecture",
+                    sample.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })
+        }
+        Some((actual, _)) if actual.as_slice() != shape => {
+            Err(EngineError::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), actual: actual.clone() })
+        }
+        Some((actual, file)) => Ok((actual.as_slice(), *file)),
+    }
+}
+
+fn synthetic(
+    cpu_rng: Option<&mut rand::rngs::StdRng>,
+    _seed: u64,
+    shape: &[usize],
+    init: Init,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    Ok(match init {
+        Init::Zeros => Tensor::zeros(shape, dtype, device)?,
+        Init::Ones => Tensor::ones(shape, dtype, device)?,
+        Init::Normal(std) => match cpu_rng {
+            Some(rng) => {
+                let normal = rand_distr::Normal::new(0f32, std as f32)
+                    .map_err(|e| EngineError::InvalidWorkload(format!("bad init std {std}: {e}")))?;
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|_| normal.sample(rng)).collect();
+                Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?
+            }
+            // The device's RNG, seeded in `open`: the values never exist on the host.
+            // curand generates f32 only; the conversion runs on the device.
+            None => Tensor::randn(0f32, std as f32, shape, device)?.to_dtype(dtype)?,
+        },
+    })
+}
+
+/// A tensor as raw little-endian bytes for the safetensors writer.
+struct RawTensor {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Writes the synthetic weights of `config` for `seed` (f32, the values `Model::load` with
+/// `WeightSource::Synthetic { seed }` gives on the CPU) as a safetensors file with Hugging Face's
+/// names (`model.decoder.*` for OPT, `transformer.*` for GPT-2; lm_head tied, not stored), so
+/// transformers' `from_pretrained` on a folder with this file as `model.safetensors` plus
+/// `config.json` loads the same model.
+pub fn save_synthetic_safetensors(config: &ArchConfig, seed: u64, path: &Path) -> Result<()> {
+    let tensors = crate::model::Model::synthetic_tensors(config, seed)?;
+    let mut raw = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        raw.push((name, RawTensor { dtype: safetensors::Dtype::F32, shape: t.dims().to_vec(), data }));
+    }
+    // transformers 4.x refuses safetensors without format=pt metadata.
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(raw.iter().map(|(n, r)| (n.as_str(), r)), Some(metadata), path)
+        .map_err(|e| EngineError::Io(std::io::Error::other(format!("writing {}: {e}", path.display()))))?;
+    Ok(())
+}
+
+/// Writes a checkpoint folder transformers can load: `dir/config.json` (the config in HF layout,
+/// with `architectures`) and `dir/model.safetensors` (see [`save_synthetic_safetensors`]).
+pub fn save_synthetic_checkpoint(config: &ArchConfig, seed: u64, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut cfg = config.to_json_value();
+    // Unset optional fields are written as null by serde; transformers would take a null
+    // (e.g. tie_word_embeddings) literally instead of using its default.
+    if let Some(obj) = cfg.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    let arch = match config {
+        ArchConfig::Opt(_) => "OPTForCausalLM",
+        ArchConfig::Gpt2(_) => "GPT2LMHeadModel",
+    };
+    cfg["architectures"] = serde_json::json!([arch]);
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    std::fs::write(dir.join("config.json"), text)?;
+    save_synthetic_safetensors(config, seed, &dir.join("model.safetensors"))
 }

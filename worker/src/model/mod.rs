@@ -1,51 +1,328 @@
-//! The two architectures tokbench implements on candle: OPT and GPT-2.
-//! (Interface fixed; bodies are filled in by the model work.)
+//! The two architectures tokbench implements on candle: OPT and GPT-2, numerically matching
+//! transformers' `modeling_opt.py` / `modeling_gpt2.py` (checked by `tests/hf_parity.rs`).
+//!
+//! Both share the attention core below: scores in the model dtype, mask added and softmax done
+//! in f32 (f16 softmax over long rows loses too much), keys/values from a preallocated
+//! [`KvCache`] when one is given.
 
-use crate::error::Result;
-use crate::weights::WeightSource;
-use candle_core::{DType, Device, Tensor};
+mod gpt2;
+pub mod kv_cache;
+mod opt;
+
+pub use kv_cache::KvCache;
+
+use crate::error::{EngineError, Result};
+use crate::weights::{WeightLoader, WeightSource};
+use candle_core::{DType, Device, Module, Tensor};
 use tokbench_core::ArchConfig;
 
-pub enum Model {
-    #[doc(hidden)]
-    Placeholder(ArchConfig, Device, DType),
+/// Added to the attention scores of masked keys. Finite (as transformers' `finfo.min`) so a
+/// row whose keys are all masked (a padding query) gives uniform weights, not NaN that would
+/// leak into the values of later layers.
+pub(crate) const MASKED: f32 = f32::MIN;
+
+enum Arch {
+    Opt(opt::Opt),
+    Gpt2(gpt2::Gpt2),
+}
+
+pub struct Model {
+    arch: Arch,
+    config: ArchConfig,
+    device: Device,
+    dtype: DType,
+    num_parameters: u64,
+    weight_bytes: u64,
+    /// Kept between batches so equal-shaped batches reuse one allocation.
+    cache: Option<KvCache>,
 }
 
 impl Model {
     /// Build the model from `source` (real files or synthetic) on `device` in `dtype`.
     /// Tensor shapes are checked against `config` (ShapeMismatch / TensorMissing on error).
     pub fn load(config: &ArchConfig, source: &WeightSource, dtype: DType, device: &Device) -> Result<Model> {
-        let _ = source;
-        Ok(Model::Placeholder(config.clone(), device.clone(), dtype))
+        check_dtype(dtype, device)?;
+        let mut loader = WeightLoader::open(source, dtype, device)?;
+        Self::build(config, &mut loader, dtype, device)
     }
+
+    fn build(config: &ArchConfig, loader: &mut WeightLoader, dtype: DType, device: &Device) -> Result<Model> {
+        let arch = match config {
+            ArchConfig::Opt(c) => Arch::Opt(opt::Opt::load(c, loader)?),
+            ArchConfig::Gpt2(c) => Arch::Gpt2(gpt2::Gpt2::load(c, loader)?),
+        };
+        Ok(Model {
+            arch,
+            config: config.clone(),
+            device: device.clone(),
+            dtype,
+            num_parameters: loader.num_parameters(),
+            weight_bytes: loader.bytes(),
+            cache: None,
+        })
+    }
+
+    /// The synthetic weights of `config` for `seed`, as loaded on the CPU in f32, under their
+    /// Hugging Face names (for writing checkpoints transformers can load).
+    pub(crate) fn synthetic_tensors(config: &ArchConfig, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let mut loader = WeightLoader::open(&WeightSource::Synthetic { seed }, DType::F32, &Device::Cpu)?;
+        loader.record();
+        Self::build(config, &mut loader, DType::F32, &Device::Cpu)?;
+        Ok(loader.take_recorded())
+    }
+
     pub fn config(&self) -> &ArchConfig {
-        match self {
-            Model::Placeholder(c, _, _) => c,
-        }
+        &self.config
     }
     pub fn device(&self) -> &Device {
-        match self {
-            Model::Placeholder(_, d, _) => d,
-        }
+        &self.device
     }
     pub fn dtype(&self) -> DType {
-        match self {
-            Model::Placeholder(_, _, t) => *t,
-        }
+        self.dtype
     }
     /// Parameters counted from the loaded tensors (tied lm_head once).
     pub fn num_parameters(&self) -> u64 {
-        todo!()
+        self.num_parameters
     }
     /// Bytes of the loaded weight tensors.
     pub fn weight_bytes(&self) -> u64 {
-        todo!()
+        self.weight_bytes
     }
+
+    /// Bytes of the KV cache `generate_batch` allocates for `batch` sequences of up to
+    /// `positions` positions (padded prompt + new tokens) in dtype `dtype`.
+    pub fn kv_cache_bytes(config: &ArchConfig, batch: usize, positions: usize, dtype: DType) -> u64 {
+        (2 * config.num_layers() * batch * positions * config.hidden_size() * dtype.size_in_bytes()) as u64
+    }
+
     /// Full forward pass of a left-padded batch without cache: `input_ids` [b, t] u32,
     /// `attention_mask` [b, t] u32 (1 = real token, 0 = padding). Returns logits [b, t, vocab] f32.
     /// Used by parity tests against transformers.
     pub fn forward_full(&mut self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let _ = (input_ids, attention_mask);
-        todo!()
+        let (b, t) = input_ids.dims2()?;
+        if attention_mask.dims() != [b, t] {
+            return Err(EngineError::InvalidWorkload(format!(
+                "attention_mask has shape {:?} but input_ids has [{b}, {t}]; they must match",
+                attention_mask.dims()
+            )));
+        }
+        let mask: Vec<Vec<u32>> = attention_mask.to_dtype(DType::U32)?.to_vec2()?;
+        self.check_ids(&input_ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?)?;
+        let inputs = PrefillInputs::new(&mask, self.position_offset());
+        let positions = Tensor::from_vec(inputs.positions, (b, t), &self.device)?;
+        let bias = Tensor::from_vec(inputs.bias, (b, 1, t, t), &self.device)?;
+        let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
+        self.forward(&ids, &positions, &bias, None, false)
     }
+
+    /// One forward pass: `ids` [b, t] u32, `position_rows` [b, t] u32 (rows of the position
+    /// table, offset included), `bias` [b, 1, t, L] f32 (0 or [`MASKED`]; L = cached + t).
+    /// With a cache, this pass's keys/values are appended to it. `last_only`: logits of the
+    /// last position only ([b, 1, vocab]); else [b, t, vocab]. Logits are f32.
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        position_rows: &Tensor,
+        bias: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        let hidden = match &self.arch {
+            Arch::Opt(m) => m.hidden(ids, position_rows, bias, cache.as_deref_mut())?,
+            Arch::Gpt2(m) => m.hidden(ids, position_rows, bias, cache.as_deref_mut())?,
+        };
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        let hidden = if last_only && t > 1 { hidden.narrow(1, t - 1, 1)?.contiguous()? } else { hidden };
+        let logits = match &self.arch {
+            Arch::Opt(m) => m.logits(&hidden)?,
+            Arch::Gpt2(m) => m.logits(&hidden)?,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Row of the position table for logical position p is p + this (OPT's fairseq offset 2).
+    pub(crate) fn position_offset(&self) -> u32 {
+        match self.config {
+            ArchConfig::Opt(_) => tokbench_core::OptConfig::POSITION_OFFSET as u32,
+            ArchConfig::Gpt2(_) => 0,
+        }
+    }
+
+    /// Token ids the embedding can look up (an out-of-range id would read out of bounds on CUDA).
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidWorkload(format!(
+                "token id {bad} is outside the model's vocabulary (vocab_size {vocab}): the tokenizer does not belong to this model"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A KV cache for `batch` sequences of up to `positions` positions: the one kept from the
+    /// previous batch when it fits, else a new one. Give it back with [`Self::return_cache`].
+    pub(crate) fn take_cache(&mut self, batch: usize, positions: usize) -> Result<KvCache> {
+        let layers = self.config.num_layers();
+        let heads = self.config.num_heads();
+        let head_dim = self.config.hidden_size() / heads;
+        if let Some(mut c) = self.cache.take() {
+            if c.fits(layers, batch, heads, head_dim, positions, self.dtype) {
+                c.reset();
+                return Ok(c);
+            }
+            // Dropped before allocating the new one, so both never coexist on the device.
+            drop(c);
+        }
+        KvCache::new(layers, batch, heads, positions, head_dim, self.dtype, &self.device)
+    }
+    pub(crate) fn return_cache(&mut self, cache: KvCache) {
+        self.cache = Some(cache);
+    }
+    /// Frees the KV cache kept between batches.
+    pub fn release_cache(&mut self) {
+        self.cache = None;
+    }
+}
+
+fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::F16 => Ok(()),
+        DType::BF16 if device.is_cpu() => Err(EngineError::InvalidWorkload(
+            "bf16 is not supported on the CPU (candle has no bf16 CPU matmul): use f32 or f16 on cpu, or bf16 on cuda".into(),
+        )),
+        DType::BF16 => Ok(()),
+        other => Err(EngineError::InvalidWorkload(format!("model dtype {other:?} is not supported: use f32, f16 or bf16"))),
+    }
+}
+
+/// Prefill inputs computed on the host from an attention mask ([b][t], 1 = token, 0 = pad):
+/// position rows like transformers (`cumsum(mask) - 1` for tokens, so left padding does not
+/// shift positions; padding gets row 1 in both OPT and GPT-2) and the causal + padding bias.
+pub(crate) struct PrefillInputs {
+    /// [b * t] u32
+    pub positions: Vec<u32>,
+    /// [b * t * t] f32
+    pub bias: Vec<f32>,
+}
+
+impl PrefillInputs {
+    pub(crate) fn new(mask: &[Vec<u32>], position_offset: u32) -> PrefillInputs {
+        let b = mask.len();
+        let t = mask.first().map_or(0, |r| r.len());
+        let mut positions = Vec::with_capacity(b * t);
+        let mut bias = Vec::with_capacity(b * t * t);
+        for row in mask {
+            let mut seen = 0u32;
+            for &m in row {
+                if m != 0 {
+                    positions.push(seen + position_offset);
+                    seen += 1;
+                } else {
+                    positions.push(1);
+                }
+            }
+            for q in 0..t {
+                for (k, &m) in row.iter().enumerate() {
+                    bias.push(if k <= q && m != 0 { 0.0 } else { MASKED });
+                }
+            }
+        }
+        PrefillInputs { positions, bias }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Activation {
+    Relu,
+    /// Exact GELU (erf).
+    Gelu,
+    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    pub(crate) fn from_name(name: &str) -> Result<Activation> {
+        match name {
+            "relu" => Ok(Activation::Relu),
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            other => Err(EngineError::InvalidWorkload(format!(
+                "activation_function \"{other}\" in config.json is not supported: use relu, gelu or gelu_new"
+            ))),
+        }
+    }
+    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Relu => x.relu()?,
+            Activation::Gelu => x.gelu_erf()?,
+            // candle's `gelu` is the tanh approximation, i.e. transformers' gelu_new.
+            Activation::GeluTanh => x.gelu()?,
+        })
+    }
+}
+
+/// Layer norm over the last dim (candle's fused kernel for contiguous input).
+pub(crate) struct LayerNorm(candle_nn::LayerNorm);
+
+impl LayerNorm {
+    pub(crate) fn load(loader: &mut WeightLoader, name: &str, size: usize, affine: bool, eps: f64) -> Result<LayerNorm> {
+        use crate::weights::Init;
+        let (w, b) = if affine {
+            (loader.get(&format!("{name}.weight"), &[size], Init::Ones)?, loader.get(&format!("{name}.bias"), &[size], Init::Zeros)?)
+        } else {
+            // No parameters in the checkpoint: identity affine, not counted as parameters.
+            let (dtype, device) = loader.target();
+            (Tensor::ones(size, dtype, &device)?, Tensor::zeros(size, dtype, &device)?)
+        };
+        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps)))
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.0.forward(x)?)
+    }
+}
+
+/// x @ W^T + b with W stored [out, in] (nn.Linear layout).
+pub(crate) struct Linear(candle_nn::Linear);
+
+impl Linear {
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear(candle_nn::Linear::new(weight, bias))
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.0.forward(x)?)
+    }
+}
+
+/// Multi-head attention core. `q`, `k`, `v`: [b, t, hidden], q already scaled (the scale is
+/// folded into the query weights at load). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: &Tensor,
+    cache: Option<&mut KvCache>,
+    layer: usize,
+) -> Result<Tensor> {
+    let (b, t, hidden) = q.dims3()?;
+    let head_dim = hidden / heads;
+    let split = |x: &Tensor| -> Result<Tensor> { Ok(x.reshape((b, t, heads, head_dim))?.transpose(1, 2)?.contiguous()?) };
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let (k, v) = match cache {
+        Some(c) => c.append(layer, &k, &v)?,
+        None => (k, v),
+    };
+    let dtype = q.dtype();
+    let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.broadcast_add(bias)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    let out = probs.matmul(&v)?;
+    Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?)
+}
+
+/// The same scaled into the query projection: `W_q * s`, `b_q * s`.
+pub(crate) fn scaled(t: Tensor, scale: f64) -> Result<Tensor> {
+    Ok((t * scale)?)
 }

@@ -1,0 +1,160 @@
+//! OPT as in transformers' `modeling_opt.py`: learned positions offset by 2, optional
+//! `project_in`/`project_out` (opt-350m: 512-wide embeddings, 1024-wide layers), pre-LN or
+//! post-LN (`do_layer_norm_before`), ReLU FFN, lm_head tied to `embed_tokens`.
+
+use super::{attention, scaled, Activation, KvCache, LayerNorm, Linear};
+use crate::error::{EngineError, Result};
+use crate::weights::{Init, WeightLoader, HF_INIT_STD};
+use candle_core::{Module, Tensor};
+use tokbench_core::OptConfig;
+
+struct Layer {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    self_attn_layer_norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    final_layer_norm: LayerNorm,
+}
+
+pub(crate) struct Opt {
+    embed_tokens: candle_nn::Embedding,
+    embed_positions: candle_nn::Embedding,
+    project_in: Option<Linear>,
+    project_out: Option<Linear>,
+    layers: Vec<Layer>,
+    final_layer_norm: Option<LayerNorm>,
+    lm_head: Linear,
+    pre_ln: bool,
+    heads: usize,
+    activation: Activation,
+}
+
+fn linear(l: &mut WeightLoader, name: &str, out: usize, inp: usize, bias: bool) -> Result<(Tensor, Option<Tensor>)> {
+    let w = l.get(&format!("{name}.weight"), &[out, inp], Init::Normal(HF_INIT_STD))?;
+    let b = if bias { Some(l.get(&format!("{name}.bias"), &[out], Init::Zeros)?) } else { None };
+    Ok((w, b))
+}
+
+impl Opt {
+    pub(crate) fn load(c: &OptConfig, l: &mut WeightLoader) -> Result<Opt> {
+        let activation = Activation::from_name(&c.activation_function)?;
+        let h = c.hidden_size;
+        let p = c.word_embed_proj_dim();
+        let f = c.ffn_dim;
+        let v = c.vocab_size;
+        let heads = c.num_attention_heads;
+        let eps = OptConfig::LAYER_NORM_EPS;
+        let affine = c.layer_norm_elementwise_affine;
+        let bias = c.enable_bias;
+        // transformers scales q after q_proj (bias included) by head_dim^-0.5; folding the
+        // factor into W_q and b_q saves one elementwise op per layer per step.
+        let scale = (c.head_dim() as f64).powf(-0.5);
+
+        l.choose_prefix(&["model.", ""], "decoder.embed_tokens.weight")?;
+        let embed_tokens = l.get("decoder.embed_tokens.weight", &[v, p], Init::Normal(HF_INIT_STD))?;
+        let positions = c.max_position_embeddings + OptConfig::POSITION_OFFSET;
+        let embed_positions = l.get("decoder.embed_positions.weight", &[positions, h], Init::Normal(HF_INIT_STD))?;
+        let (project_in, project_out) = if p != h {
+            let (pi, _) = linear(l, "decoder.project_in", h, p, false)?;
+            let (po, _) = linear(l, "decoder.project_out", p, h, false)?;
+            (Some(Linear::new(pi, None)), Some(Linear::new(po, None)))
+        } else {
+            (None, None)
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let n = |s: &str| format!("decoder.layers.{i}.{s}");
+            let (qw, qb) = linear(l, &n("self_attn.q_proj"), h, h, bias)?;
+            let (kw, kb) = linear(l, &n("self_attn.k_proj"), h, h, bias)?;
+            let (vw, vb) = linear(l, &n("self_attn.v_proj"), h, h, bias)?;
+            let (ow, ob) = linear(l, &n("self_attn.out_proj"), h, h, bias)?;
+            let self_attn_layer_norm = LayerNorm::load(l, &n("self_attn_layer_norm"), h, affine, eps)?;
+            let (f1w, f1b) = linear(l, &n("fc1"), f, h, bias)?;
+            let (f2w, f2b) = linear(l, &n("fc2"), h, f, bias)?;
+            let final_layer_norm = LayerNorm::load(l, &n("final_layer_norm"), h, affine, eps)?;
+            layers.push(Layer {
+                q_proj: Linear::new(scaled(qw, scale)?, qb.map(|b| scaled(b, scale)).transpose()?),
+                k_proj: Linear::new(kw, kb),
+                v_proj: Linear::new(vw, vb),
+                out_proj: Linear::new(ow, ob),
+                self_attn_layer_norm,
+                fc1: Linear::new(f1w, f1b),
+                fc2: Linear::new(f2w, f2b),
+                final_layer_norm,
+            });
+        }
+        // transformers builds decoder.final_layer_norm only for pre-LN models (and not when
+        // `_remove_final_layer_norm`, a legacy flag of a few old checkpoints, not in OptConfig).
+        let final_layer_norm =
+            if c.do_layer_norm_before { Some(LayerNorm::load(l, "decoder.final_layer_norm", h, affine, eps)?) } else { None };
+
+        let lm_head = if c.tie_word_embeddings == Some(false) {
+            // Untied head: its own tensor at the root (`lm_head.weight`), counted separately.
+            if !l.is_synthetic() && !l.contains_root("lm_head.weight") {
+                return Err(EngineError::TensorMissing {
+                    name: "lm_head.weight".into(),
+                    detail: "config.json says tie_word_embeddings: false, so the output projection must be stored".into(),
+                });
+            }
+            Linear::new(l.get_root("lm_head.weight", &[v, p], Init::Normal(HF_INIT_STD))?, None)
+        } else {
+            // Tied: the embedding matrix itself (a stored `lm_head.weight` is the same values).
+            Linear::new(embed_tokens.clone(), None)
+        };
+
+        Ok(Opt {
+            embed_tokens: candle_nn::Embedding::new(embed_tokens, p),
+            embed_positions: candle_nn::Embedding::new(embed_positions, h),
+            project_in,
+            project_out,
+            layers,
+            final_layer_norm,
+            lm_head,
+            pre_ln: c.do_layer_norm_before,
+            heads,
+            activation,
+        })
+    }
+
+    /// Hidden states after the decoder (final norm and project_out applied): [b, t, word_embed_proj_dim].
+    pub(crate) fn hidden(&self, ids: &Tensor, position_rows: &Tensor, bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let mut x = self.embed_tokens.forward(ids)?;
+        if let Some(p) = &self.project_in {
+            x = p.forward(&x)?;
+        }
+        let mut h = (x + self.embed_positions.forward(position_rows)?)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = &h;
+            let x = if self.pre_ln { layer.self_attn_layer_norm.forward(&h)? } else { h.clone() };
+            let q = layer.q_proj.forward(&x)?;
+            let k = layer.k_proj.forward(&x)?;
+            let v = layer.v_proj.forward(&x)?;
+            let a = attention(&q, &k, &v, self.heads, bias, cache.as_deref_mut(), i)?;
+            let a = layer.out_proj.forward(&a)?;
+            let mut h1 = (residual + a)?;
+            if !self.pre_ln {
+                h1 = layer.self_attn_layer_norm.forward(&h1)?;
+            }
+            let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
+            let x = layer.fc2.forward(&self.activation.apply(&layer.fc1.forward(&x)?)?)?;
+            h = (h1 + x)?;
+            if !self.pre_ln {
+                h = layer.final_layer_norm.forward(&h)?;
+            }
+        }
+        if let Some(n) = &self.final_layer_norm {
+            h = n.forward(&h)?;
+        }
+        if let Some(p) = &self.project_out {
+            h = p.forward(&h)?;
+        }
+        Ok(h)
+    }
+
+    pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+}

@@ -1,0 +1,531 @@
+//! Per-job Nsight Systems profiling without a GPU: a fake `nsys` (tests/data/nsys/fake-nsys)
+//! really runs the `tokbench-worker bench` child and serves recorded `nsys stats` CSVs, so the
+//! child-process path, the output handling and the parsers all run for real. The parsers are
+//! also run on real nsys output saved in tests/data/nsys/real/ when it is there.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokbench_core::report::{GpuTimeCategory, KernelStat};
+use tokbench_core::{DeviceSpec, PromptSource, Sampling, WeightsMode, Workload};
+use tokbench_worker::profile::{
+    classify_kernel, nvtx_base_name, parse_kernel_summary, parse_mem_summary, parse_nvtx_summary, run_profiled,
+    workload_to_bench_args, ProfileConfig, ProfileError, ProfiledRun, StatsSummary, GPU_MACHINE_NSYS,
+};
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nsys")
+}
+
+fn sample(report: &str) -> String {
+    fs::read_to_string(data_dir().join("sample").join(format!("{report}.csv"))).unwrap()
+}
+
+fn write_executable(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A `nsys` for this test: the committed fake in the given mode, logging its arguments.
+fn fake_nsys(dir: &Path, mode: &str) -> PathBuf {
+    let script = data_dir().join("fake-nsys");
+    // Git may not keep the executable bit (e.g. a checkout through an archive).
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = dir.join("nsys");
+    let log = dir.join("nsys-args.log");
+    write_executable(
+        &wrapper,
+        &format!("#!/bin/sh\nFAKE_NSYS_MODE={mode} FAKE_NSYS_LOG='{}' exec '{}' \"$@\"\n", log.display(), script.display()),
+    );
+    wrapper
+}
+
+fn worker_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tokbench-worker"))
+}
+
+fn config(nsys: PathBuf, exe: PathBuf, dir: &Path) -> ProfileConfig {
+    ProfileConfig { nsys_path: nsys, worker_exe: exe, work_dir: dir.join("work"), extra_ld_library_path: None }
+}
+
+fn tiny_workload() -> Workload {
+    Workload {
+        model: "tiny-opt".into(),
+        weights: WeightsMode::Synthetic,
+        device: DeviceSpec::Cpu,
+        dtype: None,
+        batch_size: 2,
+        prompts: PromptSource::Inline { prompts: vec!["Hello, my name is".into(), "The capital of France is".into()] },
+        max_tokens: 4,
+        ignore_eos: true,
+        sampling: Sampling::default(),
+        warmup: 0,
+        repetitions: 1,
+        weights_seed: 0,
+    }
+}
+
+/// run_profiled, retrying once when a just-written script is briefly "text file busy"
+/// (another test thread forking while it was open for writing).
+fn profile(w: &Workload, job: &str, cfg: &ProfileConfig, cancel: &AtomicBool) -> Result<ProfiledRun, ProfileError> {
+    match run_profiled(w, job, cfg, cancel) {
+        Err(ProfileError::Spawn { source, .. }) if source.raw_os_error() == Some(26) => {
+            std::thread::sleep(Duration::from_millis(200));
+            run_profiled(w, job, cfg, cancel)
+        }
+        r => r,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsers on the recorded samples
+
+#[test]
+fn kernel_summary_parses_recorded_sample() {
+    let kernels = parse_kernel_summary(&sample("cuda_gpu_kern_sum")).unwrap();
+    let rows = sample("cuda_gpu_kern_sum").lines().filter(|l| !l.trim().is_empty()).count() - 1;
+    assert_eq!(kernels.len(), rows);
+    assert!(kernels.windows(2).all(|w| w[0].total_time_ns >= w[1].total_time_ns), "not sorted by total time");
+    let pct: f64 = kernels.iter().map(|k| k.time_percent).sum();
+    assert!((pct - 100.0).abs() < 1.0, "time shares sum to {pct}");
+    for k in &kernels {
+        assert!(k.min_ns as f64 <= k.avg_ns && k.avg_ns <= k.max_ns as f64, "{k:?}");
+        assert!(k.instances > 0 && k.total_time_ns >= k.instances * k.min_ns, "{k:?}");
+    }
+    // A cuBLAS name with commas inside its template arguments stays one field.
+    let gemv = kernels.iter().find(|k| k.name.starts_with("gemv2T_kernel_val<")).expect("gemv row");
+    assert!(gemv.name.ends_with("(T13, T6, T6)"), "{}", gemv.name);
+    assert_eq!(gemv.category, GpuTimeCategory::Gemm);
+    assert_eq!(gemv.instances, 12288);
+    let by_name = |n: &str| kernels.iter().find(|k| k.name == n).unwrap_or_else(|| panic!("no {n}"));
+    assert_eq!(by_name("softmax_f16").category, GpuTimeCategory::Attention);
+    assert_eq!(by_name("ucopy_f16").category, GpuTimeCategory::NormalizationElementwise);
+    assert_eq!(by_name("asort_desc_f32").category, GpuTimeCategory::Other);
+    let top = &kernels[0];
+    assert_eq!(top.name, "nvjet_sm90_hsh_64x8_64x16_4x1_v_bz_splitK_TNT");
+    assert_eq!(top.total_time_ns, 127_813_222);
+    assert_eq!(top.med_ns, 5199.0);
+}
+
+#[test]
+fn nvtx_and_memory_summaries_parse_recorded_samples() {
+    let nvtx = parse_nvtx_summary(&sample("nvtx_sum")).unwrap();
+    let names: Vec<&str> = nvtx.iter().map(|r| nvtx_base_name(&r.range)).collect();
+    for want in ["model_initialization", "inference", "prefill", "decode", "output_processing"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let inference = nvtx.iter().find(|r| r.range == "inference [facebook/opt-125m]").unwrap();
+    assert_eq!((inference.instances, inference.style.as_str()), (4, "StartEnd"));
+    assert_eq!(inference.med_ns, 1_030_067_336.0);
+
+    let mem = parse_mem_summary(&sample("cuda_gpu_mem_time_sum")).unwrap();
+    let ops: Vec<&str> = mem.iter().map(|m| m.operation.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["[CUDA memcpy Device-to-Device]", "[CUDA memcpy Host-to-Device]", "[CUDA memcpy Device-to-Host]", "[CUDA memset]"]
+    );
+    assert_eq!(mem[1].count, 199);
+
+    let summary = StatsSummary { kernels: parse_kernel_summary(&sample("cuda_gpu_kern_sum")).unwrap(), nvtx, memory_ops: mem };
+    assert_eq!(summary.inference_range_seconds(), Some(1.030067336));
+    let split = summary.time_split();
+    let kern_total: u64 = summary.kernels.iter().map(|k| k.total_time_ns).sum();
+    let mem_total: u64 = summary.memory_ops.iter().map(|m| m.total_time_ns).sum();
+    assert_eq!(split.total_ns(), kern_total + mem_total);
+    assert_eq!(split.memcpy_memset_ns, mem_total);
+    // GEMMs dominate this decode-heavy profile; every category but "other" is non-trivial.
+    assert!(split.gemm_ns > split.attention_ns && split.gemm_ns > split.memcpy_memset_ns, "{split:?}");
+    assert!(split.attention_ns > 0 && split.normalization_elementwise_ns > 0 && split.other_ns > 0, "{split:?}");
+}
+
+#[test]
+fn tables_are_found_in_console_output_between_progress_lines() {
+    // The stdout form: every report in one stream, with nsys's progress and SKIPPED lines.
+    let console = format!(
+        "Generating SQLite file run.sqlite from run.nsys-rep\n\
+         Processing [run.sqlite] with [/opt/nsys/reports/cuda_api_sum.py]... \n\n\
+         SKIPPED: run.sqlite does not contain CUDA trace data.\n\n\
+         Processing [run.sqlite] with [/opt/nsys/reports/nvtx_sum.py]... \n\n{}\n\
+         Processing [run.sqlite] with [/opt/nsys/reports/cuda_gpu_kern_sum.py]... \n\n{}\n\
+         Processing [run.sqlite] with [/opt/nsys/reports/cuda_gpu_mem_time_sum.py]... \n\n{}\n",
+        sample("nvtx_sum"),
+        sample("cuda_gpu_kern_sum"),
+        sample("cuda_gpu_mem_time_sum")
+    );
+    let from_console = StatsSummary::from_outputs(None, None, None, &console).unwrap();
+    let from_files = StatsSummary::from_outputs(
+        Some(&sample("cuda_gpu_kern_sum")),
+        Some(&sample("nvtx_sum")),
+        Some(&sample("cuda_gpu_mem_time_sum")),
+        "",
+    )
+    .unwrap();
+    assert_eq!(from_console, from_files);
+    assert!(!from_console.kernels.is_empty() && !from_console.nvtx.is_empty() && !from_console.memory_ops.is_empty());
+}
+
+#[test]
+fn skipped_reports_are_empty_not_errors() {
+    let text = "Processing [r.sqlite] with [cuda_gpu_kern_sum.py]... \n\nSKIPPED: r.sqlite does not contain CUDA kernel data.\n";
+    assert!(parse_kernel_summary(text).unwrap().is_empty());
+    assert!(parse_nvtx_summary(text).unwrap().is_empty());
+    let s = StatsSummary::from_outputs(None, None, None, text).unwrap();
+    assert!(s.notes().contains("no CUDA kernels"), "{}", s.notes());
+    assert!(s.inference_range_seconds().is_none());
+}
+
+#[test]
+fn other_time_units_unquoted_fields_and_separators_are_converted() {
+    // Older header spelling (no space in "Time(%)"), --timeunit us, unquoted numbers, a
+    // thousands separator in a quoted field, an empty StdDev, and a name with commas left
+    // unquoted (rejoined: the name is the last column).
+    let text = "Time(%),Total Time (us),Instances,Avg (us),Med (us),Min (us),Max (us),StdDev (us),Name\n\
+                75.0,\"1,500.5\",3,500.2,500.0,499,501.5,1.0,ampere_fp16_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x1_tn\n\
+                25.0,500,1,500,500,500,500,,void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>(int, T2, T3)\n";
+    let k = parse_kernel_summary(text).unwrap();
+    assert_eq!(k.len(), 2);
+    assert_eq!(k[0].total_time_ns, 1_500_500);
+    assert_eq!(k[0].min_ns, 499_000);
+    assert_eq!(k[0].max_ns, 501_500);
+    assert_eq!(k[0].category, GpuTimeCategory::Gemm);
+    assert_eq!(k[1].stddev_ns, 0.0);
+    assert_eq!(k[1].name, "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>(int, T2, T3)");
+    assert_eq!(k[1].category, GpuTimeCategory::NormalizationElementwise);
+}
+
+#[test]
+fn malformed_rows_are_reported_with_the_report_name() {
+    let bad_number = "\"Time (%)\",\"Total Time (ns)\",\"Instances\",\"Avg (ns)\",\"Med (ns)\",\"Min (ns)\",\"Max (ns)\",\"StdDev (ns)\",\"Name\"\n\
+                      \"50.0\",\"12x\",\"1\",\"1\",\"1\",\"1\",\"1\",\"0\",\"k\"\n";
+    let err = parse_kernel_summary(bad_number).unwrap_err();
+    assert!(matches!(err, ProfileError::StatsParse { report: "cuda_gpu_kern_sum", .. }), "{err:?}");
+    assert!(err.to_string().contains("\"12x\""), "{err}");
+    assert!(!err.is_retryable());
+
+    let short_row = "\"Time (%)\",\"Total Time (ns)\",\"Count\",\"Avg (ns)\",\"Med (ns)\",\"Min (ns)\",\"Max (ns)\",\"StdDev (ns)\",\"Operation\"\n\
+                     \"100.0\",\"10\",\"1\",\"10\"\n";
+    let err = parse_mem_summary(short_row).unwrap_err();
+    assert!(err.to_string().contains("cuda_gpu_mem_time_sum") && err.to_string().contains("4 fields"), "{err}");
+}
+
+#[test]
+fn kernel_classification_rules() {
+    use GpuTimeCategory::*;
+    let cases: &[(&str, GpuTimeCategory)] = &[
+        ("nvjet_sm90_hsh_128x64_64x5_2x1_v_bz_coopA_TNN", Gemm),
+        ("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_splitK_TNT", Gemm),
+        ("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize64x64x8_stage3_warpsize1x2x1_ffma_aligna4_alignc4_execute_kernel__5x_cublas", Gemm),
+        ("ampere_h16816gemm_128x128_ldg8_stages_64x3_tn", Gemm),
+        ("cutlass_80_tensorop_f16_s16816gemm_relu_f16_256x128_32x3_nn_align8", Gemm),
+        ("void gemvNSP_kernel<__half, __half, __half, float, 1, 32, 4, 1024, cublasGemvParamsEx<int>>(T9)", Gemm),
+        ("void cublasLt::splitKreduce_kernel<32, 16, int, float, __half>(cublasLt::cublasSplitKParams<float>)", Gemm),
+        ("softmax_f16", Attention),
+        ("void flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false, cutlass::half_t>>(Flash_fwd_params)", Attention),
+        ("fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<cutlass::half_t>::Params)", Attention),
+        ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float>(float *, const float *, int)", Attention),
+        ("ucopy_f16", NormalizationElementwise),
+        ("affine_f32", NormalizationElementwise),
+        ("bmul_bf16", NormalizationElementwise),
+        ("badd_f16", NormalizationElementwise),
+        ("layernorm_f16", NormalizationElementwise),
+        ("rmsnorm_bf16", NormalizationElementwise),
+        ("ugelu_f16", NormalizationElementwise),
+        ("urelu_f32", NormalizationElementwise),
+        ("cast_f16_f32", NormalizationElementwise),
+        ("cast_f8_e4m3_f32", NormalizationElementwise),
+        ("where_u8_f16", NormalizationElementwise),
+        ("fill_u8", NormalizationElementwise),
+        ("is_u32_f16", NormalizationElementwise),
+        ("fast_max_f32", NormalizationElementwise),
+        ("fast_sum_f16", NormalizationElementwise),
+        ("fast_argmax_f32", NormalizationElementwise),
+        ("copy2d_f16", NormalizationElementwise),
+        ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::Half, float>(int, float, const T1 *)", NormalizationElementwise),
+        ("asort_desc_f32", Other),
+        ("my_custom_kernel", Other),
+        // A name that merely starts like a candle op is not one: "is_" needs a dtype suffix.
+        ("is_finite_checker", Other),
+    ];
+    for (name, want) in cases {
+        assert_eq!(classify_kernel(name), *want, "{name}");
+    }
+}
+
+#[test]
+fn nvtx_names_lose_domain_and_model() {
+    assert_eq!(nvtx_base_name("inference [facebook/opt-125m]"), "inference");
+    assert_eq!(nvtx_base_name(":inference [gpt2]"), "inference");
+    assert_eq!(nvtx_base_name("tokbench:decode [gpt2]"), "decode");
+    assert_eq!(nvtx_base_name("prefill"), "prefill");
+    assert_eq!(nvtx_base_name("inference [C:/models/opt]"), "inference");
+}
+
+#[test]
+fn workload_flags_and_prompt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = tiny_workload();
+    w.sampling = Sampling { temperature: 0.7, top_p: Some(0.9), top_k: Some(40), seed: 11 };
+    w.ignore_eos = false;
+    w.device = DeviceSpec::Cuda(1);
+    w.dtype = Some(tokbench_core::DTypeSpec::Bf16);
+    w.weights_seed = 5;
+    let args = workload_to_bench_args(&w, dir.path()).unwrap();
+    let val = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
+    assert_eq!(val("--model"), Some("tiny-opt"));
+    assert_eq!(val("--weights"), Some("synthetic"));
+    assert_eq!(val("--device"), Some("cuda:1"));
+    assert_eq!(val("--dtype"), Some("bf16"));
+    assert_eq!(val("--batch-size"), Some("2"));
+    assert_eq!(val("--max-tokens"), Some("4"));
+    assert_eq!(val("--top-p"), Some("0.9"));
+    assert_eq!(val("--top-k"), Some("40"));
+    assert_eq!(val("--seed"), Some("11"));
+    assert_eq!(val("--weights-seed"), Some("5"));
+    assert_eq!(val("--temperature"), Some("0.7"));
+    assert!(args.iter().any(|a| a == "--stop-at-eos"));
+    let prompt_file = val("--prompts").expect("inline prompts go to a file");
+    assert_eq!(fs::read_to_string(prompt_file).unwrap(), "Hello, my name is\nThe capital of France is\n");
+
+    w.prompts = PromptSource::Synthetic { num_prompts: 8, input_len: 32 };
+    w.ignore_eos = true;
+    let args = workload_to_bench_args(&w, dir.path()).unwrap();
+    let val = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
+    assert_eq!((val("--num-prompts"), val("--input-len"), val("--prompts")), (Some("8"), Some("32"), None));
+    assert!(!args.iter().any(|a| a == "--stop-at-eos"));
+
+    w.prompts = PromptSource::Inline { prompts: vec!["two\nlines".into()] };
+    let err = workload_to_bench_args(&w, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("line break"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// run_profiled with the fake nsys
+
+fn assert_profiled(run: &ProfiledRun, job: &str, w: &Workload) {
+    assert_eq!(run.file_name, format!("profile_tiny-opt_{job}.nsys-rep"));
+    assert!(run.nsys_rep.is_file(), "{} missing", run.nsys_rep.display());
+    assert_eq!(run.nsys_rep.file_name().unwrap().to_str().unwrap(), run.file_name);
+    // The report came from the real bench child.
+    let r = &run.report;
+    assert_eq!(r.workload.model, w.model);
+    assert_eq!(r.inference_metrics.num_prompts, 2);
+    assert_eq!(r.inference_metrics.total_output_tokens, 2 * w.max_tokens);
+    // ... and the profile summary from the recorded stats.
+    let m = &r.nsight_metrics;
+    assert_eq!(m.profile_file.as_deref(), Some(run.file_name.as_str()));
+    assert_eq!(m.profile_name, format!("profile_tiny-opt_{job}"));
+    assert_eq!(m.kernels.len(), 19);
+    assert_eq!(m.kernels[0].name, "nvjet_sm90_hsh_64x8_64x16_4x1_v_bz_splitK_TNT");
+    assert_eq!(m.nvtx.len(), 5);
+    assert_eq!(m.memory_ops.len(), 4);
+    assert_eq!(m.inference_range_seconds, Some(1.030067336));
+    let split = m.gpu_time_split.as_ref().expect("time split");
+    let all: u64 = m.kernels.iter().map(|k: &KernelStat| k.total_time_ns).sum::<u64>() + m.memory_ops.iter().map(|o| o.total_time_ns).sum::<u64>();
+    assert_eq!(split.total_ns(), all);
+    assert!(m.notes.contains("gemm") && m.notes.contains("memcpy Host-to-Device"), "{}", m.notes);
+    // The scratch directory (prompt file, stats CSVs, bench JSON) is cleaned up.
+    let leftovers: Vec<_> = fs::read_dir(run.nsys_rep.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!leftovers.iter().any(|n| n.to_string_lossy().ends_with(".tmp")), "{leftovers:?}");
+}
+
+#[test]
+fn profiled_job_with_fake_nsys_writing_stats_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(fake_nsys(dir.path(), "files"), worker_exe(), dir.path());
+    let w = tiny_workload();
+    let run = profile(&w, "job-1", &cfg, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
+    assert_profiled(&run, "job-1", &w);
+    // The command lines nsys saw.
+    let log = fs::read_to_string(dir.path().join("nsys-args.log")).unwrap();
+    let mut lines = log.lines();
+    let profile_line = lines.next().unwrap();
+    assert!(profile_line.starts_with("profile -o ") && profile_line.contains("--force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none"), "{profile_line}");
+    assert!(profile_line.contains(" bench --model tiny-opt ") && profile_line.contains(" --quiet"), "{profile_line}");
+    let stats_line = lines.next().unwrap();
+    assert!(stats_line.starts_with("stats --force-export=true --format csv --report cuda_gpu_kern_sum,nvtx_sum,cuda_gpu_mem_time_sum"), "{stats_line}");
+    assert!(stats_line.ends_with(&run.file_name), "{stats_line}");
+}
+
+#[test]
+fn profiled_job_with_fake_nsys_printing_stats_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(fake_nsys(dir.path(), "stdout"), worker_exe(), dir.path());
+    let w = tiny_workload();
+    let run = profile(&w, "job 2/x", &cfg, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
+    // Characters unsafe in file names are replaced.
+    assert_profiled(&run, "job_2_x", &w);
+}
+
+#[test]
+fn qdstrm_only_is_an_error_naming_the_library_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(fake_nsys(dir.path(), "qdstrm"), worker_exe(), dir.path());
+    cfg.extra_ld_library_path = Some(dir.path().join("libs"));
+    let err = profile(&tiny_workload(), "j3", &cfg, &AtomicBool::new(false)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ProfileError::QdstrmOnly { .. }), "{err:?}");
+    assert!(msg.contains("profile_tiny-opt_j3.qdstrm") && msg.contains("libdw.so.1") && msg.contains("nsys-libs.sh"), "{msg}");
+    assert!(msg.contains("Unable to retrieve the importer version"), "nsys output tail missing: {msg}");
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn missing_nsys_is_a_clear_non_retryable_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for nsys in [dir.path().join("no-such-nsys"), PathBuf::from("tokbench-no-such-nsys-on-path")] {
+        let cfg = config(nsys.clone(), worker_exe(), dir.path());
+        let err = profile(&tiny_workload(), "j4", &cfg, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(err, ProfileError::NsysNotFound { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&nsys.display().to_string()) && msg.contains("--nsys") && msg.contains(GPU_MACHINE_NSYS), "{msg}");
+        assert!(!err.is_retryable());
+    }
+    // A file that is not executable is no nsys either.
+    let plain = dir.path().join("nsys-not-executable");
+    fs::write(&plain, "#!/bin/sh\n").unwrap();
+    let err = profile(&tiny_workload(), "j4", &config(plain, worker_exe(), dir.path()), &AtomicBool::new(false)).unwrap_err();
+    assert!(err.to_string().contains("not executable"), "{err}");
+}
+
+#[test]
+fn failing_bench_child_reports_exit_code_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("failing-bench");
+    write_executable(&bench, "#!/bin/sh\necho \"error: weight file /x/model.safetensors is corrupt\" >&2\nexit 3\n");
+    let cfg = config(fake_nsys(dir.path(), "files"), bench, dir.path());
+    let err = profile(&tiny_workload(), "j5", &cfg, &AtomicBool::new(false)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ProfileError::BenchFailed { .. }), "{err:?}");
+    assert!(msg.contains("exit code 3") && msg.contains("model.safetensors is corrupt"), "{msg}");
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn real_bench_child_failure_is_reported() {
+    // The real worker binary with a model it does not know: its own error comes through.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(fake_nsys(dir.path(), "files"), worker_exe(), dir.path());
+    let mut w = tiny_workload();
+    w.model = "no-such-model-xyz".into();
+    let err = profile(&w, "j6", &cfg, &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(err, ProfileError::BenchFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-model-xyz"), "{err}");
+}
+
+#[test]
+fn bench_exiting_zero_without_json_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(fake_nsys(dir.path(), "files"), PathBuf::from("/bin/true"), dir.path());
+    let err = profile(&tiny_workload(), "j7", &cfg, &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(err, ProfileError::NoBenchReport { .. }), "{err:?}");
+    assert!(err.to_string().contains("bench.json"), "{err}");
+}
+
+#[test]
+fn failing_nsys_stats_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(fake_nsys(dir.path(), "stats-fail"), worker_exe(), dir.path());
+    let err = profile(&tiny_workload(), "j8", &cfg, &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(err, ProfileError::StatsFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("Failed to export"), "{err}");
+}
+
+#[test]
+fn cancel_stops_nsys_and_the_profiled_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let bench = dir.path().join("slow-bench");
+    write_executable(&bench, &format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 120\n", pid_file.display()));
+    let cfg = config(fake_nsys(dir.path(), "files"), bench, dir.path());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = {
+        let cancel = cancel.clone();
+        let pid_file = pid_file.clone();
+        std::thread::spawn(move || {
+            // Cancel once the child is really running.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !pid_file.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            cancel.store(true, Ordering::Relaxed);
+        })
+    };
+    let err = profile(&tiny_workload(), "j9", &cfg, &cancel).unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(err, ProfileError::Cancelled), "{err:?}");
+    let pid: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // The grandchild (nsys's application) must be gone too, not left sleeping.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"));
+        let alive = match stat {
+            Ok(s) => !s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+            Err(_) => false,
+        };
+        if !alive {
+            break;
+        }
+        assert!(Instant::now() < deadline, "profiled child {pid} still running after cancel");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real nsys output, when saved from the GPU machine (tests/data/nsys/real/README.md)
+
+#[test]
+fn real_nsys_outputs_parse() {
+    let dir = data_dir().join("real");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|rd| rd.map(|e| e.unwrap().path()).filter(|p| p.is_file() && p.file_name().unwrap() != "README.md").collect())
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        eprintln!("no real nsys output in {} yet: nothing to check", dir.display());
+        return;
+    }
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let (kernels, nvtx, mem) = if name.contains("cuda_gpu_kern_sum") {
+            (parse_kernel_summary(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display())), vec![], vec![])
+        } else if name.contains("nvtx_sum") {
+            (vec![], parse_nvtx_summary(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display())), vec![])
+        } else if name.contains("cuda_gpu_mem_time_sum") {
+            (vec![], vec![], parse_mem_summary(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        } else {
+            let s = StatsSummary::from_outputs(None, None, None, &text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(!(s.kernels.is_empty() && s.nvtx.is_empty() && s.memory_ops.is_empty()), "{}: no nsys table found", f.display());
+            (s.kernels, s.nvtx, s.memory_ops)
+        };
+        if name.contains("cuda_gpu_kern_sum") {
+            assert!(!kernels.is_empty(), "{}: no kernel rows", f.display());
+        }
+        let check = |pct: f64, total: u64, n: u64, min: u64, avg: f64, max: u64, what: &str| {
+            assert!(n > 0 && total >= min.saturating_mul(n).saturating_sub(n) && min as f64 <= avg + 1.0 && avg <= max as f64 + 1.0, "{}: {what}", f.display());
+            assert!((0.0..=100.0).contains(&pct), "{}: {what}", f.display());
+        };
+        for k in &kernels {
+            check(k.time_percent, k.total_time_ns, k.instances, k.min_ns, k.avg_ns, k.max_ns, &k.name);
+        }
+        for r in &nvtx {
+            check(r.time_percent, r.total_time_ns, r.instances, r.min_ns, r.avg_ns, r.max_ns, &r.range);
+        }
+        for m in &mem {
+            check(m.time_percent, m.total_time_ns, m.count, m.min_ns, m.avg_ns, m.max_ns, &m.operation);
+        }
+        if !kernels.is_empty() {
+            let pct: f64 = kernels.iter().map(|k| k.time_percent).sum();
+            assert!((pct - 100.0).abs() < 2.0, "{}: kernel time shares sum to {pct}", f.display());
+            // A transformer forward pass on a GPU runs matrix multiplies; if none is classified
+            // as GEMM the classification rules have missed the real kernel names.
+            assert!(kernels.iter().any(|k| k.category == GpuTimeCategory::Gemm), "{}: no GEMM kernel recognised among {:?}", f.display(), kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+        }
+        eprintln!("{}: {} kernels, {} NVTX ranges, {} memory operations", f.display(), kernels.len(), nvtx.len(), mem.len());
+    }
+}
