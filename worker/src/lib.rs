@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod nvtx;
+pub mod sampling;
 pub mod weights;
 
 pub use error::{EngineError, Result};
