@@ -1,6 +1,255 @@
-//! `tokbench-worker bench` (to be written).
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
-pub fn main(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented")
+//! `tokbench-worker bench`: run one benchmark here and now (no coordinator), print a summary
+//! and write the BenchReport as pretty JSON, like the demo's `benchmark_<model>_<time>.json`.
+//! Run it under `nsys profile` to get the NVTX ranges (CUDA build).
+
+use crate::bench::{self, Progress};
+use crate::error::EngineError;
+use crate::prompts;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use tokbench_core::report::LatencyStats;
+use tokbench_core::{BenchReport, DTypeSpec, DeviceSpec, PromptSource, Sampling, WeightsMode, Workload};
+
+const EXAMPLES: &str = "\
+Examples:
+  # the demo's run: opt-125m, 4 built-in prompts, 128 new tokens, real weights if cached
+  tokbench-worker bench --model opt-125m
+  # GPU, half precision, throughput-style synthetic prompts of 32 tokens
+  tokbench-worker bench --model facebook/opt-1.3b --device cuda:0 --dtype f16 --batch-size 16 --num-prompts 64 --input-len 32
+  # your own prompts (UTF-8, one per line), sampling, stop at EOS
+  tokbench-worker bench --model gpt2 --prompts prompts.txt --temperature 0.8 --top-p 0.95 --seed 7 --stop-at-eos
+  # a local checkpoint directory (config.json + model.safetensors)
+  tokbench-worker bench --model ./my-opt --weights real --json out.json
+  # profile with Nsight Systems (build with --features cuda for NVTX ranges)
+  nsys profile -o profile_facebook_opt-125m --force-overwrite true tokbench-worker bench --model opt-125m --device cuda:0
+
+Models: a catalog name (opt-125m, opt-350m, opt-1.3b, gpt2, gpt2-medium, gpt2-large, distilgpt2,
+tiny-opt, tiny-gpt2), a Hugging Face repo id already in the local cache (HF_HOME / HF_HUB_CACHE;
+nothing is ever downloaded), or a local directory with config.json.
+Exit codes: 0 ok, 2 bad input (unknown model, bad prompt file, prompt too long, ...), 1 other errors.";
+
+/// Run one benchmark standalone.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXAMPLES)]
+pub struct BenchArgs {
+    /// Catalog name, Hugging Face repo id, or local model directory.
+    #[arg(long, default_value = "opt-125m")]
+    pub model: String,
+    /// auto: real weights if available offline, else synthetic; real: fail without them;
+    /// synthetic: seeded random weights with the model's exact shapes.
+    #[arg(long, default_value = "auto", value_parser = parse_weights)]
+    pub weights: WeightsMode,
+    /// Seed of synthetic weights.
+    #[arg(long, default_value_t = 0)]
+    pub weights_seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceSpec,
+    /// f32, f16 or bf16 [default: f16 on CUDA, f32 on CPU].
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<DTypeSpec>,
+    /// Prompts per batch (one prefill + decode loop per batch).
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Number of prompts: the built-in set cycled, or synthetic prompts with --input-len.
+    #[arg(long, default_value_t = 4, conflicts_with = "prompts")]
+    pub num_prompts: usize,
+    /// Prompt file: UTF-8, one prompt per line, empty lines skipped.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Use synthetic prompts of exactly this many tokens (BOS included) instead of the built-in set.
+    #[arg(long, value_name = "TOKENS", conflicts_with = "prompts")]
+    pub input_len: Option<usize>,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Timed passes over all prompts; results are medians over them.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Untimed passes before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop a sequence at EOS (default: ignore EOS so every prompt yields exactly --max-tokens).
+    #[arg(long)]
+    pub stop_at_eos: bool,
+    /// Where to write the JSON report [default: ./benchmark_<model>_<YYYYmmdd_HHMMSS>.json].
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Print nothing but errors (the JSON is still written).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_weights(s: &str) -> Result<WeightsMode, String> {
+    s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
+}
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
+}
+fn parse_dtype(s: &str) -> Result<DTypeSpec, String> {
+    s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
+}
+
+impl BenchArgs {
+    /// The workload these flags describe (reads the prompt file).
+    pub fn to_workload(&self) -> crate::Result<Workload> {
+        let prompts = match (&self.prompts, self.input_len) {
+            (Some(path), _) => PromptSource::Inline { prompts: prompts::read_prompt_file(path)? },
+            (None, Some(input_len)) => PromptSource::Synthetic { num_prompts: self.num_prompts, input_len },
+            (None, None) => PromptSource::Builtin { num_prompts: self.num_prompts },
+        };
+        Ok(Workload {
+            model: self.model.clone(),
+            weights: self.weights,
+            device: self.device,
+            dtype: self.dtype,
+            batch_size: self.batch_size,
+            prompts,
+            max_tokens: self.max_tokens,
+            ignore_eos: !self.stop_at_eos,
+            sampling: Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, seed: self.seed },
+            warmup: self.warmup,
+            repetitions: self.repetitions,
+            weights_seed: self.weights_seed,
+        })
+    }
+}
+
+/// Exit code for an engine error: 2 when the input is at fault (running again unchanged
+/// cannot help), 1 otherwise.
+pub fn exit_code(e: &EngineError) -> i32 {
+    match e {
+        EngineError::UnknownModel(_)
+        | EngineError::Config(_)
+        | EngineError::ConfigFile { .. }
+        | EngineError::WeightsNotFound { .. }
+        | EngineError::ShapeMismatch { .. }
+        | EngineError::TensorMissing { .. }
+        | EngineError::PromptTooLong { .. }
+        | EngineError::PromptFile { .. }
+        | EngineError::InvalidWorkload(_) => 2,
+        // A CUDA device asked of a CPU-only build is a usage error too.
+        EngineError::DeviceUnavailable { .. } if !cfg!(feature = "cuda") => 2,
+        _ => 1,
+    }
+}
+
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    match run(&args) {
+        Ok(()) => Ok(()),
+        Err(Failure::Engine(e)) => {
+            eprintln!("error: {e}");
+            std::process::exit(exit_code(&e));
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+enum Failure {
+    Engine(EngineError),
+    Other(anyhow::Error),
+}
+
+fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let workload = args.to_workload().map_err(Failure::Engine)?;
+    let cancel = AtomicBool::new(false);
+    let quiet = args.quiet;
+    let mut last_phase = "";
+    let mut on_progress = |p: &Progress| {
+        if quiet {
+            return;
+        }
+        if p.phase != last_phase {
+            eprintln!("[{}]", p.phase);
+            last_phase = p.phase;
+        }
+    };
+    let report = bench::run_workload(&workload, &cancel, &mut on_progress).map_err(Failure::Engine)?;
+    let path = args.json.clone().unwrap_or_else(|| default_json_name(&report));
+    let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Other(e.into()))?;
+    std::fs::write(&path, text + "\n")
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot write the report to {}: {e}", path.display())))?;
+    if !quiet {
+        print!("{}", summary(&report));
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `benchmark_<model file stem>_<YYYYmmdd_HHMMSS>.json`, as the demo named its results.
+pub fn default_json_name(report: &BenchReport) -> PathBuf {
+    let stem = report.nsight_metrics.profile_name.strip_prefix("profile_").unwrap_or(&report.nsight_metrics.profile_name);
+    let time = chrono::DateTime::parse_from_rfc3339(&report.timestamp)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    PathBuf::from(format!("benchmark_{stem}_{}.json", time.format("%Y%m%d_%H%M%S")))
+}
+
+/// The human-readable summary printed after a run.
+pub fn summary(r: &BenchReport) -> String {
+    let m = &r.inference_metrics;
+    let p = &r.model_properties;
+    let g = &r.gpu_metrics;
+    let lat = |s: &LatencyStats| format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  (n={})", s.p50, s.p90, s.p99, s.count);
+    let mb = |v: Option<f64>| v.map(|x| format!("{x:.1} MB")).unwrap_or_else(|| "n/a".into());
+    let mut out = String::new();
+    out.push_str(&format!("model            {} ({}, {} parameters, {:.1} MB)\n", r.model_id, p.model_type, p.total_parameters, p.model_size_mb));
+    out.push_str(&format!("weights          {} ({})\n", p.weights, p.weights_source));
+    out.push_str(&format!("tokenizer        {}\n", p.tokenizer));
+    out.push_str(&format!("device           {} ({}), dtype {}\n", g.device, g.gpu_name, p.dtype));
+    out.push_str(&format!(
+        "workload         {} prompts, batch {}, {} input tokens, {} new tokens each, warmup {}, repetitions {}\n",
+        m.num_prompts, r.workload.batch_size, m.total_input_tokens, r.workload.max_tokens, m.warmup_runs, m.repetitions
+    ));
+    out.push_str(&format!("load time        {:.3} s\n", m.model_load_time_seconds));
+    out.push_str(&format!(
+        "inference time   {:.3} s median [{:.3} - {:.3}]\n",
+        m.total_inference_time_seconds, m.total_inference_time_seconds_min, m.total_inference_time_seconds_max
+    ));
+    out.push_str(&format!(
+        "tokens/s         {:.1} median [{:.1} - {:.1}], CV {:.1}%  ({} output tokens)\n",
+        m.tokens_per_second,
+        m.tokens_per_second_min,
+        m.tokens_per_second_max,
+        m.tokens_per_second_cv * 100.0,
+        m.total_output_tokens
+    ));
+    out.push_str(&format!("prefill          {:.1} tokens/s\n", m.prefill_tokens_per_second));
+    out.push_str(&format!("decode           {:.1} tokens/s\n", m.decode_tokens_per_second));
+    out.push_str(&format!("TTFT ms          {}\n", lat(&m.ttft_ms)));
+    out.push_str(&format!("ITL ms           {}\n", lat(&m.inter_token_latency_ms)));
+    out.push_str(&format!(
+        "memory           total {}, allocated {}, reserved {}, peak {}\n",
+        mb(g.gpu_memory_total_mb),
+        mb(g.gpu_memory_allocated_mb),
+        mb(g.gpu_memory_reserved_mb),
+        mb(g.peak_memory_allocated_mb)
+    ));
+    if let Some(t) = &r.telemetry {
+        out.push_str(&format!(
+            "telemetry        util mean {:.0}%, power mean {:.0} W, energy {}\n",
+            t.utilization_percent_mean,
+            t.power_watts_mean,
+            t.energy_joules.map(|j| format!("{j:.1} J")).unwrap_or_else(|| "n/a".into())
+        ));
+    }
+    if let Some(o) = r.outputs.first() {
+        out.push_str(&format!("first output     {:?} -> {:?}\n", o.prompt, o.generated_text));
+    }
+    out
 }

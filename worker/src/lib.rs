@@ -10,6 +10,13 @@ pub mod sampling;
 pub mod weights;
 
 pub use error::{EngineError, Result};
+pub mod bench;
+pub mod device;
+pub mod prompts;
+pub mod resolve;
+pub mod telemetry;
+pub mod tokenizer;
 pub mod bench_cli;
+pub mod gpu;
 pub mod serve;
 pub mod profile;

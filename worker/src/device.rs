@@ -1,0 +1,95 @@
+//! Opening the compute device and picking the candle dtype for a workload.
+
+use crate::error::{EngineError, Result};
+use candle_core::{DType, Device};
+use tokbench_core::{DTypeSpec, DeviceSpec};
+
+/// Open `spec` as a candle device. CUDA errors become `DeviceUnavailable` with a fix.
+pub fn open(spec: &DeviceSpec) -> Result<Device> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(i) => {
+            if !cfg!(feature = "cuda") {
+                return Err(EngineError::DeviceUnavailable {
+                    device: spec.to_string(),
+                    detail: "this tokbench-worker was built without CUDA support. Rebuild it with `cargo build --release -p tokbench-worker --features cuda` (see GPU.md), or use --device cpu".into(),
+                });
+            }
+            Device::new_cuda(*i).map_err(|e| EngineError::DeviceUnavailable {
+                device: spec.to_string(),
+                detail: format!(
+                    "{e}. Check that an NVIDIA GPU with index {i} exists (nvidia-smi -L), that the driver is loaded and that CUDA_VISIBLE_DEVICES does not hide it"
+                ),
+            })
+        }
+    }
+}
+
+pub fn dtype(spec: DTypeSpec) -> DType {
+    match spec {
+        DTypeSpec::F32 => DType::F32,
+        DTypeSpec::F16 => DType::F16,
+        DTypeSpec::Bf16 => DType::BF16,
+    }
+}
+
+/// Bytes per element of `spec`.
+pub fn dtype_size(spec: DTypeSpec) -> u64 {
+    dtype(spec).size_in_bytes() as u64
+}
+
+/// Wait until all queued device work has finished, so wall-clock times include it.
+pub fn synchronize(device: &Device) -> Result<()> {
+    device.synchronize().map_err(EngineError::Candle)
+}
+
+/// Turn a candle error into the engine's: a CUDA out-of-memory becomes `OutOfMemory` with our
+/// estimate of what the job needs (`needed_bytes`) and what NVML says is free now.
+pub fn map_candle_error(e: candle_core::Error, spec: &DeviceSpec, needed_bytes: u64) -> EngineError {
+    if is_oom_text(&e.to_string()) {
+        let free = crate::gpu::device_info(spec).memory_free_bytes;
+        return EngineError::OutOfMemory {
+            device: spec.to_string(),
+            needed_mb: needed_bytes as f64 / MIB,
+            free_mb: free as f64 / MIB,
+        };
+    }
+    EngineError::Candle(e)
+}
+
+/// Map a whole engine error: only `Candle` errors can hide an OOM.
+pub fn map_engine_error(e: EngineError, spec: &DeviceSpec, needed_bytes: u64) -> EngineError {
+    match e {
+        EngineError::Candle(c) => map_candle_error(c, spec, needed_bytes),
+        other => other,
+    }
+}
+
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// candle surfaces CUDA OOM as a driver error string (CUDA_ERROR_OUT_OF_MEMORY) or cuBLAS
+/// alloc failure; there is no typed variant to match on.
+pub fn is_oom_text(text: &str) -> bool {
+    let t = text.to_ascii_uppercase();
+    t.contains("OUT_OF_MEMORY") || t.contains("OUT OF MEMORY") || t.contains("CUBLAS_STATUS_ALLOC_FAILED")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_without_feature_says_how_to_rebuild() {
+        if cfg!(feature = "cuda") {
+            return;
+        }
+        let err = open(&DeviceSpec::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn oom_texts_are_recognised() {
+        assert!(is_oom_text("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"));
+        assert!(!is_oom_text("shape mismatch in matmul"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Prompts of a job: from a file (one per line), the demo's built-in set, or synthetic prompts
+//! of an exact token length; tokenised and checked against the model's positions.
+
+use crate::error::{EngineError, Result};
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+use tokbench_core::{ArchConfig, PromptSource};
+
+/// The demo's prompts (vLLM's quickstart set) first, then a few more of the same kind.
+pub const BUILTIN_PROMPTS: &[&str] = &[
+    "Hello, my name is",
+    "The president of the United States is",
+    "The capital of France is",
+    "The future of AI is",
+    "The best way to learn a new language is",
+    "Once upon a time, in a small village,",
+    "The most important scientific discovery of the last century was",
+    "In the year 2050, cities will",
+];
+
+/// Words that are one GPT-2 token each with a leading space; synthetic prompts cycle through
+/// them so their text is readable and their length in tokens is exact.
+const SYNTHETIC_WORDS: &[&str] = &[
+    " the", " quick", " brown", " fox", " jumps", " over", " lazy", " dog", " and", " runs", " into", " forest", " where",
+    " many", " trees", " grow", " under", " bright", " sun", " while", " birds", " sing", " songs", " of", " summer", " light",
+];
+
+/// A prompt ready for generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedPrompt {
+    pub text: String,
+    /// As the model sees them (BOS included for OPT).
+    pub ids: Vec<u32>,
+}
+
+/// `n` built-in prompts, cycling the set.
+pub fn builtin(n: usize) -> Vec<String> {
+    BUILTIN_PROMPTS.iter().cycle().take(n).map(|s| s.to_string()).collect()
+}
+
+/// Read a prompt file: UTF-8, one prompt per line, empty (whitespace-only) lines skipped.
+pub fn read_prompt_file(path: &Path) -> Result<Vec<String>> {
+    let err = |detail: String| EngineError::PromptFile { path: path.to_path_buf(), detail };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    parse_prompts(&bytes).map_err(err)
+}
+
+/// Split file contents into prompts; the error text names the line and byte offset of bad UTF-8.
+pub fn parse_prompts(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("invalid UTF-8 at byte offset {at} (line {line}): save the file as UTF-8")
+    })?;
+    let prompts: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if prompts.is_empty() {
+        return Err("the file has no prompts: write one prompt per line".into());
+    }
+    Ok(prompts)
+}
+
+/// Tokenise the job's prompts and check each fits the model with `max_tokens` new tokens.
+pub fn prepare(source: &PromptSource, tok: &Tokenizer, config: &ArchConfig, max_tokens: usize, model: &str) -> Result<Vec<PreparedPrompt>> {
+    let prompts = match source {
+        PromptSource::Builtin { num_prompts } => encode_all(&builtin(*num_prompts), tok)?,
+        PromptSource::Inline { prompts } => encode_all(prompts, tok)?,
+        PromptSource::Synthetic { num_prompts, input_len } => synthetic(*num_prompts, *input_len, tok)?,
+    };
+    if prompts.is_empty() {
+        return Err(EngineError::InvalidWorkload("no prompts: num_prompts must be at least 1".into()));
+    }
+    let max_positions = config.max_positions();
+    for (index, p) in prompts.iter().enumerate() {
+        let needed = p.ids.len() + max_tokens;
+        if needed > max_positions {
+            return Err(EngineError::PromptTooLong {
+                index,
+                tokens: p.ids.len(),
+                max_tokens,
+                needed,
+                max_positions,
+                model: model.to_string(),
+            });
+        }
+    }
+    Ok(prompts)
+}
+
+fn encode_all(texts: &[String], tok: &Tokenizer) -> Result<Vec<PreparedPrompt>> {
+    texts.iter().map(|t| Ok(PreparedPrompt { text: t.clone(), ids: tok.encode(t)? })).collect()
+}
+
+/// `n` prompts of exactly `input_len` token ids each (BOS included), deterministic: prompt i
+/// cycles the word list starting at word i, so prompts differ but are reproducible.
+pub fn synthetic(n: usize, input_len: usize, tok: &Tokenizer) -> Result<Vec<PreparedPrompt>> {
+    let bos_len = usize::from(tok.bos().is_some());
+    if input_len <= bos_len {
+        return Err(EngineError::InvalidWorkload(format!(
+            "input_len {input_len} is too short: it must be at least {} (the model's BOS token counts as one)",
+            bos_len + 1
+        )));
+    }
+    // Each word must be exactly one token in this tokenizer, or the length would not be exact.
+    let mut words = Vec::new();
+    for w in SYNTHETIC_WORDS {
+        if let [id] = tok.encode_plain(w)?.as_slice() {
+            words.push(*id);
+        }
+    }
+    if words.is_empty() {
+        return Err(EngineError::Tokenizer(format!(
+            "the tokenizer ({}) has no single-token English words, so synthetic prompts of exact length cannot be built; use --prompts FILE",
+            tok.description()
+        )));
+    }
+    (0..n)
+        .map(|i| {
+            let body: Vec<u32> = (0..input_len - bos_len).map(|k| words[(i + k) % words.len()]).collect();
+            let text = tok.decode(&body)?;
+            let mut ids = Vec::with_capacity(input_len);
+            ids.extend(tok.bos());
+            ids.extend(body);
+            Ok(PreparedPrompt { text, ids })
+        })
+        .collect()
+}

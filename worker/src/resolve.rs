@@ -1,0 +1,310 @@
+//! Model resolution: turn what the user typed (catalog short name, Hugging Face repo id, or a
+//! local directory) into a config, a weight source (real files or synthetic) and a directory
+//! to look for tokenizer files in.
+//!
+//! tokbench never downloads anything: real weights are used only when they are already on
+//! disk (a local directory, or the Hugging Face hub cache, i.e. as if HF_HUB_OFFLINE=1).
+
+use crate::error::{EngineError, Result};
+use crate::weights::WeightSource;
+use std::path::{Path, PathBuf};
+use tokbench_core::{ArchConfig, Catalog, CatalogEntry, ConfigError, WeightsMode};
+
+/// "real" or "synthetic", as written in `ModelProperties.weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsKind {
+    Real,
+    Synthetic,
+}
+
+impl WeightsKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightsKind::Real => "real",
+            WeightsKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// A resolved model, ready to load.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// As the user gave it.
+    pub requested: String,
+    /// HF repo id, local directory path, or catalog name (tiny models).
+    pub model_id: String,
+    /// For file names and profile names: `facebook_opt-125m` (repo id with '/' -> '_').
+    pub file_stem: String,
+    pub config: ArchConfig,
+    pub weights: WeightSource,
+    pub weights_kind: WeightsKind,
+    /// Path of the weight file(s) or `synthetic (seed N)`.
+    pub weights_source: String,
+    /// Directory holding config.json (and maybe tokenizer files), when there is one.
+    pub model_dir: Option<PathBuf>,
+    /// Why real or synthetic weights were chosen (logged, and useful in reports).
+    pub reason: String,
+}
+
+/// Where the Hugging Face hub cache lives: `HF_HUB_CACHE` if set, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (as huggingface_hub does).
+pub fn hf_cache() -> hf_hub::Cache {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(p) if !p.is_empty() => hf_hub::Cache::new(PathBuf::from(p)),
+        _ => hf_hub::Cache::from_env(),
+    }
+}
+
+/// Resolve `name` for `mode`. `seed` is the synthetic weights' seed.
+pub fn resolve(name: &str, mode: WeightsMode, seed: u64) -> Result<ResolvedModel> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(EngineError::UnknownModel(Catalog::unknown_model_message(name)));
+    }
+    let path = Path::new(name);
+    // A directory wins over a catalog name so `./gpt2` (a local checkout) means the checkout.
+    if path.is_dir() {
+        return resolve_local_dir(name, path, mode, seed);
+    }
+    let entry = Catalog::get(name);
+    let repo = entry.map(|e| e.hf_repo).unwrap_or(Some(name));
+    let cached = match repo {
+        Some(repo) if looks_like_repo_id(repo) => find_in_hf_cache(repo)?,
+        _ => None,
+    };
+    let synthetic = |config: ArchConfig, model_id: String, file_stem: String, model_dir: Option<PathBuf>, reason: String| ResolvedModel {
+        requested: name.to_string(),
+        model_id,
+        file_stem,
+        config,
+        weights: WeightSource::Synthetic { seed },
+        weights_kind: WeightsKind::Synthetic,
+        weights_source: format!("synthetic (seed {seed})"),
+        model_dir,
+        reason,
+    };
+    let looked = format!(
+        "looked in the Hugging Face cache {} (set HF_HOME or HF_HUB_CACHE to use another; tokbench never downloads, as with HF_HUB_OFFLINE=1)",
+        hf_cache().path().display()
+    );
+    match (mode, entry, cached) {
+        (WeightsMode::Synthetic, Some(e), _) => {
+            Ok(synthetic(e.config(), model_id_of(e), e.file_stem(), None, "--weights synthetic: catalog config with seeded random weights".into()))
+        }
+        (WeightsMode::Synthetic, None, Some(c)) => Ok(synthetic(
+            c.config,
+            c.repo.clone(),
+            c.repo.replace('/', "_"),
+            Some(c.dir),
+            "--weights synthetic: config.json from the Hugging Face cache with seeded random weights".into(),
+        )),
+        (_, _, Some(c)) if c.weights.is_some() && mode != WeightsMode::Synthetic => {
+            let files = c.weights.expect("checked");
+            Ok(ResolvedModel {
+                requested: name.to_string(),
+                model_id: c.repo.clone(),
+                file_stem: c.repo.replace('/', "_"),
+                config: c.config,
+                weights_source: describe_files(&files),
+                weights: WeightSource::Files(files),
+                weights_kind: WeightsKind::Real,
+                model_dir: Some(c.dir),
+                reason: "real weights found in the Hugging Face cache".into(),
+            })
+        }
+        (WeightsMode::Real, Some(e), _) if e.hf_repo.is_none() => Err(EngineError::WeightsNotFound {
+            model: name.into(),
+            detail: format!("{} is a test architecture that exists only with synthetic weights", e.name),
+        }),
+        (WeightsMode::Real, _, Some(c)) => Err(EngineError::WeightsNotFound {
+            model: name.into(),
+            detail: format!("{} has config.json but no model.safetensors, model.safetensors.index.json or pytorch_model.bin", c.dir.display()),
+        }),
+        (WeightsMode::Real, Some(e), None) => Err(EngineError::WeightsNotFound {
+            model: name.into(),
+            detail: format!("{} is not in the cache: {looked}", e.hf_repo.unwrap_or(e.name)),
+        }),
+        (WeightsMode::Auto, Some(e), cached) => {
+            let why = match (e.hf_repo, cached) {
+                (None, _) => format!("{} is a test architecture (synthetic only)", e.name),
+                (Some(r), Some(c)) => format!("{r} is in the Hugging Face cache at {} but without weight files", c.dir.display()),
+                (Some(r), None) => format!("{r} is not in the Hugging Face cache ({looked})"),
+            };
+            Ok(synthetic(e.config(), model_id_of(e), e.file_stem(), None, format!("--weights auto: no real weights offline, using synthetic weights from the catalog config: {why}")))
+        }
+        (WeightsMode::Auto, None, Some(c)) => Ok(synthetic(
+            c.config,
+            c.repo.clone(),
+            c.repo.replace('/', "_"),
+            Some(c.dir),
+            "--weights auto: the Hugging Face cache has config.json but no weights, using synthetic weights".into(),
+        )),
+        (_, None, None) => Err(EngineError::UnknownModel(Catalog::unknown_model_message(name))),
+    }
+}
+
+fn model_id_of(e: &CatalogEntry) -> String {
+    e.hf_repo.unwrap_or(e.name).to_string()
+}
+
+/// Repo ids are `name` or `org/name` of [A-Za-z0-9._-]; anything else (a path that does not
+/// exist, a typo with spaces) is not looked up in the cache.
+fn looks_like_repo_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        && !s.starts_with('.')
+}
+
+struct Cached {
+    repo: String,
+    dir: PathBuf,
+    config: ArchConfig,
+    weights: Option<Vec<PathBuf>>,
+}
+
+fn find_in_hf_cache(repo: &str) -> Result<Option<Cached>> {
+    let cache = hf_cache();
+    let cache_repo = cache.model(repo.to_string());
+    let Some(config_path) = cache_repo.get("config.json") else {
+        return Ok(None);
+    };
+    let dir = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = read_config(&config_path)?;
+    let weights = find_weight_files(&dir)?;
+    Ok(Some(Cached { repo: repo.to_string(), dir, config, weights }))
+}
+
+fn resolve_local_dir(name: &str, dir: &Path, mode: WeightsMode, seed: u64) -> Result<ResolvedModel> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(EngineError::ConfigFile {
+            path: config_path,
+            source: ConfigError::Invalid(
+                "file not found: a model directory needs the Hugging Face config.json (model_type opt or gpt2) next to its weights".into(),
+            ),
+        });
+    }
+    let config = read_config(&config_path)?;
+    let model_id = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).display().to_string();
+    let file_stem = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "local".into());
+    let weights = if mode == WeightsMode::Synthetic { None } else { find_weight_files(dir)? };
+    let base = ResolvedModel {
+        requested: name.to_string(),
+        model_id,
+        file_stem,
+        config,
+        weights: WeightSource::Synthetic { seed },
+        weights_kind: WeightsKind::Synthetic,
+        weights_source: format!("synthetic (seed {seed})"),
+        model_dir: Some(dir.to_path_buf()),
+        reason: String::new(),
+    };
+    match (mode, weights) {
+        (WeightsMode::Synthetic, _) => Ok(ResolvedModel { reason: "--weights synthetic: config.json from the directory, seeded random weights".into(), ..base }),
+        (_, Some(files)) => Ok(ResolvedModel {
+            weights_source: describe_files(&files),
+            weights: WeightSource::Files(files),
+            weights_kind: WeightsKind::Real,
+            reason: "real weights found in the local directory".into(),
+            ..base
+        }),
+        (WeightsMode::Real, None) => Err(EngineError::WeightsNotFound {
+            model: name.into(),
+            detail: format!("{} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin", dir.display()),
+        }),
+        (WeightsMode::Auto, None) => Ok(ResolvedModel {
+            reason: format!("--weights auto: {} has no weight files, using synthetic weights with its config.json", dir.display()),
+            ..base
+        }),
+    }
+}
+
+/// Read and parse a config.json; errors name the file.
+pub fn read_config(path: &Path) -> Result<ArchConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| EngineError::ConfigFile {
+        path: path.to_path_buf(),
+        source: ConfigError::Invalid(format!("cannot read it: {e}")),
+    })?;
+    ArchConfig::from_json_str(&text).map_err(|source| EngineError::ConfigFile { path: path.to_path_buf(), source })
+}
+
+/// The weight files of a model directory, in the order transformers prefers:
+/// `model.safetensors`, sharded `model.safetensors.index.json`, `pytorch_model.bin`.
+/// Ok(None) when there are none; an index naming a missing shard is an error.
+pub fn find_weight_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(Some(vec![single]));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return read_shard_index(&index).map(Some);
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok(Some(vec![bin]));
+    }
+    Ok(None)
+}
+
+fn read_shard_index(index: &Path) -> Result<Vec<PathBuf>> {
+    let bad = |detail: String| EngineError::WeightsCorrupt { path: index.to_path_buf(), detail };
+    let text = std::fs::read_to_string(index).map_err(|e| EngineError::WeightsMissing { path: index.to_path_buf(), detail: e.to_string() })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no \"weight_map\" object (tensor name -> shard file)".into()))?;
+    let mut files: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("weight_map[\"{tensor}\"] is not a file name")))?;
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("weight_map is empty".into()));
+    }
+    files.sort();
+    let dir = index.parent().unwrap_or(Path::new("."));
+    files
+        .into_iter()
+        .map(|f| {
+            let p = dir.join(&f);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(EngineError::WeightsMissing {
+                    path: p,
+                    detail: format!("listed in {} but not on disk; re-download the model", index.display()),
+                })
+            }
+        })
+        .collect()
+}
+
+fn describe_files(files: &[PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        many => format!("{} ({} shards)", many[0].parent().unwrap_or(Path::new(".")).display(), many.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_id_shapes() {
+        assert!(looks_like_repo_id("gpt2"));
+        assert!(looks_like_repo_id("facebook/opt-125m"));
+        assert!(!looks_like_repo_id("a/b/c"));
+        assert!(!looks_like_repo_id("./x"));
+        assert!(!looks_like_repo_id("no such model"));
+    }
+}
