@@ -13,11 +13,13 @@ use rand::distr::Distribution;
 use rand::SeedableRng;
 use tokbench_core::Sampling;
 
+#[derive(Debug)]
 enum Mode {
     Greedy,
     Sample { temperature: f64, top_k: Option<usize>, top_p: Option<f64>, rng: rand::rngs::StdRng },
 }
 
+#[derive(Debug)]
 pub struct Sampler {
     mode: Mode,
 }
