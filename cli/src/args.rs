@@ -1,0 +1,224 @@
+//! The command tree (clap derive). Every flag is `--long`, with an environment variable where
+//! one makes sense; every command's `--help` ends with examples.
+
+use crate::report::GroupBy;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokbench",
+    version,
+    about = "Benchmark and profile LLM inference (OPT, GPT-2) on GPUs and CPUs: submit sweeps, watch them, report",
+    after_help = "Examples:\n  tokbench sweep --local                         # no GPU, no setup: opt-125m, opt-350m, gpt2 on this machine\n  tokbench sweep opt-125m gpt2 --batch-sizes 1,8,32 --backend cuda\n  tokbench status\n  tokbench report --latest --out plots/\n  tokbench export --sweep <ID> --out results/\n\nExit codes: 0 ok, 1 failure (e.g. a job failed), 2 bad input, 3 coordinator unreachable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Coordinator URL.
+    #[arg(long, global = true, env = "TOKBENCH_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Shared token of the coordinator, sent as `authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "TOKBENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate to trust for an https:// coordinator with a private CA.
+    #[arg(long, global = true, env = "TOKBENCH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Submit a sweep (models x batch sizes) and watch it; `--local` runs it here with no setup.
+    Sweep(SweepArgs),
+    /// State of a sweep (default: the latest) and the list of recent sweeps.
+    #[command(after_help = "Examples:\n  tokbench status\n  tokbench status 3f2a9c1e-...\n  tokbench status --json")]
+    Status(StatusArgs),
+    /// Follow a sweep's progress live until it finishes (Ctrl-C detaches).
+    #[command(after_help = "Examples:\n  tokbench watch 3f2a9c1e-...\n  tokbench watch latest")]
+    Watch(SweepIdArg),
+    /// Cancel a sweep: queued jobs are cancelled, running ones are told to stop.
+    #[command(after_help = "Examples:\n  tokbench cancel 3f2a9c1e-...")]
+    Cancel(SweepIdArg),
+    /// Workers known to the coordinator: device, memory, current job, alive or not.
+    #[command(after_help = "Examples:\n  tokbench workers\n  tokbench workers --json")]
+    Workers,
+    /// Stored runs with their headline figures.
+    #[command(after_help = "Examples:\n  tokbench runs\n  tokbench runs --sweep latest\n  tokbench runs --model opt-125m --limit 5")]
+    Runs(RunsArgs),
+    /// Every metric of one run; `--json` prints the full benchmark report.
+    #[command(after_help = "Examples:\n  tokbench show <RUN_ID>\n  tokbench show <RUN_ID> --json > run.json")]
+    Show(ShowArgs),
+    /// Tables and charts (PNG, + SVG), Markdown, CSV and JSON from stored runs.
+    #[command(after_help = "Examples:\n  tokbench report --latest\n  tokbench report --sweep <ID> --baseline <OLD_ID> --out plots/\n  tokbench report --runs <RUN1>,<RUN2> --svg\n  tokbench report --sweep <ID> --group-by gpu")]
+    Report(ReportArgs),
+    /// Write one benchmark_<model>_<timestamp>.json per run (the demo's schema, extended).
+    #[command(after_help = "Examples:\n  tokbench export --out results/\n  tokbench export --sweep <ID> --out results/")]
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  tokbench sweep --local                                  # opt-125m opt-350m gpt2 on this CPU, report in plots/\n  tokbench sweep --local tiny-opt tiny-gpt2 --max-tokens 8\n  tokbench sweep --local gpt2 --device cuda:0              # needs a build with --features cuda\n  tokbench sweep opt-125m opt-350m --batch-sizes 1,8,32 --backend cuda --label nightly\n  tokbench sweep gpt2 --prompts prompts.txt --max-tokens 64 --stop-at-eos --detach\n  tokbench sweep opt-1.3b --dtype bf16 --temperature 0.8 --top-p 0.95 --seed 7 --profile")]
+pub struct SweepArgs {
+    /// Models: catalog names (opt-125m, opt-350m, opt-1.3b, gpt2, gpt2-medium, gpt2-large,
+    /// distilgpt2, tiny-opt, tiny-gpt2), HF repo ids, or directories on the worker.
+    /// Default with --local: opt-125m opt-350m gpt2.
+    pub models: Vec<String>,
+    /// Run here: embedded coordinator (SQLite file --database) and an in-process worker, then
+    /// write the report to --out. Needs no GPU and no downloaded weights.
+    #[arg(long)]
+    pub local: bool,
+    /// Batch sizes, comma separated: one job per model and batch size.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch_sizes: Vec<u32>,
+    /// Synthetic prompts of exactly N tokens each (vLLM-style); 0 = the built-in prompt set.
+    #[arg(long)]
+    pub input_len: Option<u32>,
+    /// Tokens to generate per request. Default 128 (32 with --local).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub max_tokens: Option<u32>,
+    /// f32, f16 or bf16. Default: f16 on CUDA, f32 on CPU.
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Timed repetitions per job. Default 3 (2 with --local).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repetitions: Option<u32>,
+    /// Untimed warm-up passes per job.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub warmup: Option<u32>,
+    /// auto (real weights when available offline, else synthetic), real or synthetic.
+    #[arg(long, default_value = "auto")]
+    pub weights: String,
+    /// Seed of synthetic weights.
+    #[arg(long, default_value_t = 0)]
+    pub weights_seed: u64,
+    /// Prompt file: one prompt per line (empty lines skipped).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Number of prompts (cycled from the set). Default: the batch size (4 with --local).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub num_prompts: Option<u32>,
+    /// Stop a request at end-of-sequence instead of always generating --max-tokens.
+    #[arg(long)]
+    pub stop_at_eos: bool,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling probability mass (0 < p <= 1).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sample from the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Only workers of this backend take the jobs: cpu or cuda (default: any).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Free text shown in listings.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Run each job under Nsight Systems (workers with nsys).
+    #[arg(long)]
+    pub profile: bool,
+    /// Submit and print the sweep id without watching.
+    #[arg(long)]
+    pub detach: bool,
+    /// --local: SQLite file of the embedded coordinator.
+    #[arg(long, env = "TOKBENCH_LOCAL_DB", default_value = "tokbench-local.db")]
+    pub database: PathBuf,
+    /// --local: device of the in-process worker: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// --local: where the report goes.
+    #[arg(long, default_value = "plots")]
+    pub out: PathBuf,
+    /// --local: also write SVGs of the charts.
+    #[arg(long)]
+    pub svg: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Sweep id (default: the latest).
+    pub sweep: Option<String>,
+    /// How many recent sweeps to list.
+    #[arg(long, default_value_t = 10)]
+    pub limit: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepIdArg {
+    /// Sweep id ("latest" = the most recent).
+    pub sweep: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunsArgs {
+    /// Only runs of this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only runs of this sweep ("latest" = the most recent).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// At most this many runs (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// Run id.
+    pub run: String,
+}
+
+#[derive(Args, Debug, Clone)]
+#[group(id = "selection", multiple = false)]
+pub struct Selection {
+    /// Runs of this sweep.
+    #[arg(long, group = "selection")]
+    pub sweep: Option<String>,
+    /// Runs of the most recent sweep (the default).
+    #[arg(long, group = "selection")]
+    pub latest: bool,
+    /// These runs, comma separated.
+    #[arg(long, value_delimiter = ',', group = "selection")]
+    pub runs: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Output directory (created if missing).
+    #[arg(long, default_value = "plots")]
+    pub out: PathBuf,
+    /// Compare against this sweep: change in % per model and metric, regressions marked.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Also write SVG versions of the charts.
+    #[arg(long)]
+    pub svg: bool,
+    /// Chart groups: per model (default) or per device (GPU) when runs come from several.
+    #[arg(long, value_enum, default_value_t = GroupBy::Model)]
+    pub group_by: GroupBy,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Runs of this sweep (default: the latest sweep).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}

@@ -1,0 +1,131 @@
+//! Constructed `BenchReport`s with realistic figures, for unit tests of the tables and charts
+//! (and for looking at the charts before real runs exist). Not used by the commands.
+
+use crate::report::RunRecord;
+use tokbench_core::report::*;
+use tokbench_core::{Catalog, DeviceSpec, PromptSource, Workload};
+
+/// Where a constructed run "ran".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Dev {
+    Cpu,
+    H100,
+    A10,
+}
+
+/// A report for `model` (catalog name) at `batch` on `dev`, with throughput `tok_s` (tokens/s).
+/// Other figures are derived so they stay consistent (time = tokens / throughput, ...).
+pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
+    let entry = Catalog::get(model).expect("fixture models are catalog models");
+    let params = tokbench_core::catalog::estimate_parameters(&entry.config());
+    let cfg = entry.config();
+    let (layers, hidden, vocab) = match &cfg {
+        tokbench_core::ArchConfig::Opt(c) => (c.num_hidden_layers, c.hidden_size, c.vocab_size),
+        tokbench_core::ArchConfig::Gpt2(c) => (c.n_layer, c.n_embd, c.vocab_size),
+    };
+    let gpu = dev != Dev::Cpu;
+    let bytes_per = if gpu { 2.0 } else { 4.0 };
+    let size_mb = params as f64 * bytes_per / 1048576.0;
+    let num_prompts = batch.max(4);
+    let max_tokens = 32;
+    let out_tokens = num_prompts * max_tokens;
+    let infer_s = out_tokens as f64 / tok_s;
+    let itl = 1000.0 * infer_s / (max_tokens as f64 * (num_prompts as f64 / batch as f64).ceil());
+    let (gpu_name, total, device) = match dev {
+        Dev::Cpu => ("none (cpu)".to_string(), None, "cpu".to_string()),
+        Dev::H100 => ("NVIDIA H100 80GB HBM3".to_string(), Some(81559.0), "cuda:0".to_string()),
+        Dev::A10 => ("NVIDIA A10".to_string(), Some(23028.0), "cuda:0".to_string()),
+    };
+    let reserved = total.map(|t: f64| (size_mb + 700.0 + batch as f64 * 12.0).min(t));
+    BenchReport {
+        schema_version: REPORT_SCHEMA_VERSION,
+        model: model.to_string(),
+        model_id: entry.hf_repo.unwrap_or(entry.name).to_string(),
+        timestamp: "2026-11-28T04:00:00Z".to_string(),
+        model_properties: ModelProperties {
+            total_parameters: params,
+            num_layers: layers,
+            hidden_size: hidden,
+            vocab_size: vocab,
+            model_size_mb: size_mb,
+            model_type: cfg.model_type().to_string(),
+            weights: "synthetic".into(),
+            weights_source: "synthetic (seed 0)".into(),
+            dtype: if gpu { "f16".into() } else { "f32".into() },
+            tokenizer: "gpt2 fallback (tiktoken-rs r50k_base)".into(),
+            config: serde_json::from_str(entry.config_json).unwrap(),
+        },
+        inference_metrics: InferenceMetrics {
+            model_load_time_seconds: 0.2 + size_mb / 900.0,
+            total_inference_time_seconds: infer_s,
+            tokens_per_second: tok_s,
+            num_prompts,
+            total_input_tokens: num_prompts * 32,
+            total_output_tokens: out_tokens,
+            average_tokens_per_prompt: max_tokens as f64,
+            tokens_per_second_min: tok_s * 0.97,
+            tokens_per_second_max: tok_s * 1.02,
+            tokens_per_second_cv: 0.018,
+            total_inference_time_seconds_min: infer_s * 0.98,
+            total_inference_time_seconds_max: infer_s * 1.03,
+            prefill_tokens_per_second: tok_s * 9.0,
+            decode_tokens_per_second: tok_s * 1.05,
+            ttft_ms: LatencyStats { mean: itl * 3.1, min: itl * 2.5, p50: itl * 3.0, p90: itl * 3.6, p99: itl * 3.9, max: itl * 4.0, count: num_prompts * 2 },
+            inter_token_latency_ms: LatencyStats { mean: itl, min: itl * 0.9, p50: itl, p90: itl * 1.1, p99: itl * 1.3, max: itl * 1.5, count: 62 },
+            warmup_runs: 1,
+            repetitions: 2,
+        },
+        gpu_metrics: GpuMetrics {
+            gpu_name: gpu_name.clone(),
+            gpu_memory_total_mb: total,
+            gpu_memory_allocated_mb: total.map(|_| size_mb + 20.0),
+            gpu_memory_reserved_mb: reserved,
+            gpu_memory_utilization_percent: total.zip(reserved).map(|(t, r)| r / t * 100.0),
+            peak_memory_allocated_mb: total.map(|_| size_mb + 40.0 + batch as f64 * 8.0),
+            memory_source: if gpu { "nvml process + candle allocations".into() } else { "none (cpu)".into() },
+            device: device.clone(),
+            driver_version: total.map(|_| "580.159.04".into()),
+            cuda_version: total.map(|_| "13.0".into()),
+        },
+        nsight_metrics: NsightMetrics { profile_file: None, profile_name: format!("profile_{}", entry.file_stem()), notes: "not profiled".into(), nvtx_ranges: vec![], nvtx_enabled: false, ..Default::default() },
+        workload: Workload {
+            model: model.into(),
+            device: if gpu { DeviceSpec::Cuda(0) } else { DeviceSpec::Cpu },
+            batch_size: batch,
+            prompts: PromptSource::Synthetic { num_prompts, input_len: 32 },
+            max_tokens,
+            repetitions: 2,
+            ..Workload::default()
+        },
+        environment: Environment {
+            tokbench_version: tokbench_core::TOKBENCH_VERSION.into(),
+            git_commit: None,
+            hostname: "fixture".into(),
+            os: "linux".into(),
+            cpu: "fixture cpu".into(),
+            backend: if gpu { "cuda".into() } else { "cpu".into() },
+        },
+        repetitions: vec![],
+        outputs: vec![],
+        telemetry: total.map(|t| TelemetrySummary {
+            samples: 20,
+            interval_ms: 100,
+            gpu_name,
+            memory_total_mb: t,
+            memory_used_mb_max: reserved.unwrap(),
+            process_memory_mb_max: reserved,
+            utilization_percent_mean: 60.0,
+            utilization_percent_max: 90.0,
+            power_watts_mean: 200.0,
+            power_watts_max: 300.0,
+            energy_joules: Some(200.0 * infer_s),
+            tokens_per_joule: Some(tok_s / 200.0),
+            sm_clock_mhz_max: Some(1980),
+            temperature_c_max: Some(55),
+        }),
+    }
+}
+
+pub fn record(sweep: &str, run: &str, report: BenchReport) -> RunRecord {
+    RunRecord { run_id: run.into(), sweep_id: sweep.into(), worker_id: "w1".into(), report }
+}

@@ -1,0 +1,182 @@
+//! Presentation: terminal tables (comfy-table, plain ASCII when stdout is not a terminal),
+//! JSON forms of the gRPC messages, and small formatting helpers.
+
+use comfy_table::{presets, ContentArrangement, Table};
+use serde_json::{json, Value};
+use std::io::IsTerminal;
+use tokbench_proto::v1::{Job, JobState, Run, RunSummary, Sweep, Worker};
+
+/// How to talk to the user, decided once from the flags and the terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub json: bool,
+    /// stdout is a terminal: unicode tables and progress bars.
+    pub tty: bool,
+}
+
+impl Ui {
+    pub fn new(json: bool) -> Ui {
+        Ui { json, tty: std::io::stdout().is_terminal() }
+    }
+    pub fn table(&self, header: &[&str]) -> Table {
+        let mut t = Table::new();
+        if self.tty {
+            t.load_preset(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        } else {
+            t.load_preset(presets::ASCII_MARKDOWN);
+        }
+        t.set_header(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        t
+    }
+    /// Prints JSON on stdout (pretty).
+    pub fn print_json(&self, v: &Value) {
+        println!("{}", serde_json::to_string_pretty(v).expect("json values serialise"));
+    }
+}
+
+pub fn job_state_name(state: i32) -> &'static str {
+    match JobState::try_from(state).unwrap_or(JobState::Unspecified) {
+        JobState::Unspecified => "unknown",
+        JobState::Queued => "queued",
+        JobState::Leased => "leased",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+pub fn is_final(state: i32) -> bool {
+    matches!(JobState::try_from(state), Ok(JobState::Succeeded | JobState::Failed | JobState::Cancelled))
+}
+
+/// Milliseconds since the epoch -> "2026-11-28 04:10:03" local time.
+pub fn time_ms(ms: i64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        _ => "-".into(),
+    }
+}
+
+pub fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn job_json(j: &Job) -> Value {
+    json!({
+        "job_id": j.job_id, "sweep_id": j.sweep_id, "model": j.model, "batch_size": j.batch_size,
+        "state": job_state_name(j.state), "attempts": j.attempts, "worker_id": j.worker_id,
+        "last_error": j.last_error, "run_id": j.run_id, "created_at_ms": j.created_at_ms,
+        "updated_at_ms": j.updated_at_ms, "phase": j.phase, "tokens_done": j.tokens_done,
+        "tokens_total": j.tokens_total, "tokens_per_second": j.tokens_per_second,
+    })
+}
+
+pub fn sweep_json(s: &Sweep) -> Value {
+    let spec = s.spec.as_ref().map(|sp| {
+        json!({
+            "models": sp.models, "batch_sizes": sp.batch_sizes, "weights": sp.weights, "dtype": sp.dtype,
+            "num_prompts": sp.num_prompts, "num_inline_prompts": sp.prompts.len(), "input_len": sp.input_len,
+            "max_tokens": sp.max_tokens, "repetitions": sp.repetitions, "warmup": sp.warmup,
+            "stop_at_eos": sp.stop_at_eos, "profile": sp.profile, "weights_seed": sp.weights_seed,
+            "label": sp.label, "backend": sp.backend,
+            "sampling": sp.sampling.as_ref().map(|p| json!({"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "seed": p.seed})),
+        })
+    });
+    json!({
+        "sweep_id": s.sweep_id, "state": s.state, "created_at_ms": s.created_at_ms,
+        "jobs_total": s.jobs_total, "jobs_done": s.jobs_done, "spec": spec,
+        "jobs": s.jobs.iter().map(job_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn run_summary_json(r: &RunSummary) -> Value {
+    json!({
+        "run_id": r.run_id, "job_id": r.job_id, "sweep_id": r.sweep_id, "model": r.model,
+        "batch_size": r.batch_size, "worker_id": r.worker_id, "device": r.device, "gpu_name": r.gpu_name,
+        "weights": r.weights, "dtype": r.dtype, "tokens_per_second": r.tokens_per_second,
+        "ttft_p50_ms": r.ttft_p50_ms, "inter_token_p50_ms": r.inter_token_p50_ms,
+        "model_load_time_seconds": r.model_load_time_seconds,
+        "total_inference_time_seconds": r.total_inference_time_seconds,
+        "peak_memory_mb": if r.peak_memory_mb > 0.0 { json!(r.peak_memory_mb) } else { Value::Null },
+        "created_at_ms": r.created_at_ms, "attempt": r.attempt,
+    })
+}
+
+pub fn run_json(r: &Run) -> Value {
+    let mut v = r.summary.as_ref().map(run_summary_json).unwrap_or_else(|| json!({}));
+    v["artifact_ids"] = json!(r.artifact_ids);
+    v
+}
+
+pub fn worker_json(w: &Worker) -> Value {
+    json!({
+        "worker_id": w.worker_id, "hostname": w.hostname, "backend": w.backend, "device_index": w.device_index,
+        "gpu_name": w.gpu_name, "memory_total_bytes": w.memory_total_bytes, "memory_free_bytes": w.memory_free_bytes,
+        "driver_version": w.driver_version, "cuda_version": w.cuda_version, "tokbench_version": w.tokbench_version,
+        "last_seen_ms": w.last_seen_ms, "current_job_id": w.current_job_id, "alive": w.alive, "nsys_available": w.nsys_available,
+    })
+}
+
+/// The end-of-sweep summary table: one row per run.
+pub fn runs_table(ui: &Ui, runs: &[RunSummary]) -> Table {
+    let mut t = ui.table(&["Model", "Batch", "Tok/s", "TTFT p50 (ms)", "ITL p50 (ms)", "Load (s)", "Peak (MB)", "Weights", "Device", "Run"]);
+    for r in runs {
+        let device = if r.gpu_name.is_empty() || r.device == "cpu" { r.device.clone() } else { format!("{} ({})", r.gpu_name, r.device) };
+        t.add_row(vec![
+            r.model.clone(),
+            r.batch_size.to_string(),
+            format!("{:.1}", r.tokens_per_second),
+            format!("{:.1}", r.ttft_p50_ms),
+            format!("{:.2}", r.inter_token_p50_ms),
+            format!("{:.2}", r.model_load_time_seconds),
+            if r.peak_memory_mb > 0.0 { format!("{:.0}", r.peak_memory_mb) } else { "n/a".into() },
+            dash(&r.weights),
+            dash(&device),
+            r.run_id.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn jobs_table(ui: &Ui, jobs: &[Job]) -> Table {
+    let mut t = ui.table(&["Model", "Batch", "State", "Worker", "Phase", "Tokens", "Tok/s", "Attempts", "Run / error"]);
+    for j in jobs {
+        let tokens = if j.tokens_total > 0 { format!("{}/{}", j.tokens_done, j.tokens_total) } else { "-".into() };
+        let tail = if !j.run_id.is_empty() { j.run_id.clone() } else { dash(&j.last_error) };
+        t.add_row(vec![
+            j.model.clone(),
+            j.batch_size.to_string(),
+            job_state_name(j.state).to_string(),
+            dash(&j.worker_id),
+            dash(&j.phase),
+            tokens,
+            if j.tokens_per_second > 0.0 { format!("{:.1}", j.tokens_per_second) } else { "-".into() },
+            j.attempts.to_string(),
+            tail,
+        ]);
+    }
+    t
+}
+
+pub fn sweeps_table(ui: &Ui, sweeps: &[Sweep]) -> Table {
+    let mut t = ui.table(&["Sweep", "Created", "State", "Jobs done", "Models", "Batch sizes", "Label"]);
+    for s in sweeps {
+        let spec = s.spec.clone().unwrap_or_default();
+        t.add_row(vec![
+            s.sweep_id.clone(),
+            time_ms(s.created_at_ms),
+            s.state.clone(),
+            format!("{}/{}", s.jobs_done, s.jobs_total),
+            spec.models.join(" "),
+            spec.batch_sizes.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","),
+            dash(&spec.label),
+        ]);
+    }
+    t
+}

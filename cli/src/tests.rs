@@ -1,0 +1,157 @@
+//! Unit tests of the report and chart code on constructed reports. The PNGs are decoded and
+//! checked for real content; set TOKBENCH_KEEP_PLOTS=DIR to keep them for viewing.
+
+use crate::fixtures::{record, report, Dev};
+use crate::report::*;
+use std::path::Path;
+
+fn out_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = match std::env::var("TOKBENCH_KEEP_PLOTS") {
+        Ok(d) => Path::new(&d).join(name),
+        Err(_) => tmp.path().join(name),
+    };
+    (tmp, dir)
+}
+
+/// Decodes a PNG and returns (width, height, distinct colours, dark pixels in the top 80 rows).
+pub(crate) fn png_stats(path: &Path) -> (u32, u32, usize, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let px = &buf[..info.buffer_size()];
+    let mut colours = std::collections::HashSet::new();
+    let mut dark_top = 0;
+    for (i, p) in px.chunks(ch).enumerate() {
+        colours.insert(p[..3].to_vec());
+        let y = i as u32 / info.width;
+        if y < 80 && (p[0] as u32 + p[1] as u32 + p[2] as u32) < 200 {
+            dark_top += 1;
+        }
+    }
+    (info.width, info.height, colours.len(), dark_top)
+}
+
+fn assert_real_png(path: &Path) {
+    let (w, h, colours, dark) = png_stats(path);
+    assert!(w >= 800 && h >= 250, "{} is {w}x{h}", path.display());
+    assert!(colours > 30, "{} has only {colours} colours: blank?", path.display());
+    assert!(dark > 200, "{} has {dark} dark pixels in the title area: no title text?", path.display());
+}
+
+fn three_models_cpu() -> Vec<RunRecord> {
+    vec![
+        record("sweep-cpu-1", "r1", report("opt-125m", 4, Dev::Cpu, 41.5)),
+        record("sweep-cpu-1", "r2", report("opt-350m", 4, Dev::Cpu, 15.2)),
+        record("sweep-cpu-1", "r3", report("gpt2", 4, Dev::Cpu, 44.0)),
+    ]
+}
+
+#[test]
+fn cpu_report_writes_all_files_with_na_gpu_fields() {
+    let (_t, dir) = out_dir("cpu");
+    let opts = ReportOptions { out_dir: dir.clone(), svg: true, timestamp: Some("20261128_041500".into()), ..Default::default() };
+    let w = write_report(&three_models_cpu(), None, &opts).unwrap();
+    let names: Vec<String> = w.files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for n in [
+        "comparison_table_20261128_041500.png",
+        "comparison_table_20261128_041500.svg",
+        "performance_graphs_20261128_041500.png",
+        "performance_graphs_20261128_041500.svg",
+        "report_20261128_041500.md",
+        "report_20261128_041500.csv",
+        "report_20261128_041500.json",
+    ] {
+        assert!(names.contains(&n.to_string()), "missing {n} in {names:?}");
+        assert!(dir.join(n).metadata().unwrap().len() > 0);
+    }
+    // One batch size, no baseline: no scaling or baseline files.
+    assert!(!names.iter().any(|n| n.starts_with("batch_scaling") || n.starts_with("baseline")));
+    assert_real_png(&dir.join("comparison_table_20261128_041500.png"));
+    assert_real_png(&dir.join("performance_graphs_20261128_041500.png"));
+    let md = std::fs::read_to_string(dir.join("report_20261128_041500.md")).unwrap();
+    assert!(md.contains("| opt-125m (125M) |"), "{md}");
+    assert!(md.contains("n/a"));
+    let csv = std::fs::read_to_string(dir.join("report_20261128_041500.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report_20261128_041500.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+    assert!(json["rows"][0]["gpu_memory_utilization_percent"].is_null());
+    // Sorted by parameter count: gpt2 (124M) before opt-125m (125M) before opt-350m.
+    let models: Vec<&str> = json["rows"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["gpt2", "opt-125m", "opt-350m"]);
+}
+
+#[test]
+fn batch_scaling_and_baseline() {
+    let (_t, dir) = out_dir("scaling");
+    let mut cur = Vec::new();
+    let mut base = Vec::new();
+    for (m, k) in [("opt-125m", 1.0), ("gpt2", 1.1), ("opt-1.3b", 0.25)] {
+        for (b, f) in [(1usize, 1.0), (8, 6.5), (32, 19.0)] {
+            cur.push(record("sweep-new", &format!("{m}-{b}"), report(m, b, Dev::H100, 180.0 * k * f)));
+            // The baseline was faster for opt-1.3b (a regression now), the same otherwise.
+            let bk = if m == "opt-1.3b" { 1.25 } else { 1.01 };
+            base.push(record("sweep-old", &format!("b-{m}-{b}"), report(m, b, Dev::H100, 180.0 * k * f * bk)));
+        }
+    }
+    let opts = ReportOptions { out_dir: dir.clone(), svg: false, timestamp: Some("20261128_050000".into()), ..Default::default() };
+    let w = write_report(&cur, Some(("sweep-old", &base)), &opts).unwrap();
+    for n in ["batch_scaling", "baseline_comparison", "comparison_table", "performance_graphs"] {
+        assert_real_png(&dir.join(format!("{n}_20261128_050000.png")));
+    }
+    // opt-1.3b is 20% slower at every batch size: 3 tokens/s regressions, and its ITL (derived
+    // from throughput) and TTFT are 25% worse too.
+    assert_eq!(w.regressions, Some(9));
+    let md = std::fs::read_to_string(dir.join("baseline_comparison_20261128_050000.md")).unwrap();
+    assert!(md.contains("**REGRESSION**"));
+    assert!(md.contains("| opt-1.3b | 8 | NVIDIA H100 80GB HBM3 | tokens/s |"), "{md}");
+    let data = ReportData::new(&cur, GroupBy::Model, "20261128_050000").unwrap();
+    let cmp = compare_baseline(&data, &base, "sweep-old");
+    let c = cmp.changes.iter().find(|c| c.model == "opt-1.3b" && c.batch_size == 8 && c.metric == "tokens/s").unwrap();
+    assert!((c.change_percent.unwrap() - (-20.0)).abs() < 1e-6, "{c:?}");
+    let c = cmp.changes.iter().find(|c| c.model == "gpt2" && c.batch_size == 1 && c.metric == "tokens/s").unwrap();
+    assert!(!c.regression && c.change_percent.unwrap() < 0.0);
+}
+
+#[test]
+fn several_gpus_group_by_gpu() {
+    let (_t, dir) = out_dir("gpus");
+    let mut runs = Vec::new();
+    for (m, t) in [("opt-125m", 900.0), ("opt-350m", 520.0), ("gpt2-medium", 480.0)] {
+        runs.push(record("s1", &format!("h-{m}"), report(m, 8, Dev::H100, t)));
+        runs.push(record("s1", &format!("a-{m}"), report(m, 8, Dev::A10, t * 0.4)));
+    }
+    runs.push(record("s1", "cpu", report("opt-125m", 8, Dev::Cpu, 30.0)));
+    for g in [GroupBy::Model, GroupBy::Gpu] {
+        let data = ReportData::new(&runs, g, "20261128_050000").unwrap();
+        let grouping = data.grouping();
+        match g {
+            GroupBy::Model => {
+                assert_eq!(grouping.categories, ["opt-125m", "opt-350m", "gpt2-medium"]);
+                assert_eq!(grouping.series, ["CPU", "NVIDIA A10", "NVIDIA H100 80GB HBM3"]);
+                // opt-350m never ran on the CPU: an empty cell, not a zero.
+                assert_eq!(grouping.cells[1][0], None);
+            }
+            GroupBy::Gpu => assert_eq!(grouping.categories, ["CPU", "NVIDIA A10", "NVIDIA H100 80GB HBM3"]),
+        }
+        let opts = ReportOptions { out_dir: dir.join(format!("{g:?}")), svg: false, group_by: g, timestamp: Some("20261128_050000".into()) };
+        write_report(&runs, None, &opts).unwrap();
+        assert_real_png(&dir.join(format!("{g:?}")).join("performance_graphs_20261128_050000.png"));
+    }
+}
+
+#[test]
+fn empty_selection_is_a_clear_error() {
+    let err = write_report(&[], None, &ReportOptions { out_dir: "unused".into(), ..Default::default() }).unwrap_err();
+    assert!(err.to_string().contains("no finished runs"), "{err}");
+}
+
+#[test]
+fn human_param_counts() {
+    assert_eq!(human_params(125_239_296), "125M");
+    assert_eq!(human_params(1_315_758_080), "1.3B");
+    assert_eq!(human_params(3_334_400), "3.3M");
+}
