@@ -36,6 +36,9 @@ pub const STATS_REPORTS: [&str; 3] = ["cuda_gpu_kern_sum", "nvtx_sum", "cuda_gpu
 /// computed over all of them.
 pub const TOP_KERNELS: usize = 20;
 
+/// `tokbench-worker bench`'s exit code for bad input (see bench_cli::exit_code).
+const BENCH_BAD_INPUT_EXIT_CODE: i32 = 2;
+
 /// How many bytes of a child's output are kept for error messages.
 const TAIL_BYTES: usize = 4000;
 
@@ -81,7 +84,13 @@ pub enum ProfileError {
     #[error("could not start {what}: {source}")]
     Spawn { what: String, source: std::io::Error },
     #[error("the profiled benchmark failed ({status}) under nsys: {command}\n--- last output of nsys and the bench child ---\n{tail}")]
-    BenchFailed { status: String, command: String, tail: String },
+    BenchFailed {
+        status: String,
+        /// Exit code of nsys (which passes on the application's); None when killed by a signal.
+        code: Option<i32>,
+        command: String,
+        tail: String,
+    },
     #[error("the profiled benchmark exited successfully but wrote no benchmark JSON at {path}: {detail}\n--- last output ---\n{tail}")]
     NoBenchReport { path: PathBuf, detail: String, tail: String },
     #[error("nsys exited 0 but wrote no {expected}; it left only {qdstrm}: nsys's QdstrmImporter could not convert it, usually because libdw.so.1 / libelf.so.1 are missing on this machine. Fix: put them in a directory (shared/tools/nsys-libs.sh DIR) and start the worker with that directory as the nsys library path (ProfileConfig::extra_ld_library_path, which goes into LD_LIBRARY_PATH); `QdstrmImporter -i {qdstrm}` with the same LD_LIBRARY_PATH converts this one.\n--- last output of nsys ---\n{tail}")]
@@ -99,10 +108,16 @@ pub enum ProfileError {
 }
 
 impl ProfileError {
-    /// false where running the job again here cannot help: no nsys, nsys unable to write a
-    /// report, output we cannot parse, the job's own benchmark failing.
+    /// false where running the job again cannot help: no nsys, nsys unable to write a report,
+    /// output we cannot parse, the bench rejecting its input (`tokbench-worker bench` exits 2
+    /// for bad input: unknown model, prompt too long, ...). Other bench failures (exit 1: device
+    /// errors, out of memory; killed by a signal) may pass elsewhere.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProfileError::Spawn { .. } | ProfileError::Io { .. })
+        match self {
+            ProfileError::Spawn { .. } | ProfileError::Io { .. } => true,
+            ProfileError::BenchFailed { code, .. } => *code != Some(BENCH_BAD_INPUT_EXIT_CODE),
+            _ => false,
+        }
     }
 }
 
@@ -331,6 +346,9 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     }
     let tmp = cfg.work_dir.join(format!("{name}.tmp"));
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    // Scratch (prompt file, bench JSON, logs, stats CSVs) goes whatever happens: errors carry
+    // the log tails, and a long-running worker must not pile up files.
+    let _scratch = RemoveOnDrop(tmp.clone());
     let json = tmp.join("bench.json");
     let _ = fs::remove_file(&json);
 
@@ -360,13 +378,13 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     if let Some(dir) = &cfg.extra_ld_library_path {
         cmd.env("LD_LIBRARY_PATH", ld_library_path(dir));
     }
-    let profile_log = cfg.work_dir.join(format!("{name}.profile.log"));
+    let profile_log = tmp.join("profile.log");
     tracing::info!(job = job_id, command = %command_line, "profiling job under nsys");
     let started = Instant::now();
     let status = run_cancellable(cmd, "nsys profile", &profile_log, cancel)?;
     tracing::info!(job = job_id, seconds = started.elapsed().as_secs_f64(), status = %describe(&status), "nsys profile finished");
     if !status.success() {
-        return Err(ProfileError::BenchFailed { status: describe(&status), command: command_line, tail: tail_of(&profile_log) });
+        return Err(ProfileError::BenchFailed { status: describe(&status), code: status.code(), command: command_line, tail: tail_of(&profile_log) });
     }
     // The missing .nsys-rep is the actionable problem (the bench JSON is likely fine then).
     if !rep.is_file() {
@@ -406,7 +424,11 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
         cmd.env("LD_LIBRARY_PATH", ld_library_path(dir));
     }
     let stats_log = tmp.join("stats.log");
-    let status = run_cancellable(cmd, "nsys stats", &stats_log, cancel)?;
+    let status = run_cancellable(cmd, "nsys stats", &stats_log, cancel);
+    // `nsys stats` exports REP.sqlite next to the report: as large as the report or larger,
+    // and only an intermediate here.
+    let _ = fs::remove_file(cfg.work_dir.join(format!("{name}.sqlite")));
+    let status = status?;
     if !status.success() {
         return Err(ProfileError::StatsFailed { rep, status: describe(&status), tail: tail_of(&stats_log) });
     }
@@ -423,8 +445,15 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     m.profile_file = Some(file_name.clone());
     m.profile_name = name.clone();
     summary.fill(m);
-    let _ = fs::remove_dir_all(&tmp);
     Ok(ProfiledRun { report, nsys_rep: rep, file_name })
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `nsys stats --output PREFIX` writes report R to `PREFIX_R.csv`.
