@@ -50,6 +50,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     validate(workload)?;
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let check_cancel = || if cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) };
+    check_cancel()?;
     on_progress(&Progress { phase: "loading", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
     let dtype_spec = workload.effective_dtype();
     let num_prompts = workload.prompts.num_prompts();
@@ -448,7 +449,15 @@ fn gpu_metrics(
             _ => (None, "unavailable (no NVML)"),
         },
     };
-    let peak = telemetry.and_then(|t| t.process_memory_mb_max).or(reserved.and_then(|r| telemetry.map(|t| t.memory_used_mb_max.max(r))));
+    // Peak: this process's memory sampled during inference; where the driver hides per-process
+    // figures, the device's used memory peak minus what was used before loading.
+    let (peak, peak_src) = match (telemetry.and_then(|t| t.process_memory_mb_max), telemetry, used_before) {
+        (Some(p), _, _) => (Some(p), "max of NVML per-process memory"),
+        (None, Some(t), Some(before)) if t.samples > 0 => {
+            (Some((t.memory_used_mb_max - before as f64 / MIB).max(0.0)), "max of NVML device used memory minus its value before loading")
+        }
+        _ => (None, "unavailable (no NVML samples)"),
+    };
     GpuMetrics {
         gpu_name: info.gpu_name.clone(),
         gpu_memory_total_mb: total,
@@ -460,7 +469,7 @@ fn gpu_metrics(
         },
         peak_memory_allocated_mb: peak,
         memory_source: format!(
-            "allocated = loaded weight tensors + KV cache of the largest batch (candle has no allocator statistics); reserved = {reserved_src} after inference (CUDA context + candle's buffers); peak = max of NVML per-process memory sampled every {} ms during inference; total = NVML",
+            "allocated = loaded weight tensors + KV cache of the largest batch (candle has no allocator statistics); reserved = {reserved_src} after inference (CUDA context + candle's buffers); peak = {peak_src}, sampled every {} ms during inference; total = NVML",
             TELEMETRY_INTERVAL.as_millis()
         ),
         device: w.device.to_string(),

@@ -209,7 +209,11 @@ pub fn summary(r: &BenchReport) -> String {
     let mb = |v: Option<f64>| v.map(|x| format!("{x:.1} MB")).unwrap_or_else(|| "n/a".into());
     let mut out = String::new();
     out.push_str(&format!("model            {} ({}, {} parameters, {:.1} MB)\n", r.model_id, p.model_type, p.total_parameters, p.model_size_mb));
-    out.push_str(&format!("weights          {} ({})\n", p.weights, p.weights_source));
+    if p.weights == "real" {
+        out.push_str(&format!("weights          real ({})\n", p.weights_source));
+    } else {
+        out.push_str(&format!("weights          {}\n", p.weights_source));
+    }
     out.push_str(&format!("tokenizer        {}\n", p.tokenizer));
     out.push_str(&format!("device           {} ({}), dtype {}\n", g.device, g.gpu_name, p.dtype));
     out.push_str(&format!(

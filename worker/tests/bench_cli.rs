@@ -295,3 +295,54 @@ fn real_checkpoint_from_a_fake_hf_cache() {
     assert_eq!(rep.inference_metrics.total_output_tokens, 8);
     assert_eq!(rep.nsight_metrics.profile_name, "profile_tokbench-test_tiny-opt-pre");
 }
+
+fn tiny_workload() -> tokbench_core::Workload {
+    tokbench_core::Workload {
+        model: "tiny-gpt2".into(),
+        weights: tokbench_core::WeightsMode::Synthetic,
+        max_tokens: 4,
+        warmup: 1,
+        repetitions: 2,
+        prompts: tokbench_core::PromptSource::Builtin { num_prompts: 3 },
+        batch_size: 2,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn run_workload_reports_progress_in_phase_order() {
+    use std::sync::atomic::AtomicBool;
+    let cancel = AtomicBool::new(false);
+    let mut seen: Vec<tokbench_worker::bench::Progress> = Vec::new();
+    let rep = tokbench_worker::bench::run_workload(&tiny_workload(), &cancel, &mut |p| seen.push(p.clone())).unwrap();
+    let mut phases: Vec<&str> = seen.iter().map(|p| p.phase).collect();
+    phases.dedup();
+    assert_eq!(phases, ["loading", "warmup", "inference", "output_processing"]);
+    let last_inference = seen.iter().rev().find(|p| p.phase == "inference").unwrap();
+    // 2 repetitions * 3 prompts * 4 tokens.
+    assert_eq!((last_inference.tokens_done, last_inference.tokens_total), (24, 24));
+    assert!(last_inference.tokens_per_second > 0.0);
+    assert!(seen.iter().filter(|p| p.phase == "inference").all(|p| p.tokens_done <= p.tokens_total));
+    assert_eq!(rep.inference_metrics.total_output_tokens, 12);
+}
+
+#[test]
+fn run_workload_stops_when_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Cancelled before it starts: nothing is generated.
+    let cancel = AtomicBool::new(true);
+    let err = tokbench_worker::bench::run_workload(&tiny_workload(), &cancel, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, tokbench_worker::EngineError::Cancelled), "{err:?}");
+    // Cancelled during warm-up: the job ends with Cancelled instead of a report.
+    let cancel = AtomicBool::new(false);
+    let mut inference_seen = false;
+    let err = tokbench_worker::bench::run_workload(&tiny_workload(), &cancel, &mut |p| {
+        if p.phase == "warmup" {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        inference_seen |= p.phase == "inference";
+    })
+    .unwrap_err();
+    assert!(matches!(err, tokbench_worker::EngineError::Cancelled), "{err:?}");
+    assert!(!inference_seen, "no timed pass after the cancel");
+}
