@@ -535,3 +535,45 @@ fn real_nsys_outputs_parse() {
         eprintln!("{}: {} kernels, {} NVTX ranges, {} memory operations", f.display(), kernels.len(), nvtx.len(), mem.len());
     }
 }
+
+/// The whole path on the GPU machine with the real nsys: run with
+/// `TOKBENCH_NSYS=/opt/nvidia/nsight-compute/2025.3.1/host/target-linux-x64/nsys
+///  TOKBENCH_CUDA_WORKER=/path/to/tokbench-worker (built with --features cuda)
+///  TOKBENCH_NSYS_LIBS=/dir/with/libdw (shared/tools/nsys-libs.sh)
+///  cargo test -p tokbench-worker --test profile real_nsys_end_to_end -- --ignored`
+/// (or the built test binary with `--ignored real_nsys_end_to_end`).
+#[test]
+#[ignore = "needs a GPU, nsys and a CUDA build of tokbench-worker (see the doc comment)"]
+fn real_nsys_end_to_end() {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let nsys = var("TOKBENCH_NSYS").expect("set TOKBENCH_NSYS to the nsys binary");
+    let exe = var("TOKBENCH_CUDA_WORKER").expect("set TOKBENCH_CUDA_WORKER to a CUDA build of tokbench-worker");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(nsys, exe, dir.path());
+    cfg.extra_ld_library_path = var("TOKBENCH_NSYS_LIBS");
+    let w = Workload {
+        model: "opt-125m".into(),
+        device: DeviceSpec::Cuda(0),
+        prompts: PromptSource::Builtin { num_prompts: 4 },
+        max_tokens: 16,
+        warmup: 1,
+        repetitions: 2,
+        batch_size: 4,
+        weights: WeightsMode::Synthetic,
+        ..tiny_workload()
+    };
+    let run = run_profiled(&w, "gpu-e2e", &cfg, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
+    let m = &run.report.nsight_metrics;
+    eprintln!("{}", serde_json::to_string_pretty(m).unwrap());
+    assert!(run.nsys_rep.is_file());
+    assert!(!m.kernels.is_empty(), "no kernels parsed from the real profile");
+    let split = m.gpu_time_split.as_ref().expect("time split");
+    assert!(split.gemm_ns > 0 && split.normalization_elementwise_ns > 0 && split.attention_ns > 0, "{split:?}");
+    let names: Vec<&str> = m.nvtx.iter().map(|r| nvtx_base_name(&r.range)).collect();
+    for want in ["model_initialization", "inference", "prefill", "decode"] {
+        assert!(names.contains(&want), "NVTX range {want} missing from {names:?}");
+    }
+    assert!(m.inference_range_seconds.is_some_and(|s| s > 0.0));
+    // The real kernels must be recognised: little GPU time may fall into "other".
+    assert!(split.percent(GpuTimeCategory::Other) < 10.0, "unclassified kernels: {:?}", m.kernels.iter().filter(|k| k.category == GpuTimeCategory::Other).map(|k| &k.name).collect::<Vec<_>>());
+}
