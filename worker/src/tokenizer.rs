@@ -54,6 +54,19 @@ impl Tokenizer {
         let mut t = tokenizers::Tokenizer::new(bpe);
         t.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         t.with_decoder(Some(ByteLevelDecoder::default()));
+        // vocab.json has no notion of special tokens; mark the config's BOS/EOS/pad as special
+        // (as GPT2Tokenizer does from special_tokens_map.json) so decoding drops them and "</s>"
+        // in a prompt is the token, not three pieces. Only `<...>`-shaped entries qualify: a
+        // small test vocabulary may put plain bytes at those ids.
+        let mut specials: Vec<tokenizers::AddedToken> = Vec::new();
+        for id in [config.eos_token_id(), config.pad_token_id()].into_iter().chain(config.bos_prefix()) {
+            if let Some(tok) = t.id_to_token(id) {
+                if tok.len() > 2 && tok.starts_with('<') && tok.ends_with('>') && !specials.iter().any(|s| s.content == tok) {
+                    specials.push(tokenizers::AddedToken::from(tok, true));
+                }
+            }
+        }
+        t.add_special_tokens(&specials);
         let dir = vocab.parent().unwrap_or(Path::new("."));
         Ok(Self::hf(t, config, format!("vocab.json+merges.txt at {}", dir.display())))
     }

@@ -121,3 +121,22 @@ fn ids_outside_the_vocabulary_are_refused() {
     let err = tok.encode("Hello world").unwrap_err().to_string();
     assert!(err.contains("outside the model's vocabulary"), "{err}");
 }
+
+#[test]
+fn opt_style_vocab_specials_are_special() {
+    // OPT's vocab.json starts with <s>, <pad>, </s>, <unk>; its config has pad 1, bos = eos = 2.
+    let dir = tempfile::tempdir().unwrap();
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let mut vocab: HashMap<String, u32> = ["<s>", "<pad>", "</s>", "<unk>"].iter().enumerate().map(|(i, s)| (s.to_string(), i as u32)).collect();
+    for c in alphabet {
+        let id = vocab.len() as u32;
+        vocab.insert(c.to_string(), id);
+    }
+    std::fs::write(dir.path().join("vocab.json"), serde_json::to_string(&vocab).unwrap()).unwrap();
+    std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\n").unwrap();
+    let tok = Tokenizer::load(Some(dir.path()), &Catalog::get("tiny-opt").unwrap().config()).unwrap();
+    let ids = tok.encode("a</s>b").unwrap();
+    assert_eq!(ids, vec![2, vocab["a"], 2, vocab["b"]]);
+    assert_eq!(tok.decode(&ids).unwrap(), "ab");
+}
