@@ -16,6 +16,32 @@ enum Command {
     Bench(tokbench_worker::bench_cli::BenchArgs),
     /// Register with a coordinator and run the jobs it hands out.
     Serve(tokbench_worker::serve::ServeArgs),
+    /// Write a catalog model's synthetic weights as a Hugging Face checkpoint folder
+    /// (config.json + model.safetensors, f32) that transformers' from_pretrained loads, so
+    /// tokbench and transformers can be compared on identical weights.
+    #[command(after_help = "Example:\n  tokbench-worker export-weights --model gpt2 --out /tmp/gpt2-synthetic\n  python3 -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('/tmp/gpt2-synthetic')\"")]
+    ExportWeights(ExportWeightsArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportWeightsArgs {
+    /// Catalog model name (see `tokbench-worker bench --help`).
+    #[arg(long)]
+    model: String,
+    /// Output folder (created).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Seed of the synthetic weights (the same seed gives the same values as `bench --weights synthetic` on the CPU).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn export_weights(args: ExportWeightsArgs) -> anyhow::Result<()> {
+    let entry = tokbench_core::Catalog::get(&args.model)
+        .ok_or_else(|| anyhow::anyhow!(tokbench_core::Catalog::unknown_model_message(&args.model)))?;
+    tokbench_worker::weights::save_synthetic_checkpoint(&entry.config(), args.seed, &args.out)?;
+    eprintln!("wrote {}/config.json and model.safetensors (synthetic {}, seed {})", args.out.display(), entry.name, args.seed);
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +53,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => tokbench_worker::bench_cli::main(args),
         Command::Serve(args) => tokbench_worker::serve::main(args),
+        Command::ExportWeights(args) => export_weights(args),
     }
 }
