@@ -851,6 +851,12 @@ const CANDLE_ELEMENTWISE_OPS: &[&str] = &[
     "fast_argmax", "fast_argmin",
 ];
 
+/// Generic (non-candle, e.g. PyTorch) normalisation / elementwise kernel name parts.
+const ELEMENTWISE_WORDS: &[&str] = &[
+    "layernorm", "layer_norm", "rmsnorm", "rms_norm", "batchnorm", "batch_norm", "groupnorm", "group_norm", "elementwise", "reduce",
+    "copy", "gelu", "relu", "fill",
+];
+
 const DTYPE_TOKENS: &[&str] = &["f16", "f32", "f64", "bf16", "u8", "u32", "i16", "i32", "i64", "f8", "e4m3", "e5m2", "fp8", "f8e4m3"];
 
 /// `<op>_<dtype>[_<dtype>...]` with `op` in CANDLE_ELEMENTWISE_OPS.
@@ -873,10 +879,14 @@ fn is_candle_elementwise(name: &str) -> bool {
 /// 3. normalization+elementwise: candle's kernels (`ucopy_f16`, `affine_f32`, `bmul_f16`,
 ///    `badd_f16`, `layernorm_f16`, `cast_f16_f32`, `where_u8_f16`, `fill_f16`, `is_u32_f16`,
 ///    `fast_max_f32`, `fast_argmax_f32`, ... see CANDLE_ELEMENTWISE_OPS) and generic names
-///    containing `norm`, `elementwise`, `reduce`, `copy`, `gelu`, `relu`, `fill`;
+///    containing `layernorm`/`layer_norm`/`rmsnorm`/`rms_norm`/`batch_norm`/`group_norm`,
+///    `elementwise`, `reduce`, `copy`, `gelu`, `relu`, `fill` (not bare `norm`: cuRAND's
+///    `curand_normal` would match);
 /// 4. memcpy/memset kernels by name (`*memcpy*`, `*memset*`) — transfers themselves come
 ///    from cuda_gpu_mem_time_sum and always count as memcpy+memset;
-/// 5. anything else (sorting for top-k sampling, unknown kernels): other.
+/// 5. anything else: other. On the GPU machine that is cuRAND (`gen_sequenced<curandState...>`,
+///    `generate_seed_pseudo`: synthetic weights drawn on the device during
+///    model_initialization, not inference work) and candle's `asort_*` (top-k sampling).
 pub fn classify_kernel(name: &str) -> GpuTimeCategory {
     let lower = name.to_ascii_lowercase();
     // Demangled C++ names start with the return type ("void "); the base name follows.
@@ -886,7 +896,9 @@ pub fn classify_kernel(name: &str) -> GpuTimeCategory {
         GpuTimeCategory::Attention
     } else if base.starts_with("nvjet") || base.starts_with("cutlass") || ["gemm", "gemv", "xmma", "splitkreduce"].iter().any(|s| has(s)) {
         GpuTimeCategory::Gemm
-    } else if is_candle_elementwise(base) || ["norm", "elementwise", "reduce", "copy", "gelu", "relu", "fill"].iter().any(|s| has(s)) {
+    } else if has("curand") {
+        GpuTimeCategory::Other
+    } else if is_candle_elementwise(base) || ELEMENTWISE_WORDS.iter().any(|s| has(s)) {
         GpuTimeCategory::NormalizationElementwise
     } else if has("memcpy") || has("memset") {
         GpuTimeCategory::MemcpyMemset

@@ -118,7 +118,8 @@ fn nvtx_and_memory_summaries_parse_recorded_samples() {
     for want in ["model_initialization", "inference", "prefill", "decode", "output_processing"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    let inference = nvtx.iter().find(|r| r.range == "inference [facebook/opt-125m]").unwrap();
+    // nsys 2025.3 prints ranges of the default domain with a leading ':'.
+    let inference = nvtx.iter().find(|r| r.range == ":inference [facebook/opt-125m]").unwrap();
     assert_eq!((inference.instances, inference.style.as_str()), (4, "StartEnd"));
     assert_eq!(inference.med_ns, 1_030_067_336.0);
 
@@ -246,6 +247,12 @@ fn kernel_classification_rules() {
         ("copy2d_f16", NormalizationElementwise),
         ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::Half, float>(int, float, const T1 *)", NormalizationElementwise),
         ("asort_desc_f32", Other),
+        // Seen on the H100 with synthetic weights: cuRAND, not a normalisation ("curand_normal").
+        ("void gen_sequenced<curandStateXORWOW, float2, normal_args_st, &curand_normal_scaled2<curandStateXORWOW>, rng_config<curandStateXORWOW, (curandOrdering)101>>(T1 *, T2 *, unsigned long, unsigned long, T3)", Other),
+        ("void generate_seed_pseudo<rng_config<curandStateXORWOW, (curandOrdering)101>>(unsigned long long, unsigned long long, unsigned long long, curandOrdering, curandStateXORWOW *, unsigned int *)", Other),
+        ("std::enable_if<!T7, void>::type internal::gemvx::kernel<int, int, __half, __half, __half, float, (bool)0, (bool)1, (bool)1, (bool)0, (int)6, (bool)0, cublasGemvParamsEx<int, cublasGemvTensorStridedBatched<const __half>, cublasGemvTensorStridedBatched<const __half>, cublasGemvTensorStridedBatched<__half>, float>>(T13)", Gemm),
+        ("softmax_f32", Attention),
+        ("badd_f32", NormalizationElementwise),
         ("my_custom_kernel", Other),
         // A name that merely starts like a candle op is not one: "is_" needs a dtype suffix.
         ("is_finite_checker", Other),
@@ -531,6 +538,11 @@ fn real_nsys_outputs_parse() {
             // A transformer forward pass on a GPU runs matrix multiplies; if none is classified
             // as GEMM the classification rules have missed the real kernel names.
             assert!(kernels.iter().any(|k| k.category == GpuTimeCategory::Gemm), "{}: no GEMM kernel recognised among {:?}", f.display(), kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+            // Nearly all real GPU time must land in a named category.
+            let total: u64 = kernels.iter().map(|k| k.total_time_ns).sum();
+            let other: u64 = kernels.iter().filter(|k| k.category == GpuTimeCategory::Other).map(|k| k.total_time_ns).sum();
+            assert!(other * 10 < total, "{}: {:.1}% of kernel time unclassified: {:?}", f.display(), other as f64 * 100.0 / total as f64,
+                kernels.iter().filter(|k| k.category == GpuTimeCategory::Other).map(|k| &k.name).collect::<Vec<_>>());
         }
         eprintln!("{}: {} kernels, {} NVTX ranges, {} memory operations", f.display(), kernels.len(), nvtx.len(), mem.len());
     }
@@ -576,4 +588,39 @@ fn real_nsys_end_to_end() {
     assert!(m.inference_range_seconds.is_some_and(|s| s > 0.0));
     // The real kernels must be recognised: little GPU time may fall into "other".
     assert!(split.percent(GpuTimeCategory::Other) < 10.0, "unclassified kernels: {:?}", m.kernels.iter().filter(|k| k.category == GpuTimeCategory::Other).map(|k| &k.name).collect::<Vec<_>>());
+}
+
+/// The H100 recording in tests/data/nsys/real/ (nsys 2025.3.1, opt-125m f16, synthetic weights,
+/// batch 4, 32 new tokens, 1 warm-up + 2 timed passes): exact values, so a parser change that
+/// shifts a column shows up.
+#[test]
+fn recorded_h100_output_values() {
+    let real = data_dir().join("real");
+    let read = |n: &str| fs::read_to_string(real.join(n)).unwrap();
+    let files = StatsSummary::from_outputs(
+        Some(&read("h100_opt125m_f16_cuda_gpu_kern_sum.csv")),
+        Some(&read("h100_opt125m_f16_nvtx_sum.csv")),
+        Some(&read("h100_opt125m_f16_cuda_gpu_mem_time_sum.csv")),
+        "",
+    )
+    .unwrap();
+    // The console form of the same profile holds the same tables.
+    let console = StatsSummary::from_outputs(None, None, None, &read("h100_opt125m_f16_stats_stdout.txt")).unwrap();
+    assert_eq!(files, console);
+    assert_eq!(files.kernels.len(), 27);
+    let top = &files.kernels[0];
+    assert_eq!((top.name.as_str(), top.total_time_ns, top.instances), ("layernorm_f16", 34_159_366, 2400));
+    assert_eq!(top.category, GpuTimeCategory::NormalizationElementwise);
+    let gemv = files.kernels.iter().find(|k| k.name.contains("internal::gemvx::kernel")).unwrap();
+    assert_eq!((gemv.category, gemv.instances), (GpuTimeCategory::Gemm, 1008));
+    assert_eq!(files.nvtx.len(), 6);
+    assert_eq!(files.nvtx[0].range, ":decode [facebook/opt-125m]");
+    assert_eq!(files.inference_range_seconds(), Some(0.413524482));
+    assert_eq!(files.memory_ops.iter().map(|m| m.count).collect::<Vec<_>>(), [9666, 96, 121]);
+    let split = files.time_split();
+    assert_eq!(split.memcpy_memset_ns, 8_051_374 + 148_930 + 126_817);
+    // Only cuRAND (synthetic weight init) is left unclassified.
+    let other: Vec<&str> = files.kernels.iter().filter(|k| k.category == GpuTimeCategory::Other).map(|k| k.name.as_str()).collect();
+    assert_eq!(other.len(), 2, "{other:?}");
+    assert!(other.iter().all(|n| n.contains("curand")), "{other:?}");
 }
