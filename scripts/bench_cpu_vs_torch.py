@@ -10,7 +10,10 @@ batch 4, prompts of exactly 32 tokens, 64 new tokens, greedy, EOS ignored
 tokens/s on both sides = batch * new_tokens / wall time of one whole generation (prefill
 included). Run through scripts/bench-cpu.sh, which builds the release binary first:
     scripts/bench-cpu.sh                 # or: TOKBENCH_WORKER=target/release/tokbench-worker python3 scripts/bench_cpu_vs_torch.py
-Environment: MODEL (opt-125m), BATCH (4), INPUT_LEN (32), NEW_TOKENS (64), REPS (3), THREADS (all cores).
+Environment: MODEL (opt-125m), BATCH (4), INPUT_LEN (32), NEW_TOKENS (64), REPS (3), THREADS (all cores;
+given to torch.set_num_threads and to tokbench as RAYON_NUM_THREADS).
+Run it on an otherwise idle machine: with other processes competing for the cores, torch's
+OpenMP threads spin-wait and its numbers collapse far more than tokbench's.
 
 Python deps: torch + transformers (see scripts/requirements-fixtures.txt for how torch installs
 from PyPI on a CPU-only machine).
@@ -39,7 +42,9 @@ def run_tokbench(out_json):
     cmd = [WORKER, "bench", "--model", MODEL, "--weights", "synthetic", "--device", "cpu", "--dtype", "f32",
            "--batch-size", str(BATCH), "--num-prompts", str(BATCH), "--input-len", str(INPUT_LEN),
            "--max-tokens", str(NEW), "--warmup", "1", "--repetitions", str(REPS), "--json", out_json, "--quiet"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    # candle sizes its thread pool from RAYON_NUM_THREADS: same thread count as torch.
+    env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"tokbench-worker failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr}")
     with open(out_json) as f:
