@@ -10,6 +10,7 @@ use crate::model::{Model, PrefillInputs, MASKED};
 use crate::nvtx::Range;
 use crate::sampling::Sampler;
 use candle_core::Tensor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokbench_core::{ArchConfig, Sampling};
 
@@ -77,6 +78,19 @@ pub fn generate_batch(
     model: &mut Model,
     prompts: &[Vec<u32>],
     params: &GenerationParams,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<BatchOutput> {
+    generate_batch_cancellable(model, prompts, params, &AtomicBool::new(false), on_step)
+}
+
+/// [`generate_batch`] that stops with `EngineError::Cancelled` at the next step boundary
+/// (before prefill or between decode steps) once `cancel` is set. The check is one relaxed
+/// atomic load per step.
+pub fn generate_batch_cancellable(
+    model: &mut Model,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<BatchOutput> {
     let b = prompts.len();
@@ -159,6 +173,10 @@ pub fn generate_batch(
         }
     };
 
+    if cancel.load(Ordering::Relaxed) {
+        model.return_cache(cache);
+        return Err(EngineError::Cancelled);
+    }
     // Prefill. Work queued on the device before this call must not be billed to it.
     device.synchronize()?;
     let prefill_range = Range::new("prefill", &params.model_name);
@@ -184,6 +202,10 @@ pub fn generate_batch(
     for s in 0..steps {
         if finished.iter().all(Option::is_some) {
             break;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            model.return_cache(cache);
+            return Err(EngineError::Cancelled);
         }
         let ids = next.reshape((b, 1))?;
         let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;

@@ -340,3 +340,26 @@ fn cached_decode_equals_full_recompute() {
         }
     }
 }
+
+#[test]
+fn cancel_stops_generation_between_steps() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokbench_worker::generate::generate_batch_cancellable;
+    let config = Catalog::get("tiny-gpt2").unwrap().config();
+    let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 1 }, DType::F32, &Device::Cpu).unwrap();
+    let params = GenerationParams::new(&config, "tiny-gpt2", 50);
+    let cancel = AtomicBool::new(false);
+    let mut calls = 0;
+    let err = generate_batch_cancellable(&mut model, &[vec![5, 6, 7]], &params, &cancel, &mut |n| {
+        calls += 1;
+        if n >= 3 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, tokbench_worker::EngineError::Cancelled), "{err:?}");
+    assert_eq!(calls, 3, "cancel must take effect at the next step");
+    // The model stays usable after a cancelled batch.
+    let out = generate_batch(&mut model, &[vec![5, 6, 7]], &params, &mut |_| {}).unwrap();
+    assert_eq!(out.tokens[0].len(), 50);
+}
