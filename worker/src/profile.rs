@@ -254,16 +254,36 @@ fn ld_library_path(extra: &Path) -> OsString {
     v
 }
 
-/// The last `TAIL_BYTES` of a file (lossy UTF-8), for error messages.
+/// The last `TAIL_BYTES` of a file (lossy UTF-8, terminal colour codes removed), for error
+/// messages.
 fn tail_of(path: &Path) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(TAIL_BYTES);
-    let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+    let text = strip_ansi(&String::from_utf8_lossy(&bytes[start..]));
     if start > 0 {
         format!("[...]{text}")
     } else {
         text
     }
+}
+
+/// Drops ANSI CSI sequences (`ESC [ ... letter`): the bench child's log lines are coloured.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn describe(status: &ExitStatus) -> String {
@@ -374,7 +394,7 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
 
     let mut cmd = Command::new(&nsys);
     // The bench records this as nsight_metrics.profile_file in its own JSON too.
-    cmd.args(&args).current_dir(&cfg.work_dir).env("TOKBENCH_PROFILE_FILE", &file_name);
+    cmd.args(&args).current_dir(&cfg.work_dir).env("TOKBENCH_PROFILE_FILE", &file_name).env("NO_COLOR", "1");
     if let Some(dir) = &cfg.extra_ld_library_path {
         cmd.env("LD_LIBRARY_PATH", ld_library_path(dir));
     }

@@ -263,6 +263,12 @@ fn kernel_classification_rules() {
 }
 
 #[test]
+fn colour_codes_are_stripped_from_log_tails() {
+    let line = "\u{1b}[2m2026-11-28T05:02:34Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m model loaded \u{1b}[3mseconds\u{1b}[0m\u{1b}[2m=\u{1b}[0m2.25";
+    assert_eq!(tokbench_worker::profile::strip_ansi(line), "2026-11-28T05:02:34Z  INFO model loaded seconds=2.25");
+}
+
+#[test]
 fn nvtx_names_lose_domain_and_model() {
     assert_eq!(nvtx_base_name("inference [facebook/opt-125m]"), "inference");
     assert_eq!(nvtx_base_name(":inference [gpt2]"), "inference");
@@ -403,12 +409,12 @@ fn missing_nsys_is_a_clear_non_retryable_error() {
 fn failing_bench_child_reports_exit_code_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let bench = dir.path().join("failing-bench");
-    write_executable(&bench, "#!/bin/sh\necho \"error: weight file /x/model.safetensors is corrupt\" >&2\nexit 3\n");
+    write_executable(&bench, "#!/bin/sh\nprintf '\\033[31mERROR\\033[0m weight file /x/model.safetensors is corrupt\\n' >&2\nexit 3\n");
     let cfg = config(fake_nsys(dir.path(), "files"), bench, dir.path());
     let err = profile(&tiny_workload(), "j5", &cfg, &AtomicBool::new(false)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ProfileError::BenchFailed { .. }), "{err:?}");
-    assert!(msg.contains("exit code 3") && msg.contains("model.safetensors is corrupt"), "{msg}");
+    assert!(msg.contains("exit code 3") && msg.contains("ERROR weight file /x/model.safetensors is corrupt"), "{msg}");
     // Not the bench's bad-input code (2): another worker might manage.
     assert!(err.is_retryable());
 }
