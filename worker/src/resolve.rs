@@ -139,7 +139,15 @@ pub fn resolve(name: &str, mode: WeightsMode, seed: u64) -> Result<ResolvedModel
             Some(c.dir),
             "--weights auto: the Hugging Face cache has config.json but no weights, using synthetic weights".into(),
         )),
-        (_, None, None) => Err(EngineError::UnknownModel(Catalog::unknown_model_message(name))),
+        (_, None, None) => {
+            // Something typed as a path gets told that the path is not there.
+            let not_dir = if name.starts_with(['.', '/', '~']) || path.components().count() > 2 {
+                format!("{name} is not a directory. ")
+            } else {
+                String::new()
+            };
+            Err(EngineError::UnknownModel(format!("{not_dir}{}", Catalog::unknown_model_message(name))))
+        }
     }
 }
 

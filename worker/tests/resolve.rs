@@ -167,3 +167,10 @@ fn local_dir_without_weights() {
     let msg = resolve::resolve(name, WeightsMode::Real, 0).unwrap_err().to_string();
     assert!(msg.contains("no real weights") && msg.contains(name), "{msg}");
 }
+
+#[test]
+fn missing_directory_is_named() {
+    hub();
+    let msg = resolve::resolve("./no/such/model-dir", WeightsMode::Auto, 0).unwrap_err().to_string();
+    assert!(msg.starts_with("./no/such/model-dir is not a directory.") && msg.contains("Known models"), "{msg}");
+}
