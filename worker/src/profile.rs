@@ -796,7 +796,7 @@ pub fn parse_kernel_summary(csv: &str) -> Result<Vec<KernelStat>, ProfileError> 
         let name = text_col(R, r, name)?;
         out.push(KernelStat { category: classify_kernel(&name), name, time_percent, total_time_ns, instances, avg_ns, med_ns, min_ns, max_ns, stddev_ns });
     }
-    out.sort_by(|a, b| b.total_time_ns.cmp(&a.total_time_ns));
+    out.sort_by_key(|s| std::cmp::Reverse(s.total_time_ns));
     Ok(out)
 }
 
@@ -828,7 +828,7 @@ pub fn parse_nvtx_summary(csv: &str) -> Result<Vec<NvtxRangeStat>, ProfileError>
             stddev_ns,
         });
     }
-    out.sort_by(|a, b| b.total_time_ns.cmp(&a.total_time_ns));
+    out.sort_by_key(|s| std::cmp::Reverse(s.total_time_ns));
     Ok(out)
 }
 
@@ -845,7 +845,7 @@ pub fn parse_mem_summary(csv: &str) -> Result<Vec<MemOpStat>, ProfileError> {
         let (time_percent, total_time_ns, count, avg_ns, med_ns, min_ns, max_ns, stddev_ns) = c.read(R, r)?;
         out.push(MemOpStat { operation: text_col(R, r, op)?, time_percent, total_time_ns, count, avg_ns, med_ns, min_ns, max_ns, stddev_ns });
     }
-    out.sort_by(|a, b| b.total_time_ns.cmp(&a.total_time_ns));
+    out.sort_by_key(|s| std::cmp::Reverse(s.total_time_ns));
     Ok(out)
 }
 

@@ -343,7 +343,7 @@ fn assert_profiled(run: &ProfiledRun, job: &str, w: &Workload) {
     // Only the report is left: scratch (prompt file, stats CSVs, bench JSON, logs) and the
     // SQLite export are removed.
     let leftovers: Vec<String> = fs::read_dir(run.nsys_rep.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(leftovers, [run.file_name.clone()]);
+    assert_eq!(leftovers, std::slice::from_ref(&run.file_name));
 }
 
 #[test]
