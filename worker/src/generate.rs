@@ -179,47 +179,49 @@ pub fn generate_batch_cancellable(
     }
     // Prefill. Work queued on the device before this call must not be billed to it.
     device.synchronize()?;
-    let prefill_range = Range::new("prefill", &params.model_name);
     let start = Instant::now();
-    let ids = Tensor::from_vec(ids, (b, t), &device)?;
-    let positions = Tensor::from_vec(prefill_inputs.positions, (b, t), &device)?;
-    let bias = Tensor::from_vec(prefill_inputs.bias, (b, 1, t, t), &device)?;
-    let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
-    let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
-    let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
-    let (mut next, next_host) = sampler.next(&logits)?;
-    let prefill_end = Instant::now();
+    let (mut next, next_host, decode_bias, decode_positions, prefill_end) = {
+        let _range = Range::new("prefill", &params.model_name);
+        let ids = Tensor::from_vec(ids, (b, t), &device)?;
+        let positions = Tensor::from_vec(prefill_inputs.positions, (b, t), &device)?;
+        let bias = Tensor::from_vec(prefill_inputs.bias, (b, 1, t, t), &device)?;
+        let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
+        let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
+        let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+        let (next, next_host) = sampler.next(&logits)?;
+        (next, next_host, decode_bias, decode_positions, Instant::now())
+    };
     let prefill = prefill_end - start;
-    drop(prefill_range);
     keep(&mut tokens, &mut finished, &next_host, &mut generated);
     on_step(generated);
 
     let mut step_latencies = Vec::with_capacity(steps);
-    let decode_range = Range::new("decode", &params.model_name);
-    // Steps are timed back to back from the end of prefill, so the host work between them
-    // (bookkeeping, on_step) is billed too and prefill + steps is the batch's wall time.
-    let mut last = prefill_end;
-    for s in 0..steps {
-        if finished.iter().all(Option::is_some) {
-            break;
+    {
+        let _range = Range::new("decode", &params.model_name);
+        // Steps are timed back to back from the end of prefill, so the host work between them
+        // (bookkeeping, on_step) is billed too and prefill + steps is the batch's wall time.
+        let mut last = prefill_end;
+        for s in 0..steps {
+            if finished.iter().all(Option::is_some) {
+                break;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                model.return_cache(cache);
+                return Err(EngineError::Cancelled);
+            }
+            let ids = next.reshape((b, 1))?;
+            let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
+            let bias = decode_bias.narrow(3, 0, t + s + 1)?;
+            let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+            let (n, next_host) = sampler.next(&logits)?;
+            next = n;
+            let now = Instant::now();
+            step_latencies.push(now - last);
+            last = now;
+            keep(&mut tokens, &mut finished, &next_host, &mut generated);
+            on_step(generated);
         }
-        if cancel.load(Ordering::Relaxed) {
-            model.return_cache(cache);
-            return Err(EngineError::Cancelled);
-        }
-        let ids = next.reshape((b, 1))?;
-        let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
-        let bias = decode_bias.narrow(3, 0, t + s + 1)?;
-        let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
-        let (n, next_host) = sampler.next(&logits)?;
-        next = n;
-        let now = Instant::now();
-        step_latencies.push(now - last);
-        last = now;
-        keep(&mut tokens, &mut finished, &next_host, &mut generated);
-        on_step(generated);
     }
-    drop(decode_range);
     model.return_cache(cache);
 
     let total = prefill + step_latencies.iter().sum::<Duration>();

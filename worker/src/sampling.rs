@@ -16,7 +16,7 @@ use tokbench_core::Sampling;
 #[derive(Debug)]
 enum Mode {
     Greedy,
-    Sample { temperature: f64, top_k: Option<usize>, top_p: Option<f64>, rng: rand::rngs::StdRng },
+    Sample { temperature: f64, top_k: Option<usize>, top_p: Option<f64>, rng: Box<rand::rngs::StdRng> },
 }
 
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl Sampler {
                 temperature: s.temperature,
                 top_k: s.top_k,
                 top_p: s.top_p,
-                rng: rand::rngs::StdRng::seed_from_u64(s.seed),
+                rng: Box::new(rand::rngs::StdRng::seed_from_u64(s.seed)),
             }
         };
         Ok(Sampler { mode })
@@ -70,7 +70,7 @@ impl Sampler {
             }
             Mode::Sample { temperature, top_k, top_p, rng } => {
                 let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-                let host: Vec<u32> = rows.iter().map(|r| sample_row(r, *temperature, *top_k, *top_p, rng)).collect();
+                let host: Vec<u32> = rows.iter().map(|r| sample_row(r, *temperature, *top_k, *top_p, rng.as_mut())).collect();
                 let ids = Tensor::new(host.as_slice(), logits.device())?;
                 Ok((ids, host))
             }

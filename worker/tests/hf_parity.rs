@@ -171,11 +171,11 @@ fn check_padded_equals_alone(name: &str) {
     let batch = generate_batch(&mut model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
     let t = f.input_ids[0].len();
     for (i, p) in f.prompts.iter().enumerate() {
-        let alone = model.forward_full(&tensor2(&[p.clone()]), &tensor2(&[vec![1; p.len()]])).unwrap();
+        let alone = model.forward_full(&tensor2(std::slice::from_ref(p)), &tensor2(&[vec![1; p.len()]])).unwrap();
         let padded = batch_logits.narrow(0, i, 1).unwrap().narrow(1, t - p.len(), p.len()).unwrap();
         let diff = (alone - padded).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff <= 1e-5, "{name}: prompt {i} alone vs padded: max |logit diff| {diff}");
-        let out = generate_batch(&mut model, &[p.clone()], &params(&f, true), &mut |_| {}).unwrap();
+        let out = generate_batch(&mut model, std::slice::from_ref(p), &params(&f, true), &mut |_| {}).unwrap();
         assert_eq!(out.tokens[0], batch.tokens[i], "{name}: prompt {i} alone vs padded: greedy tokens");
     }
 }
