@@ -87,6 +87,7 @@ def run_torch(cfg):
 
 
 def main():
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         rep = run_tokbench(os.path.join(d, "tokbench.json"))
     im = rep["inference_metrics"]
@@ -100,6 +101,11 @@ def main():
           f"TTFT p50 {im['ttft_ms']['p50']:.1f} ms, ITL p50 {im['inter_token_latency_ms']['p50']:.1f} ms)")
     print(f"torch        {hf['tokens_per_second']:8.1f} tokens/s  (median {hf['median_seconds']:.3f} s/run; runs {[round(t, 3) for t in hf['runs_seconds']]} s; attention {hf['attn']})")
     print(f"ratio        {tb / hf['tokens_per_second']:.2f}x  (tokbench / torch, higher is better for tokbench)")
+    load_after, cores = os.getloadavg()[0], os.cpu_count() or 1
+    print(f"load average {load_before:.1f} before, {load_after:.1f} after ({cores} cores)")
+    if max(load_before, load_after) > cores:
+        print("WARNING: other processes compete for the cores; figures are noisy. With OpenMP spin-waiting torch can "
+              "collapse under contention: compare with OMP_WAIT_POLICY=PASSIVE, THREADS=1, or on an idle machine.")
 
 
 if __name__ == "__main__":
