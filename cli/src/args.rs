@@ -170,7 +170,7 @@ pub struct RunsArgs {
     /// Only runs of this sweep ("latest" = the most recent).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// At most this many runs (newest first).
+    /// At most this many runs: the newest, listed oldest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
 }

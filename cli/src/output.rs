@@ -21,7 +21,12 @@ impl Ui {
     pub fn table(&self, header: &[&str]) -> Table {
         let mut t = Table::new();
         if self.tty {
-            t.load_preset(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+            t.load_preset(presets::UTF8_FULL_CONDENSED);
+            // Fit the terminal only when its width is known and usable; a 0-column pseudo
+            // terminal would squeeze every cell to one character.
+            if t.width().is_some_and(|w| w >= 60) {
+                t.set_content_arrangement(ContentArrangement::Dynamic);
+            }
         } else {
             t.load_preset(presets::ASCII_MARKDOWN);
         }

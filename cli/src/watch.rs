@@ -63,7 +63,7 @@ impl Bars {
         let Some(job) = ev.job.as_ref() else { return };
         let kind = EventKind::try_from(ev.kind).unwrap_or(EventKind::Unspecified);
         let prefix = Self::prefix(job);
-        let worker = if job.worker_id.is_empty() { String::new() } else { format!("on {} ", job.worker_id) };
+        let worker = if job.worker_id.is_empty() { String::new() } else { format!("on {}", job.worker_id) };
         if let Some(pb) = self.bar(job) {
             if job.tokens_total > 0 {
                 pb.set_length(job.tokens_total);
@@ -73,7 +73,7 @@ impl Bars {
                 EventKind::Finished => {
                     let tps = ev.run.as_ref().map(|r| r.tokens_per_second).unwrap_or(job.tokens_per_second);
                     pb.set_position(pb.length().unwrap_or(1));
-                    pb.finish_with_message(format!("done {worker}· {tps:.1} tok/s"));
+                    pb.finish_with_message(format!("done {worker} · {tps:.1} tok/s"));
                 }
                 EventKind::Failed if job_state_name(job.state) == "failed" => pb.abandon_with_message(format!("FAILED: {}", ev.message)),
                 EventKind::Failed => pb.set_message(format!("attempt failed, will retry: {}", ev.message)),
@@ -81,14 +81,15 @@ impl Bars {
                 _ => {
                     let phase = if job.phase.is_empty() { job_state_name(job.state).to_string() } else { job.phase.clone() };
                     let tps = if job.tokens_per_second > 0.0 { format!(" · {:.1} tok/s", job.tokens_per_second) } else { String::new() };
-                    pb.set_message(format!("{worker}· {phase}{tps}"));
+                    let parts: Vec<String> = [worker.clone(), phase].into_iter().filter(|p| !p.is_empty()).collect();
+                    pb.set_message(format!("{}{tps}", parts.join(" · ")));
                 }
             }
             return;
         }
         // No bars: one line per state change (heartbeats are too many for a log).
         match kind {
-            EventKind::Started => self.line(format!("{prefix}: started {worker}")),
+            EventKind::Started => self.line(format!("{prefix}: started {worker}").trim_end().to_string()),
             EventKind::Finished => {
                 let tps = ev.run.as_ref().map(|r| r.tokens_per_second).unwrap_or(job.tokens_per_second);
                 self.line(format!("{prefix}: finished {worker}: {tps:.1} tok/s (run {})", job.run_id));
