@@ -183,8 +183,8 @@ pub fn generate_batch_cancellable(
     let (mut next, next_host, decode_bias, decode_positions, prefill_end) = {
         let _range = Range::new("prefill", &params.model_name);
         let ids = Tensor::from_vec(ids, (b, t), &device)?;
-        let positions = Tensor::from_vec(prefill_inputs.positions, (b, t), &device)?;
-        let bias = Tensor::from_vec(prefill_inputs.bias, (b, 1, t, t), &device)?;
+        let positions = prefill_inputs.positions(&device)?;
+        let bias = prefill_inputs.bias(&device)?;
         let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
         let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
         let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;

@@ -109,8 +109,8 @@ impl Model {
         let mask: Vec<Vec<u32>> = attention_mask.to_dtype(DType::U32)?.to_vec2()?;
         self.check_ids(&input_ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?)?;
         let inputs = PrefillInputs::new(&mask, self.position_offset());
-        let positions = Tensor::from_vec(inputs.positions, (b, t), &self.device)?;
-        let bias = Tensor::from_vec(inputs.bias, (b, 1, t, t), &self.device)?;
+        let positions = inputs.positions(&self.device)?;
+        let bias = inputs.bias(&self.device)?;
         let ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
         self.forward(&ids, &positions, &bias, None, false)
     }
@@ -200,12 +200,18 @@ fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
 
 /// Prefill inputs computed on the host from an attention mask ([b][t], 1 = token, 0 = pad):
 /// position rows like transformers (`cumsum(mask) - 1` for tokens, so left padding does not
-/// shift positions; padding gets row 1 in both OPT and GPT-2) and the causal + padding bias.
+/// shift positions; padding gets row 1 in both OPT and GPT-2), and the two parts of the
+/// attention bias: causal [t, t] and key padding [b, t]. They are combined on the device
+/// ([`Self::bias`]), so a long batch does not build and copy b * t * t floats on the host.
 pub(crate) struct PrefillInputs {
     /// [b * t] u32
     pub positions: Vec<u32>,
-    /// [b * t * t] f32
-    pub bias: Vec<f32>,
+    /// [t * t] f32: 0 where key <= query, else MASKED.
+    pub causal: Vec<f32>,
+    /// [b * t] f32: 0 for tokens, MASKED for padding.
+    pub key_padding: Vec<f32>,
+    pub batch: usize,
+    pub len: usize,
 }
 
 impl PrefillInputs {
@@ -213,24 +219,36 @@ impl PrefillInputs {
         let b = mask.len();
         let t = mask.first().map_or(0, |r| r.len());
         let mut positions = Vec::with_capacity(b * t);
-        let mut bias = Vec::with_capacity(b * t * t);
+        let mut key_padding = Vec::with_capacity(b * t);
         for row in mask {
             let mut seen = 0u32;
             for &m in row {
                 if m != 0 {
                     positions.push(seen + position_offset);
                     seen += 1;
+                    key_padding.push(0.0);
                 } else {
                     positions.push(1);
-                }
-            }
-            for q in 0..t {
-                for (k, &m) in row.iter().enumerate() {
-                    bias.push(if k <= q && m != 0 { 0.0 } else { MASKED });
+                    key_padding.push(MASKED);
                 }
             }
         }
-        PrefillInputs { positions, bias }
+        let causal = (0..t).flat_map(|q| (0..t).map(move |k| if k <= q { 0.0 } else { MASKED })).collect();
+        PrefillInputs { positions, causal, key_padding, batch: b, len: t }
+    }
+
+    /// The [b, 1, t, t] f32 bias on `device`: MASKED where either part masks.
+    pub(crate) fn bias(&self, device: &Device) -> Result<Tensor> {
+        let (b, t) = (self.batch, self.len);
+        let causal = Tensor::from_slice(&self.causal, (1, 1, t, t), device)?;
+        let padding = Tensor::from_slice(&self.key_padding, (b, 1, 1, t), device)?;
+        // minimum, not sum: MASKED + MASKED would overflow to -inf and a fully masked row
+        // (a padding query) would turn into NaN.
+        Ok(causal.broadcast_minimum(&padding)?)
+    }
+
+    pub(crate) fn positions(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.positions, (self.batch, self.len), device)?)
     }
 }
 
