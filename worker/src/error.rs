@@ -33,6 +33,8 @@ pub enum EngineError {
     DeviceUnavailable { device: String, detail: String },
     #[error("invalid workload: {0}")]
     InvalidWorkload(String),
+    #[error("profiling: {message}")]
+    Profile { message: String, retryable: bool },
     #[error("cancelled")]
     Cancelled,
     #[error("candle: {0}")]
@@ -44,6 +46,9 @@ pub enum EngineError {
 impl EngineError {
     /// false: running the same job again cannot succeed (bad input, unknown model).
     pub fn is_retryable(&self) -> bool {
+        if let EngineError::Profile { retryable, .. } = self {
+            return *retryable;
+        }
         matches!(self, EngineError::Candle(_) | EngineError::Io(_) | EngineError::DeviceUnavailable { .. } | EngineError::OutOfMemory { .. })
     }
 }

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use tokbench_core::{BenchReport, DeviceSpec, Workload};
 use tokbench_proto::auth::{self, AuthedWorkerQueueClient};
 use tokbench_proto::v1::{
-    CompleteJobRequest, FailJobRequest, HeartbeatRequest, LeaseJobRequest, LeasedJob, RegisterRequest, WorkerCapabilities, WorkerTimings,
+    CompleteJobRequest, FailJobRequest, HeartbeatRequest, LeaseJobRequest, LeasedJob, RegisterRequest, UploadArtifactChunk, WorkerCapabilities, WorkerTimings,
 };
 
 use crate::bench::Progress;
@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Path of the Nsight Systems `nsys` binary: lets this worker take profiled jobs.
     #[arg(long, value_name = "PATH")]
     pub nsys: Option<PathBuf>,
+    /// Directory with libdw.so.1 and libelf.so.1 for nsys's importer (shared/tools/nsys-libs.sh DIR):
+    /// without them nsys 2025.3 on some machines writes only a .qdstrm.
+    #[arg(long, env = "TOKBENCH_NSYS_LIBS", value_name = "DIR")]
+    pub nsys_libs: Option<PathBuf>,
     /// PEM CA certificate that signed the coordinator's TLS certificate (for https:// URLs).
     #[arg(long, env = "TOKBENCH_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
@@ -82,6 +86,10 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
         // run() reads the CA from the environment so WorkerConfig stays as the CLI builds it.
         // SAFETY: set before the runtime (and any other thread) starts.
         unsafe { std::env::set_var("TOKBENCH_TLS_CA", ca) };
+    }
+    if let Some(dir) = &args.nsys_libs {
+        // SAFETY: as above, before any other thread starts.
+        unsafe { std::env::set_var("TOKBENCH_NSYS_LIBS", dir) };
     }
     let config = WorkerConfig {
         coordinator: args.coordinator,
@@ -153,6 +161,7 @@ struct Worker {
     device: DeviceSpec,
     caps: WorkerCapabilities,
     nsys_available: bool,
+    nsys_path: Option<PathBuf>,
     lease_ms: u64,
     engine: Engine,
     stop: watch::Receiver<bool>,
@@ -210,7 +219,7 @@ async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<
         tokbench_version: tokbench_core::TOKBENCH_VERSION.to_string(),
         nsys_available,
     };
-    let mut w = Worker { client, worker_id, device: config.device, caps, nsys_available, lease_ms: 15_000, engine, stop };
+    let mut w = Worker { client, worker_id, device: config.device, caps, nsys_available, nsys_path: config.nsys_path.clone(), lease_ms: 15_000, engine, stop };
     if !w.register().await? {
         return Ok(());
     }
@@ -338,10 +347,22 @@ impl Worker {
             self.report_failure(&job, "this worker has no nsys; start it with --nsys PATH".into(), false).await;
             return;
         }
-        if job.profile {
-            self.report_failure(&job, "profiled jobs are not supported by `tokbench-worker serve` yet; run `tokbench-worker bench` under nsys".into(), false).await;
-            return;
-        }
+        // Profiled jobs run in a child `nsys profile ... tokbench-worker bench` (crate::profile).
+        let profile_cfg = match (job.profile, &self.nsys_path) {
+            (true, Some(nsys)) => match std::env::current_exe() {
+                Ok(exe) => Some(crate::profile::ProfileConfig {
+                    nsys_path: nsys.clone(),
+                    worker_exe: exe,
+                    work_dir: std::env::temp_dir().join(format!("tokbench-profile-{}-{}", job.job_id, job.attempt)),
+                    extra_ld_library_path: std::env::var_os("TOKBENCH_NSYS_LIBS").map(PathBuf::from),
+                }),
+                Err(e) => {
+                    self.report_failure(&job, format!("cannot locate the worker executable to profile: {e}"), true).await;
+                    return;
+                }
+            },
+            _ => None,
+        };
 
         let cancel = Arc::new(AtomicBool::new(false));
         let progress: Arc<Mutex<Progress>> =
@@ -367,19 +388,42 @@ impl Worker {
         });
         let engine = self.engine.clone();
         let (cancel_e, progress_e) = (cancel.clone(), progress.clone());
-        let result = tokio::task::spawn_blocking(move || {
+        let job_id_e = job.job_id.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(BenchReport, Option<crate::profile::ProfiledRun>), EngineError> {
+            if let Some(cfg) = profile_cfg {
+                if let Ok(mut g) = progress_e.lock() {
+                    g.phase = "profiling";
+                }
+                return match crate::profile::run_profiled(&workload, &job_id_e, &cfg, &cancel_e) {
+                    Ok(run) => Ok((run.report.clone(), Some(run))),
+                    Err(e) if cancel_e.load(Ordering::Relaxed) => {
+                        tracing::info!("profiled job stopped: {e}");
+                        Err(EngineError::Cancelled)
+                    }
+                    Err(e) => Err(EngineError::Profile { message: e.to_string(), retryable: e.is_retryable() }),
+                };
+            }
             engine(&workload, &cancel_e, &mut |p: &Progress| {
                 if let Ok(mut g) = progress_e.lock() {
                     *g = p.clone();
                 }
             })
+            .map(|r| (r, None))
         })
         .await;
         heartbeat.abort();
         stop_watch.abort();
         let total_ns = started.elapsed().as_nanos() as u64;
         match result {
-            Ok(Ok(report)) => self.report_success(&job, report, total_ns).await,
+            Ok(Ok((report, None))) => self.report_success(&job, report, total_ns).await,
+            Ok(Ok((report, Some(profiled)))) => {
+                // Upload first: the run row is written at completion and the artifact is linked by job.
+                if let Err(e) = self.upload_artifact(&job, &profiled).await {
+                    tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
+                }
+                let _ = std::fs::remove_file(&profiled.nsys_rep);
+                self.report_success(&job, report, total_ns).await
+            }
             Ok(Err(EngineError::Cancelled)) if cancelled_by_coordinator.load(Ordering::Relaxed) => {
                 tracing::info!(job_id = %job.job_id, "job stopped as the coordinator asked (sweep cancelled or lease lost)");
             }
@@ -426,6 +470,33 @@ impl Worker {
             Some(r) => tracing::info!(%job_id, run_id = %r.run_id, tokens_per_second = report.inference_metrics.tokens_per_second, "result stored"),
             None => {}
         }
+    }
+
+    /// Streams the .nsys-rep to the coordinator (UploadArtifact), 256 KiB per message.
+    async fn upload_artifact(&mut self, job: &LeasedJob, profiled: &crate::profile::ProfiledRun) -> anyhow::Result<()> {
+        let data = tokio::fs::read(&profiled.nsys_rep).await.with_context(|| format!("reading {}", profiled.nsys_rep.display()))?;
+        let mut chunks = Vec::new();
+        for (i, part) in data.chunks(256 * 1024).enumerate() {
+            let mut c = UploadArtifactChunk { data: part.to_vec(), ..Default::default() };
+            if i == 0 {
+                c.job_id = job.job_id.clone();
+                c.attempt = job.attempt;
+                c.kind = "nsys-rep".into();
+                c.file_name = profiled.file_name.clone();
+                c.worker_id = self.worker_id.clone();
+            }
+            chunks.push(c);
+        }
+        let size = data.len();
+        let artifact = self
+            .deliver("UploadArtifact", |mut c| {
+                let chunks = chunks.clone();
+                async move { c.upload_artifact(tokio_stream::iter(chunks)).await.map(|r| r.into_inner()) }
+            })
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the coordinator did not take the artifact"))?;
+        tracing::info!(job_id = %job.job_id, artifact_id = %artifact.artifact_id, bytes = size, file = %profiled.file_name, "profile uploaded");
+        Ok(())
     }
 
     async fn report_failure(&mut self, job: &LeasedJob, error: String, retryable: bool) {

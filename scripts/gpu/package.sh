@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build the CUDA binaries on this (GPU-less) machine and pack them small for the GPU machine:
+# .gpu/{tokbench-worker,tokbench-coordinator,tokbench,gpu_parity}.gz + .gpu/nsys-libs/.
+# (.gpu/ is git-ignored; pass it to the device call with carry=[".gpu"].) See shared GPU.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+eval "$(../shared/tools/cuda-toolkit.sh)"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cuda}
+cargo build --release -p tokbench-worker -p tokbench-coordinator -p tokbench-cli --features tokbench-worker/cuda
+# The CUDA-only numerics test, as an executable.
+test_exe=$(cargo test --release -p tokbench-worker --features cuda --test gpu_parity --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="gpu_parity": print(m["executable"])' | tail -1)
+mkdir -p .gpu
+for b in tokbench-worker tokbench-coordinator tokbench; do
+  strip -o .gpu/$b "$CARGO_TARGET_DIR/release/$b"; gzip -9f .gpu/$b
+done
+strip -o .gpu/gpu_parity "$test_exe"; gzip -9f .gpu/gpu_parity
+../shared/tools/nsys-libs.sh .gpu/nsys-libs
+git rev-parse HEAD > .gpu/COMMIT
+ls -la .gpu

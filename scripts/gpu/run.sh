@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool), from the repository root, with the packed binaries in
+# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity bench nsys e2e
+# profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
+set -uo pipefail
+ROOT=$PWD
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+B=/tmp/tb; mkdir -p $B
+for f in tokbench-worker tokbench-coordinator tokbench gpu_parity; do
+  [ -f .gpu/$f.gz ] && { gunzip -c .gpu/$f.gz > $B/$f; chmod +x $B/$f; }
+done
+export PATH=$B:$PATH
+NSYS=/opt/nvidia/nsight-compute/2025.3.1/host/target-linux-x64/nsys
+NSYSLIB=$ROOT/.gpu/nsys-libs
+PY=/opt/torch/.venv/bin/python3
+W=/tmp/work; mkdir -p $W; cd $W
+MODELS="opt-125m opt-350m opt-1.3b gpt2 gpt2-medium gpt2-large distilgpt2"
+log() { echo "=== $(date -u +%H:%M:%S) $*"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,utilization.gpu --format=csv > gpu.csv 2>&1; cat gpu.csv
+echo "commit $(cat $ROOT/.gpu/COMMIT 2>/dev/null)"
+
+for step in "$@"; do case $step in
+parity)
+  log "f16/bf16 GPU vs f32 CPU logits"
+  gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
+bench)
+  log "standalone bench of the seven models (f16, synthetic, 128 in / 128 out, batch 1 and 32)"
+  for m in $MODELS; do for bs in 1 32; do
+    tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
+      --input-len 128 --max-tokens 128 --warmup 1 --repetitions 3 --json bench_${m}_b${bs}.json --quiet 2> bench_${m}_b${bs}.err \
+      || { echo "FAILED $m b$bs"; tail -5 bench_${m}_b${bs}.err; }
+  done; done
+  $PY - <<'PYEOF'
+import json,glob
+print(f"{'model':12s} {'bs':>3s} {'load s':>7s} {'ttft ms':>8s} {'itl ms':>7s} {'tok/s':>9s} {'cv%':>5s} {'peak MiB':>9s} {'alloc MiB':>9s} {'weights MiB':>11s}")
+for f in sorted(glob.glob("bench_*.json")):
+    r=json.load(open(f)); im=r["inference_metrics"]; gm=r["gpu_metrics"]
+    print(f"{r['model']:12s} {r['workload']['batch_size']:3d} {im['model_load_time_seconds']:7.2f} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:7.3f} {im['tokens_per_second']:9.1f} {100*im['tokens_per_second_cv']:5.1f} {gm['peak_memory_allocated_mb'] or 0:9.0f} {gm['gpu_memory_allocated_mb'] or 0:9.0f} {r['model_properties']['model_size_mb']:11.1f}")
+PYEOF
+  ;;
+nsys)
+  log "the demo's workflow: nsys profile of tokbench-worker bench"
+  LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o profile_facebook_opt-125m --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
+    tokbench-worker bench --model opt-125m --device cuda:0 --weights synthetic --json nsys_bench.json --quiet > nsys_profile.log 2>&1
+  tail -3 nsys_profile.log; ls -la profile_facebook_opt-125m.* 
+  for r in nvtx_sum cuda_gpu_kern_sum cuda_gpu_mem_time_sum cuda_api_sum; do
+    LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --format csv --report $r --output - profile_facebook_opt-125m.nsys-rep > nsys_$r.csv 2> nsys_$r.err
+  done
+  LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --report nvtx_sum profile_facebook_opt-125m.nsys-rep 2>/dev/null | head -30
+  $PY -c "import json;r=json.load(open('nsys_bench.json'));im=r['inference_metrics'];print('worker inference time (median s):',im['total_inference_time_seconds'],'reps:',[x['total_inference_time_seconds'] for x in r['repetitions']])"
+  ;;
+e2e)
+  log "coordinator + CUDA worker + sweep of the seven models"
+  rm -f tb.db*
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu,power.draw --format=csv -lms 100 > smi.csv 2>/dev/null & SMI=$!
+  tokbench-coordinator --listen 127.0.0.1:50051 --database tb.db > coordinator.log 2>&1 & CO=$!
+  sleep 1
+  LD_LIBRARY_PATH=$NSYSLIB tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:0 --nsys $NSYS > worker.log 2>&1 & WK=$!
+  tokbench sweep $MODELS --batch-sizes 1,32 --input-len 128 --max-tokens 128 --repetitions 3 --dtype f16 --weights synthetic --backend cuda --label h100-e2e > sweep.log 2>&1
+  tail -25 sweep.log
+  tokbench report --latest --out plots > report.log 2>&1; tail -15 report.log
+  tokbench export --out export > export.log 2>&1; tail -3 export.log
+  tokbench runs --json > runs.json 2>/dev/null
+  tokbench workers > workers.log 2>&1; cat workers.log
+  kill $SMI; sleep 0.5
+  ;;
+profile)
+  log "profiled jobs through the service"
+  tokbench sweep opt-125m gpt2 --batch-sizes 1 --input-len 128 --max-tokens 32 --repetitions 2 --dtype f16 --weights synthetic --backend cuda --profile --label profiled > sweep_profile.log 2>&1
+  tail -12 sweep_profile.log
+  tokbench report --latest --out plots_profile > report_profile.log 2>&1; tail -8 report_profile.log
+  for run in $(tokbench runs --json 2>/dev/null | $PY -c "import sys,json;d=json.load(sys.stdin);rs=d if isinstance(d,list) else d.get('runs',[]);print(' '.join((r.get('summary') or r).get('run_id','') for r in rs[:2]))"); do
+    tokbench artifact get $run --out artifacts/ 2>&1 | tail -2
+  done
+  ls -la artifacts/ 2>/dev/null
+  ;;
+twogpu)
+  log "two GPUs: a second worker on cuda:1 beside the one on cuda:0, one sweep"
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    LD_LIBRARY_PATH=$NSYSLIB tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:1 > worker1.log 2>&1 & WK1=$!
+    sleep 2
+    tokbench sweep opt-125m opt-350m gpt2 gpt2-medium distilgpt2 opt-1.3b --batch-sizes 1,32 --input-len 128 --max-tokens 128 --repetitions 3 --dtype f16 --weights synthetic --backend cuda --label two-gpus > sweep_2gpu.log 2>&1
+    tail -16 sweep_2gpu.log
+    tokbench workers 2>&1 | tail -5
+    tokbench report --latest --group-by gpu --out plots_2gpu > report_2gpu.log 2>&1; tail -6 report_2gpu.log
+    tokbench runs --sweep latest --json > runs_2gpu.json 2>/dev/null
+    $PY -c "import json,collections;d=json.load(open('runs_2gpu.json'));rs=d if isinstance(d,list) else d.get('runs',[]);print('runs per device:',collections.Counter((r.get('summary') or r).get('device') for r in rs))"
+  else echo "only one GPU here"; fi ;;
+stop)
+  kill $WK $CO 2>/dev/null; sleep 1 ;;
+oom)
+  log "out of GPU memory: the process reports needed vs free and survives"
+  tokbench-worker bench --model opt-1.3b --weights synthetic --device cuda:0 --batch-size 1024 --num-prompts 1024 --input-len 1024 --max-tokens 1024 --repetitions 1 --json oom.json 2>&1 | tail -3; echo "exit code $?"
+  ;;
+hf-quick)
+  log "tokbench vs transformers (quick)"
+  BENCH_QUICK=1 BENCH_REPS=5 TOKBENCH_WORKER=$B/tokbench-worker $PY $ROOT/bench/gpu_vs_hf.py hf 2>&1 | grep -vE "^ROW|Warning|warn" | tail -20 ;;
+hf)
+  log "tokbench vs transformers (full)"
+  BENCH_REPS=5 TOKBENCH_WORKER=$B/tokbench-worker $PY $ROOT/bench/gpu_vs_hf.py hf 2>&1 | grep -vE "^ROW|Warning|warn" | tail -25 ;;
+esac; done
+
+kill %1 %2 %3 2>/dev/null
+[ -f $W/profile_facebook_opt-125m.nsys-rep ] && cp $W/profile_facebook_opt-125m.nsys-rep "$OUT/"
+cd /tmp && tar czf "$OUT/results-$(echo "$@" | tr ' ' '-').tgz" --exclude='*.safetensors' --exclude='weights' --exclude='*.nsys-rep' --exclude='*.sqlite' --exclude='*.qdstrm' -C /tmp work 2>/dev/null
+ls -la "$OUT"
