@@ -10,7 +10,7 @@ use std::path::PathBuf;
     name = "tokbench",
     version,
     about = "Benchmark and profile LLM inference (OPT, GPT-2) on GPUs and CPUs: submit sweeps, watch them, report",
-    after_help = "Examples:\n  tokbench sweep --local                         # no GPU, no setup: opt-125m, opt-350m, gpt2 on this machine\n  tokbench sweep opt-125m gpt2 --batch-sizes 1,8,32 --backend cuda\n  tokbench status\n  tokbench report --latest --out plots/\n  tokbench export --sweep <ID> --out results/\n\nExit codes: 0 ok, 1 failure (e.g. a job failed), 2 bad input, 3 coordinator unreachable."
+    after_help = "Examples:\n  tokbench sweep --local                         # no GPU, no setup: opt-125m, opt-350m, gpt2 on this machine\n  tokbench sweep opt-125m gpt2 --batch-sizes 1,8,32 --backend cuda\n  tokbench status\n  tokbench report --latest --out plots/\n  tokbench export --sweep <ID> --out results/\n  tokbench artifact get <RUN_ID> --out profiles/\n\nExit codes: 0 ok, 1 failure (e.g. a job failed), 2 bad input, 3 coordinator unreachable."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -63,6 +63,36 @@ pub enum Command {
     /// Write one benchmark_<model>_<timestamp>.json per run (the demo's schema, extended).
     #[command(after_help = "Examples:\n  tokbench export --out results/\n  tokbench export --sweep <ID> --out results/")]
     Export(ExportArgs),
+    /// Files a run left on the coordinator (Nsight Systems profiles of `sweep --profile`): list or download them.
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ArtifactCmd {
+    /// Artifacts of a run: id, kind, file name, size, SHA-256.
+    #[command(after_help = "Examples:\n  tokbench artifact list <RUN_ID>\n  tokbench artifact list <RUN_ID> --json")]
+    List(ArtifactListArgs),
+    /// Download every artifact of a run (or one) into --out, checking size and SHA-256.
+    #[command(after_help = "Examples:\n  tokbench artifact get <RUN_ID>                      # into the current directory\n  tokbench artifact get <RUN_ID> --out profiles/\n  tokbench artifact get <RUN_ID> <ARTIFACT_ID>\n  tokbench artifact get <ARTIFACT_ID> --out profiles/\n  nsys-ui profiles/<file>.nsys-rep                    # open a profile")]
+    Get(ArtifactGetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArtifactListArgs {
+    /// Run id.
+    pub run: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArtifactGetArgs {
+    /// Run id (or, alone, an artifact id).
+    pub run: String,
+    /// Only this artifact of the run (default: all of them).
+    pub artifact: Option<String>,
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -36,6 +36,7 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
         Command::Show(a) => show(&mut conn, &a.run, &ui).await,
         Command::Report(a) => report_cmd(&mut conn, &a, &ui).await,
         Command::Export(a) => export(&mut conn, &a, &ui).await,
+        Command::Artifact(a) => crate::artifact::run(&mut conn, &a, &ui).await,
     }
 }
 

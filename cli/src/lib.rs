@@ -3,6 +3,7 @@
 //! tables, PNG/SVG charts, Markdown, CSV, JSON and per-run benchmark JSON exports.
 
 pub mod args;
+pub mod artifact;
 pub mod client;
 pub mod commands;
 pub mod error;

@@ -718,6 +718,7 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
     let mut files = Vec::new();
     let p = |name: &str| opts.out_dir.join(format!("{name}_{ts}"));
 
+    let gpu_time = gpu_time_entries(records, &data);
     let mut charts: Vec<(PathBuf, Box<dyn plots::Chart>)> = vec![
         (p("comparison_table"), Box::new(plots::ComparisonTable::new(&data))),
         (p("performance_graphs"), Box::new(plots::PerformanceGraphs::new(&data))),
@@ -727,6 +728,9 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
     }
     if let Some(c) = &cmp {
         charts.push((p("baseline_comparison"), Box::new(plots::BaselineChart::new(&data, c))));
+    }
+    if !gpu_time.is_empty() {
+        charts.push((p("gpu_time"), Box::new(plots::GpuTimeChart::new(&data, &gpu_time))));
     }
     for (stem, chart) in &charts {
         let png = stem.with_extension("png");
@@ -744,7 +748,12 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
         files.push(path);
     }
     let md = p("report").with_extension("md");
-    write_file(&md, markdown(&data, cmp.as_ref()).as_bytes())?;
+    let mut md_text = markdown(&data, cmp.as_ref());
+    if !gpu_time.is_empty() {
+        md_text.push('\n');
+        md_text.push_str(&gpu_time_markdown(&gpu_time));
+    }
+    write_file(&md, md_text.as_bytes())?;
     files.push(md);
     let csv = p("report").with_extension("csv");
     write_file(&csv, &csv_bytes(&data)?)?;
@@ -759,8 +768,116 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
         "batch_sizes": data.batch_sizes,
         "rows": data.rows,
         "baseline_comparison": cmp,
+        "gpu_time": gpu_time,
         "files": files,
     });
     write_file(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(WrittenReport { timestamp: ts, files, rows: data.rows.len(), regressions: cmp.as_ref().map(|c| c.regressions()) })
+}
+
+// ------------------------------------------------------------------ where the GPU time goes
+
+/// Kernels listed per run in the GPU time chart and the Markdown report.
+pub const TOP_KERNELS: usize = 5;
+
+/// One profiled run's GPU time by category and its top kernels (from `nsight_metrics`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuTimeEntry {
+    pub run_id: String,
+    /// "opt-125m · bs 4" (+ the device when runs come from several).
+    pub label: String,
+    /// Nanoseconds per category; from `gpu_time_split`, else summed over the listed kernels.
+    pub split: tokbench_core::report::GpuTimeSplit,
+    /// The top kernels by total time, longest first.
+    pub kernels: Vec<tokbench_core::report::KernelStat>,
+}
+
+impl GpuTimeEntry {
+    /// (category label, percent of GPU time) in the fixed category order.
+    pub fn percents(&self) -> Vec<(&'static str, f64)> {
+        tokbench_core::report::GpuTimeCategory::ALL.iter().map(|c| (c.label(), self.split.percent(*c))).collect()
+    }
+}
+
+/// The runs (in report order) whose report has a GPU time split or kernel statistics.
+pub fn gpu_time_entries(records: &[RunRecord], data: &ReportData) -> Vec<GpuTimeEntry> {
+    let several_devices = data.devices.len() > 1;
+    let mut used = vec![false; records.len()];
+    let mut out = Vec::new();
+    for row in &data.rows {
+        // Rows are sorted records; find this row's record (run ids may repeat across inputs).
+        let Some(i) = records.iter().enumerate().position(|(i, r)| !used[i] && r.run_id == row.run_id) else { continue };
+        used[i] = true;
+        let ns = &records[i].report.nsight_metrics;
+        if ns.gpu_time_split.is_none() && ns.kernels.is_empty() {
+            continue;
+        }
+        let split = ns.gpu_time_split.clone().unwrap_or_else(|| {
+            let mut s = tokbench_core::report::GpuTimeSplit::default();
+            for k in &ns.kernels {
+                s.add(k.category, k.total_time_ns);
+            }
+            s
+        });
+        let mut kernels = ns.kernels.clone();
+        kernels.sort_by(|a, b| b.total_time_ns.cmp(&a.total_time_ns));
+        kernels.truncate(TOP_KERNELS);
+        let mut label = format!("{} · bs {}", row.model, row.batch_size);
+        if several_devices {
+            label = format!("{label} · {}", row.device_key);
+        }
+        out.push(GpuTimeEntry { run_id: row.run_id.clone(), label, split, kernels });
+    }
+    out
+}
+
+/// A kernel name cut to `max` characters (with an ellipsis) for tables and charts.
+pub fn truncate_name(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        name.to_string()
+    } else {
+        let mut s: String = name.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// The Markdown section "Where the GPU time goes" (empty when no run was profiled).
+pub fn gpu_time_markdown(entries: &[GpuTimeEntry]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "## Where the GPU time goes\n");
+    let mut header = vec!["Run"];
+    header.extend(tokbench_core::report::GpuTimeCategory::ALL.iter().map(|c| c.label()));
+    header.push("GPU time (ms)");
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let mut r = vec![e.label.clone()];
+            r.extend(e.percents().iter().map(|(_, p)| format!("{p:.1}%")));
+            r.push(format!("{:.2}", e.split.total_ns() as f64 / 1e6));
+            r
+        })
+        .collect();
+    md_table(&mut out, &header, &rows);
+    let _ = writeln!(out, "\n### Top {TOP_KERNELS} kernels by total time\n");
+    let header = ["Run", "#", "Kernel", "Category", "Total (ms)", "Calls", "% of kernel time"];
+    let mut rows = Vec::new();
+    for e in entries {
+        for (i, k) in e.kernels.iter().enumerate() {
+            rows.push(vec![
+                if i == 0 { e.label.clone() } else { String::new() },
+                (i + 1).to_string(),
+                format!("`{}`", truncate_name(&k.name, 90).replace('`', "'")),
+                k.category.label().to_string(),
+                format!("{:.3}", k.total_time_ns as f64 / 1e6),
+                k.instances.to_string(),
+                format!("{:.1}", k.time_percent),
+            ]);
+        }
+    }
+    md_table(&mut out, &header, &rows);
+    out
 }

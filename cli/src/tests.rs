@@ -155,3 +155,62 @@ fn human_param_counts() {
     assert_eq!(human_params(1_315_758_080), "1.3B");
     assert_eq!(human_params(3_334_400), "3.3M");
 }
+
+#[test]
+fn gpu_time_chart_and_markdown_for_profiled_runs() {
+    use crate::fixtures::profiled;
+    let (_t, dir) = out_dir("gpu_time");
+    // Two profiled models, one with kernels only (split derived from them), one unprofiled.
+    let mut kernels_only = profiled(report("opt-350m", 8, Dev::H100, 520.0), 2.4);
+    kernels_only.nsight_metrics.gpu_time_split = None;
+    let runs = vec![
+        record("s1", "p1", profiled(report("opt-125m", 8, Dev::H100, 900.0), 1.0)),
+        record("s1", "p2", kernels_only),
+        record("s1", "p3", report("gpt2", 8, Dev::H100, 880.0)),
+    ];
+    let ts = "20261128_055500";
+    let opts = ReportOptions { out_dir: dir.clone(), svg: true, timestamp: Some(ts.into()), ..Default::default() };
+    let w = write_report(&runs, None, &opts).unwrap();
+    let png = dir.join(format!("gpu_time_{ts}.png"));
+    assert!(w.files.contains(&png), "{:?}", w.files);
+    assert!(w.files.contains(&dir.join(format!("gpu_time_{ts}.svg"))));
+    assert_real_png(&png);
+    // Two bars and a kernel table: taller than the header alone, and the five category
+    // colours are present.
+    let (_, h, colours, _) = png_stats(&png);
+    assert!(h > 400 && colours > 40, "{h} px high, {colours} colours");
+
+    let data = ReportData::new(&runs, GroupBy::Model, ts).unwrap();
+    let entries = gpu_time_entries(&runs, &data);
+    assert_eq!(entries.len(), 2, "the unprofiled run has no entry");
+    assert_eq!(entries[0].label, "opt-125m · bs 8");
+    let gemm = entries[0].percents()[0].1;
+    assert!((gemm - 61.0 / 100.0 * 100.0).abs() < 0.1, "gemm {gemm}%");
+    assert!((entries[0].percents().iter().map(|p| p.1).sum::<f64>() - 100.0).abs() < 1e-6);
+    // Kernels only: the split is their sum; top 5 of 6, longest first.
+    assert_eq!(entries[1].kernels.len(), TOP_KERNELS);
+    assert!(entries[1].kernels.windows(2).all(|k| k[0].total_time_ns >= k[1].total_time_ns));
+    assert_eq!(entries[1].split.total_ns(), runs[1].report.nsight_metrics.kernels.iter().map(|k| k.total_time_ns).sum::<u64>());
+    assert_eq!(entries[1].split.memcpy_memset_ns, 0);
+
+    let md = std::fs::read_to_string(dir.join(format!("report_{ts}.md"))).unwrap();
+    assert!(md.contains("## Where the GPU time goes"), "{md}");
+    assert!(md.contains("| opt-125m · bs 8 | 61.0% | 14.0% | 17.5% | 4.5% | 3.0% | 100.00 |"), "{md}");
+    assert!(md.contains("`softmax_f16` | attention | 9.100 | 1152 |"), "{md}");
+    assert!(!md.contains("ucopy_f16"), "only the top 5 kernels: {md}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("report_{ts}.json"))).unwrap()).unwrap();
+    assert_eq!(json["gpu_time"].as_array().unwrap().len(), 2);
+
+    // Runs that were not profiled get no GPU time chart or section.
+    let (_t2, dir2) = out_dir("no_gpu_time");
+    let opts = ReportOptions { out_dir: dir2.clone(), timestamp: Some(ts.into()), ..Default::default() };
+    let w = write_report(&three_models_cpu(), None, &opts).unwrap();
+    assert!(!w.files.iter().any(|f| f.to_string_lossy().contains("gpu_time_")));
+    assert!(!std::fs::read_to_string(dir2.join(format!("report_{ts}.md"))).unwrap().contains("Where the GPU time goes"));
+}
+
+#[test]
+fn kernel_names_are_truncated() {
+    assert_eq!(truncate_name("short", 10), "short");
+    assert_eq!(truncate_name("abcdefghijkl", 5), "abcd…");
+}

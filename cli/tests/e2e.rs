@@ -319,3 +319,109 @@ async fn client_commands_against_a_real_coordinator_and_worker() {
 
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_list_and_get_against_a_real_coordinator() {
+    use sha2::Digest;
+    use tokbench_proto::v1::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = start_cluster(dir).await;
+
+    // Unknown run: exit 2, one clear line.
+    for args in [vec!["artifact", "list", "no-such-run"], vec!["artifact", "get", "no-such-run"]] {
+        let o = c.cli(dir, &args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("no-such-run") && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+
+    // A real run (not profiled): no artifacts yet.
+    let v = ok_json(
+        &c.cli(dir, &["sweep", "tiny-opt", "--batch-sizes", "1", "--max-tokens", "2", "--input-len", "4", "--num-prompts", "1", "--repetitions", "1", "--warmup", "0", "--json"])
+            .await,
+    );
+    assert_eq!(v["sweep"]["state"], "succeeded", "{v}");
+    let run_id = v["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let v = ok_json(&c.cli(dir, &["artifact", "list", &run_id, "--json"]).await);
+    assert_eq!(v["artifacts"].as_array().unwrap().len(), 0, "{v}");
+    let o = c.cli(dir, &["artifact", "list", &run_id]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not profiled"), "{}", text(&o));
+    let o = c.cli(dir, &["artifact", "get", &run_id]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not profiled") && err.contains("tokbench sweep --profile") && err.trim().lines().count() == 1, "{err}");
+
+    // Upload a file for the run's job the way a worker does (several chunks, > one 256 KiB
+    // download chunk).
+    let channel = tokbench_proto::auth::connect(&c.url, None).await.unwrap();
+    let run = tokbench_proto::auth::benchmarks_client(channel.clone(), None)
+        .unwrap()
+        .get_run(GetRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    let bytes: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut chunks = vec![UploadArtifactChunk {
+        job_id: run.job_id.clone(),
+        attempt: run.attempt,
+        kind: "nsys-rep".into(),
+        file_name: "profile_tiny-opt.nsys-rep".into(),
+        worker_id: "test-worker".into(),
+        data: bytes[..1000].to_vec(),
+    }];
+    for part in bytes[1000..].chunks(300_000) {
+        chunks.push(UploadArtifactChunk { data: part.to_vec(), ..Default::default() });
+    }
+    let uploaded = tokbench_proto::auth::worker_queue_client(channel, None)
+        .unwrap()
+        .upload_artifact(tokio_stream::iter(chunks))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(uploaded.run_id, run_id);
+    let sha = format!("{:x}", sha2::Sha256::digest(&bytes));
+
+    let v = ok_json(&c.cli(dir, &["artifact", "list", &run_id, "--json"]).await);
+    let arts = v["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 1, "{v}");
+    assert_eq!(arts[0]["artifact_id"], uploaded.artifact_id.as_str());
+    assert_eq!(arts[0]["kind"], "nsys-rep");
+    assert_eq!(arts[0]["file_name"], "profile_tiny-opt.nsys-rep");
+    assert_eq!(arts[0]["size_bytes"], bytes.len() as u64);
+    assert_eq!(arts[0]["sha256"], sha.as_str());
+    let o = c.cli(dir, &["artifact", "list", &run_id]).await;
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains(&uploaded.artifact_id) && s.contains("profile_tiny-opt.nsys-rep") && s.contains(&sha), "{}", text(&o));
+
+    // get: every artifact of the run into --out, bytes identical.
+    let out = dir.join("dl");
+    let v = ok_json(&c.cli(dir, &["artifact", "get", &run_id, "--out", out.to_str().unwrap(), "--json"]).await);
+    let path = PathBuf::from(v["files"][0]["path"].as_str().unwrap());
+    assert_eq!(path, out.join("profile_tiny-opt.nsys-rep"));
+    assert!(std::fs::read(&path).unwrap() == bytes, "downloaded bytes differ");
+    // Human form, default directory (the current one): path and the nsys-ui hint.
+    let cwd = dir.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let o = c.cli(&cwd, &["artifact", "get", &run_id, &uploaded.artifact_id]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("profile_tiny-opt.nsys-rep") && s.contains("nsys-ui"), "{s}");
+    assert!(std::fs::read(cwd.join("profile_tiny-opt.nsys-rep")).unwrap() == bytes);
+    // An artifact id alone works too; an artifact the run lacks is exit 2.
+    let out2 = dir.join("dl2");
+    let o = c.cli(dir, &["artifact", "get", &uploaded.artifact_id, "--out", out2.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::read(out2.join("profile_tiny-opt.nsys-rep")).unwrap() == bytes);
+    let o = c.cli(dir, &["artifact", "get", &run_id, "no-such-artifact"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-artifact"), "{}", text(&o));
+    // --help has examples.
+    let o = c.cli(dir, &["artifact", "get", "--help"]).await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Examples:"), "{}", text(&o));
+
+    c.stop().await;
+}
