@@ -56,7 +56,7 @@ e2e)
   nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu,power.draw --format=csv -lms 100 > smi.csv 2>/dev/null & SMI=$!
   tokbench-coordinator --listen 127.0.0.1:50051 --database tb.db > coordinator.log 2>&1 & CO=$!
   sleep 1
-  LD_LIBRARY_PATH=$NSYSLIB tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:0 --nsys $NSYS > worker.log 2>&1 & WK=$!
+  tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:0 --nsys $NSYS --nsys-libs $NSYSLIB > worker.log 2>&1 & WK=$!
   tokbench sweep $MODELS --batch-sizes 1,32 --input-len 128 --max-tokens 128 --repetitions 3 --dtype f16 --weights synthetic --backend cuda --label h100-e2e > sweep.log 2>&1
   tail -25 sweep.log
   tokbench report --latest --out plots > report.log 2>&1; tail -15 report.log
@@ -78,7 +78,7 @@ profile)
 twogpu)
   log "two GPUs: a second worker on cuda:1 beside the one on cuda:0, one sweep"
   if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-    LD_LIBRARY_PATH=$NSYSLIB tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:1 > worker1.log 2>&1 & WK1=$!
+    tokbench-worker serve --coordinator http://127.0.0.1:50051 --device cuda:1 --nsys $NSYS --nsys-libs $NSYSLIB > worker1.log 2>&1 & WK1=$!
     sleep 2
     tokbench sweep opt-125m opt-350m gpt2 gpt2-medium distilgpt2 opt-1.3b --batch-sizes 1,32 --input-len 128 --max-tokens 128 --repetitions 3 --dtype f16 --weights synthetic --backend cuda --label two-gpus > sweep_2gpu.log 2>&1
     tail -16 sweep_2gpu.log
