@@ -508,7 +508,8 @@ pub fn environment(backend: &str) -> Environment {
     }
 }
 
-fn hostname() -> String {
+/// The machine's host name (for reports and default worker ids).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

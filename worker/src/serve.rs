@@ -141,14 +141,7 @@ pub async fn run_with_engine(config: WorkerConfig, shutdown: impl Future<Output 
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
+use crate::bench::hostname;
 
 fn default_worker_id(device: &DeviceSpec) -> String {
     let host: String = hostname().chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
