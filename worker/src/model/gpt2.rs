@@ -68,16 +68,16 @@ impl Gpt2 {
             let ab = Tensor::cat(&[(ab.narrow(0, 0, h)? * scale)?, ab.narrow(0, h, 2 * h)?], 0)?;
             blocks.push(Block {
                 ln_1,
-                c_attn: Linear::new(aw.t()?, Some(ab)),
-                attn_c_proj: Linear::new(pw.t()?, Some(pb)),
+                c_attn: Linear::new(aw.t()?, Some(ab))?,
+                attn_c_proj: Linear::new(pw.t()?, Some(pb))?,
                 ln_2,
-                c_fc: Linear::new(fw.t()?, Some(fb)),
-                mlp_c_proj: Linear::new(mw.t()?, Some(mb)),
+                c_fc: Linear::new(fw.t()?, Some(fb))?,
+                mlp_c_proj: Linear::new(mw.t()?, Some(mb))?,
             });
         }
         let ln_f = LayerNorm::load(l, "ln_f", h, true, eps)?;
         Ok(Gpt2 {
-            lm_head: Linear::new(wte.clone(), None),
+            lm_head: Linear::new(wte.clone(), None)?,
             wte: candle_nn::Embedding::new(wte, h),
             wpe: candle_nn::Embedding::new(wpe, h),
             blocks,

@@ -5,6 +5,8 @@
 //! in f32 (f16 softmax over long rows loses too much), keys/values from a preallocated
 //! [`KvCache`] when one is given.
 
+#[doc(hidden)]
+pub mod cpu_matmul;
 mod gpt2;
 pub mod kv_cache;
 mod opt;
@@ -306,10 +308,30 @@ impl LayerNorm {
 pub(crate) struct Linear(candle_nn::Linear);
 
 impl Linear {
-    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear(candle_nn::Linear::new(weight, bias))
+    /// `weight` [out, in], possibly a transposed view (GPT-2's Conv1D). On the CPU in f32 it is
+    /// made contiguous [out, in] once here, the layout the few-row decode kernel streams.
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        let weight = if weight.device().is_cpu() && weight.dtype() == DType::F32 && !weight.is_contiguous() {
+            weight.contiguous()?
+        } else {
+            weight
+        };
+        Ok(Linear(candle_nn::Linear::new(weight, bias)))
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.0.weight();
+        if x.device().is_cpu() && x.dtype() == DType::F32 && w.is_contiguous() && cpu_matmul::available() {
+            let k = x.dim(candle_core::D::Minus1)?;
+            if k > 0 && x.elem_count() / k <= cpu_matmul::MAX_M {
+                // Decode step (a few rows): one streaming pass over the weights instead of gemm's
+                // packing (see cpu_matmul).
+                let x = x.contiguous()?;
+                return Ok(match self.0.bias() {
+                    Some(b) => x.apply_op3_no_bwd(w, b, &cpu_matmul::SmallMLinear)?,
+                    None => x.apply_op2_no_bwd(w, &cpu_matmul::SmallMLinear)?,
+                });
+            }
+        }
         Ok(self.0.forward(x)?)
     }
 }

@@ -60,7 +60,7 @@ impl Opt {
         let (project_in, project_out) = if p != h {
             let (pi, _) = linear(l, "decoder.project_in", h, p, false)?;
             let (po, _) = linear(l, "decoder.project_out", p, h, false)?;
-            (Some(Linear::new(pi, None)), Some(Linear::new(po, None)))
+            (Some(Linear::new(pi, None)?), Some(Linear::new(po, None)?))
         } else {
             (None, None)
         };
@@ -81,11 +81,11 @@ impl Opt {
                 _ => None,
             };
             layers.push(Layer {
-                qkv_proj: Linear::new(qkv_w, qkv_b),
-                out_proj: Linear::new(ow, ob),
+                qkv_proj: Linear::new(qkv_w, qkv_b)?,
+                out_proj: Linear::new(ow, ob)?,
                 self_attn_layer_norm,
-                fc1: Linear::new(f1w, f1b),
-                fc2: Linear::new(f2w, f2b),
+                fc1: Linear::new(f1w, f1b)?,
+                fc2: Linear::new(f2w, f2b)?,
                 final_layer_norm,
             });
         }
@@ -102,10 +102,10 @@ impl Opt {
                     detail: "config.json says tie_word_embeddings: false, so the output projection must be stored".into(),
                 });
             }
-            Linear::new(l.get_root("lm_head.weight", &[v, p], Init::Normal(HF_INIT_STD))?, None)
+            Linear::new(l.get_root("lm_head.weight", &[v, p], Init::Normal(HF_INIT_STD))?, None)?
         } else {
             // Tied: the embedding matrix itself (a stored `lm_head.weight` is the same values).
-            Linear::new(embed_tokens.clone(), None)
+            Linear::new(embed_tokens.clone(), None)?
         };
 
         Ok(Opt {
