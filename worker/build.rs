@@ -1,10 +1,14 @@
 //! Records the git commit the worker was built from (TOKBENCH_GIT_COMMIT, read with
 //! option_env! into every report's environment). Absent when not built from a git checkout.
+//! With the `cuda` feature, also compiles kernels/decode.cu to PTX with nvcc ($OUT_DIR/decode.ptx).
 
 use std::path::Path;
 use std::process::Command;
 
 fn main() {
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_ptx();
+    }
     let out = Command::new("git").args(["rev-parse", "HEAD"]).output();
     if let Ok(out) = out {
         if out.status.success() {
@@ -30,4 +34,28 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// nvcc from $NVCC, $CUDA_HOME/bin or PATH; PTX for $CUDA_COMPUTE_CAP (default 80: the driver
+/// JIT-compiles it for newer GPUs such as Hopper).
+fn build_ptx() {
+    println!("cargo:rerun-if-changed=kernels/decode.cu");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    let nvcc = std::env::var("NVCC").ok().or_else(|| {
+        std::env::var("CUDA_HOME").ok().map(|h| format!("{h}/bin/nvcc")).filter(|p| Path::new(p).exists())
+    });
+    let nvcc = nvcc.unwrap_or_else(|| "nvcc".to_string());
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
+    let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("decode.ptx");
+    let status = Command::new(&nvcc)
+        .args(["--ptx", "-O3", "-std=c++17"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg("kernels/decode.cu")
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see GPU.md)"));
+    assert!(status.success(), "nvcc failed on kernels/decode.cu ({status})");
 }

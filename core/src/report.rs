@@ -86,6 +86,11 @@ pub struct InferenceMetrics {
     pub inter_token_latency_ms: LatencyStats,
     pub warmup_runs: usize,
     pub repetitions: usize,
+    /// How decode steps ran: "cpu" (candle ops + tokbench's few-row matmul), "eager" (candle
+    /// ops on CUDA), "fused" (tokbench's fused CUDA kernels) or "cuda-graph" (those kernels
+    /// captured once and replayed). Empty in reports from before this field.
+    #[serde(default)]
+    pub decode_path: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,17 +7,19 @@ cd "$(dirname "$0")/../.."
 eval "$(../shared/tools/cuda-toolkit.sh)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cuda}
 cargo build --release -p tokbench-worker -p tokbench-coordinator -p tokbench-cli --features tokbench-worker/cuda
-# The CUDA-only numerics test, as an executable.
-test_exe=$(cargo test --release -p tokbench-worker --features cuda --test gpu_parity --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="gpu_parity": print(m["executable"])' | tail -1)
 mkdir -p .gpu
 for b in tokbench-worker tokbench-coordinator tokbench; do
   strip -o .gpu/$b "$CARGO_TARGET_DIR/release/$b"; gzip -9f .gpu/$b
 done
-strip -o .gpu/gpu_parity "$test_exe"; gzip -9f .gpu/gpu_parity
+# The CUDA-only tests (numerics, fused/graph decode), as executables.
+for t in gpu_parity gpu_decode; do
+  test_exe=$(cargo test --release -p tokbench-worker --features cuda --test $t --no-run --message-format=json 2>/dev/null \
+    | T=$t python3 -c 'import sys,json,os
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]==os.environ["T"]: print(m["executable"])' | tail -1)
+  strip -o .gpu/$t "$test_exe"; gzip -9f .gpu/$t
+done
 ../shared/tools/nsys-libs.sh .gpu/nsys-libs
 git rev-parse HEAD > .gpu/COMMIT
 ls -la .gpu

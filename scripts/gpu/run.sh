@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root, with the packed binaries in
-# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity bench nsys e2e
-# profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
+# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode modes bench
+# nsys e2e profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
 set -uo pipefail
 ROOT=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=/tmp/tb; mkdir -p $B
-for f in tokbench-worker tokbench-coordinator tokbench gpu_parity; do
+for f in tokbench-worker tokbench-coordinator tokbench gpu_parity gpu_decode; do
   [ -f .gpu/$f.gz ] && { gunzip -c .gpu/$f.gz > $B/$f; chmod +x $B/$f; }
 done
 export PATH=$B:$PATH
@@ -24,6 +24,24 @@ for step in "$@"; do case $step in
 parity)
   log "f16/bf16 GPU vs f32 CPU logits"
   gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
+decode)
+  log "fused / CUDA-graph decode vs candle eager decode (tokens)"
+  gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN" ;;
+modes)
+  log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 32 and 128 out, batch 1 and 32"
+  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in eager fused graph; do
+    TOKBENCH_DECODE=$mode tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
+      --input-len 128 --max-tokens 128 --warmup 1 --repetitions 5 --json modes_${m}_b${bs}_$mode.json --quiet 2> modes_${m}_b${bs}_$mode.err \
+      || { echo "FAILED $m b$bs $mode"; tail -5 modes_${m}_b${bs}_$mode.err; }
+  done; done; done
+  $PY - <<'PYEOF'
+import json,glob
+print(f"{'model':9s} {'bs':>3s} {'mode':6s} {'path':11s} {'ttft ms':>8s} {'step ms':>8s} {'tok/s':>9s}")
+for f in sorted(glob.glob("modes_*.json")):
+    r=json.load(open(f)); im=r["inference_metrics"]
+    print(f"{r['model']:9s} {r['workload']['batch_size']:3d} {f.split('_')[-1][:-5]:6s} {im.get('decode_path',''):11s} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:8.3f} {im['tokens_per_second']:9.1f}")
+PYEOF
+  ;;
 bench)
   log "standalone bench of the seven models (f16, synthetic, 128 in / 128 out, batch 1 and 32)"
   for m in $MODELS; do for bs in 1 32; do

@@ -413,6 +413,8 @@ fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics], prompts:
         inter_token_latency_ms: LatencyStats::from_samples(&itl),
         warmup_runs: w.warmup,
         repetitions: w.repetitions,
+        // The last batch's path (a graph capture that failed falls back for the rest of the run).
+        decode_path: passes.last().and_then(|p| p.batches.last()).map(|b| b.decode_path.to_string()).unwrap_or_default(),
     }
 }
 

@@ -234,7 +234,7 @@ pub fn summary(r: &BenchReport) -> String {
         m.total_output_tokens
     ));
     out.push_str(&format!("prefill          {:.1} tokens/s\n", m.prefill_tokens_per_second));
-    out.push_str(&format!("decode           {:.1} tokens/s\n", m.decode_tokens_per_second));
+    out.push_str(&format!("decode           {:.1} tokens/s ({} path)\n", m.decode_tokens_per_second, m.decode_path));
     out.push_str(&format!("TTFT ms          {}\n", lat(&m.ttft_ms)));
     out.push_str(&format!("ITL ms           {}\n", lat(&m.inter_token_latency_ms)));
     out.push_str(&format!(

@@ -15,7 +15,7 @@ pub fn open(spec: &DeviceSpec) -> Result<Device> {
                     detail: "this tokbench-worker was built without CUDA support. Rebuild it with `cargo build --release -p tokbench-worker --features cuda` (see GPU.md), or use --device cpu".into(),
                 });
             }
-            Device::new_cuda(*i).map_err(|e| EngineError::DeviceUnavailable {
+            open_cuda(*i).map_err(|e| EngineError::DeviceUnavailable {
                 device: spec.to_string(),
                 detail: format!(
                     "{e}. Check that an NVIDIA GPU with index {i} exists (nvidia-smi -L), that the driver is loaded and that CUDA_VISIBLE_DEVICES does not hide it"
@@ -23,6 +23,24 @@ pub fn open(spec: &DeviceSpec) -> Result<Device> {
             })
         }
     }
+}
+
+/// The engine's CUDA device: its own (non-default) stream, so a decode step can be captured as a
+/// CUDA graph (capture is not allowed on the legacy default stream), and candle's cross-stream
+/// event tracking off: the engine issues everything on this one stream, where the per-tensor
+/// events only cost API calls, and an event recorded outside a capture breaks the capture
+/// (candle issue 3002).
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    let dev = candle_core::cuda_backend::CudaDevice::new_with_stream(ordinal)?;
+    // SAFETY: every tensor of this device is used on its single stream (see above).
+    unsafe { dev.disable_event_tracking() };
+    Ok(Device::Cuda(dev))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    Device::new_cuda(ordinal)
 }
 
 pub fn dtype(spec: DTypeSpec) -> DType {

@@ -69,6 +69,9 @@ pub struct BatchOutput {
     pub step_latencies: Vec<Duration>,
     /// prefill + all decode steps.
     pub total: Duration,
+    /// How the decode steps ran: "cpu", "eager", "fused" or "cuda-graph" (see
+    /// `InferenceMetrics::decode_path`).
+    pub decode_path: &'static str,
 }
 
 /// Generate for one batch of already tokenised prompts (lengths may differ).
@@ -126,6 +129,7 @@ pub fn generate_batch_cancellable(
             prefill: Duration::ZERO,
             step_latencies: Vec::new(),
             total: Duration::ZERO,
+            decode_path: if model.device().is_cpu() { "cpu" } else { "eager" },
         });
     }
 
@@ -156,6 +160,9 @@ pub fn generate_batch_cancellable(
         decode_positions.extend(prompts.iter().map(|p| offset + (p.len() + s) as u32));
     }
 
+    // The padding bias on the host too, for the fused CUDA decode path's step buffers.
+    #[cfg(feature = "cuda")]
+    let pad_host = decode_bias.clone();
     let device = model.device().clone();
     let mut tokens: Vec<Vec<u32>> = (0..b).map(|_| Vec::with_capacity(max_new)).collect();
     let mut finished: Vec<Option<FinishReason>> = vec![None; b];
@@ -196,6 +203,48 @@ pub fn generate_batch_cancellable(
     on_step(generated);
 
     let mut step_latencies = Vec::with_capacity(steps);
+    #[cfg(feature = "cuda")]
+    if steps > 0 && sampler.is_greedy() && device.is_cuda() {
+        let mode = model.decode_mode()?;
+        if mode != crate::model::fast_decode::DecodeMode::Eager {
+            let mut dec = model.take_decoder(mode, &cache)?;
+            let first_positions: Vec<u32> = prompts.iter().map(|p| offset + p.len() as u32).collect();
+            let run = (|| -> Result<()> {
+                dec.start(&next, &first_positions, t as u32, &pad_host)?;
+                let _range = Range::new("decode", &params.model_name);
+                // Timed as the eager loop below: back to back from the end of prefill.
+                let mut last = prefill_end;
+                for _ in 0..steps {
+                    if finished.iter().all(Option::is_some) {
+                        break;
+                    }
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(EngineError::Cancelled);
+                    }
+                    dec.step(model, &cache)?;
+                    cache.advance(1);
+                    // The copy back synchronises the device: the step is done when it returns.
+                    let next_host = dec.ids().to_vec1::<u32>()?;
+                    let now = Instant::now();
+                    step_latencies.push(now - last);
+                    last = now;
+                    keep(&mut tokens, &mut finished, &next_host, &mut generated);
+                    on_step(generated);
+                }
+                Ok(())
+            })();
+            let decode_path = match dec.mode() {
+                crate::model::fast_decode::DecodeMode::Graph => "cuda-graph",
+                _ => "fused",
+            };
+            model.return_decoder(dec);
+            model.return_cache(cache);
+            run?;
+            let total = prefill + step_latencies.iter().sum::<Duration>();
+            let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
+            return Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path });
+        }
+    }
     {
         let _range = Range::new("decode", &params.model_name);
         // Steps are timed back to back from the end of prefill, so the host work between them
@@ -226,5 +275,6 @@ pub fn generate_batch_cancellable(
 
     let total = prefill + step_latencies.iter().sum::<Duration>();
     let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
-    Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total })
+    let decode_path = if device.is_cpu() { "cpu" } else { "eager" };
+    Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path })
 }

@@ -107,6 +107,38 @@ impl Gpt2 {
         self.ln_f.forward(&h)
     }
 
+    /// One decode step on the fused CUDA kernels (see `fast_decode`): `ids`, `positions` u32 [b],
+    /// `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32. Returns the hidden
+    /// states after ln_f, [b, n_embd]. Reads every per-step value from the device, so the step
+    /// can be replayed as a CUDA graph.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_step(&self, ids: &Tensor, positions: &Tensor, slot: &Tensor, pad_bias: &Tensor, cache: &KvCache) -> Result<Tensor> {
+        use super::cuda_ops;
+        let mut h = cuda_ops::embed(ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let x = b.ln_1.forward(&h)?;
+            let qkv = b.c_attn.matmul_no_bias(&x)?;
+            let (kc, vc) = cache.layer(i);
+            let a = cuda_ops::decode_attention(&qkv, b.c_attn.bias(), kc, vc, slot, pad_bias)?;
+            let y = b.attn_c_proj.matmul_no_bias(&a)?;
+            cuda_ops::bias_residual(&y, b.attn_c_proj.bias(), &h)?;
+            h = y;
+            let x = b.ln_2.forward(&h)?;
+            let f = b.c_fc.matmul_no_bias(&x)?;
+            let f = match b.c_fc.bias() {
+                Some(bias) => {
+                    cuda_ops::bias_act(&f, bias, self.activation.fused())?;
+                    f
+                }
+                None => self.activation.apply(&f)?,
+            };
+            let y = b.mlp_c_proj.matmul_no_bias(&f)?;
+            cuda_ops::bias_residual(&y, b.mlp_c_proj.bias(), &h)?;
+            h = y;
+        }
+        self.ln_f.forward(&h)
+    }
+
     pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
     }

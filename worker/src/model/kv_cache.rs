@@ -88,6 +88,13 @@ impl KvCache {
         Ok((ck.narrow(2, 0, end)?, cv.narrow(2, 0, end)?))
     }
 
+    /// The whole [batch, heads, capacity, head_dim] key and value tensors of `layer` (the fused
+    /// decode path writes and reads them itself).
+    pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        let (k, v) = &self.layers[layer];
+        (k, v)
+    }
+
     /// Marks `t` more positions as filled; called once per forward pass after every layer appended.
     pub fn advance(&mut self, t: usize) {
         self.len += t;

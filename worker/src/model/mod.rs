@@ -7,6 +7,12 @@
 
 #[doc(hidden)]
 pub mod cpu_matmul;
+#[cfg(feature = "cuda")]
+pub mod cuda_ops;
+#[cfg(feature = "cuda")]
+pub(crate) mod fast_decode;
+#[cfg(feature = "cuda")]
+pub use fast_decode::DecodeMode;
 mod gpt2;
 pub mod kv_cache;
 mod opt;
@@ -37,6 +43,12 @@ pub struct Model {
     weight_bytes: u64,
     /// Kept between batches so equal-shaped batches reuse one allocation.
     cache: Option<KvCache>,
+    /// Step buffers and captured graph of the fused CUDA decode path, valid for `cache`.
+    #[cfg(feature = "cuda")]
+    decoder: Option<fast_decode::FastDecoder>,
+    /// Set by [`Self::set_decode_mode`]; else `TOKBENCH_DECODE` decides.
+    #[cfg(feature = "cuda")]
+    decode_mode: Option<fast_decode::DecodeMode>,
 }
 
 impl Model {
@@ -61,6 +73,10 @@ impl Model {
             num_parameters: loader.num_parameters(),
             weight_bytes: loader.bytes(),
             cache: None,
+            #[cfg(feature = "cuda")]
+            decoder: None,
+            #[cfg(feature = "cuda")]
+            decode_mode: None,
         })
     }
 
@@ -178,6 +194,11 @@ impl Model {
             // Dropped before allocating the new one, so both never coexist on the device.
             drop(c);
         }
+        // The decoder's graph points into the old cache.
+        #[cfg(feature = "cuda")]
+        {
+            self.decoder = None;
+        }
         KvCache::new(layers, batch, heads, positions, head_dim, self.dtype, &self.device)
     }
     pub(crate) fn return_cache(&mut self, cache: KvCache) {
@@ -186,6 +207,38 @@ impl Model {
     /// Frees the KV cache kept between batches.
     pub fn release_cache(&mut self) {
         self.cache = None;
+        #[cfg(feature = "cuda")]
+        {
+            self.decoder = None;
+        }
+    }
+
+    /// The fused decode path's state for `batch` sequences over `cache` (kept from the previous
+    /// batch when it matches, so its captured graph is replayed). Give it back with
+    /// [`Self::return_decoder`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn take_decoder(&mut self, mode: fast_decode::DecodeMode, cache: &KvCache) -> Result<fast_decode::FastDecoder> {
+        let (b, cap) = (cache.batch(), cache.capacity());
+        match self.decoder.take() {
+            Some(d) if d.fits(mode, b, cap) => Ok(d),
+            _ => fast_decode::FastDecoder::new(mode, b, cap, &self.device),
+        }
+    }
+    /// How greedy decode steps run on CUDA (overrides `TOKBENCH_DECODE`; tests compare modes).
+    #[cfg(feature = "cuda")]
+    pub fn set_decode_mode(&mut self, mode: DecodeMode) {
+        self.decode_mode = Some(mode);
+    }
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_mode(&self) -> Result<DecodeMode> {
+        match self.decode_mode {
+            Some(m) => Ok(m),
+            None => DecodeMode::from_env(),
+        }
+    }
+    #[cfg(feature = "cuda")]
+    pub(crate) fn return_decoder(&mut self, decoder: fast_decode::FastDecoder) {
+        self.decoder = Some(decoder);
     }
 }
 
@@ -274,6 +327,14 @@ impl Activation {
             ))),
         }
     }
+    #[cfg(feature = "cuda")]
+    pub(crate) fn fused(self) -> cuda_ops::Act {
+        match self {
+            Activation::Relu => cuda_ops::Act::Relu,
+            Activation::Gelu => cuda_ops::Act::GeluErf,
+            Activation::GeluTanh => cuda_ops::Act::GeluTanh,
+        }
+    }
     pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Relu => x.relu()?,
@@ -333,6 +394,16 @@ impl Linear {
             }
         }
         Ok(self.0.forward(x)?)
+    }
+    /// `x` [rows, in] @ W^T without the bias: [rows, out], a fresh contiguous tensor (the
+    /// fused decode kernels add the bias in place).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn matmul_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.0.weight().t()?)?)
+    }
+    #[cfg(feature = "cuda")]
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
+        self.0.bias()
     }
 }
 

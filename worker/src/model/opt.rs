@@ -159,6 +159,54 @@ impl Opt {
         Ok(h)
     }
 
+    /// One decode step on the fused CUDA kernels (see `fast_decode` and `Gpt2::decode_step`):
+    /// returns the hidden states after the final norm and project_out, [b, word_embed_proj_dim].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_step(&self, ids: &Tensor, positions: &Tensor, slot: &Tensor, pad_bias: &Tensor, cache: &KvCache) -> Result<Tensor> {
+        use super::cuda_ops;
+        let mut h = match &self.project_in {
+            None => cuda_ops::embed(ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
+            Some(p) => {
+                let x = p.matmul_no_bias(&self.embed_tokens.forward(ids)?)?;
+                (x + self.embed_positions.forward(positions)?)?
+            }
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let x = if self.pre_ln { layer.self_attn_layer_norm.forward(&h)? } else { h.clone() };
+            let qkv = layer.qkv_proj.matmul_no_bias(&x)?;
+            let (kc, vc) = cache.layer(i);
+            let a = cuda_ops::decode_attention(&qkv, layer.qkv_proj.bias(), kc, vc, slot, pad_bias)?;
+            let y = layer.out_proj.matmul_no_bias(&a)?;
+            cuda_ops::bias_residual(&y, layer.out_proj.bias(), &h)?;
+            let mut h1 = y;
+            if !self.pre_ln {
+                h1 = layer.self_attn_layer_norm.forward(&h1)?;
+            }
+            let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
+            let f = layer.fc1.matmul_no_bias(&x)?;
+            let f = match layer.fc1.bias() {
+                Some(bias) => {
+                    cuda_ops::bias_act(&f, bias, self.activation.fused())?;
+                    f
+                }
+                None => self.activation.apply(&f)?,
+            };
+            let y = layer.fc2.matmul_no_bias(&f)?;
+            cuda_ops::bias_residual(&y, layer.fc2.bias(), &h1)?;
+            h = y;
+            if !self.pre_ln {
+                h = layer.final_layer_norm.forward(&h)?;
+            }
+        }
+        if let Some(n) = &self.final_layer_norm {
+            h = n.forward(&h)?;
+        }
+        if let Some(p) = &self.project_out {
+            h = p.matmul_no_bias(&h)?;
+        }
+        Ok(h)
+    }
+
     pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
     }
