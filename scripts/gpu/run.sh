@@ -42,6 +42,22 @@ for f in sorted(glob.glob("modes_*.json")):
     print(f"{r['model']:9s} {r['workload']['batch_size']:3d} {f.split('_')[-1][:-5]:6s} {im.get('decode_path',''):11s} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:8.3f} {im['tokens_per_second']:9.1f}")
 PYEOF
   ;;
+kern)
+  log "where a decode step and a prefill spend GPU time (nsys, fused path without graph so each kernel shows)"
+  for spec in "gpt2 1 32" "opt-1.3b 1 32" "opt-1.3b 32 2"; do set -- $spec
+    TOKBENCH_DECODE=fused LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o kern_$1_b$2 --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
+      tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 --input-len 128 --max-tokens $3 \
+      --warmup 1 --repetitions 2 --json kern_$1_b$2.json --quiet > kern_$1_b$2.log 2>&1
+    echo "--- $1 batch $2, 128 in / $3 out: kernels by total GPU time"
+    LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --format csv --report cuda_gpu_kern_sum --output - kern_$1_b$2.nsys-rep 2>/dev/null > kern_$1_b$2.csv
+    $PY -c "
+import csv,sys
+rows=list(csv.DictReader(open('kern_$1_b$2.csv')))
+tot=sum(float(r['Total Time (ns)']) for r in rows)
+print(f'total kernel time {tot/1e6:.2f} ms')
+for r in rows[:14]: print(f\"{float(r['Time (%)']):5.1f}% {float(r['Total Time (ns)'])/1e6:8.2f} ms {int(r['Instances']):6d} x {float(r['Avg (ns)'])/1e3:7.2f} us  {r['Name'][:90]}\")
+"
+  done ;;
 bench)
   log "standalone bench of the seven models (f16, synthetic, 128 in / 128 out, batch 1 and 32)"
   for m in $MODELS; do for bs in 1 32; do

@@ -100,16 +100,25 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
             bail!("decode_attention: qkv bias {:?} {:?} does not fit qkv {:?}", bias.dims(), bias.dtype(), qkv.dims());
         }
     }
-    let name = format!("decode_attention_{}", suffix(qkv.dtype())?);
+    // Head sizes with a compiled fast kernel (16-byte loads, rows in flight); others take the
+    // generic one.
+    let fast = matches!(d, 16 | 32 | 64 | 128);
+    let name = if fast {
+        format!("decode_attention_d{d}_{}", suffix(qkv.dtype())?)
+    } else {
+        format!("decode_attention_{}", suffix(qkv.dtype())?)
+    };
     let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     // SAFETY: every element is written by the kernel.
     let out = unsafe { dev.alloc::<T>(b * h)? };
-    let threads = if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) } as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (heads as u32, b as u32, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: ((cap + d) * 4) as u32,
+    let (threads, smem) = if fast {
+        let per = 16 / std::mem::size_of::<T>();
+        let groups = 128 / (d / per);
+        (128u32, (d + groups * d + cap) * 4)
+    } else {
+        ((if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) }) as u32, (cap + d) * 4)
     };
+    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem as u32 };
     let (heads_i, d_i, cap_i) = (heads as i32, d as i32, cap as i32);
     with_view::<T, _>(qkv, "qkv", |qkv| {
         with_view::<T, _>(k_cache, "k_cache", |kc| {
@@ -125,7 +134,11 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
                                 None => builder.arg(&null),
                             };
                             builder.arg(&kc).arg(&vc).arg(&slot).arg(&pb).arg(&out);
-                            builder.arg(&heads_i).arg(&d_i).arg(&cap_i);
+                            builder.arg(&heads_i);
+                            if !fast {
+                                builder.arg(&d_i);
+                            }
+                            builder.arg(&cap_i);
                             // SAFETY: shapes checked above; the kernel stays inside them.
                             unsafe { builder.launch(cfg) }.w()?;
                             Ok(())
@@ -293,4 +306,103 @@ pub fn advance_step(next: &Tensor, ids: &Tensor, positions: &Tensor, slot: &Tens
             })
         })
     })
+}
+
+macro_rules! by_dtype {
+    ($dtype:expr, $f:ident, $($arg:expr),*) => {
+        match $dtype {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F16 => $f::<f16>($($arg),*),
+            DType::BF16 => $f::<bf16>($($arg),*),
+            other => bail!("tokbench kernels: unsupported dtype {other:?}"),
+        }
+    };
+}
+
+/// Widest row [`layer_norm`] and [`masked_softmax`] take (256 threads × 16 values in registers).
+pub const MAX_ROW: usize = 4096;
+
+/// Layer norm over the last dim of contiguous `x` (≤ [`MAX_ROW`] wide) with weight and bias.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    by_dtype!(x.dtype(), layer_norm_t, x, w, b, eps)
+}
+
+fn layer_norm_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let dev = cuda_dev(x)?;
+    let cols = x.dim(candle_core::D::Minus1)?;
+    let rows = x.elem_count() / cols.max(1);
+    if cols > MAX_ROW || w.dims() != [cols] || b.dims() != [cols] || w.dtype() != x.dtype() || b.dtype() != x.dtype() {
+        bail!("layer_norm: x {:?}, weight {:?}, bias {:?} do not fit (rows up to {MAX_ROW} wide)", x.dims(), w.dims(), b.dims());
+    }
+    let func = dev.get_or_load_custom_func(&format!("layer_norm_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<T>(rows * cols)? };
+    let (c, e) = (cols as i32, eps as f32);
+    with_view::<T, _>(x, "x", |xv| {
+        with_view::<T, _>(w, "weight", |wv| {
+            with_view::<T, _>(b, "bias", |bv| {
+                let mut builder = func.builder();
+                builder.arg(&xv).arg(&wv).arg(&bv).arg(&out).arg(&c).arg(&e);
+                let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                // SAFETY: rows × cols elements, checked above.
+                unsafe { builder.launch(cfg) }.w()?;
+                Ok(())
+            })
+        })
+    })?;
+    Ok(wrap(out, &dev, x.dims()))
+}
+
+/// Index of the largest value of each row of `x` [rows, cols] (the smallest index among
+/// equals), u32 [rows].
+pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
+    by_dtype!(x.dtype(), argmax_rows_t, x)
+}
+
+fn argmax_rows_t<T: CudaDType + DeviceRepr>(x: &Tensor) -> Result<Tensor> {
+    let dev = cuda_dev(x)?;
+    let (rows, cols) = x.dims2()?;
+    let func = dev.get_or_load_custom_func(&format!("argmax_rows_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<u32>(rows)? };
+    let c = cols as i32;
+    with_view::<T, _>(x, "x", |xv| {
+        let mut builder = func.builder();
+        builder.arg(&xv).arg(&out).arg(&c);
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: rows × cols elements.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    })?;
+    Ok(wrap(out, &dev, &[rows]))
+}
+
+/// softmax(scores + bias) over the last dim in f32, written as the scores' dtype: `scores`
+/// [b, heads, t, L], `bias` [b, 1, t, L] f32 (contiguous), L ≤ [`MAX_ROW`].
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    by_dtype!(scores.dtype(), masked_softmax_t, scores, bias)
+}
+
+fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let dev = cuda_dev(scores)?;
+    let (b, heads, t, l) = scores.dims4()?;
+    if l > MAX_ROW || bias.dims() != [b, 1, t, l] || bias.dtype() != DType::F32 {
+        bail!("masked_softmax: scores {:?} and bias {:?} do not fit (rows up to {MAX_ROW})", scores.dims(), bias.dims());
+    }
+    let func = dev.get_or_load_custom_func(&format!("masked_softmax_{}", suffix(scores.dtype())?), MODULE, PTX)?;
+    let rows = b * heads * t;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<T>(rows * l)? };
+    let (h, ti, li) = (heads as i32, t as i32, l as i32);
+    with_view::<T, _>(scores, "scores", |sv| {
+        with_view::<f32, _>(bias, "bias", |bv| {
+            let mut builder = func.builder();
+            builder.arg(&sv).arg(&bv).arg(&out).arg(&h).arg(&ti).arg(&li);
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: shapes checked above.
+            unsafe { builder.launch(cfg) }.w()?;
+            Ok(())
+        })
+    })?;
+    Ok(wrap(out, &dev, &[b, heads, t, l]))
 }

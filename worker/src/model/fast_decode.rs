@@ -16,7 +16,7 @@ use super::{KvCache, Model};
 use crate::error::{EngineError, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use candle_core::cuda_backend::cudarc::driver::CudaGraph;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeMode {
@@ -157,8 +157,8 @@ impl Model {
             super::Arch::Gpt2(m) => m.logits(&hidden)?,
         };
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
-        // eager path's argmax over f32 logits.
-        let next = logits.argmax(D::Minus1)?;
+        // eager path's argmax over f32 logits (up to which of exactly equal values wins).
+        let next = super::cuda_ops::argmax_rows(&logits)?;
         super::cuda_ops::advance_step(&next, &dec.ids, &dec.positions, &dec.slot)?;
         Ok(())
     }

@@ -99,10 +99,9 @@ impl Gpt2 {
             let k = qkv.narrow(2, h0, h0)?;
             let v = qkv.narrow(2, 2 * h0, h0)?;
             let a = attention(&q, &k, &v, self.heads, bias, cache.as_deref_mut(), i)?;
-            h = (h + b.attn_c_proj.forward(&a)?)?;
+            h = b.attn_c_proj.forward_residual(&a, &h)?;
             let x = b.ln_2.forward(&h)?;
-            let x = b.mlp_c_proj.forward(&self.activation.apply(&b.c_fc.forward(&x)?)?)?;
-            h = (h + x)?;
+            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_act(&x, self.activation)?, &h)?;
         }
         self.ln_f.forward(&h)
     }

@@ -345,8 +345,11 @@ impl Activation {
     }
 }
 
-/// Layer norm over the last dim (candle's fused kernel for contiguous input).
-pub(crate) struct LayerNorm(candle_nn::LayerNorm);
+/// Layer norm over the last dim (candle's fused kernel on the CPU; tokbench's on CUDA, see
+/// `cuda_ops::layer_norm`).
+/// (The eps is read by the CUDA kernel path only.)
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct LayerNorm(candle_nn::LayerNorm, f64);
 
 impl LayerNorm {
     pub(crate) fn load(loader: &mut WeightLoader, name: &str, size: usize, affine: bool, eps: f64) -> Result<LayerNorm> {
@@ -358,9 +361,15 @@ impl LayerNorm {
             let (dtype, device) = loader.target();
             (Tensor::ones(size, dtype, &device)?, Tensor::zeros(size, dtype, &device)?)
         };
-        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps)))
+        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps), eps))
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && x.is_contiguous() && x.dim(candle_core::D::Minus1)? <= cuda_ops::MAX_ROW {
+            if let Some(b) = self.0.bias() {
+                return Ok(cuda_ops::layer_norm(x, self.0.weight(), b, self.1)?);
+            }
+        }
         Ok(self.0.forward(x)?)
     }
 }
@@ -380,6 +389,10 @@ impl Linear {
         Ok(Linear(candle_nn::Linear::new(weight, bias)))
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.forward_cuda(x, None, None);
+        }
         let w = self.0.weight();
         if x.device().is_cpu() && x.dtype() == DType::F32 && w.is_contiguous() && cpu_matmul::available() {
             let k = x.dim(candle_core::D::Minus1)?;
@@ -395,6 +408,51 @@ impl Linear {
         }
         Ok(self.0.forward(x)?)
     }
+    /// `act(x @ W^T + b)`: on CUDA the bias and activation are one kernel after the matmul.
+    pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.forward_cuda(x, Some(act), None);
+        }
+        act.apply(&self.forward(x)?)
+    }
+
+    /// `(x @ W^T + b) + residual`: on CUDA the bias and the residual add are one kernel.
+    pub(crate) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.forward_cuda(x, None, Some(residual));
+        }
+        Ok((residual + self.forward(x)?)?)
+    }
+
+    /// One matmul over all rows (leading dims flattened), then bias (+ activation or + residual)
+    /// in place by one fused kernel, instead of candle's broadcast bias add (a strided kernel,
+    /// ~15x slower than a plain pass at prefill sizes) and separate activation/add kernels.
+    #[cfg(feature = "cuda")]
+    fn forward_cuda(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = *dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
+        let rows = x.elem_count() / k.max(1);
+        let y = self.matmul_no_bias(&x.reshape((rows, k))?)?;
+        let n = y.dim(1)?;
+        match residual {
+            Some(r) => cuda_ops::bias_residual(&y, self.0.bias(), &r.contiguous()?.reshape((rows, n))?)?,
+            None => match (self.0.bias(), act) {
+                (Some(b), act) => cuda_ops::bias_act(&y, b, act.map_or(cuda_ops::Act::None, Activation::fused))?,
+                (None, Some(act)) => {
+                    let mut out = dims.clone();
+                    *out.last_mut().expect("dims") = n;
+                    return Ok(act.apply(&y)?.reshape(out)?);
+                }
+                (None, None) => {}
+            },
+        }
+        let mut out = dims;
+        *out.last_mut().expect("dims") = n;
+        Ok(y.reshape(out)?)
+    }
+
     /// `x` [rows, in] @ W^T without the bias: [rows, out], a fresh contiguous tensor (the
     /// fused decode kernels add the bias in place).
     #[cfg(feature = "cuda")]
@@ -427,7 +485,15 @@ pub(crate) fn attention(
         None => (k, v),
     };
     let dtype = q.dtype();
-    let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.broadcast_add(bias)?;
+    let scores = q.matmul(&k.t()?)?;
+    #[cfg(feature = "cuda")]
+    if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_ROW {
+        // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic).
+        let probs = cuda_ops::masked_softmax(&scores, bias)?;
+        let out = probs.matmul(&v)?;
+        return Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?);
+    }
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
     let out = probs.matmul(&v)?;
     Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?)

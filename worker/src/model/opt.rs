@@ -138,14 +138,12 @@ impl Opt {
             let k = qkv.narrow(2, h0, h0)?;
             let v = qkv.narrow(2, 2 * h0, h0)?;
             let a = attention(&q, &k, &v, self.heads, bias, cache.as_deref_mut(), i)?;
-            let a = layer.out_proj.forward(&a)?;
-            let mut h1 = (residual + a)?;
+            let mut h1 = layer.out_proj.forward_residual(&a, residual)?;
             if !self.pre_ln {
                 h1 = layer.self_attn_layer_norm.forward(&h1)?;
             }
             let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
-            let x = layer.fc2.forward(&self.activation.apply(&layer.fc1.forward(&x)?)?)?;
-            h = (h1 + x)?;
+            h = layer.fc2.forward_residual(&layer.fc1.forward_act(&x, self.activation)?, &h1)?;
             if !self.pre_ln {
                 h = layer.final_layer_norm.forward(&h)?;
             }
