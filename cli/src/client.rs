@@ -16,8 +16,9 @@ pub struct Conn {
 }
 
 pub fn unreachable_message(url: &str, cause: &str) -> String {
+    let tls_hint = if url.starts_with("http://") { " If it serves TLS, use its https:// address and --ca-cert." } else { "" };
     format!(
-        "cannot reach the coordinator at {url}: {cause}. Start one with `tokbench-coordinator --listen {}` (or point --coordinator / TOKBENCH_COORDINATOR at yours), or use `tokbench sweep --local`",
+        "cannot reach the coordinator at {url}: {cause}. Start one with `tokbench-coordinator --listen {}` (or point --coordinator / TOKBENCH_COORDINATOR at yours), or use `tokbench sweep --local`.{tls_hint}",
         url.trim_start_matches("http://").trim_start_matches("https://")
     )
 }
@@ -39,6 +40,7 @@ pub async fn connect(url: &str, token: Option<&str>, ca_cert: Option<&std::path:
     let token = token.filter(|t| !t.is_empty());
     let channel = auth::connect(url, pem.as_deref()).await.map_err(|e| match &e {
         AuthError::Connect { source, .. } => CliError::Unreachable(unreachable_message(url, &root_cause(source))),
+        // A missing CA, or a handshake the CA does not vouch for: a setup problem, say what to pass.
         other => CliError::Usage(other.to_string()),
     })?;
     let client = auth::benchmarks_client(channel, token).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -62,6 +62,7 @@ pub async fn run(mut args: SweepArgs, ui: &Ui) -> CliResult<u8> {
         worker_id: Some("local".into()),
         nsys_path: None,
         max_jobs: None,
+        ca_cert: None,
     };
     let worker = tokio::spawn(tokbench_worker::serve::run(worker_config, async move {
         let _ = stop_rx.await;

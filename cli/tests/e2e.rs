@@ -183,6 +183,7 @@ async fn start_cluster(dir: &Path) -> Cluster {
             worker_id: Some("test-worker".into()),
             nsys_path: None,
             max_jobs: None,
+            ca_cert: None,
         },
         async move {
             let _ = rx.await;
@@ -424,4 +425,74 @@ async fn artifact_list_and_get_against_a_real_coordinator() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Examples:"), "{}", text(&o));
 
     c.stop().await;
+}
+
+/// A CA (written to `dir/<name>.pem`) and, when `server` is given, a certificate for
+/// localhost / 127.0.0.1 signed by it (`dir/server.pem`, `dir/server.key`).
+fn make_ca(dir: &Path, name: &str, server: bool) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = params.self_signed(&ca_key).unwrap();
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, ca.pem()).unwrap();
+    if server {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_talks_to_a_tls_coordinator_with_its_ca_and_says_what_is_wrong_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = make_ca(dir, "ca", true);
+    let other = make_ca(dir, "other-ca", false);
+    let coordinator = tokbench_coordinator::spawn(tokbench_coordinator::CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: dir.join("tls.db"),
+        tls_cert: Some(dir.join("server.pem")),
+        tls_key: Some(dir.join("server.key")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}", coordinator.local_addr().port());
+    let run = |args: Vec<String>, ca_env: Option<PathBuf>| {
+        let cwd = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(BIN);
+            cmd.args(&args).current_dir(&cwd).env_remove("TOKBENCH_COORDINATOR").env_remove("TOKBENCH_TOKEN").env_remove("TOKBENCH_CA_CERT").env("RUST_LOG", "warn");
+            if let Some(p) = ca_env {
+                cmd.env("TOKBENCH_CA_CERT", p);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // --ca-cert: a write (submit) and reads over TLS.
+    let o = run(s(&["--coordinator", &url, "--ca-cert", ca.to_str().unwrap(), "sweep", "tiny-opt", "--detach", "--json"]), None).await.unwrap();
+    let v = ok_json(&o);
+    let sweep_id = v["sweep_id"].as_str().unwrap_or_else(|| panic!("no sweep id in {v}")).to_string();
+    // TOKBENCH_CA_CERT does the same.
+    let o = run(s(&["--coordinator", &url, "status", &sweep_id, "--json"]), Some(ca.clone())).await.unwrap();
+    assert!(ok_json(&o).to_string().contains(&sweep_id));
+
+    // The wrong CA, and no CA: exit 2 with one line saying what to pass.
+    let o = run(s(&["--coordinator", &url, "--ca-cert", other.to_str().unwrap(), "status"]), None).await.unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("TLS handshake with the coordinator at https://localhost:") && err.contains("--ca-cert"), "{err}");
+    let o = run(s(&["--coordinator", &url, "status"]), None).await.unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no CA certificate was given") && err.contains("--ca-cert"), "{err}");
+    coordinator.shutdown().await.unwrap();
 }

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         let mut workers = Vec::new();
         for i in 0..n {
             let mut rx = stop_rx.clone();
-            let cfg = WorkerConfig { coordinator: url.clone(), device: DeviceSpec::Cpu, token: None, worker_id: Some(format!("bench-{i}")), nsys_path: None, max_jobs: None };
+            let cfg = WorkerConfig { coordinator: url.clone(), device: DeviceSpec::Cpu, token: None, worker_id: Some(format!("bench-{i}")), nsys_path: None, max_jobs: None, ca_cert: None };
             workers.push(tokio::spawn(tokbench_worker::serve::run_with_engine(cfg, async move { let _ = rx.wait_for(|s| *s).await; }, engine.clone())));
         }
         tokio::time::sleep(Duration::from_millis(500)).await; // let every worker register and start polling

@@ -33,6 +33,7 @@ fn in_process_worker(url: &str, id: &str) -> (tokio::sync::oneshot::Sender<()>, 
         worker_id: Some(id.into()),
         nsys_path: None,
         max_jobs: None,
+        ca_cert: None,
     };
     let h = tokio::spawn(tokbench_worker::serve::run(config, async move {
         let _ = rx.await;

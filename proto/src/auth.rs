@@ -36,8 +36,12 @@ pub enum AuthError {
     BadUrl { url: String, source: tonic::transport::Error },
     #[error("TLS setup for {url}: {source}")]
     Tls { url: String, source: tonic::transport::Error },
+    #[error("{url} is an https:// address but no CA certificate was given: pass --ca-cert FILE (or TOKBENCH_CA_CERT) with the PEM certificate of the CA that signed the coordinator's certificate (this build does not load the system's CAs)")]
+    MissingCa { url: String },
     #[error("cannot connect to the coordinator at {url}: {source}. Is `tokbench-coordinator` running there (and reachable)?")]
     Connect { url: String, source: tonic::transport::Error },
+    #[error("{}", tls_failure_message(.url, .cause))]
+    TlsHandshake { url: String, cause: String },
 }
 
 /// Client side: adds `authorization: Bearer <token>` to every request (nothing when no token).
@@ -119,9 +123,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// An endpoint for `url` (http:// or https://). With https and `ca_pem`, the server certificate
-/// must chain to that CA (PEM bytes); with https and no CA, TLS is set up but needs a CA
-/// the platform trusts, which this build does not load: pass `ca_pem`.
+/// An endpoint for `url` (http:// or https://). With https the server certificate must chain to
+/// the CA in `ca_pem` (PEM bytes), which is therefore required: this build trusts no system
+/// CAs. With http:// the CA is not used (plaintext).
 pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, AuthError> {
     let mut ep = Endpoint::from_shared(url.to_string())
         .map_err(|source| AuthError::BadUrl { url: url.into(), source })?
@@ -130,19 +134,55 @@ pub fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, AuthError>
         // Keepalive detects a coordinator that vanished (SIGKILL, network loss) on idle connections.
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
-    if url.starts_with("https://") || ca_pem.is_some() {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(pem) = ca_pem {
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
+    if url.starts_with("https://") {
+        let Some(pem) = ca_pem else { return Err(AuthError::MissingCa { url: url.into() }) };
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         ep = ep.tls_config(tls).map_err(|source| AuthError::Tls { url: url.into(), source })?;
     }
     Ok(ep)
 }
 
-/// Connects now (fails fast when the coordinator is not there).
+/// When `err` (or an error it was caused by) is a failed TLS handshake -- a certificate the CA
+/// does not vouch for, a name the certificate does not cover, a server that does not speak
+/// TLS -- its description. Retrying cannot fix these, unlike a coordinator that is away.
+pub fn tls_problem_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    // rustls' errors arrive wrapped (io::Error inside hyper/tonic errors) and are not public
+    // types of tonic: recognise them by what they say.
+    const MARKS: [&str; 7] = ["certificate", "invalid peer", "CorruptMessage", "corrupt message", "InvalidContentType", "HandshakeFailure", "received fatal alert"];
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut last_match = None;
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if MARKS.iter().any(|m| text.contains(m)) || text.contains("HTTPS without TLS") {
+            last_match = Some(text);
+        }
+        cur = e.source();
+    }
+    last_match
+}
+
+/// `tls_problem_in` for a failed call.
+pub fn tls_problem(status: &Status) -> Option<String> {
+    use std::error::Error;
+    if let Some(found) = status.source().and_then(tls_problem_in) {
+        return Some(found);
+    }
+    tls_problem_in(status)
+}
+
+/// One-line explanation of a TLS failure talking to `url`.
+pub fn tls_failure_message(url: &str, cause: &str) -> String {
+    format!(
+        "TLS handshake with the coordinator at {url} failed: {cause}. Pass --ca-cert FILE (or TOKBENCH_CA_CERT) with the PEM certificate of the CA that signed the coordinator's certificate, and use the host name or IP address that certificate was issued for"
+    )
+}
+
+/// Connects now (fails fast when the coordinator is not there, or the TLS handshake fails).
 pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, AuthError> {
-    endpoint(url, ca_pem)?.connect().await.map_err(|source| AuthError::Connect { url: url.into(), source })
+    endpoint(url, ca_pem)?.connect().await.map_err(|source| match tls_problem_in(&source) {
+        Some(cause) => AuthError::TlsHandshake { url: url.into(), cause },
+        None => AuthError::Connect { url: url.into(), source },
+    })
 }
 
 /// A channel that connects on first use and reconnects by itself after the coordinator restarts.

@@ -34,7 +34,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Coordinator URL (https:// when it serves TLS; see --tls-ca).
+    /// Coordinator URL (https:// when it serves TLS; see --ca-cert).
     #[arg(long, env = "TOKBENCH_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,
     /// Device this worker runs every job on: cpu, cuda or cuda:N.
@@ -53,9 +53,10 @@ pub struct ServeArgs {
     /// without them nsys 2025.3 on some machines writes only a .qdstrm.
     #[arg(long, env = "TOKBENCH_NSYS_LIBS", value_name = "DIR")]
     pub nsys_libs: Option<PathBuf>,
-    /// PEM CA certificate that signed the coordinator's TLS certificate (for https:// URLs).
-    #[arg(long, env = "TOKBENCH_TLS_CA", value_name = "PEM")]
-    pub tls_ca: Option<PathBuf>,
+    /// PEM CA certificate that signed the coordinator's TLS certificate (needed for https://
+    /// URLs: this build trusts no system CAs). TOKBENCH_TLS_CA is read too, for older setups.
+    #[arg(long, alias = "tls-ca", env = "TOKBENCH_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Exit after this many jobs (for tests and one-shot use).
     #[arg(long)]
     pub max_jobs: Option<usize>,
@@ -75,6 +76,8 @@ pub struct WorkerConfig {
     pub nsys_path: Option<PathBuf>,
     /// Exit after N jobs (for tests).
     pub max_jobs: Option<usize>,
+    /// PEM CA certificate to trust for an https:// coordinator.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The function that runs one job (the real engine is `bench::run_workload`; the coordinator
@@ -82,13 +85,8 @@ pub struct WorkerConfig {
 pub type Engine = Arc<dyn Fn(&Workload, &AtomicBool, &mut dyn FnMut(&Progress)) -> crate::Result<BenchReport> + Send + Sync>;
 
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
-    if let Some(ca) = &args.tls_ca {
-        // run() reads the CA from the environment so WorkerConfig stays as the CLI builds it.
-        // SAFETY: set before the runtime (and any other thread) starts.
-        unsafe { std::env::set_var("TOKBENCH_TLS_CA", ca) };
-    }
     if let Some(dir) = &args.nsys_libs {
-        // SAFETY: as above, before any other thread starts.
+        // SAFETY: set before the runtime (and any other thread) starts.
         unsafe { std::env::set_var("TOKBENCH_NSYS_LIBS", dir) };
     }
     let config = WorkerConfig {
@@ -98,6 +96,7 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
         worker_id: args.worker_id,
         nsys_path: args.nsys,
         max_jobs: args.max_jobs,
+        ca_cert: args.ca_cert.or_else(|| std::env::var_os("TOKBENCH_TLS_CA").map(PathBuf::from)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     rt.block_on(run(config, shutdown_signal()))
@@ -150,6 +149,8 @@ fn default_worker_id(device: &DeviceSpec) -> String {
 
 struct Worker {
     client: AuthedWorkerQueueClient,
+    /// The coordinator URL, for messages.
+    url: String,
     worker_id: String,
     device: DeviceSpec,
     caps: WorkerCapabilities,
@@ -163,6 +164,14 @@ struct Worker {
 /// Errors worth retrying: the coordinator is away, restarting, or had a transient problem.
 fn transient(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Internal | Code::ResourceExhausted | Code::Aborted | Code::Cancelled)
+}
+
+/// The error to exit with when the coordinator refuses us for good.
+fn refused(url: &str, what: &str, s: &Status) -> anyhow::Error {
+    match auth::tls_problem(s) {
+        Some(cause) => anyhow::anyhow!("{}", auth::tls_failure_message(url, &cause)),
+        None => anyhow::anyhow!("the coordinator refused {what}: {} ({:?})", s.message(), s.code()),
+    }
 }
 
 fn backoff_policy() -> ExponentialBackoff {
@@ -183,8 +192,8 @@ fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let ca_pem = match std::env::var_os("TOKBENCH_TLS_CA") {
-        Some(p) => Some(std::fs::read(&p).with_context(|| format!("cannot read the TLS CA certificate {}", PathBuf::from(&p).display()))?),
+    let ca_pem = match &config.ca_cert {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read the CA certificate {} (--ca-cert / TOKBENCH_CA_CERT)", p.display()))?),
         None => None,
     };
     // Lazy: the channel (re)connects on use, so a coordinator that is not up yet or restarts
@@ -212,7 +221,18 @@ async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<
         tokbench_version: tokbench_core::TOKBENCH_VERSION.to_string(),
         nsys_available,
     };
-    let mut w = Worker { client, worker_id, device: config.device, caps, nsys_available, nsys_path: config.nsys_path.clone(), lease_ms: 15_000, engine, stop };
+    let mut w = Worker {
+        client,
+        url: config.coordinator.clone(),
+        worker_id,
+        device: config.device,
+        caps,
+        nsys_available,
+        nsys_path: config.nsys_path.clone(),
+        lease_ms: 15_000,
+        engine,
+        stop,
+    };
     if !w.register().await? {
         return Ok(());
     }
@@ -272,6 +292,8 @@ impl Worker {
                     tracing::info!(worker_id = %self.worker_id, lease_ms = self.lease_ms, backend = %self.caps.backend, gpu = %self.caps.gpu_name, "registered with the coordinator");
                     return Ok(true);
                 }
+                // Retrying cannot fix a certificate the CA does not vouch for: say so and stop.
+                Err(s) if auth::tls_problem(&s).is_some() => return Err(refused(&self.url, "to register this worker", &s)),
                 Err(s) if transient(&s) => {
                     let delay = policy.next_backoff().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(code = ?s.code(), error = %s.message(), retry_in_ms = delay.as_millis() as u64, "coordinator not reachable; will retry");
@@ -279,7 +301,7 @@ impl Worker {
                         return Ok(false);
                     }
                 }
-                Err(s) => anyhow::bail!("the coordinator refused to register this worker: {} ({:?})", s.message(), s.code()),
+                Err(s) => return Err(refused(&self.url, "to register this worker", &s)),
             }
         }
     }
@@ -312,6 +334,7 @@ impl Worker {
                         return Ok(LeaseOutcome::Stopped);
                     }
                 }
+                Err(s) if auth::tls_problem(&s).is_some() => return Err(refused(&self.url, "LeaseJob", &s)),
                 Err(s) if transient(&s) => {
                     let delay = policy.next_backoff().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(code = ?s.code(), error = %s.message(), retry_in_ms = delay.as_millis() as u64, "cannot lease a job; will retry");
@@ -319,7 +342,7 @@ impl Worker {
                         return Ok(LeaseOutcome::Stopped);
                     }
                 }
-                Err(s) => anyhow::bail!("the coordinator refused LeaseJob: {} ({:?})", s.message(), s.code()),
+                Err(s) => return Err(refused(&self.url, "LeaseJob", &s)),
             }
         }
     }
@@ -517,9 +540,11 @@ impl Worker {
         loop {
             match call(self.client.clone()).await {
                 Ok(v) => return Some(v),
+                // A TLS failure is retried too: the result must not be dropped for it.
                 Err(s) if transient(&s) => {
                     let delay = policy.next_backoff().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(rpc = what, code = ?s.code(), error = %s.message(), retry_in_ms = delay.as_millis() as u64, "coordinator unreachable; keeping the result and retrying");
+                    let error = auth::tls_problem(&s).map(|cause| auth::tls_failure_message(&self.url, &cause)).unwrap_or_else(|| s.message().to_string());
+                    tracing::warn!(rpc = what, code = ?s.code(), %error, retry_in_ms = delay.as_millis() as u64, "coordinator unreachable; keeping the result and retrying");
                     if !self.pause(delay).await {
                         tracing::error!(rpc = what, "stopping with an undelivered result: the job will be run again after its lease expires");
                         return None;
@@ -585,6 +610,6 @@ async fn heartbeat_loop(
 #[allow(dead_code)]
 fn assert_run_is_send() {
     fn is_send<T: Send>(_: &T) {}
-    let config = WorkerConfig { coordinator: String::new(), device: DeviceSpec::Cpu, token: None, worker_id: None, nsys_path: None, max_jobs: None };
+    let config = WorkerConfig { coordinator: String::new(), device: DeviceSpec::Cpu, token: None, worker_id: None, nsys_path: None, max_jobs: None, ca_cert: None };
     is_send(&run(config, async {}));
 }
