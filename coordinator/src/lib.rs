@@ -4,7 +4,9 @@
 //! through `WorkerQueue`, heartbeat while they run, and report a `BenchReport` that is stored
 //! exactly once per job. Leases expire when a worker stops heartbeating (a reaper puts the job
 //! back in the queue, up to `max_attempts`). Everything acknowledged is on disk (SQLite WAL,
-//! synchronous=FULL), so the coordinator can be killed and restarted on the same database.
+//! synchronous=FULL, callers answered only after their commit), so the coordinator can be
+//! killed and restarted on the same database. Concurrent writes share commits (group commit,
+//! see `store`), and a worker's CompleteJob can lease its next job in the same transaction.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -100,6 +102,11 @@ pub struct CoordinatorHandle {
 impl CoordinatorHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Group-commit counters of the database writer (transactions, operations in them).
+    pub fn commit_counts(&self) -> store::CommitCounts {
+        self.shared.store.commit_counts()
     }
 
     /// Stops accepting calls, ends long polls and watch streams, waits for in-flight calls,

@@ -204,8 +204,13 @@ fn event_message(job: &JobRow) -> String {
 }
 
 impl Shared {
-    async fn job_event(&self, job: &JobRow, kind: EventKind) -> SweepEvent {
-        let run = if job.state == "succeeded" {
+    /// `known_run`: the job's run when the caller has it (saves reading it back).
+    async fn job_event(&self, job: &JobRow, kind: EventKind, known_run: Option<&RunRow>) -> SweepEvent {
+        let run = if job.state != "succeeded" {
+            None
+        } else if let Some(r) = known_run.filter(|r| r.job_id == job.id) {
+            Some(run_summary(r))
+        } else {
             match self.store.run_of_job(&job.id).await {
                 Ok(r) => r.as_ref().map(run_summary),
                 Err(e) => {
@@ -213,8 +218,6 @@ impl Shared {
                     None
                 }
             }
-        } else {
-            None
         };
         SweepEvent { kind: kind as i32, sweep_id: job.sweep_id.clone(), job: Some(job_proto(job)), run, message: event_message(job), at_ms: now_ms() }
     }
@@ -222,13 +225,18 @@ impl Shared {
     /// Logs and broadcasts committed changes; wakes waiting LeaseJob calls when a job was queued.
     pub async fn publish(&self, changes: &Changes) {
         let mut queued = false;
+        // Nobody watching: log, but build no events.
+        let watched = self.events.receiver_count() > 0;
         for job in &changes.jobs {
             tracing::info!(job_id = %job.id, sweep_id = %job.sweep_id, model = %job.model, batch_size = job.batch_size, state = %job.state,
                 attempt = job.attempts, worker_id = job.worker_id.as_deref().unwrap_or(""), error = %job.last_error, "job state change");
             queued |= job.state == "queued";
-            let ev = self.job_event(job, event_kind_for(job)).await;
-            // No receivers is fine: nobody is watching.
-            let _ = self.events.send(ev);
+            if watched {
+                let run = changes.runs.iter().find(|r| r.job_id == job.id);
+                let ev = self.job_event(job, event_kind_for(job), run).await;
+                // No receivers is fine: nobody is watching.
+                let _ = self.events.send(ev);
+            }
         }
         for (sweep_id, state) in &changes.sweeps_done {
             tracing::info!(%sweep_id, %state, "sweep finished");
@@ -237,6 +245,18 @@ impl Shared {
         if queued {
             self.queue_changed.notify_waiters();
         }
+    }
+}
+
+fn leased_proto(leased: &store::Leased) -> LeasedJob {
+    let j = &leased.job;
+    LeasedJob {
+        job_id: j.id.clone(),
+        sweep_id: j.sweep_id.clone(),
+        attempt: j.attempts as u32,
+        workload_json: j.workload_json.clone(),
+        profile: j.profile,
+        lease_expires_ms: leased.lease_expires_at,
     }
 }
 
@@ -251,7 +271,7 @@ impl Benchmarks for Service {
         let valid = validate::validate_sweep(&spec).map_err(|m| Status::invalid_argument(format!("invalid sweep: {m}")))?;
         let (sweep, jobs) = self.0.store.submit_sweep(&valid, self.0.max_attempts).await?;
         tracing::info!(sweep_id = %sweep.id, jobs = jobs.len(), label = %sweep.label, "sweep submitted");
-        let changes = Changes { jobs: jobs.clone(), sweeps_done: vec![] };
+        let changes = Changes { jobs: jobs.clone(), ..Default::default() };
         self.0.publish(&changes).await;
         Ok(Response::new(SubmitSweepResponse { sweep_id: sweep.id, jobs: jobs.iter().map(job_proto).collect() }))
     }
@@ -274,7 +294,7 @@ impl Benchmarks for Service {
                 let tx = tx.clone();
                 async move {
                     for j in &jobs {
-                        if tx.send(Ok(shared.job_event(j, event_kind_for(j)).await)).await.is_err() {
+                        if tx.send(Ok(shared.job_event(j, event_kind_for(j), None).await)).await.is_err() {
                             return true;
                         }
                     }
@@ -472,21 +492,12 @@ impl WorkerQueue for Service {
             notified.as_mut().enable();
             if self.0.store.has_candidate(&backend, r.memory_free_bytes).await? {
                 if let Some(leased) = self.0.store.lease(&r.worker_id, &backend, r.memory_free_bytes, self.0.lease_ms).await? {
-                    self.0.publish(&Changes { jobs: vec![leased.job.clone()], sweeps_done: vec![] }).await;
-                    let j = &leased.job;
-                    return Ok(Response::new(LeaseJobResponse {
-                        job: Some(LeasedJob {
-                            job_id: j.id.clone(),
-                            sweep_id: j.sweep_id.clone(),
-                            attempt: j.attempts as u32,
-                            workload_json: j.workload_json.clone(),
-                            profile: j.profile,
-                            lease_expires_ms: leased.lease_expires_at,
-                        }),
-                    }));
+                    self.0.publish(&Changes { jobs: vec![leased.job.clone()], ..Default::default() }).await;
+                    return Ok(Response::new(LeaseJobResponse { job: Some(leased_proto(&leased)) }));
                 }
             }
-            // A waiting worker is alive: keep last_seen fresh without writing on every wake-up.
+            // A waiting worker is alive and runs no job: keep last_seen fresh (and current_job_id
+            // clear) without writing on every wake-up.
             if last_touch.is_none_or(|t| t.elapsed() >= touch_every) {
                 self.0.store.touch_worker(&r.worker_id).await?;
                 last_touch = Some(Instant::now());
@@ -513,7 +524,9 @@ impl WorkerQueue for Service {
                 if started {
                     tracing::info!(job_id = %job.id, sweep_id = %job.sweep_id, state = "running", attempt = job.attempts, worker_id = %r.worker_id, "job state change");
                 }
-                let _ = self.0.events.send(self.0.job_event(&job, EventKind::Progress).await);
+                if self.0.events.receiver_count() > 0 {
+                    let _ = self.0.events.send(self.0.job_event(&job, EventKind::Progress, None).await);
+                }
                 Ok(Response::new(HeartbeatResponse { cancel: false, lease_expires_ms: lease_expires_at }))
             }
             HeartbeatOutcome::Cancel { reason } => {
@@ -531,21 +544,35 @@ impl WorkerQueue for Service {
             Status::invalid_argument(format!("report_json is not a tokbench BenchReport: {e}. Worker and coordinator versions may differ: upgrade both to the same tokbench version"))
         })?;
         let total_ns = r.timings.map(|t| t.total_ns).unwrap_or(0);
-        match self.0.store.complete(&r.worker_id, &r.job_id, r.attempt, &report, &r.report_json, total_ns).await? {
+        let tokens_per_second = report.inference_metrics.tokens_per_second;
+        let (worker_id, job_id, attempt) = (r.worker_id.clone(), r.job_id.clone(), r.attempt);
+        let done = store::Completion { worker_id: r.worker_id, job_id: r.job_id, attempt: r.attempt, report, report_json: r.report_json, worker_total_ns: total_ns };
+        let next = r.lease_next.map(|n| store::NextLease { free_bytes: n.memory_free_bytes, lease_ms: self.0.lease_ms });
+        let (outcome, leased) = self.0.store.complete(done, next).await?;
+        let mut response = match outcome {
             CompleteOutcome::Stored { run_id, changes } => {
-                tracing::info!(job_id = %r.job_id, %run_id, attempt = r.attempt, worker_id = %r.worker_id, tokens_per_second = report.inference_metrics.tokens_per_second, "run stored");
+                tracing::info!(%job_id, %run_id, attempt, %worker_id, tokens_per_second, "run stored");
                 self.0.publish(&changes).await;
-                Ok(Response::new(CompleteJobResponse { run_id, duplicate: false }))
+                CompleteJobResponse { run_id, duplicate: false, next_job: None }
             }
-            CompleteOutcome::Duplicate { run_id, attempt } => {
-                tracing::info!(job_id = %r.job_id, %run_id, attempt = r.attempt, stored_attempt = attempt, "duplicate report acknowledged, nothing stored");
-                Ok(Response::new(CompleteJobResponse { run_id, duplicate: true }))
+            CompleteOutcome::Duplicate { run_id, attempt: stored_attempt } => {
+                tracing::info!(%job_id, %run_id, attempt, stored_attempt, "duplicate report acknowledged, nothing stored");
+                CompleteJobResponse { run_id, duplicate: true, next_job: None }
             }
             CompleteOutcome::Dropped { reason } => {
-                tracing::info!(job_id = %r.job_id, attempt = r.attempt, %reason, "report dropped");
-                Ok(Response::new(CompleteJobResponse { run_id: String::new(), duplicate: false }))
+                tracing::info!(%job_id, attempt, %reason, "report dropped");
+                CompleteJobResponse { run_id: String::new(), duplicate: false, next_job: None }
             }
+        };
+        if let Some(leased) = leased {
+            if leased.fresh {
+                self.0.publish(&Changes { jobs: vec![leased.job.clone()], ..Default::default() }).await;
+            } else {
+                tracing::info!(job_id = %leased.job.id, attempt = leased.job.attempts, %worker_id, "worker still holds this job: handing it out again, not leasing another");
+            }
+            response.next_job = Some(leased_proto(&leased));
         }
+        Ok(Response::new(response))
     }
 
     async fn fail_job(&self, request: Request<FailJobRequest>) -> Result<Response<FailJobResponse>, Status> {

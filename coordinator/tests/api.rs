@@ -112,7 +112,7 @@ async fn invalid_requests_are_refused_with_a_message() {
     let job = q.lease_job(LeaseJobRequest { worker_id: "w1".into(), wait_ms: 1000, memory_free_bytes: 0 }).await.unwrap().into_inner().job.unwrap();
     assert_eq!(job.sweep_id, sub.sweep_id);
     let err = q
-        .complete_job(CompleteJobRequest { worker_id: "w1".into(), job_id: job.job_id.clone(), attempt: 1, report_json: "{\"not\": \"a report\"}".into(), timings: None })
+        .complete_job(CompleteJobRequest { worker_id: "w1".into(), job_id: job.job_id.clone(), attempt: 1, report_json: "{\"not\": \"a report\"}".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -137,7 +137,7 @@ async fn complete_twice_with_the_same_attempt_stores_one_run() {
     let report = tokio::task::spawn_blocking(move || tokbench_worker::bench::run_workload(&workload, &AtomicBool::new(false), &mut |_| {})).await.unwrap().unwrap();
     let samples: usize = report.repetitions.iter().map(|r| r.ttft_ms.len() + r.step_latencies_ms.len()).sum();
     let report_json = serde_json::to_string(&report).unwrap();
-    let req = CompleteJobRequest { worker_id: "w1".into(), job_id: job.job_id.clone(), attempt: 1, report_json: report_json.clone(), timings: None };
+    let req = CompleteJobRequest { worker_id: "w1".into(), job_id: job.job_id.clone(), attempt: 1, report_json: report_json.clone(), ..Default::default() };
     let first = q.complete_job(req.clone()).await.unwrap().into_inner();
     let second = q.complete_job(req).await.unwrap().into_inner();
     assert!(!first.duplicate);

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use tokbench_core::{BenchReport, DeviceSpec, Workload};
 use tokbench_proto::auth::{self, AuthedWorkerQueueClient};
 use tokbench_proto::v1::{
-    CompleteJobRequest, FailJobRequest, HeartbeatRequest, LeaseJobRequest, LeasedJob, RegisterRequest, UploadArtifactChunk, WorkerCapabilities, WorkerTimings,
+    CompleteJobRequest, FailJobRequest, HeartbeatRequest, LeaseJobRequest, LeasedJob, NextLease, RegisterRequest, UploadArtifactChunk, WorkerCapabilities, WorkerTimings,
 };
 
 use crate::bench::Progress;
@@ -237,26 +237,36 @@ async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<
         return Ok(());
     }
     let mut done = 0usize;
+    // The job leased together with the last completion (CompleteJob with lease_next).
+    let mut next: Option<LeasedJob> = None;
     loop {
         if config.max_jobs.is_some_and(|m| done >= m) {
             tracing::info!(jobs = done, "max_jobs reached; exiting");
             return Ok(());
         }
-        if *w.stop.borrow() {
+        if w.stopped() {
+            if let Some(job) = next.take() {
+                // Leased with the last result but not started: hand it back for another worker.
+                w.report_failure(&job, "the worker was shut down before starting the job".into(), true).await;
+            }
             tracing::info!("worker stopped");
             return Ok(());
         }
-        match w.lease().await? {
-            LeaseOutcome::Job(job) => {
-                w.run_job(job).await;
-                done += 1;
-            }
-            LeaseOutcome::NoJob => {}
-            LeaseOutcome::Stopped => {
-                tracing::info!("worker stopped");
-                return Ok(());
-            }
-        }
+        let job = match next.take() {
+            Some(job) => job,
+            None => match w.lease().await? {
+                LeaseOutcome::Job(job) => job,
+                LeaseOutcome::NoJob => continue,
+                LeaseOutcome::Stopped => {
+                    tracing::info!("worker stopped");
+                    return Ok(());
+                }
+            },
+        };
+        // Ask for the next job with this one's result, unless this is the last one we run.
+        let want_next = config.max_jobs.is_none_or(|m| done + 1 < m);
+        next = w.run_job(job, want_next).await;
+        done += 1;
     }
 }
 
@@ -306,18 +316,23 @@ impl Worker {
         }
     }
 
+    /// Free device memory now (0 on the CPU: no placement limit).
+    async fn memory_free(&self) -> u64 {
+        if matches!(self.device, DeviceSpec::Cuda(_)) {
+            let d = self.device;
+            tokio::task::spawn_blocking(move || crate::gpu::device_info(&d).memory_free_bytes).await.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     async fn lease(&mut self) -> anyhow::Result<LeaseOutcome> {
         let mut policy = backoff_policy();
         loop {
             if self.stopped() {
                 return Ok(LeaseOutcome::Stopped);
             }
-            let free = if matches!(self.device, DeviceSpec::Cuda(_)) {
-                let d = self.device;
-                tokio::task::spawn_blocking(move || crate::gpu::device_info(&d).memory_free_bytes).await.unwrap_or(0)
-            } else {
-                0
-            };
+            let free = self.memory_free().await;
             let req = LeaseJobRequest { worker_id: self.worker_id.clone(), wait_ms: LEASE_WAIT.as_millis() as u32, memory_free_bytes: free };
             let call = self.client.lease_job(with_timeout(req, LEASE_WAIT + RPC_TIMEOUT));
             let mut stop = self.stop.clone();
@@ -347,7 +362,9 @@ impl Worker {
         }
     }
 
-    async fn run_job(&mut self, job: LeasedJob) {
+    /// Runs the job and reports its outcome. With `want_next`, a successful result also asks
+    /// for the next job (returned when the coordinator leased one).
+    async fn run_job(&mut self, job: LeasedJob, want_next: bool) -> Option<LeasedJob> {
         let started = Instant::now();
         tracing::info!(job_id = %job.job_id, attempt = job.attempt, "leased job");
         let mut workload: Workload = match serde_json::from_str(&job.workload_json) {
@@ -355,13 +372,13 @@ impl Worker {
             Err(e) => {
                 let msg = format!("cannot read the job's workload ({e}): worker and coordinator are probably different tokbench versions; upgrade both");
                 self.report_failure(&job, msg, false).await;
-                return;
+                return None;
             }
         };
         workload.device = self.device;
         if job.profile && !self.nsys_available {
             self.report_failure(&job, "this worker has no nsys; start it with --nsys PATH".into(), false).await;
-            return;
+            return None;
         }
         // Profiled jobs run in a child `nsys profile ... tokbench-worker bench` (crate::profile).
         let profile_cfg = match (job.profile, &self.nsys_path) {
@@ -374,7 +391,7 @@ impl Worker {
                 }),
                 Err(e) => {
                     self.report_failure(&job, format!("cannot locate the worker executable to profile: {e}"), true).await;
-                    return;
+                    return None;
                 }
             },
             _ => None,
@@ -431,60 +448,79 @@ impl Worker {
         stop_watch.abort();
         let total_ns = started.elapsed().as_nanos() as u64;
         match result {
-            Ok(Ok((report, None))) => self.report_success(&job, report, total_ns).await,
+            Ok(Ok((report, None))) => self.report_success(&job, report, total_ns, want_next).await,
             Ok(Ok((report, Some(profiled)))) => {
                 // Upload first: the run row is written at completion and the artifact is linked by job.
                 if let Err(e) = self.upload_artifact(&job, &profiled).await {
                     tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
                 }
                 let _ = std::fs::remove_file(&profiled.nsys_rep);
-                self.report_success(&job, report, total_ns).await
+                self.report_success(&job, report, total_ns, want_next).await
             }
             Ok(Err(EngineError::Cancelled)) if cancelled_by_coordinator.load(Ordering::Relaxed) => {
                 tracing::info!(job_id = %job.job_id, "job stopped as the coordinator asked (sweep cancelled or lease lost)");
+                None
             }
             Ok(Err(EngineError::Cancelled)) => {
                 self.report_failure(&job, "the worker was shut down during the job".into(), true).await;
+                None
             }
             Ok(Err(e)) => {
                 let retryable = e.is_retryable();
                 self.report_failure(&job, e.to_string(), retryable).await;
+                None
             }
             Err(join) => {
                 let msg = if join.is_panic() { format!("the engine panicked: {join}; this is a bug in tokbench, please report it") } else { format!("engine task failed: {join}") };
                 self.report_failure(&job, msg, false).await;
+                None
             }
         }
     }
 
-    async fn report_success(&mut self, job: &LeasedJob, report: BenchReport, total_ns: u64) {
+    /// Delivers the result (kept and retried until the coordinator acknowledges it). With
+    /// `want_next` the same call asks for the next job; the coordinator makes a retried call
+    /// hand out the job the first try leased, never a second one. Returns the next job, if any
+    /// (none: nothing queued, an older coordinator, or the result was not delivered; the
+    /// caller then long-polls LeaseJob).
+    async fn report_success(&mut self, job: &LeasedJob, report: BenchReport, total_ns: u64, want_next: bool) -> Option<LeasedJob> {
         let report_json = match serde_json::to_string(&report) {
             Ok(j) => j,
             Err(e) => {
                 self.report_failure(job, format!("cannot serialise the report: {e}"), false).await;
-                return;
+                return None;
             }
         };
         let load_ns = (report.inference_metrics.model_load_time_seconds * 1e9) as u64;
         let inference_ns = (report.inference_metrics.total_inference_time_seconds * 1e9) as u64;
+        let lease_next = if want_next && !self.stopped() { Some(NextLease { memory_free_bytes: self.memory_free().await }) } else { None };
         let req = CompleteJobRequest {
             worker_id: self.worker_id.clone(),
             job_id: job.job_id.clone(),
             attempt: job.attempt,
             report_json,
             timings: Some(WorkerTimings { load_ns, inference_ns, total_ns }),
+            lease_next,
         };
         let job_id = job.job_id.clone();
-        let result = self.deliver("CompleteJob", |mut c| {
-            let req = req.clone();
-            async move { c.complete_job(with_timeout(req, RPC_TIMEOUT)).await.map(|r| r.into_inner()) }
-        })
-        .await;
+        let result = self
+            .deliver("CompleteJob", |mut c| {
+                let req = req.clone();
+                async move { c.complete_job(with_timeout(req, RPC_TIMEOUT)).await.map(|r| r.into_inner()) }
+            })
+            .await;
         match result {
-            Some(r) if r.duplicate => tracing::info!(%job_id, run_id = %r.run_id, "result acknowledged (already stored)"),
-            Some(r) if r.run_id.is_empty() => tracing::info!(%job_id, "result acknowledged but not stored (job cancelled)"),
-            Some(r) => tracing::info!(%job_id, run_id = %r.run_id, tokens_per_second = report.inference_metrics.tokens_per_second, "result stored"),
-            None => {}
+            Some(r) => {
+                if r.duplicate {
+                    tracing::info!(%job_id, run_id = %r.run_id, "result acknowledged (already stored)");
+                } else if r.run_id.is_empty() {
+                    tracing::info!(%job_id, "result acknowledged but not stored (job cancelled)");
+                } else {
+                    tracing::info!(%job_id, run_id = %r.run_id, tokens_per_second = report.inference_metrics.tokens_per_second, "result stored");
+                }
+                r.next_job
+            }
+            None => None,
         }
     }
 
