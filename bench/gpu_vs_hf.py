@@ -104,7 +104,8 @@ def tokbench_run(model_dir, dtype, bs, input_len, new):
     r = json.load(open(out_json))
     im, gm = r["inference_metrics"], r["gpu_metrics"]
     return dict(tok_s=im["tokens_per_second"], ttft_ms=im["ttft_ms"]["p50"], step_ms=im["inter_token_latency_ms"]["p50"],
-                peak_mib=gm.get("peak_memory_allocated_mb"), allocated_mib=gm.get("gpu_memory_allocated_mb"),
+                peak_mib=gm.get("engine_peak_allocated_mb") or gm.get("peak_memory_allocated_mb"), nvml_peak_mib=gm.get("peak_memory_allocated_mb"),
+                allocated_mib=gm.get("gpu_memory_allocated_mb"),
                 weight_mib=r["model_properties"]["model_size_mb"], runs_tok_s=[x["tokens_per_second"] for x in r["repetitions"]],
                 cv=im.get("tokens_per_second_cv"), layers=r["model_properties"]["num_layers"],
                 hidden=r["model_properties"]["hidden_size"], vocab=r["model_properties"]["vocab_size"])

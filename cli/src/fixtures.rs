@@ -84,6 +84,8 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             gpu_memory_utilization_percent: total.zip(reserved).map(|(t, r)| r / t * 100.0),
             peak_memory_allocated_mb: total.map(|_| size_mb + 40.0 + batch as f64 * 8.0),
             memory_source: if gpu { "nvml process + candle allocations".into() } else { "none (cpu)".into() },
+            engine_peak_allocated_mb: if gpu { Some(size_mb * 1.1) } else { None },
+            workload_memory_needed_mb: if gpu { Some(size_mb * 1.05) } else { None },
             device: device.clone(),
             driver_version: total.map(|_| "580.159.04".into()),
             cuda_version: total.map(|_| "13.0".into()),

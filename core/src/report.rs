@@ -143,6 +143,15 @@ pub struct GpuMetrics {
     pub peak_memory_allocated_mb: Option<f64>,
     /// How the memory figures were obtained (so readers know what is counted).
     pub memory_source: String,
+    /// Peak bytes (MiB) of device memory the engine itself allocated over the job (weights,
+    /// KV cache, activations, logits, CUDA-graph memory), from the CUDA memory pools' high-water
+    /// marks: comparable to torch.cuda.max_memory_allocated. None on the CPU / older reports.
+    #[serde(default)]
+    pub engine_peak_allocated_mb: Option<f64>,
+    /// What the workload needs at least (MiB): weights + KV cache for batch × (input + output)
+    /// positions + f32 logits of one step.
+    #[serde(default)]
+    pub workload_memory_needed_mb: Option<f64>,
     pub device: String,
     pub driver_version: Option<String>,
     pub cuda_version: Option<String>,

@@ -36,10 +36,10 @@ modes)
   done; done; done
   $PY - <<'PYEOF'
 import json,glob
-print(f"{'model':9s} {'bs':>3s} {'mode':6s} {'path':11s} {'ttft ms':>8s} {'step ms':>8s} {'tok/s':>9s}")
+print(f"{'model':9s} {'bs':>3s} {'mode':6s} {'path':11s} {'ttft ms':>8s} {'step ms':>8s} {'tok/s':>9s} {'engine MiB':>10s} {'need MiB':>8s}")
 for f in sorted(glob.glob("modes_*.json")):
-    r=json.load(open(f)); im=r["inference_metrics"]
-    print(f"{r['model']:9s} {r['workload']['batch_size']:3d} {f.split('_')[-1][:-5]:6s} {im.get('decode_path',''):11s} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:8.3f} {im['tokens_per_second']:9.1f}")
+    r=json.load(open(f)); im=r["inference_metrics"]; gm=r["gpu_metrics"]
+    print(f"{r['model']:9s} {r['workload']['batch_size']:3d} {f.split('_')[-1][:-5]:6s} {im.get('decode_path',''):11s} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:8.3f} {im['tokens_per_second']:9.1f} {gm.get('engine_peak_allocated_mb') or 0:10.0f} {gm.get('workload_memory_needed_mb') or 0:8.0f}")
 PYEOF
   ;;
 kern)

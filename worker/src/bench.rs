@@ -80,6 +80,8 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         DeviceSpec::Cpu => None,
     };
     let device = device::open(&workload.device)?;
+    // From here on the pools' high-water mark counts this job's allocations (weights included).
+    let _ = device::engine_memory_high_water(&device, true);
     let oom = |e: EngineError| device::map_engine_error(e, &workload.device, estimate.total());
     let mut model = Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?;
     device::synchronize(&device).map_err(oom)?;
@@ -139,7 +141,13 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let repetitions: Vec<RepetitionMetrics> = passes.iter().enumerate().map(|(i, p)| p.metrics(i)).collect();
     let inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
 
-    let gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
+    let engine_peak = device::engine_memory_high_water(&device, false);
+    let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
+    if workload.device != DeviceSpec::Cpu {
+        gpu_metrics.engine_peak_allocated_mb = engine_peak.map(|b| b as f64 / MIB);
+        let logits = (batch * resolved.config.vocab_size() * 4) as u64;
+        gpu_metrics.workload_memory_needed_mb = Some((weight_bytes + estimate.kv_cache + logits) as f64 / MIB);
+    }
     let config = &resolved.config;
     let report = BenchReport {
         schema_version: REPORT_SCHEMA_VERSION,
@@ -436,6 +444,8 @@ fn gpu_metrics(
             gpu_memory_utilization_percent: None,
             peak_memory_allocated_mb: None,
             memory_source: "cpu run: there is no device memory to report (host RAM is not tracked)".into(),
+            engine_peak_allocated_mb: None,
+            workload_memory_needed_mb: None,
             device: w.device.to_string(),
             driver_version: None,
             cuda_version: None,
@@ -474,6 +484,8 @@ fn gpu_metrics(
             "allocated = loaded weight tensors + KV cache of the largest batch (candle has no allocator statistics); reserved = {reserved_src} after inference (CUDA context + candle's buffers); peak = {peak_src}, sampled every {} ms during inference; total = NVML",
             TELEMETRY_INTERVAL.as_millis()
         ),
+        engine_peak_allocated_mb: None,
+        workload_memory_needed_mb: None,
         device: w.device.to_string(),
         driver_version: opt(&info.driver_version),
         cuda_version: opt(&info.cuda_version),

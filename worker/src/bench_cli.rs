@@ -244,6 +244,9 @@ pub fn summary(r: &BenchReport) -> String {
         mb(g.gpu_memory_reserved_mb),
         mb(g.peak_memory_allocated_mb)
     ));
+    if let (Some(e), Some(n)) = (g.engine_peak_allocated_mb, g.workload_memory_needed_mb) {
+        out.push_str(&format!("engine memory    peak {e:.0} MiB allocated by the engine; the workload needs {n:.0} MiB (weights + KV cache + logits), ratio {:.2}\n", e / n));
+    }
     if let Some(t) = &r.telemetry {
         out.push_str(&format!(
             "telemetry        util mean {:.0}%, power mean {:.0} W, energy {}\n",

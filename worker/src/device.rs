@@ -43,6 +43,45 @@ fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
     Device::new_cuda(ordinal)
 }
 
+/// High-water mark of the device memory this engine has allocated (bytes), since the last
+/// call with `reset`: candle allocates every tensor stream-ordered from the device's default
+/// CUDA memory pool, and a replayed CUDA graph from the graph memory pool; this is the sum of
+/// both pools' `USED_MEM_HIGH` (bytes in live allocations, not the CUDA context, cuBLAS
+/// workspace or pool slack, which NVML's per-process figure includes). None on the CPU.
+pub fn engine_memory_high_water(device: &Device, reset: bool) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let stream = d.cuda_stream();
+        let ctx = stream.context();
+        ctx.bind_to_thread().ok()?;
+        let cu_dev = ctx.cu_device();
+        // SAFETY: plain attribute queries on this context's device with valid out-pointers.
+        unsafe {
+            let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+            if sys::cuDeviceGetDefaultMemPool(&mut pool, cu_dev) != sys::CUresult::CUDA_SUCCESS {
+                return None;
+            }
+            let mut pool_high: u64 = 0;
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+            if sys::cuMemPoolGetAttribute(pool, attr, (&mut pool_high as *mut u64).cast()) != sys::CUresult::CUDA_SUCCESS {
+                return None;
+            }
+            let mut graph_high: u64 = 0;
+            let gattr = sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH;
+            let _ = sys::cuDeviceGetGraphMemAttribute(cu_dev, gattr, (&mut graph_high as *mut u64).cast());
+            if reset {
+                let mut zero: u64 = 0;
+                let _ = sys::cuMemPoolSetAttribute(pool, attr, (&mut zero as *mut u64).cast());
+                let _ = sys::cuDeviceSetGraphMemAttribute(cu_dev, gattr, (&mut zero as *mut u64).cast());
+            }
+            return Some(pool_high + graph_high);
+        }
+    }
+    let _ = (device, reset);
+    None
+}
+
 pub fn dtype(spec: DTypeSpec) -> DType {
     match spec {
         DTypeSpec::F32 => DType::F32,
