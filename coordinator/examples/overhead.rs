@@ -7,8 +7,13 @@
 //! worker serve loops (`tokbench_worker::serve::run_with_engine`) talking gRPC over loopback.
 //! `--engine null` (default) runs no inference: each job returns a report produced once by the
 //! real engine (tiny-opt, 1 token), so what is measured is the queue: lease, heartbeat-free
-//! completion, storing the run. `--engine real` runs the real engine per job (tiny-opt synthetic,
-//! 1 new token, 0 warm-up, 1 repetition): then model loading (~0.3 s per job) bounds throughput.
+//! completion, storing the run. `--engine real` runs the real engine per job on the catalog's
+//! tiny synthetic models (tiny-opt and tiny-gpt2 alternately: one 8-token prompt, 1 new token,
+//! 0 warm-up, 1 repetition). Every job loads its model cold (synthetic weights + tokenizer,
+//! ~80 ms on a 2-core machine): workloads have no option to keep a model loaded across jobs.
+//!
+//! Each line also gives the group-commit figures of the run: database transactions (fsyncs)
+//! and operations per transaction.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -23,6 +28,11 @@ use tokbench_worker::serve::{Engine, WorkerConfig};
 /// Single-job sweeps submitted one after the other to measure dispatch latency.
 const LATENCY_JOBS: usize = 200;
 
+/// One 8-token synthetic prompt, one new token, no warm-up, one repetition.
+fn minimal_spec() -> SweepSpec {
+    SweepSpec { weights: "synthetic".into(), num_prompts: 1, input_len: 8, max_tokens: 1, repetitions: 1, warmup: 0, ..Default::default() }
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -34,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let jobs: usize = arg("--jobs").map(|s| s.parse()).transpose()?.unwrap_or(1024);
     let worker_counts: Vec<usize> = arg("--workers").unwrap_or_else(|| "1,16".into()).split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
     let engine_kind = arg("--engine").unwrap_or_else(|| "null".into());
+    let real = engine_kind == "real";
 
     let template = {
         let w = Workload { model: "tiny-opt".into(), weights: tokbench_core::WeightsMode::Synthetic, batch_size: 1, prompts: tokbench_core::PromptSource::Builtin { num_prompts: 1 }, max_tokens: 1, warmup: 0, repetitions: 1, ..Default::default() };
@@ -73,24 +84,26 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await; // let every worker register and start polling
         let mut client = tokbench_proto::auth::benchmarks_client(tokbench_proto::auth::connect(&url, None).await?, None)?;
-        // Distinct model names (not in the catalog: allowed) x 16 batch sizes = up to 1024 jobs per sweep.
+        let commits_before = handle.commit_counts();
+        // x 16 batch sizes = up to 1024 jobs per sweep. Null engine: distinct model names (not
+        // in the catalog: allowed, the null engine resolves nothing). Real engine: the two tiny
+        // catalog models; one prompt per job whatever the batch size, so every job is the same
+        // minimal inference.
         let batch: Vec<u32> = (1..=16).collect();
         let start = Instant::now();
         let mut sweeps = Vec::new();
         let mut submitted = 0;
         while submitted < jobs {
-            let models = ((jobs - submitted) / 16).clamp(1, 64);
-            let spec = SweepSpec {
-                models: (0..models).map(|m| format!("bench-model-{}-{m}", sweeps.len())).collect(),
-                batch_sizes: batch.clone(),
-                weights: "synthetic".into(),
-                max_tokens: 1,
-                repetitions: 1,
-                warmup: 0,
-                ..Default::default()
+            let spec = if real {
+                SweepSpec { models: vec!["tiny-opt".into(), "tiny-gpt2".into()], ..minimal_spec() }
+            } else {
+                let models = ((jobs - submitted) / 16).clamp(1, 64);
+                SweepSpec { models: (0..models).map(|m| format!("bench-model-{}-{m}", sweeps.len())).collect(), ..minimal_spec() }
             };
+            let n = spec.models.len() * batch.len();
+            let spec = SweepSpec { batch_sizes: batch.clone(), ..spec };
             sweeps.push(client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner().sweep_id);
-            submitted += models * 16;
+            submitted += n;
         }
         for id in &sweeps {
             let mut s = client.watch_sweep(WatchSweepRequest { sweep_id: id.clone() }).await?.into_inner();
@@ -101,13 +114,15 @@ async fn main() -> anyhow::Result<()> {
         let single_start = Instant::now();
         let mut singles = Vec::new();
         for i in 0..LATENCY_JOBS {
-            let spec = SweepSpec { models: vec![format!("latency-model-{i}")], batch_sizes: vec![1], weights: "synthetic".into(), max_tokens: 1, repetitions: 1, warmup: 0, ..Default::default() };
+            let model = if real { ["tiny-opt", "tiny-gpt2"][i % 2].to_string() } else { format!("latency-model-{i}") };
+            let spec = SweepSpec { models: vec![model], batch_sizes: vec![1], ..minimal_spec() };
             let sub = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
             let mut s = client.watch_sweep(WatchSweepRequest { sweep_id: sub.sweep_id.clone() }).await?.into_inner();
             while s.message().await?.is_some() {}
             singles.push(sub.jobs[0].job_id.clone());
         }
         let single_elapsed = single_start.elapsed().as_secs_f64();
+        let commits = handle.commit_counts();
         let _ = stop_tx.send(true);
         for w in workers {
             w.await??;
@@ -116,18 +131,25 @@ async fn main() -> anyhow::Result<()> {
 
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
         let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs").fetch_one(&mut conn).await?;
+        let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state <> 'succeeded'").fetch_one(&mut conn).await?;
+        if failed > 0 {
+            anyhow::bail!("{failed} jobs did not succeed: the figures would not be meaningful (run with RUST_LOG=info to see why)");
+        }
         let ids = serde_json::to_string(&singles)?;
         let mut waits: Vec<i64> = sqlx::query_scalar("SELECT leased_at - queued_at FROM jobs WHERE id IN (SELECT value FROM json_each(?))").bind(&ids).fetch_all(&mut conn).await?;
         waits.sort();
         let pct = |p: f64| waits[((p / 100.0 * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1];
         println!(
-            "workers={n:>2} bulk: jobs={submitted} runs_stored={runs} elapsed={elapsed:.2} s throughput={:.0} jobs/s | single jobs on idle workers: n={} {:.1} ms/job end-to-end, queued->leased p50={} ms p99={} ms max={} ms (ms resolution)",
+            "workers={n:>2} bulk: jobs={submitted} runs_stored={runs} elapsed={elapsed:.2} s throughput={:.0} jobs/s | single jobs on idle workers: n={} {:.1} ms/job end-to-end, queued->leased p50={} ms p99={} ms max={} ms (ms resolution) | commits={} ops/commit={:.1} largest={}",
             submitted as f64 / elapsed,
             waits.len(),
             single_elapsed * 1000.0 / LATENCY_JOBS as f64,
             pct(50.0),
             pct(99.0),
-            waits.last().unwrap()
+            waits.last().unwrap(),
+            commits.commits - commits_before.commits,
+            (commits.ops - commits_before.ops) as f64 / (commits.commits - commits_before.commits).max(1) as f64,
+            commits.largest,
         );
     }
     Ok(())
