@@ -18,12 +18,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
 use tokbench_core::BenchReport;
@@ -307,7 +309,8 @@ impl Store {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Closed);
         }
-        answer.await.map_err(|_| StoreError::Closed)?
+        // Every operation is answered, also at shutdown; a lost answer means it panicked.
+        answer.await.map_err(|_| StoreError::NotCommitted("the database writer lost the operation (a bug in tokbench: see the coordinator's log)".into()))?
     }
 
     // ------------------------------------------------------------ sweeps
@@ -1049,6 +1052,12 @@ where
 {
     fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, (bool, Deliver)> {
         let Pending { op, reply } = *self;
+        if reply.is_closed() {
+            // The caller went away (its RPC was cancelled, e.g. a worker's LeaseJob when it is
+            // stopped) before the operation ran: write nothing, as if it never arrived, rather
+            // than e.g. lease a job to a caller that will never see it.
+            return Box::pin(async { (true, Box::new(|_: Option<&str>| {}) as Deliver) });
+        }
         let fut = op(conn);
         Box::pin(async move {
             let result = fut.await;
@@ -1156,9 +1165,13 @@ async fn run_batch(conn: &mut SqliteConnection, mut batch: VecDeque<Box<dyn Writ
     let mut lone_op_failed = false;
     while let Some(op) = batch.pop_front() {
         if !savepoints {
-            let (ok, deliver) = op.run(&mut tx).await;
-            delivers.push(deliver);
-            lone_op_failed = !ok;
+            match AssertUnwindSafe(op.run(&mut tx)).catch_unwind().await {
+                Ok((ok, deliver)) => {
+                    delivers.push(deliver);
+                    lone_op_failed = !ok;
+                }
+                Err(_) => broken = Some("a database operation panicked (a bug in tokbench)".into()),
+            }
             continue;
         }
         let mut sp = match Connection::begin(&mut *tx).await {
@@ -1169,7 +1182,12 @@ async fn run_batch(conn: &mut SqliteConnection, mut batch: VecDeque<Box<dyn Writ
                 break;
             }
         };
-        let (ok, deliver) = op.run(&mut sp).await;
+        // A panicking operation (a bug) must not take the writer down with it: its caller is
+        // answered by the dropped reply (Closed), the transaction is abandoned.
+        let Ok((ok, deliver)) = AssertUnwindSafe(op.run(&mut sp)).catch_unwind().await else {
+            broken = Some("a database operation panicked (a bug in tokbench)".into());
+            break;
+        };
         delivers.push(deliver);
         let end = if ok { sp.commit().await } else { sp.rollback().await };
         if let Err(e) = end {
@@ -1293,6 +1311,54 @@ mod tests {
         assert_eq!(after.commits - before.commits, 2, "{before:?} -> {after:?}");
         assert_eq!(after.ops - before.ops, 7);
         assert!(after.largest >= 6);
+        store.close().await;
+    }
+
+    /// A write whose caller went away before it ran is not executed; a write that panics is
+    /// answered with an error and the writer goes on with the next ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_writes_are_skipped_and_a_panicking_write_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).await.unwrap();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let (entered_tx, entered_rx) = oneshot::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_c| {
+                        Box::pin(async move {
+                            entered_tx.send(()).unwrap();
+                            release_rx.await.unwrap();
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        entered_rx.await.unwrap();
+        let abandoned = {
+            let store = store.clone();
+            tokio::spawn(async move { store.register_worker("gone", "{}", "host", "cpu").await })
+        };
+        for _ in 0..2000 {
+            if store.stats.queued.load(Ordering::Relaxed) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        store.register_worker("after", "{}", "host", "cpu").await.unwrap();
+        assert!(!worker_exists(&store, "gone").await, "a write nobody waits for any more is not run");
+        assert!(worker_exists(&store, "after").await);
+
+        let err = store.write::<(), _>(|_c| Box::pin(async move { panic!("a bug in an operation") })).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotCommitted(_)), "{err}");
+        store.register_worker("still-writing", "{}", "host", "cpu").await.unwrap();
+        assert!(worker_exists(&store, "still-writing").await);
         store.close().await;
     }
 }
