@@ -23,7 +23,7 @@ echo "commit $(cat $ROOT/.gpu/COMMIT 2>/dev/null)"
 for step in "$@"; do case $step in
 parity)
   log "f16/bf16 GPU vs f32 CPU logits"
-  gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
+  TOKBENCH_REPO=$ROOT gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
 decode)
   log "fused / CUDA-graph decode vs candle eager decode (tokens)"
   gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN" ;;

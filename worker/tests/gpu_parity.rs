@@ -18,8 +18,15 @@ use tokbench_core::{ArchConfig, Catalog};
 use tokbench_worker::model::Model;
 use tokbench_worker::weights::{save_synthetic_checkpoint, WeightSource};
 
+/// The committed fixtures: next to the sources this test was built from, or, when the packed
+/// test runs on another machine (scripts/gpu/run.sh), under $TOKBENCH_REPO/worker/tests/fixtures.
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let base = match std::env::var_os("TOKBENCH_REPO") {
+        Some(repo) if !built.exists() => PathBuf::from(repo).join("worker/tests/fixtures"),
+        _ => built,
+    };
+    base.join(name)
 }
 
 fn batch() -> (Tensor, Tensor) {
