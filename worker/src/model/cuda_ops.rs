@@ -406,3 +406,81 @@ fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: &Tensor, bias: &Tensor) -
     })?;
     Ok(wrap(out, &dev, &[b, heads, t, l]))
 }
+
+/// Rows up to which [`linear_small_m`] replaces cuBLAS (decode steps).
+pub const SMALL_M: usize = 8;
+
+/// Epilogue of [`linear_small_m`].
+pub enum Epilogue<'a> {
+    /// x @ W^T only.
+    None,
+    /// act(x @ W^T + bias).
+    Act(Act),
+    /// (x @ W^T + bias) + residual [m, n].
+    Residual(&'a Tensor),
+}
+
+/// `x` [m, k] @ `w`^T ([n, k], k contiguous) for m ≤ [`SMALL_M`], bias and epilogue fused, as
+/// one pass over the weights (`gemv_small_m` in decode.cu). `Ok(None)` when the shapes or
+/// alignment do not suit it (the caller uses cuBLAS then).
+pub fn linear_small_m(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>) -> Result<Option<Tensor>> {
+    by_dtype!(x.dtype(), linear_small_m_t, x, w, bias, epilogue)
+}
+
+fn linear_small_m_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>) -> Result<Option<Tensor>> {
+    let per = 16 / std::mem::size_of::<T>();
+    let (Ok((m, k)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
+    let aligned = |t: &Tensor| t.is_contiguous() && t.layout().start_offset() % per == 0;
+    if m == 0 || m > SMALL_M || wk != k || k % per != 0 || !aligned(x) || !aligned(w) || w.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    if let Some(b) = bias {
+        if b.dims() != [n] || b.dtype() != x.dtype() || !b.is_contiguous() {
+            return Ok(None);
+        }
+    }
+    let (mode, act, res) = match epilogue {
+        Epilogue::None => (0, 0, None),
+        Epilogue::Act(a) => (1, a as i32, None),
+        Epilogue::Residual(r) => {
+            if r.dims() != [m, n] || r.dtype() != x.dtype() || !r.is_contiguous() {
+                return Ok(None);
+            }
+            (2, 0, Some(r))
+        }
+    };
+    let dev = cuda_dev(x)?;
+    let func = dev.get_or_load_custom_func(&format!("gemv_small_m_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<T>(m * n)? };
+    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let null: u64 = 0;
+    with_view::<T, _>(x, "x", |xv| {
+        with_view::<T, _>(w, "weight", |wv| {
+            let launch = |bv: Option<&CudaView<'_, T>>, rv: Option<&CudaView<'_, T>>| -> Result<()> {
+                let mut builder = func.builder();
+                builder.arg(&xv).arg(&wv);
+                match bv {
+                    Some(b) => builder.arg(b),
+                    None => builder.arg(&null),
+                };
+                match rv {
+                    Some(r) => builder.arg(r),
+                    None => builder.arg(&null),
+                };
+                builder.arg(&out).arg(&mi).arg(&ni).arg(&ki).arg(&mode).arg(&act);
+                // SAFETY: shapes and alignment checked above.
+                unsafe { builder.launch(cfg) }.w()?;
+                Ok(())
+            };
+            match (bias, res) {
+                (Some(b), Some(r)) => with_view::<T, _>(b, "bias", |bv| with_view::<T, _>(r, "residual", |rv| launch(Some(&bv), Some(&rv)))),
+                (Some(b), None) => with_view::<T, _>(b, "bias", |bv| launch(Some(&bv), None)),
+                (None, Some(r)) => with_view::<T, _>(r, "residual", |rv| launch(None, Some(&rv))),
+                (None, None) => launch(None, None),
+            }
+        })
+    })?;
+    Ok(Some(wrap(out, &dev, &[m, n])))
+}

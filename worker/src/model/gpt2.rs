@@ -119,21 +119,9 @@ impl Gpt2 {
             let qkv = b.c_attn.matmul_no_bias(&x)?;
             let (kc, vc) = cache.layer(i);
             let a = cuda_ops::decode_attention(&qkv, b.c_attn.bias(), kc, vc, slot, pad_bias)?;
-            let y = b.attn_c_proj.matmul_no_bias(&a)?;
-            cuda_ops::bias_residual(&y, b.attn_c_proj.bias(), &h)?;
-            h = y;
+            h = b.attn_c_proj.forward_residual(&a, &h)?;
             let x = b.ln_2.forward(&h)?;
-            let f = b.c_fc.matmul_no_bias(&x)?;
-            let f = match b.c_fc.bias() {
-                Some(bias) => {
-                    cuda_ops::bias_act(&f, bias, self.activation.fused())?;
-                    f
-                }
-                None => self.activation.apply(&f)?,
-            };
-            let y = b.mlp_c_proj.matmul_no_bias(&f)?;
-            cuda_ops::bias_residual(&y, b.mlp_c_proj.bias(), &h)?;
-            h = y;
+            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_act(&x, self.activation)?, &h)?;
         }
         self.ln_f.forward(&h)
     }

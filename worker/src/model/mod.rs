@@ -381,7 +381,8 @@ impl Linear {
     /// `weight` [out, in], possibly a transposed view (GPT-2's Conv1D). On the CPU in f32 it is
     /// made contiguous [out, in] once here, the layout the few-row decode kernel streams.
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
-        let weight = if weight.device().is_cpu() && weight.dtype() == DType::F32 && !weight.is_contiguous() {
+        // On CUDA too: the few-row GEMV kernel (cuda_ops::linear_small_m) streams [out, in] rows.
+        let weight = if (weight.device().is_cuda() || weight.dtype() == DType::F32) && !weight.is_contiguous() {
             weight.contiguous()?
         } else {
             weight
@@ -434,7 +435,33 @@ impl Linear {
         let dims = x.dims().to_vec();
         let k = *dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
         let rows = x.elem_count() / k.max(1);
-        let y = self.matmul_no_bias(&x.reshape((rows, k))?)?;
+        let x2 = x.reshape((rows, k))?;
+        if rows <= cuda_ops::SMALL_M {
+            let act_fused = act.map_or(cuda_ops::Act::None, Activation::fused);
+            let epilogue = match residual {
+                Some(r) => Some(cuda_ops::Epilogue::Residual(r)),
+                // Without a bias the activation is applied by candle below.
+                None if self.0.bias().is_some() || act.is_none() => Some(cuda_ops::Epilogue::Act(act_fused)),
+                None => None,
+            };
+            if let Some(epilogue) = epilogue {
+                let n = self.0.weight().dim(0)?;
+                let r2;
+                let epilogue = match epilogue {
+                    cuda_ops::Epilogue::Residual(r) => {
+                        r2 = r.contiguous()?.reshape((rows, n))?;
+                        cuda_ops::Epilogue::Residual(&r2)
+                    }
+                    e => e,
+                };
+                if let Some(y) = cuda_ops::linear_small_m(&x2, self.0.weight(), self.0.bias(), epilogue)? {
+                    let mut out = dims.clone();
+                    *out.last_mut().expect("dims") = n;
+                    return Ok(y.reshape(out)?);
+                }
+            }
+        }
+        let y = self.matmul_no_bias(&x2)?;
         let n = y.dim(1)?;
         match residual {
             Some(r) => cuda_ops::bias_residual(&y, self.0.bias(), &r.contiguous()?.reshape((rows, n))?)?,
@@ -457,6 +484,9 @@ impl Linear {
     /// fused decode kernels add the bias in place).
     #[cfg(feature = "cuda")]
     pub(crate) fn matmul_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None)? {
+            return Ok(y);
+        }
         Ok(x.matmul(&self.0.weight().t()?)?)
     }
     #[cfg(feature = "cuda")]

@@ -174,24 +174,12 @@ impl Opt {
             let qkv = layer.qkv_proj.matmul_no_bias(&x)?;
             let (kc, vc) = cache.layer(i);
             let a = cuda_ops::decode_attention(&qkv, layer.qkv_proj.bias(), kc, vc, slot, pad_bias)?;
-            let y = layer.out_proj.matmul_no_bias(&a)?;
-            cuda_ops::bias_residual(&y, layer.out_proj.bias(), &h)?;
-            let mut h1 = y;
+            let mut h1 = layer.out_proj.forward_residual(&a, &h)?;
             if !self.pre_ln {
                 h1 = layer.self_attn_layer_norm.forward(&h1)?;
             }
             let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
-            let f = layer.fc1.matmul_no_bias(&x)?;
-            let f = match layer.fc1.bias() {
-                Some(bias) => {
-                    cuda_ops::bias_act(&f, bias, self.activation.fused())?;
-                    f
-                }
-                None => self.activation.apply(&f)?,
-            };
-            let y = layer.fc2.matmul_no_bias(&f)?;
-            cuda_ops::bias_residual(&y, layer.fc2.bias(), &h1)?;
-            h = y;
+            h = layer.fc2.forward_residual(&layer.fc1.forward_act(&x, self.activation)?, &h1)?;
             if !self.pre_ln {
                 h = layer.final_layer_norm.forward(&h)?;
             }
