@@ -29,8 +29,10 @@ decode)
   gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN" ;;
 modes)
   log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 32 and 128 out, batch 1 and 32"
-  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in eager fused graph; do
-    TOKBENCH_DECODE=$mode tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
+  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in eager fused graph cublas; do
+    # cublas: graph decode with every matmul on cuBLAS (TOKBENCH_GEMV=0), to compare the GEMV kernel
+    if [ $mode = cublas ]; then ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0"; else ENVS="TOKBENCH_DECODE=$mode"; fi
+    env $ENVS tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
       --input-len 128 --max-tokens 128 --warmup 1 --repetitions 5 --json modes_${m}_b${bs}_$mode.json --quiet 2> modes_${m}_b${bs}_$mode.err \
       || { echo "FAILED $m b$bs $mode"; tail -5 modes_${m}_b${bs}_$mode.err; }
   done; done; done

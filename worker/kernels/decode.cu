@@ -331,10 +331,13 @@ __device__ void argmax_rows(const T* __restrict__ x, uint32_t* __restrict__ out,
 // passes over the largest tensor of the prefill). One block of 256 threads per row, L ≤ 4096.
 template <typename T>
 __device__ void masked_softmax(const T* __restrict__ scores, const float* __restrict__ bias, T* __restrict__ out, int heads,
-                               int t, int L) {
-  constexpr int MAXI = 16;
-  __shared__ float scratch[32];
-  const size_t r = blockIdx.x;  // (batch, head, query)
+                               int t, int L, int rows) {
+  // One warp per row (rows of prefill attention are short: 128 keys for a 128-token prompt),
+  // the row in registers: 32 lanes x MAXI values, L <= 1024.
+  constexpr int MAXI = 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + warp;  // (batch, head, query)
+  if (r >= (size_t)rows) return;
   const int qi = (int)(r % t);
   const size_t bb = r / ((size_t)heads * t);
   const T* sr = scores + r * L;
@@ -343,87 +346,25 @@ __device__ void masked_softmax(const T* __restrict__ scores, const float* __rest
   float mx = -INFINITY;
 #pragma unroll
   for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
+    const int i = lane + k * 32;
     v[k] = i < L ? to_f(sr[i]) + br[i] : -INFINITY;
     mx = fmaxf(mx, v[k]);
   }
-  mx = block_reduce<true>(mx, scratch);
+  mx = warp_max(mx);
   float sum = 0.f;
 #pragma unroll
   for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
+    const int i = lane + k * 32;
     v[k] = i < L ? __expf(v[k] - mx) : 0.f;
     sum += v[k];
   }
-  const float inv = 1.f / block_reduce<false>(sum, scratch);
+  const float inv = 1.f / warp_sum(sum);
 #pragma unroll
   for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
+    const int i = lane + k * 32;
     if (i < L) out[r * L + i] = from_f<T>(v[k] * inv);
   }
 }
-
-
-// y[m, n] = x[m, k] · w[n, k]^T for m ≤ 8 rows (decode steps), w row-major (k contiguous),
-// with the layer's epilogue fused: mode 0 plain; 1 bias (optional) then activation `act`
-// (0 none, 1 relu, 2 gelu tanh, 3 gelu erf); 2 bias (optional) then + res[m, n]. Rounded to T
-// after the matmul and after the bias add, as the unfused kernels do.
-// Why: at m ≤ 8 a linear layer is a pass over its weights; cuBLAS reaches ~2.2 TB/s here on
-// an H200 (~4.2 TB/s copy rate). One warp per output row, 16-byte loads, several in flight.
-// Requires k % (16 / sizeof(T)) == 0 and 16-byte aligned rows. Block: 256 threads (8 rows).
-template <typename T>
-__device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                             const T* __restrict__ res, T* __restrict__ y, int m, int n, int k, int mode, int act) {
-  constexpr int PER = 16 / sizeof(T);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row = blockIdx.x * (blockDim.x >> 5) + warp;
-  if (row >= n) return;
-  const T* wr = w + (size_t)row * k;
-  const int chunks = k / PER;
-  float acc[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-#pragma unroll 4
-  for (int c = lane; c < chunks; c += 32) {
-    float wv[PER];
-    load16(wr + c * PER, wv);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      if (i < m) {
-        float xv[PER];
-        load16(x + (size_t)i * k + c * PER, xv);
-#pragma unroll
-        for (int e = 0; e < PER; ++e) acc[i] += wv[e] * xv[e];
-      }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = warp_sum(acc[i]);
-  if (lane < m) {
-    float v = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) if (i == lane) v = acc[i];
-    v = to_f(from_f<T>(v));
-    if (mode != 0 && bias) v = to_f(from_f<T>(v + to_f(bias[row])));
-    if (mode == 1) {
-      if (act == 1) v = fmaxf(v, 0.f);
-      else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-      else if (act == 3) v = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
-    } else if (mode == 2) {
-      v += to_f(res[(size_t)lane * n + row]);
-    }
-    y[(size_t)lane * n + row] = from_f<T>(v);
-  }
-}
-
-#define INSTANTIATE_GEMV(T, SUFFIX)                                                                                  \
-  extern "C" __global__ void gemv_small_m_##SUFFIX(const T* x, const T* w, const T* bias, const T* res, T* y, int m, \
-                                                   int n, int k, int mode, int act) {                                \
-    gemv_small_m<T>(x, w, bias, res, y, m, n, k, mode, act);                                                         \
-  }
-INSTANTIATE_GEMV(float, f32)
-INSTANTIATE_GEMV(__half, f16)
-INSTANTIATE_GEMV(__nv_bfloat16, bf16)
 
 #define INSTANTIATE_FAST(T, SUFFIX, D)                                                                               \
   extern "C" __global__ void decode_attention_d##D##_##SUFFIX(const T* qkv, const T* qkv_bias, T* k_cache,          \
@@ -437,8 +378,8 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
   }                                                                                                                  \
   extern "C" __global__ void argmax_rows_##SUFFIX(const T* x, uint32_t* out, int cols) { argmax_rows<T>(x, out, cols); } \
   extern "C" __global__ void masked_softmax_##SUFFIX(const T* scores, const float* bias, T* out, int heads, int t,   \
-                                                     int L) {                                                        \
-    masked_softmax<T>(scores, bias, out, heads, t, L);                                                               \
+                                                     int L, int rows) {                                              \
+    masked_softmax<T>(scores, bias, out, heads, t, L, rows);                                                         \
   }
 #define INSTANTIATE_ALL_FAST(T, SUFFIX) \
   INSTANTIATE_FAST(T, SUFFIX, 16)       \

@@ -319,8 +319,10 @@ macro_rules! by_dtype {
     };
 }
 
-/// Widest row [`layer_norm`] and [`masked_softmax`] take (256 threads × 16 values in registers).
+/// Widest row [`layer_norm`] takes (256 threads × 16 values in registers).
 pub const MAX_ROW: usize = 4096;
+/// Longest row [`masked_softmax`] takes (one warp × 32 values in registers).
+pub const MAX_SOFTMAX_ROW: usize = 1024;
 
 /// Layer norm over the last dim of contiguous `x` (≤ [`MAX_ROW`] wide) with weight and bias.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
@@ -378,7 +380,7 @@ fn argmax_rows_t<T: CudaDType + DeviceRepr>(x: &Tensor) -> Result<Tensor> {
 }
 
 /// softmax(scores + bias) over the last dim in f32, written as the scores' dtype: `scores`
-/// [b, heads, t, L], `bias` [b, 1, t, L] f32 (contiguous), L ≤ [`MAX_ROW`].
+/// [b, heads, t, L], `bias` [b, 1, t, L] f32 (contiguous), L ≤ [`MAX_SOFTMAX_ROW`].
 pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
     by_dtype!(scores.dtype(), masked_softmax_t, scores, bias)
 }
@@ -386,19 +388,20 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
 fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let dev = cuda_dev(scores)?;
     let (b, heads, t, l) = scores.dims4()?;
-    if l > MAX_ROW || bias.dims() != [b, 1, t, l] || bias.dtype() != DType::F32 {
-        bail!("masked_softmax: scores {:?} and bias {:?} do not fit (rows up to {MAX_ROW})", scores.dims(), bias.dims());
+    if l > MAX_SOFTMAX_ROW || bias.dims() != [b, 1, t, l] || bias.dtype() != DType::F32 {
+        bail!("masked_softmax: scores {:?} and bias {:?} do not fit (rows up to {MAX_SOFTMAX_ROW})", scores.dims(), bias.dims());
     }
     let func = dev.get_or_load_custom_func(&format!("masked_softmax_{}", suffix(scores.dtype())?), MODULE, PTX)?;
     let rows = b * heads * t;
     // SAFETY: every element is written by the kernel.
     let out = unsafe { dev.alloc::<T>(rows * l)? };
-    let (h, ti, li) = (heads as i32, t as i32, l as i32);
+    let (h, ti, li, ri) = (heads as i32, t as i32, l as i32, rows as i32);
     with_view::<T, _>(scores, "scores", |sv| {
         with_view::<f32, _>(bias, "bias", |bv| {
             let mut builder = func.builder();
-            builder.arg(&sv).arg(&bv).arg(&out).arg(&h).arg(&ti).arg(&li);
-            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            builder.arg(&sv).arg(&bv).arg(&out).arg(&h).arg(&ti).arg(&li).arg(&ri);
+            // One warp per row, 8 rows per block.
+            let cfg = LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: shapes checked above.
             unsafe { builder.launch(cfg) }.w()?;
             Ok(())
@@ -427,7 +430,16 @@ pub fn linear_small_m(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: E
     by_dtype!(x.dtype(), linear_small_m_t, x, w, bias, epilogue)
 }
 
+/// `TOKBENCH_GEMV=0` turns [`linear_small_m`] off (cuBLAS for every matmul), for comparison.
+fn gemv_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TOKBENCH_GEMV").map_or(true, |v| v != "0"))
+}
+
 fn linear_small_m_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>) -> Result<Option<Tensor>> {
+    if !gemv_enabled() {
+        return Ok(None);
+    }
     let per = 16 / std::mem::size_of::<T>();
     let (Ok((m, k)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
     let aligned = |t: &Tensor| t.is_contiguous() && t.layout().start_offset() % per == 0;

@@ -517,7 +517,7 @@ pub(crate) fn attention(
     let dtype = q.dtype();
     let scores = q.matmul(&k.t()?)?;
     #[cfg(feature = "cuda")]
-    if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_ROW {
+    if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_SOFTMAX_ROW {
         // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic).
         let probs = cuda_ops::masked_softmax(&scores, bias)?;
         let out = probs.matmul(&v)?;
