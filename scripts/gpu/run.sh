@@ -26,12 +26,14 @@ parity)
   TOKBENCH_REPO=$ROOT gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
 decode)
   log "fused / CUDA-graph decode vs candle eager decode (tokens)"
-  gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN" ;;
+  gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN"
+  log "the same f32 check with tokbench's GEMV instead of cuBLAS (TOKBENCH_GEMV=1)"
+  TOKBENCH_GEMV=1 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_gemv.log | grep -E "test result|panicked|FAILED|WARN" ;;
 modes)
   log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 32 and 128 out, batch 1 and 32"
-  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in eager fused graph cublas; do
-    # cublas: graph decode with every matmul on cuBLAS (TOKBENCH_GEMV=0), to compare the GEMV kernel
-    if [ $mode = cublas ]; then ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0"; else ENVS="TOKBENCH_DECODE=$mode"; fi
+  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in ${MODES:-eager fused graph gemv}; do
+    # gemv: graph decode with tokbench's few-row GEMV instead of cuBLAS (TOKBENCH_GEMV=1)
+    if [ $mode = gemv ]; then ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=1"; else ENVS="TOKBENCH_DECODE=$mode"; fi
     env $ENVS tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
       --input-len 128 --max-tokens 128 --warmup 1 --repetitions 5 --json modes_${m}_b${bs}_$mode.json --quiet 2> modes_${m}_b${bs}_$mode.err \
       || { echo "FAILED $m b$bs $mode"; tail -5 modes_${m}_b${bs}_$mode.err; }
