@@ -130,6 +130,10 @@ pub struct SweepArgs {
     /// Seed of synthetic weights.
     #[arg(long, default_value_t = 0)]
     pub weights_seed: u64,
+    /// Let each worker keep a model loaded for its next job of the same model (load time is then
+    /// not a cold load, and the report says so). Default: every job loads cold.
+    #[arg(long)]
+    pub reuse_model: bool,
     /// Prompt file: one prompt per line (empty lines skipped).
     #[arg(long)]
     pub prompts: Option<PathBuf>,

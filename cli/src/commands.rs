@@ -128,6 +128,7 @@ pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
         weights_seed: args.weights_seed,
         label: args.label.clone(),
         backend,
+        reuse_model: args.reuse_model,
     })
 }
 

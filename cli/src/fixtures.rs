@@ -73,6 +73,7 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             ttft_ms: LatencyStats { mean: itl * 3.1, min: itl * 2.5, p50: itl * 3.0, p90: itl * 3.6, p99: itl * 3.9, max: itl * 4.0, count: num_prompts * 2 },
             inter_token_latency_ms: LatencyStats { mean: itl, min: itl * 0.9, p50: itl, p90: itl * 1.1, p99: itl * 1.3, max: itl * 1.5, count: 62 },
             warmup_runs: 1,
+            model_reused: false,
             decode_path: if gpu { "cuda-graph".into() } else { "cpu".into() },
             repetitions: 2,
         },

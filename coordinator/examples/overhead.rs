@@ -1,7 +1,7 @@
 //! Coordinator overhead: how many jobs per second the queue sustains, and how long a queued
 //! job waits before a worker leases it, with 1 and with 16 workers.
 //!
-//!   cargo run --release -p tokbench-coordinator --example overhead -- [--jobs 1024] [--workers 1,16] [--engine null|real]
+//!   cargo run --release -p tokbench-coordinator --example overhead -- [--jobs 1024] [--workers 1,16] [--engine null|real] [--reuse-model]
 //!
 //! Real coordinator (in this process, SQLite file in a temp dir, synchronous=FULL) and real
 //! worker serve loops (`tokbench_worker::serve::run_with_engine`) talking gRPC over loopback.
@@ -45,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
     let worker_counts: Vec<usize> = arg("--workers").unwrap_or_else(|| "1,16".into()).split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
     let engine_kind = arg("--engine").unwrap_or_else(|| "null".into());
     let real = engine_kind == "real";
+    // --reuse-model (real engine): jobs ask workers to keep tiny-opt loaded between jobs, so a
+    // job is one 1-token inference rather than a cold model load.
+    let reuse = std::env::args().any(|a| a == "--reuse-model");
 
     let template = {
         let w = Workload { model: "tiny-opt".into(), weights: tokbench_core::WeightsMode::Synthetic, batch_size: 1, prompts: tokbench_core::PromptSource::Builtin { num_prompts: 1 }, max_tokens: 1, warmup: 0, repetitions: 1, ..Default::default() };
@@ -94,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
         let mut sweeps = Vec::new();
         let mut submitted = 0;
         while submitted < jobs {
-            let spec = if real {
+            let spec = if real && reuse {
+                SweepSpec { models: vec!["tiny-opt".into()], reuse_model: true, ..minimal_spec() }
+            } else if real {
                 SweepSpec { models: vec!["tiny-opt".into(), "tiny-gpt2".into()], ..minimal_spec() }
             } else {
                 let models = ((jobs - submitted) / 16).clamp(1, 64);
@@ -114,8 +119,14 @@ async fn main() -> anyhow::Result<()> {
         let single_start = Instant::now();
         let mut singles = Vec::new();
         for i in 0..LATENCY_JOBS {
-            let model = if real { ["tiny-opt", "tiny-gpt2"][i % 2].to_string() } else { format!("latency-model-{i}") };
-            let spec = SweepSpec { models: vec![model], batch_sizes: vec![1], ..minimal_spec() };
+            let model = if real && reuse {
+                "tiny-opt".to_string()
+            } else if real {
+                ["tiny-opt", "tiny-gpt2"][i % 2].to_string()
+            } else {
+                format!("latency-model-{i}")
+            };
+            let spec = SweepSpec { models: vec![model], batch_sizes: vec![1], reuse_model: real && reuse, ..minimal_spec() };
             let sub = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
             let mut s = client.watch_sweep(WatchSweepRequest { sweep_id: sub.sweep_id.clone() }).await?.into_inner();
             while s.message().await?.is_some() {}

@@ -57,6 +57,8 @@ pub struct StoredSpec {
     pub weights_seed: u64,
     pub label: String,
     pub backend: String,
+    #[serde(default)]
+    pub reuse_model: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -86,6 +88,7 @@ impl From<&SweepSpec> for StoredSpec {
             weights_seed: s.weights_seed,
             label: s.label.clone(),
             backend: s.backend.clone(),
+            reuse_model: s.reuse_model,
         }
     }
 }
@@ -109,6 +112,7 @@ impl From<StoredSpec> for SweepSpec {
             weights_seed: s.weights_seed,
             label: s.label,
             backend: s.backend,
+            reuse_model: s.reuse_model,
         }
     }
 }
@@ -247,6 +251,7 @@ pub fn validate_sweep(spec: &SweepSpec) -> Result<ValidSweep, String> {
                 warmup: spec.warmup as usize,
                 repetitions: repetitions as usize,
                 weights_seed: spec.weights_seed,
+                reuse_model: spec.reuse_model,
             };
             jobs.push(JobSpec { model: model.clone(), batch_size: b, workload, est_parameters, dtype_bytes });
         }

@@ -86,6 +86,10 @@ pub struct InferenceMetrics {
     pub inter_token_latency_ms: LatencyStats,
     pub warmup_runs: usize,
     pub repetitions: usize,
+    /// true when the model came from the worker's cache of the previous job (the sweep asked
+    /// for `reuse_model`): `model_load_time_seconds` is then not a cold load.
+    #[serde(default)]
+    pub model_reused: bool,
     /// How decode steps ran: "cpu" (candle ops + tokbench's few-row matmul), "eager" (candle
     /// ops on CUDA), "fused" (tokbench's fused CUDA kernels) or "cuda-graph" (those kernels
     /// captured once and replayed). Empty in reports from before this field.

@@ -91,6 +91,11 @@ pub struct Workload {
     pub repetitions: usize,
     /// Seed of synthetic weights.
     pub weights_seed: u64,
+    /// Keep the model loaded for the worker's next job with the same model, weights, seed,
+    /// device and dtype (that job's load time is then the time to take it from the cache, and
+    /// its report says so). Default false: every job loads cold, as the demo measured.
+    #[serde(default)]
+    pub reuse_model: bool,
 }
 
 impl Default for Workload {
@@ -108,6 +113,7 @@ impl Default for Workload {
             warmup: 1,
             repetitions: 3,
             weights_seed: 0,
+            reuse_model: false,
         }
     }
 }

@@ -44,6 +44,40 @@ const TELEMETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// CUDA context, cuBLAS workspace and allocator slack not covered by the tensor estimate.
 const CUDA_OVERHEAD_BYTES: u64 = 512 << 20;
 
+/// A loaded model a job left for a later job (`Workload::reuse_model`), with what it was
+/// resolved and tokenised with. A worker process runs one job at a time, so it holds at most one
+/// model per key; several in-process workers (the coordinator overhead benchmark) may each
+/// leave a copy of the same model.
+struct CachedModel {
+    key: String,
+    resolved: resolve::ResolvedModel,
+    tokenizer: Tokenizer,
+    model: Model,
+}
+
+static MODEL_CACHE: std::sync::Mutex<Vec<CachedModel>> = std::sync::Mutex::new(Vec::new());
+/// At most this many cached copies (in-process workers of the overhead benchmark).
+const MODEL_CACHE_MAX: usize = 32;
+
+/// A cached model for `key`, if any. On a miss, models cached under other keys are dropped
+/// (their memory freed) so they never sit beside the model this job is about to load.
+fn take_cached_model(key: &str) -> Option<CachedModel> {
+    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = cache.iter().position(|c| c.key == key) {
+        return Some(cache.swap_remove(i));
+    }
+    cache.clear();
+    None
+}
+
+fn put_cached_model(entry: CachedModel) {
+    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|c| c.key == entry.key);
+    if cache.len() < MODEL_CACHE_MAX {
+        cache.push(entry);
+    }
+}
+
 /// Runs one benchmark job start to finish (blocking). Checks `cancel` between batches/steps
 /// and returns EngineError::Cancelled if set. Fills every field of BenchReport.
 pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut dyn FnMut(&Progress)) -> Result<BenchReport> {
@@ -58,10 +92,20 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     // ---- loading (timed: config + tokenizer + weights until the model is on the device) ----
     let load_start = Instant::now();
     let init_range = nvtx::Range::new("model_initialization", &workload.model);
-    let resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
-    tracing::info!(model = %resolved.model_id, weights = resolved.weights_kind.as_str(), source = %resolved.weights_source, "{}", resolved.reason);
-    let tokenizer = Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config)?;
-    tracing::info!(tokenizer = tokenizer.description(), "tokenizer loaded");
+    let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
+    // A model the previous job of this worker left loaded (only when this job asks for reuse).
+    let cached = if workload.reuse_model { take_cached_model(&cache_key) } else { None };
+    let model_reused = cached.is_some();
+    let (resolved, tokenizer, cached_model) = match cached {
+        Some(c) => (c.resolved, c.tokenizer, Some(c.model)),
+        None => {
+            let resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
+            tracing::info!(model = %resolved.model_id, weights = resolved.weights_kind.as_str(), source = %resolved.weights_source, "{}", resolved.reason);
+            let tokenizer = Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config)?;
+            tracing::info!(tokenizer = tokenizer.description(), "tokenizer loaded");
+            (resolved, tokenizer, None)
+        }
+    };
 
     // Prompt preparation is not loading: its time is taken out of the load time.
     let prep_start = Instant::now();
@@ -79,11 +123,20 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         }
         DeviceSpec::Cpu => None,
     };
-    let device = device::open(&workload.device)?;
-    // From here on the pools' high-water mark counts this job's allocations (weights included).
-    let _ = device::engine_memory_high_water(&device, true);
     let oom = |e: EngineError| device::map_engine_error(e, &workload.device, estimate.total());
-    let mut model = Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?;
+    let mut model = match cached_model {
+        Some(m) => {
+            let _ = device::engine_memory_high_water(m.device(), true);
+            m
+        }
+        None => {
+            let device = device::open(&workload.device)?;
+            // From here on the pools' high-water mark counts this job's allocations (weights included).
+            let _ = device::engine_memory_high_water(&device, true);
+            Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?
+        }
+    };
+    let device = model.device().clone();
     device::synchronize(&device).map_err(oom)?;
     drop(init_range);
     let model_load_time = load_start.elapsed().saturating_sub(prep_time);
@@ -139,7 +192,8 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     };
 
     let repetitions: Vec<RepetitionMetrics> = passes.iter().enumerate().map(|(i, p)| p.metrics(i)).collect();
-    let inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
+    let mut inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
+    inference_metrics.model_reused = model_reused;
 
     let engine_peak = device::engine_memory_high_water(&device, false);
     let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
@@ -148,7 +202,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         let logits = (batch * resolved.config.vocab_size() * 4) as u64;
         gpu_metrics.workload_memory_needed_mb = Some((weight_bytes + estimate.kv_cache + logits) as f64 / MIB);
     }
-    let config = &resolved.config;
+    let config = &resolved.config.clone();
     let report = BenchReport {
         schema_version: REPORT_SCHEMA_VERSION,
         model: workload.model.clone(),
@@ -176,6 +230,10 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         outputs,
         telemetry,
     };
+    if workload.reuse_model {
+        // Only a job that finished keeps its model: an error above dropped it (and its memory).
+        put_cached_model(CachedModel { key: cache_key, resolved, tokenizer, model });
+    }
     Ok(report)
 }
 
@@ -421,6 +479,7 @@ fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics], prompts:
         inter_token_latency_ms: LatencyStats::from_samples(&itl),
         warmup_runs: w.warmup,
         repetitions: w.repetitions,
+        model_reused: false,
         // The last batch's path (a graph capture that failed falls back for the rest of the run).
         decode_path: passes.last().and_then(|p| p.batches.last()).map(|b| b.decode_path.to_string()).unwrap_or_default(),
     }

@@ -123,6 +123,7 @@ impl BenchArgs {
             warmup: self.warmup,
             repetitions: self.repetitions,
             weights_seed: self.weights_seed,
+            reuse_model: false,
         })
     }
 }

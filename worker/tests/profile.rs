@@ -66,6 +66,7 @@ fn tiny_workload() -> Workload {
         warmup: 0,
         repetitions: 1,
         weights_seed: 0,
+        reuse_model: false,
     }
 }
 

@@ -55,6 +55,11 @@ pub(crate) struct FastDecoder {
     graph: Option<CudaGraph>,
 }
 
+// SAFETY: a CUDA graph (raw driver handles) may be launched from any thread that binds its
+// context, which cudarc does on every call; the decoder is only ever used by one thread at a time
+// (it moves with its Model, e.g. into the worker's model cache between jobs).
+unsafe impl Send for FastDecoder {}
+
 impl FastDecoder {
     pub(crate) fn new(mode: DecodeMode, batch: usize, capacity: usize, device: &Device) -> Result<FastDecoder> {
         Ok(FastDecoder {
