@@ -48,7 +48,9 @@ PYEOF
   ;;
 kern)
   log "where a decode step and a prefill spend GPU time (nsys, fused path without graph so each kernel shows)"
-  for spec in "gpt2 1 32" "opt-1.3b 1 32" "opt-1.3b 32 2"; do set -- $spec
+  # KERN_SPECS: "model batch max_tokens" triples separated by commas; TOKBENCH_GEMV passes through.
+  IFS=, read -ra SPECS <<< "${KERN_SPECS:-gpt2 1 32,opt-1.3b 1 32,opt-1.3b 32 2}"
+  for spec in "${SPECS[@]}"; do set -- $spec
     TOKBENCH_DECODE=fused LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o kern_$1_b$2 --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
       tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 --input-len 128 --max-tokens $3 \
       --warmup 1 --repetitions 2 --json kern_$1_b$2.json --quiet > kern_$1_b$2.log 2>&1

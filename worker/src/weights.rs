@@ -51,9 +51,12 @@ pub(crate) const HF_INIT_STD: f64 = 0.02;
 
 enum Store {
     Safetensors {
-        st: candle_core::safetensors::MmapedSafetensors,
+        /// Each file mapped read-only, with the offset where its tensor data starts.
+        maps: Vec<(memmap2::Mmap, usize)>,
         /// name -> (shape, index of the file)
         index: HashMap<String, (Vec<usize>, usize)>,
+        /// name -> (dtype in the file, byte range within the file's data section)
+        data: HashMap<String, (safetensors::Dtype, (usize, usize))>,
         paths: Vec<PathBuf>,
     },
     Pth {
@@ -164,18 +167,24 @@ impl WeightLoader {
         match kind {
             FileKind::Safetensors => {
                 let mut index = HashMap::new();
+                let mut data = HashMap::new();
+                let mut maps = Vec::with_capacity(paths.len());
                 for (i, p) in paths.iter().enumerate() {
-                    // Header check per file so a corrupt shard is named.
+                    let file = std::fs::File::open(p).map_err(|e| io_missing(p, e))?;
                     // SAFETY: the file is mapped read-only and not modified while loading, as
                     // with every safetensors loader (transformers, candle's VarBuilder).
-                    let one = unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }.map_err(|e| corrupt(p, e))?;
-                    for (name, view) in one.tensors() {
-                        index.insert(name, (view.shape().to_vec(), i));
+                    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| corrupt(p, e))?;
+                    // Header check per file so a corrupt shard is named; this also checks that
+                    // every tensor's byte range lies inside the file.
+                    safetensors::SafeTensors::deserialize(&map).map_err(|e| corrupt(p, e))?;
+                    let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| corrupt(p, e))?;
+                    for (name, info) in meta.tensors() {
+                        index.insert(name.clone(), (info.shape.clone(), i));
+                        data.insert(name, (info.dtype, info.data_offsets));
                     }
+                    maps.push((map, 8 + header_len));
                 }
-                // SAFETY: as above.
-                let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }.map_err(|e| corrupt(first, e))?;
-                Ok(Store::Safetensors { st, index, paths: paths.to_vec() })
+                Ok(Store::Safetensors { maps, index, data, paths: paths.to_vec() })
             }
             FileKind::Pickle => {
                 let mut shards = Vec::new();
@@ -270,10 +279,28 @@ impl WeightLoader {
     pub(crate) fn get_root(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let tensor = match &mut self.store {
             Store::Synthetic { cpu_rng, seed } => synthetic(cpu_rng.as_mut(), *seed, shape, init, self.dtype, &self.device)?,
-            Store::Safetensors { st, index, paths } => {
+            Store::Safetensors { maps, index, data, paths } => {
                 let (actual, file) = lookup(index, name, shape)?;
-                let _ = actual;
-                let t = st.load(name, &self.device).map_err(|e| corrupt(&paths[file], format!("tensor {name}: {e}")))?;
+                let (dtype, (start, end)) = data[name];
+                let (map, base) = &maps[file];
+                let bad = |e: &dyn std::fmt::Display| corrupt(&paths[file], format!("tensor {name}: {e}"));
+                let file_dtype = match dtype {
+                    safetensors::Dtype::F32 => DType::F32,
+                    safetensors::Dtype::F16 => DType::F16,
+                    safetensors::Dtype::BF16 => DType::BF16,
+                    safetensors::Dtype::F64 => DType::F64,
+                    other => return Err(bad(&format!("dtype {other:?} is not a float type tokbench loads (F32, F16, BF16, F64)"))),
+                };
+                let t = match &self.device {
+                    // Copied piece by piece, each piece's mapped pages released right after it.
+                    Device::Cpu => copy_to_host(map, base + start, end - start, file_dtype, actual).map_err(|e| bad(&e))?,
+                    // Straight from the mapping to the device; then its pages are released.
+                    device => {
+                        let t = Tensor::from_raw_buffer(&map[base + start..base + end], file_dtype, actual, device).map_err(|e| bad(&e))?;
+                        release_pages(map, base + start, end - start);
+                        t
+                    }
+                };
                 t.to_dtype(self.dtype)?
             }
             Store::Pth { shards, index } => {
@@ -298,6 +325,64 @@ impl WeightLoader {
         }
         Ok(tensor)
     }
+}
+
+/// A host tensor from `len` bytes of the mapping at `offset`, copied in pieces of a few MiB with
+/// each piece's mapped pages released after it is copied: host memory stays at one copy of the
+/// weights even for a tensor as large as an embedding matrix (206 MB for opt-1.3b).
+fn copy_to_host(map: &memmap2::Mmap, offset: usize, len: usize, dtype: DType, shape: &[usize]) -> candle_core::Result<Tensor> {
+    fn copy<T: candle_core::WithDType>(map: &memmap2::Mmap, offset: usize, len: usize, shape: &[usize]) -> candle_core::Result<Tensor> {
+        let size = std::mem::size_of::<T>();
+        if len % size != 0 {
+            candle_core::bail!("{len} bytes is not a whole number of {size}-byte elements");
+        }
+        let count = len / size;
+        let mut values: Vec<T> = Vec::with_capacity(count);
+        const PIECE: usize = 8 << 20;
+        let mut done = 0;
+        while done < len {
+            let n = PIECE.min(len - done);
+            // SAFETY: `values` has capacity for `len` bytes; bytes [0, done) are initialised, this
+            // copies the next `n` from the mapping (no alignment needed for a byte copy), and the
+            // length is set only once every byte is written. The element types are plain floats
+            // for which every bit pattern is valid.
+            unsafe {
+                std::ptr::copy_nonoverlapping(map[offset + done..].as_ptr(), (values.as_mut_ptr() as *mut u8).add(done), n);
+            }
+            release_pages(map, offset + done, n);
+            done += n;
+        }
+        // SAFETY: all `count` elements were written above.
+        unsafe { values.set_len(count) };
+        Tensor::from_vec(values, shape, &Device::Cpu)
+    }
+    match dtype {
+        DType::F32 => copy::<f32>(map, offset, len, shape),
+        DType::F16 => copy::<half::f16>(map, offset, len, shape),
+        DType::BF16 => copy::<half::bf16>(map, offset, len, shape),
+        DType::F64 => copy::<f64>(map, offset, len, shape),
+        other => candle_core::bail!("dtype {other:?} is not loaded from safetensors"),
+    }
+}
+
+/// Drops the mapped pages of `len` bytes at `offset` from this process (they stay in the page
+/// cache, and a later read faults them back in from the file). Without this, loading keeps every
+/// page of the file resident beside the copied tensors: twice the weights at the peak.
+fn release_pages(map: &memmap2::Mmap, offset: usize, len: usize) {
+    #[cfg(unix)]
+    {
+        // Whole pages inside the range only: a page shared with a neighbouring tensor stays.
+        const PAGE: usize = 4096;
+        let first = offset.div_ceil(PAGE) * PAGE;
+        let last = (offset + len) / PAGE * PAGE;
+        if last > first {
+            // SAFETY: the map is a read-only shared file mapping; after MADV_DONTNEED its pages
+            // read the file's contents again, so no slice into it ever sees other data.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (map, offset, len);
 }
 
 fn lookup<'a>(index: &'a HashMap<String, (Vec<usize>, usize)>, name: &str, shape: &[usize]) -> Result<(&'a [usize], usize)> {
