@@ -7,6 +7,8 @@ ROOT=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=/tmp/tb; mkdir -p $B
 for f in tokbench-worker tokbench-coordinator tokbench gpu_parity gpu_decode; do
+  # xz, or Python's lzma where xz is not installed
+  [ -f .gpu/$f.xz ] && { { xz -dc .gpu/$f.xz 2>/dev/null || python3 -c "import lzma,sys,shutil; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" .gpu/$f.xz; } > $B/$f; chmod +x $B/$f; }
   [ -f .gpu/$f.gz ] && { gunzip -c .gpu/$f.gz > $B/$f; chmod +x $B/$f; }
 done
 export PATH=$B:$PATH
