@@ -74,3 +74,10 @@ $SOAK wait "$URL" 1800
 for p in "${WPIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 kill -TERM "$COORD"; wait "$COORD" 2>/dev/null || true
 $SOAK check "$DB"
+# What the kills hit. A worker restarted under its id gets the job it held back at once (same
+# attempt, so jobs_retried above stays 0 for those); a result that met a dead coordinator was kept
+# and sent again.
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
+echo "jobs in flight when their worker was killed, handed back to it on restart: $(strip "$WORK/coordinator.log" | grep 'handing it out again' | grep -o 'job_id=[0-9a-f-]*' | sort -u | wc -l)"
+echo "jobs whose lease expired and that went back to the queue: $(strip "$WORK/coordinator.log" | grep 'lease expired' | grep -o 'job_id=[0-9a-f-]*' | sort -u | wc -l)"
+echo "results kept by a worker while the coordinator was down, then delivered: $(strip "$WORK"/worker*.log | grep -c 'keeping the result and retrying' || true)"
