@@ -58,6 +58,9 @@ pub struct Row {
     pub num_layers: usize,
     pub model_size_mb: f64,
     pub model_load_time_seconds: f64,
+    /// The model came from the worker's cache (sweep with `--reuse-model`): the load time is not
+    /// a cold load, and the table says so.
+    pub model_reused: bool,
     pub total_inference_time_seconds: f64,
     pub tokens_per_second: f64,
     /// The demo's "GPU Mem (MB)": memory allocated by the model on the GPU; None on CPU.
@@ -106,6 +109,7 @@ impl Row {
             num_layers: r.model_properties.num_layers,
             model_size_mb: r.model_properties.model_size_mb,
             model_load_time_seconds: im.model_load_time_seconds,
+            model_reused: im.model_reused,
             total_inference_time_seconds: im.total_inference_time_seconds,
             tokens_per_second: im.tokens_per_second,
             gpu_memory_allocated_mb: gm.gpu_memory_allocated_mb,
@@ -472,7 +476,7 @@ pub fn comparison_table(data: &ReportData) -> (Vec<&'static str>, Vec<Vec<String
                 r.total_parameters.to_string(),
                 r.num_layers.to_string(),
                 format!("{:.1}", r.model_size_mb),
-                format!("{:.2}", r.model_load_time_seconds),
+                if r.model_reused { format!("{:.2} (reused)", r.model_load_time_seconds) } else { format!("{:.2}", r.model_load_time_seconds) },
                 format!("{:.2}", r.total_inference_time_seconds),
                 format!("{:.1}", r.tokens_per_second),
                 fmt_opt(r.gpu_memory_allocated_mb, 1),
@@ -609,6 +613,7 @@ pub fn csv_bytes(data: &ReportData) -> Result<Vec<u8>, ReportError> {
         "num_layers",
         "model_size_mb",
         "model_load_time_seconds",
+        "model_reused",
         "total_inference_time_seconds",
         "tokens_per_second",
         "gpu_memory_allocated_mb",
@@ -643,6 +648,7 @@ pub fn csv_bytes(data: &ReportData) -> Result<Vec<u8>, ReportError> {
             r.num_layers.to_string(),
             r.model_size_mb.to_string(),
             r.model_load_time_seconds.to_string(),
+            r.model_reused.to_string(),
             r.total_inference_time_seconds.to_string(),
             r.tokens_per_second.to_string(),
             o(r.gpu_memory_allocated_mb),

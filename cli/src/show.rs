@@ -70,7 +70,14 @@ pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
         ui,
         "Inference (times are medians over repetitions)",
         vec![
-            ("model_load_time_seconds (s)", format!("{:.3}", im.model_load_time_seconds)),
+            (
+                "model_load_time_seconds (s)",
+                if im.model_reused {
+                    format!("{:.3}  (model reused from the worker's previous job, not a cold load)", im.model_load_time_seconds)
+                } else {
+                    format!("{:.3}", im.model_load_time_seconds)
+                },
+            ),
             (
                 "total_inference_time_seconds (s)",
                 format!("{:.3}  (min {:.3}, max {:.3})", im.total_inference_time_seconds, im.total_inference_time_seconds_min, im.total_inference_time_seconds_max),

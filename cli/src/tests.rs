@@ -214,3 +214,24 @@ fn kernel_names_are_truncated() {
     assert_eq!(truncate_name("short", 10), "short");
     assert_eq!(truncate_name("abcdefghijkl", 5), "abcd…");
 }
+
+#[test]
+fn a_reused_model_load_is_marked_in_the_table_and_csv() {
+    let mut warm = report("opt-125m", 4, Dev::Cpu, 41.5);
+    warm.inference_metrics.model_reused = true;
+    let records = vec![record("s", "cold", report("gpt2", 4, Dev::Cpu, 44.0)), record("s", "warm", warm)];
+    let data = ReportData::new(&records, GroupBy::Model, "20261201_000000").unwrap();
+    let (header, rows) = comparison_table(&data);
+    let col = header.iter().position(|h| *h == "Load Time (s)").unwrap();
+    let load = |run: &str| {
+        let i = data.rows.iter().position(|r| r.run_id == run).unwrap();
+        rows[i][col].clone()
+    };
+    assert!(load("warm").ends_with("(reused)"), "{}", load("warm"));
+    assert!(!load("cold").contains("reused"), "{}", load("cold"));
+    let csv = String::from_utf8(csv_bytes(&data).unwrap()).unwrap();
+    let mut lines = csv.lines();
+    let col = lines.next().unwrap().split(',').position(|h| h == "model_reused").unwrap();
+    let flags: Vec<&str> = lines.map(|l| l.split(',').nth(col).unwrap()).collect();
+    assert_eq!(flags.iter().filter(|f| **f == "true").count(), 1, "{flags:?}");
+}
