@@ -91,7 +91,10 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
 
     // ---- loading (timed: config + tokenizer + weights until the model is on the device) ----
     let load_start = Instant::now();
-    let init_range = nvtx::Range::new("model_initialization", &workload.model);
+    // Named like the later ranges (the repo id for catalog models); the resolved id is not known
+    // before loading starts, and resolving belongs inside this range.
+    let init_name = tokbench_core::Catalog::get(&workload.model).and_then(|e| e.hf_repo).unwrap_or(&workload.model);
+    let init_range = nvtx::Range::new("model_initialization", init_name);
     let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
     // A model the previous job of this worker left loaded (only when this job asks for reuse).
     let cached = if workload.reuse_model { take_cached_model(&cache_key) } else { None };
