@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 WORKER_KILLS=${WORKER_KILLS:-100}
 COORD_KILLS=${COORD_KILLS:-20}
-SWEEPS=${SWEEPS:-30}          # 16 jobs each (2 tiny models x batch 1..8, 8 new tokens)
+SWEEPS=${SWEEPS:-400}         # 16 jobs each (2 tiny models x batch 1..8, 8 new tokens): long enough that a release build is still running jobs when the kills end
 PORT=${PORT:-50651}
 PROFILE=${PROFILE:-release}
 LEASE_MS=${LEASE_MS:-2000}
