@@ -573,13 +573,17 @@ fn nsight_metrics(file_stem: &str, weights: &resolve::WeightsKind) -> NsightMetr
 }
 
 /// Where this job ran.
+static OS_DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static CPU_DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 pub fn environment(backend: &str) -> Environment {
     Environment {
         tokbench_version: tokbench_core::TOKBENCH_VERSION.to_string(),
         git_commit: option_env!("TOKBENCH_GIT_COMMIT").map(str::to_string),
         hostname: hostname(),
-        os: os_description(),
-        cpu: cpu_description(),
+        // Read once per process: they do not change between jobs, and /proc/cpuinfo is long.
+        os: OS_DESCRIPTION.get_or_init(os_description).clone(),
+        cpu: CPU_DESCRIPTION.get_or_init(cpu_description).clone(),
         backend: backend.to_string(),
     }
 }
