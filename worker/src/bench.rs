@@ -59,11 +59,12 @@ static MODEL_CACHE: std::sync::Mutex<Vec<CachedModel>> = std::sync::Mutex::new(V
 /// At most this many cached copies (in-process workers of the overhead benchmark).
 const MODEL_CACHE_MAX: usize = 32;
 
-/// A cached model for `key`, if any. On a miss, models cached under other keys are dropped
-/// (their memory freed) so they never sit beside the model this job is about to load.
-fn take_cached_model(key: &str) -> Option<CachedModel> {
+/// The cached model for `key` when the job asks for reuse. Otherwise, and on a miss, every cached
+/// model is dropped (its memory freed) so none sits beside the model this job is about to load
+/// or skews its free-memory check.
+fn take_cached_model(key: &str, reuse: bool) -> Option<CachedModel> {
     let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = cache.iter().position(|c| c.key == key) {
+    if let Some(i) = cache.iter().position(|c| reuse && c.key == key) {
         return Some(cache.swap_remove(i));
     }
     cache.clear();
@@ -97,7 +98,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let init_range = nvtx::Range::new("model_initialization", init_name);
     let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
     // A model the previous job of this worker left loaded (only when this job asks for reuse).
-    let cached = if workload.reuse_model { take_cached_model(&cache_key) } else { None };
+    let cached = take_cached_model(&cache_key, workload.reuse_model);
     let model_reused = cached.is_some();
     let (resolved, tokenizer, cached_model) = match cached {
         Some(c) => (c.resolved, c.tokenizer, Some(c.model)),
@@ -205,7 +206,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         let logits = (batch * resolved.config.vocab_size() * 4) as u64;
         gpu_metrics.workload_memory_needed_mb = Some((weight_bytes + estimate.kv_cache + logits) as f64 / MIB);
     }
-    let config = &resolved.config.clone();
+    let config = &resolved.config;
     let report = BenchReport {
         schema_version: REPORT_SCHEMA_VERSION,
         model: workload.model.clone(),
@@ -572,10 +573,10 @@ fn nsight_metrics(file_stem: &str, weights: &resolve::WeightsKind) -> NsightMetr
     }
 }
 
-/// Where this job ran.
 static OS_DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 static CPU_DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// Where this job ran.
 pub fn environment(backend: &str) -> Environment {
     Environment {
         tokbench_version: tokbench_core::TOKBENCH_VERSION.to_string(),
