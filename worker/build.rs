@@ -48,14 +48,20 @@ fn build_ptx() {
     let nvcc = nvcc.unwrap_or_else(|| "nvcc".to_string());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
-    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("decode.ptx");
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-O3", "-std=c++17"])
-        .arg(format!("-arch=compute_{cap}"))
-        .arg("kernels/decode.cu")
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see GPU.md)"));
-    assert!(status.success(), "nvcc failed on kernels/decode.cu ({status})");
+    let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
+    // decode.ptx for $CUDA_COMPUTE_CAP; decode_sm90.ptx for Hopper and newer, with programmatic
+    // dependent launch compiled in (griddepcontrol needs compute_90; see src/model/cuda_ops.rs).
+    for (file, arch, defines) in [("decode.ptx", cap.as_str(), &[][..]), ("decode_sm90.ptx", "90", &["-DTOKBENCH_PDL"][..])] {
+        let out = Path::new(&out_dir).join(file);
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-O3", "-std=c++17"])
+            .arg(format!("-arch=compute_{arch}"))
+            .args(defines)
+            .arg("kernels/decode.cu")
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see GPU.md)"));
+        assert!(status.success(), "nvcc failed on kernels/decode.cu for compute_{arch} ({status})");
+    }
 }

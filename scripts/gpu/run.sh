@@ -8,6 +8,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=/tmp/tb; mkdir -p $B
 for f in tokbench-worker tokbench-coordinator tokbench gpu_parity gpu_decode; do
   # xz, or Python's lzma where xz is not installed
+  [ -x $B/$f ] && [ $B/$f -nt .gpu/$f.xz ] && continue  # unpacked by an earlier call on this machine
   [ -f .gpu/$f.xz ] && { { xz -dc .gpu/$f.xz 2>/dev/null || python3 -c "import lzma,sys,shutil; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" .gpu/$f.xz; } > $B/$f; chmod +x $B/$f; }
   [ -f .gpu/$f.gz ] && { gunzip -c .gpu/$f.gz > $B/$f; chmod +x $B/$f; }
 done
@@ -27,15 +28,26 @@ parity)
   log "f16/bf16 GPU vs f32 CPU logits"
   TOKBENCH_REPO=$ROOT gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
 decode)
-  log "fused / CUDA-graph decode vs candle eager decode (tokens)"
+  log "fused / CUDA-graph decode vs candle eager decode (tokens): default (GEMV, arena, PDL on Hopper)"
   gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN"
-  log "the same f32 check with tokbench's GEMV instead of cuBLAS (TOKBENCH_GEMV=1)"
-  TOKBENCH_GEMV=1 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_gemv.log | grep -E "test result|panicked|FAILED|WARN" ;;
+  log "the same f32 check with cuBLAS instead of tokbench's GEMV (TOKBENCH_GEMV=0)"
+  TOKBENCH_GEMV=0 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_cublas.log | grep -E "test result|panicked|FAILED|WARN"
+  log "the same f32 check without programmatic dependent launch (TOKBENCH_PDL=0)"
+  TOKBENCH_PDL=0 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_nopdl.log | grep -E "test result|panicked|FAILED|WARN"
+  log "the same f32 check with the GEMV up to 8 rows (TOKBENCH_GEMV_MAX_M=8; default 1)"
+  TOKBENCH_GEMV_MAX_M=8 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_gemv8.log | grep -E "test result|panicked|FAILED|WARN" ;;
 modes)
-  log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 32 and 128 out, batch 1 and 32"
-  for m in gpt2 opt-1.3b; do for bs in 1 32; do for mode in ${MODES:-eager fused graph gemv}; do
-    # gemv: graph decode with tokbench's few-row GEMV instead of cuBLAS (TOKBENCH_GEMV=1)
-    if [ $mode = gemv ]; then ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=1"; else ENVS="TOKBENCH_DECODE=$mode"; fi
+  log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 128 out, batch 1 and 32"
+  # graph: the default (CUDA graph, GEMV at <= 8 rows, PDL on Hopper); nopdl: TOKBENCH_PDL=0;
+  # cublas: TOKBENCH_GEMV=0 (cuBLAS + separate norm/bias kernels); fused: no graph; eager: candle ops.
+  for m in ${MODES_MODELS:-gpt2 opt-1.3b}; do for bs in ${MODES_BATCHES:-1 32}; do for mode in ${MODES:-graph nopdl cublas fused}; do
+    case $mode in
+      gemv8) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV_MAX_M=8" ;;
+      nopdl) ENVS="TOKBENCH_DECODE=graph TOKBENCH_PDL=0" ;;
+      cublas) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0" ;;
+      cublas-nopdl) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0 TOKBENCH_PDL=0" ;;
+      *) ENVS="TOKBENCH_DECODE=$mode" ;;
+    esac
     env $ENVS tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
       --input-len 128 --max-tokens 128 --warmup 1 --repetitions 5 --json modes_${m}_b${bs}_$mode.json --quiet 2> modes_${m}_b${bs}_$mode.err \
       || { echo "FAILED $m b$bs $mode"; tail -5 modes_${m}_b${bs}_$mode.err; }
@@ -50,22 +62,31 @@ PYEOF
   ;;
 kern)
   log "where a decode step and a prefill spend GPU time (nsys, fused path without graph so each kernel shows)"
-  # KERN_SPECS: "model batch max_tokens" triples separated by commas; TOKBENCH_GEMV passes through.
+  # KERN_SPECS: "model batch max_tokens" triples separated by commas; KERN_TAG names the outputs;
+  # TOKBENCH_GEMV / TOKBENCH_PDL pass through (PDL=0 keeps kernel times free of early-start waits).
   IFS=, read -ra SPECS <<< "${KERN_SPECS:-gpt2 1 32,opt-1.3b 1 32,opt-1.3b 32 2}"
-  for spec in "${SPECS[@]}"; do set -- $spec
-    TOKBENCH_DECODE=fused LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o kern_$1_b$2 --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
+  for spec in "${SPECS[@]}"; do set -- $spec; K=kern_$1_b$2${KERN_TAG:+_$KERN_TAG}
+    TOKBENCH_DECODE=fused LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o $K --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
       tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 --input-len 128 --max-tokens $3 \
-      --warmup 1 --repetitions 2 --json kern_$1_b$2.json --quiet > kern_$1_b$2.log 2>&1
-    echo "--- $1 batch $2, 128 in / $3 out: kernels by total GPU time"
-    LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --format csv --report cuda_gpu_kern_sum --output - kern_$1_b$2.nsys-rep 2>/dev/null > kern_$1_b$2.csv
+      --warmup 1 --repetitions 2 --json $K.json --quiet > $K.log 2>&1
+    echo "--- $1 batch $2, 128 in / $3 out ${KERN_TAG:-}: kernels by total GPU time"
+    LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --format csv --report cuda_gpu_kern_sum --output - $K.nsys-rep 2>/dev/null > $K.csv
     $PY -c "
-import csv,sys
-rows=list(csv.DictReader(open('kern_$1_b$2.csv')))
+import csv,io
+lines=open('$K.csv').read().splitlines()  # nsys prints progress lines before the CSV header
+start=[i for i,l in enumerate(lines) if l.startswith('Time (%)')][:1]
+rows=list(csv.DictReader(io.StringIO(chr(10).join(lines[start[0]:])))) if start else []
 tot=sum(float(r['Total Time (ns)']) for r in rows)
 print(f'total kernel time {tot/1e6:.2f} ms')
-for r in rows[:14]: print(f\"{float(r['Time (%)']):5.1f}% {float(r['Total Time (ns)'])/1e6:8.2f} ms {int(r['Instances']):6d} x {float(r['Avg (ns)'])/1e3:7.2f} us  {r['Name'][:90]}\")
+for r in rows[:${KERN_ROWS:-18}]: print(f\"{float(r['Time (%)']):5.1f}% {float(r['Total Time (ns)'])/1e6:8.2f} ms {int(r['Instances']):6d} x {float(r['Avg (ns)'])/1e3:7.2f} us  {r['Name'][:90]}\")
 "
   done ;;
+ncu)
+  log "Nsight Compute on the decode GEMV (opt-1.3b batch 1, f16; 4 launches after 200)"
+  ncu --clock-control none -k 'regex:gemv_small_m1' -s 200 -c 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+    env TOKBENCH_DECODE=fused TOKBENCH_PDL=0 tokbench-worker bench --model opt-1.3b --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
+    --input-len 128 --max-tokens 8 --warmup 0 --repetitions 1 --json ncu_bench.json --quiet > ncu_gemv.txt 2>&1
+  grep -E "gemv_small|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Grid Size|Stall|Warp Cycles Per Issued|L2 Hit|Mem Busy|Max Bandwidth" ncu_gemv.txt | head -80 ;;
 bench)
   log "standalone bench of the seven models (f16, synthetic, 128 in / 128 out, batch 1 and 32)"
   for m in $MODELS; do for bs in 1 32; do

@@ -11,6 +11,24 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+// Programmatic dependent launch (compute_90 build, -DTOKBENCH_PDL; see cuda_ops.rs): a kernel
+// lets the next one launch at once (its blocks start as this one's drain), and waits for the
+// previous kernel's completion and memory before it reads anything that kernel (or any earlier
+// one) wrote. Every kernel waits in every block, so completion is transitive down the stream.
+// Without the attribute at launch, or in the compute_80 build, both are no-ops.
+#ifdef TOKBENCH_PDL
+#define PDL_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define PDL_LAUNCH_DEPENDENTS()
+#define PDL_WAIT()
+#endif
+#define PDL_ENTER()         \
+  do {                      \
+    PDL_LAUNCH_DEPENDENTS(); \
+    PDL_WAIT();             \
+  } while (0)
+
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -55,6 +73,7 @@ template <typename T>
 __device__ void decode_attention(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                  const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
                                  T* __restrict__ out, int heads, int d, int cap) {
+  PDL_ENTER();
   extern __shared__ float smem[];
   float* q = smem;           // [d]
   float* p = smem + d;       // [cap] scores, then probabilities
@@ -129,6 +148,7 @@ __device__ void decode_attention(const T* __restrict__ qkv, const T* __restrict_
 // y[r, c] = act(y[r, c] + bias[c]) in place. act: 0 none, 1 relu, 2 gelu (tanh), 3 gelu (erf).
 template <typename T>
 __device__ void bias_act(T* y, const T* __restrict__ bias, int rows, int cols, int act) {
+  PDL_ENTER();
   const size_t n = (size_t)rows * cols;
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
     // Rounded to T after the bias add, as candle's separate add kernel does.
@@ -143,6 +163,7 @@ __device__ void bias_act(T* y, const T* __restrict__ bias, int rows, int cols, i
 // y = (y + bias) + res in place (bias may be null): a linear layer's bias and the residual add.
 template <typename T>
 __device__ void bias_residual(T* y, const T* __restrict__ bias, const T* __restrict__ res, int rows, int cols) {
+  PDL_ENTER();
   const size_t n = (size_t)rows * cols;
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
     float v = to_f(y[idx]);
@@ -155,6 +176,7 @@ __device__ void bias_residual(T* y, const T* __restrict__ bias, const T* __restr
 template <typename T>
 __device__ void embed(const uint32_t* __restrict__ ids, const uint32_t* __restrict__ positions, const T* __restrict__ tok,
                       const T* __restrict__ pos, T* __restrict__ out, int h) {
+  PDL_ENTER();
   const int s = blockIdx.x;
   const T* a = tok + (size_t)ids[s] * h;
   const T* b = pos + (size_t)positions[s] * h;
@@ -176,14 +198,17 @@ __device__ __forceinline__ void load16(const T* p, float* out) {
 // loads. Why: the generic kernel reads a key row one element per iteration, so each thread
 // waits a memory latency per element (~40 us per call at 256 positions); here a thread issues
 // all D/PER loads of its row at once, and the P·V loop keeps several rows in flight.
-// Block: 128 threads. Dynamic shared memory: (cap + D + 16 * D) floats.
+// Block: 256 threads (at batch 1 a step has only heads × 1 blocks: wide blocks, short serial
+// chains). P·V issues 8 value rows per thread before summing them. Dynamic shared memory:
+// (D + GROUPS * D + cap) floats.
 template <typename T, int D>
 __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                       const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
                                       T* __restrict__ out, int heads, int cap) {
+  PDL_ENTER();
   constexpr int PER = 16 / sizeof(T);
   constexpr int CHUNKS = D / PER;        // 16-byte chunks per row
-  constexpr int GROUPS = 128 / CHUNKS;   // P·V: thread groups over positions
+  constexpr int GROUPS = 256 / CHUNKS;   // P·V: thread groups over positions
   extern __shared__ float smem[];
   float* q = smem;                 // [D]
   float* part = smem + D;          // [GROUPS * D]
@@ -236,13 +261,24 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
 #pragma unroll
   for (int i = 0; i < PER; ++i) acc[i] = 0.f;
   if (g < GROUPS) {
-#pragma unroll 4
-    for (int j = g; j < n; j += GROUPS) {
-      float v[PER];
-      load16(vc + (size_t)j * D + c * PER, v);
-      const float pj = p[j];
+    constexpr int R = 8;  // value rows in flight per thread
+    for (int j0 = g; j0 < n; j0 += R * GROUPS) {
+      uint4 raw[R];
 #pragma unroll
-      for (int i = 0; i < PER; ++i) acc[i] += pj * v[i];
+      for (int r = 0; r < R; ++r) {
+        const int j = j0 + r * GROUPS;
+        raw[r] = j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int j = j0 + r * GROUPS;
+        if (j < n) {
+          const T* v = reinterpret_cast<const T*>(&raw[r]);
+          const float pj = p[j];
+#pragma unroll
+          for (int i = 0; i < PER; ++i) acc[i] += pj * to_f(v[i]);
+        }
+      }
     }
 #pragma unroll
     for (int i = 0; i < PER; ++i) part[g * D + c * PER + i] = acc[i];
@@ -255,16 +291,15 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   }
 }
 
-// Layer norm over rows of `cols` (≤ 256 * 16), one block of 256 threads per row, the row kept in
-// registers (two-pass mean/variance in f32, as torch). candle's kernel runs one warp per row
-// for rows under 1024 wide and reads them serially: ~14 us per call at 768 columns.
+// Layer norm of one row of `cols` (≤ 256 * 16) by a block of 256 threads, the row kept in
+// registers (two-pass mean/variance in f32, as torch), written to `yr` (global or shared memory).
+// candle's kernel runs one warp per row for rows under 1024 wide and reads them serially: ~14 us
+// per call at 768 columns. The GEMV below runs this same function for its fused pre-norm, so a
+// fused and a separate norm give bit-identical values.
 template <typename T>
-__device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
-                           int cols, float eps) {
+__device__ void layer_norm_row(const T* __restrict__ xr, const T* __restrict__ w, const T* __restrict__ b, T* yr,
+                               int cols, float eps, float* scratch) {
   constexpr int MAXI = 16;
-  __shared__ float scratch[32];
-  const size_t r = blockIdx.x;
-  const T* xr = x + r * cols;
   float v[MAXI];
   float sum = 0.f;
 #pragma unroll
@@ -284,14 +319,25 @@ __device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, con
 #pragma unroll
   for (int k = 0; k < MAXI; ++k) {
     const int i = threadIdx.x + k * blockDim.x;
-    if (i < cols) y[r * cols + i] = from_f<T>((v[k] - mean) * rstd * to_f(w[i]) + to_f(b[i]));
+    if (i < cols) yr[i] = from_f<T>((v[k] - mean) * rstd * to_f(w[i]) + to_f(b[i]));
   }
+}
+
+// Layer norm over rows, one block of 256 threads per row.
+template <typename T>
+__device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+                           int cols, float eps) {
+  PDL_ENTER();
+  __shared__ float scratch[32];
+  const size_t r = blockIdx.x;
+  layer_norm_row<T>(x + r * cols, w, b, y + r * cols, cols, eps, scratch);
 }
 
 // Greedy choice per row: index of the largest value, the smallest index among equals.
 // One block of 1024 threads per row.
 template <typename T>
 __device__ void argmax_rows(const T* __restrict__ x, uint32_t* __restrict__ out, int cols) {
+  PDL_ENTER();
   __shared__ float sv[32];
   __shared__ int si[32];
   const T* xr = x + (size_t)blockIdx.x * cols;
@@ -328,10 +374,12 @@ __device__ void argmax_rows(const T* __restrict__ x, uint32_t* __restrict__ out,
 // Prefill attention probabilities: softmax over the last dim of scores [b, H, t, L] (T) plus a
 // bias [b, 1, t, L] (f32, 0 or a large negative number) broadcast over heads, in f32; writes
 // probabilities as T. Replaces candle's cast to f32, broadcast add, softmax and cast back (four
-// passes over the largest tensor of the prefill). One block of 256 threads per row, L ≤ 4096.
+// passes over the largest tensor of the prefill). `out` may be `scores` itself (each warp reads
+// its whole row before it writes it).
 template <typename T>
-__device__ void masked_softmax(const T* __restrict__ scores, const float* __restrict__ bias, T* __restrict__ out, int heads,
+__device__ void masked_softmax(const T* scores, const float* __restrict__ bias, T* out, int heads,
                                int t, int L, int rows) {
+  PDL_ENTER();
   // One warp per row (rows of prefill attention are short: 128 keys for a 128-token prompt),
   // the row in registers: 32 lanes x MAXI values, L <= 1024.
   constexpr int MAXI = 32;
@@ -366,76 +414,190 @@ __device__ void masked_softmax(const T* __restrict__ scores, const float* __rest
   }
 }
 
-// y[m, n] = x[m, k] · w[n, k]^T for m ≤ 8 rows (decode steps), w row-major (k contiguous),
-// with the layer's epilogue fused: mode 0 plain; 1 bias (optional) then activation `act`
-// (0 none, 1 relu, 2 gelu tanh, 3 gelu erf); 2 bias (optional) then + res[m, n]. Rounded to T
-// after the matmul and after the bias add, as the unfused kernels do.
-// Why: at m ≤ 8 a linear layer is a pass over its weights; cuBLAS reaches ~2.2 TB/s here on
-// an H200 (~4.2 TB/s copy rate). One warp per output row, 16-byte loads, several in flight.
-// Requires k % (16 / sizeof(T)) == 0 and 16-byte aligned rows. Block: 256 threads (8 rows).
-template <typename T>
-__device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                             const T* __restrict__ res, T* __restrict__ y, int m, int n, int k, int mode, int act) {
+// A 16-byte load of weights that are read once per step: through the read-only path, not kept
+// in L1 (where the activations the GEMV re-reads live).
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
+// y[m, n] = x[m, k] · w[n, k]^T for M ≤ 8 rows (decode steps), w row-major (k contiguous), with
+// the layer's pre-norm and epilogue fused:
+//   ln_w != null: x is first layer-normed (ln_w, ln_b, eps; by layer_norm_row, so the values are
+//                 those of the separate kernel), which needs x in shared memory (x_in_smem);
+//   mode 0 plain; 1 bias (optional) then activation `act` (0 none, 1 relu, 2 gelu tanh, 3 gelu
+//   erf); 2 bias (optional) then + res[m, n]; 3 bias (optional), then no output: res is a
+//   u64 [M] of argmax keys (zeroed beforehand) that each row's value is atomicMax'ed into.
+//   Rounded to T after the matmul and after the bias add, as the unfused kernels do.
+// Why: at M ≤ 8 a linear layer is one pass over its weights, and every launch between two of
+// them (norm, bias, activation, residual, argmax) costs a drain and a ramp of the whole GPU.
+// Layout: a persistent grid (as many blocks as fit on the GPU at once) of 8-warp blocks; a block
+// takes groups of 8 / wpr rows in turn, each row split over `wpr` warps (1, 2, 4, 8) so a warp
+// has at most 256 16-byte chunks of it. Each warp keeps two batches of B loads per lane in
+// flight: while it multiplies one batch it has already issued the next (the rest of its row or
+// the first batch of its next row). The prologue (x staging, the norm) runs once per block.
+// (v1 of this kernel ran one short-lived block per 8 rows, every block paying its latency chain
+// anew: ~2 TB/s on an H200 against cuBLAS's ~2.7.)
+// x_in_smem: x (normed or not) is staged in dynamic shared memory (M·k·sizeof(T) bytes); else
+// read from global memory through L1. Requires k % (16 / sizeof(T)) == 0, 16-byte aligned
+// rows, blockDim 256.
+// A (value, index) pair as one integer whose unsigned order is: larger value first, then the
+// smaller index; NaN below everything (argmax_rows never picks a NaN), -0 as +0.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int index) {
+  if (v != v) return 0ull;
+  if (v == 0.f) v = 0.f;
+  const unsigned int u = __float_as_uint(v);
+  const unsigned int ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ((unsigned long long)ordered << 32) | (unsigned long long)(0xffffffffu - (unsigned int)index);
+}
+
+template <typename T, int M, int B>
+__device__ __forceinline__ void gemv_load(const T* __restrict__ w, int row, int n, int k, int c, int c1, uint4 (&raw)[B]) {
   constexpr int PER = 16 / sizeof(T);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row = blockIdx.x * (blockDim.x >> 5) + warp;
-  if (row >= n) return;
-  const T* wr = w + (size_t)row * k;
-  const int chunks = k / PER;
-  float acc[8];
+  const T* wr = w + (size_t)min(row, n - 1) * k;
+  const int lane = threadIdx.x & 31;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-  // Batches of B 16-byte weight loads per lane issued before any arithmetic, so each warp keeps
-  // B * 512 bytes in flight (a plain strided loop waits a memory latency per load).
-  constexpr int B = 8;
-  for (int base = 0; base < chunks; base += 32 * B) {
-    uint4 raw[B];
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-      const int c = base + b * 32 + lane;
-      raw[b] = c < chunks ? *reinterpret_cast<const uint4*>(wr + c * PER) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int b = 0; b < B; ++b) {
-      const int c = base + b * 32 + lane;
-      if (c < chunks) {
-        const T* wv = reinterpret_cast<const T*>(&raw[b]);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          if (i < m) {
-            float xv[PER];
-            load16(x + (size_t)i * k + c * PER, xv);
-#pragma unroll
-            for (int e = 0; e < PER; ++e) acc[i] += to_f(wv[e]) * xv[e];
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = warp_sum(acc[i]);
-  if (lane < m) {
-    float v = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) if (i == lane) v = acc[i];
-    v = to_f(from_f<T>(v));
-    if (mode != 0 && bias) v = to_f(from_f<T>(v + to_f(bias[row])));
-    if (mode == 1) {
-      if (act == 1) v = fmaxf(v, 0.f);
-      else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-      else if (act == 3) v = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
-    } else if (mode == 2) {
-      v += to_f(res[(size_t)lane * n + row]);
-    }
-    y[(size_t)lane * n + row] = from_f<T>(v);
+  for (int b = 0; b < B; ++b) {
+    const int cc = c + b * 32 + lane;
+    raw[b] = cc < c1 ? ld_stream16(wr + (size_t)cc * PER) : make_uint4(0, 0, 0, 0);
   }
 }
 
-#define INSTANTIATE_GEMV(T, SUFFIX)                                                                                  \
-  extern "C" __global__ void gemv_small_m_##SUFFIX(const T* x, const T* w, const T* bias, const T* res, T* y, int m, \
-                                                   int n, int k, int mode, int act) {                                \
-    gemv_small_m<T>(x, w, bias, res, y, m, n, k, mode, act);                                                         \
+template <typename T, int M, int B>
+__device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                             const T* __restrict__ res, const T* __restrict__ ln_w, const T* __restrict__ ln_b, float eps,
+                             T* __restrict__ y, int n, int k, int wpr, int mode, int act, int x_in_smem) {
+  constexpr int PER = 16 / sizeof(T);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float scratch[32];
+  __shared__ float red[8][M];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rows_per_group = 8 / wpr, groups = (n + rows_per_group - 1) / rows_per_group;
+  const int rloc = warp / wpr, part = warp % wpr;
+  const int chunks = k / PER;
+  const int per_part = (chunks + wpr - 1) / wpr;
+  const int c0 = part * per_part, c_end = min(chunks, c0 + per_part);
+  // A warp's work is a sequence of items (group, batch of its row part); batches per row are the
+  // same for every warp, so every warp of a block walks the same sequence (the cross-warp
+  // reduction below synchronises the block).
+  const int nb = (per_part + 32 * B - 1) / (32 * B);
+  const int items = ((groups - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x) * nb;
+  auto row_of = [&](int item) { return ((int)blockIdx.x + (item / nb) * (int)gridDim.x) * rows_per_group + rloc; };
+  auto issue = [&](int item, uint4(&buf)[B]) {
+    const int row = row_of(item);
+    gemv_load<T, M, B>(w, row, n, k, c0 + (item % nb) * 32 * B, row < n ? c_end : c0, buf);
+  };
+  float acc[M];
+  const T* xp = x;
+  auto consume = [&](int item, const uint4(&buf)[B]) {
+    const int bi = item % nb, row = row_of(item);
+    const int c1 = row < n ? c_end : c0, base = c0 + bi * 32 * B;
+    if (bi == 0) {
+#pragma unroll
+      for (int i = 0; i < M; ++i) acc[i] = 0.f;
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      const int c = base + b * 32 + lane;
+      if (c < c1) {
+        const T* wv = reinterpret_cast<const T*>(&buf[b]);
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+          float xv[PER];
+          load16(xp + (size_t)i * k + (size_t)c * PER, xv);
+#pragma unroll
+          for (int e = 0; e < PER; ++e) acc[i] += to_f(wv[e]) * xv[e];
+        }
+      }
+    }
+    if (bi != nb - 1) return;
+    float r[M];
+#pragma unroll
+    for (int i = 0; i < M; ++i) r[i] = warp_sum(acc[i]);
+    if (wpr > 1) {
+      __syncthreads();  // red[] of the previous row has been read
+      if (lane == 0) {
+#pragma unroll
+        for (int i = 0; i < M; ++i) red[warp][i] = r[i];
+      }
+      __syncthreads();
+      if (part == 0) {
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+          float s = 0.f;
+          for (int p = 0; p < wpr; ++p) s += red[warp + p][i];
+          r[i] = s;
+        }
+      }
+    }
+    if (part == 0 && row < n && lane < M) {
+      float v = 0.f;
+#pragma unroll
+      for (int i = 0; i < M; ++i) if (i == lane) v = r[i];
+      v = to_f(from_f<T>(v));
+      if (mode != 0 && bias) v = to_f(from_f<T>(v + to_f(bias[row])));
+      if (mode == 1) {
+        if (act == 1) v = fmaxf(v, 0.f);
+        else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        else if (act == 3) v = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
+      } else if (mode == 2) {
+        v += to_f(res[(size_t)lane * n + row]);
+      } else if (mode == 3) {
+        // Greedy choice fused in (the lm_head): the largest value per input row, the smallest
+        // index among equals, as argmax_rows over the T-rounded values.
+        atomicMax(reinterpret_cast<unsigned long long*>(const_cast<T*>(res)) + lane, argmax_key(v, row));
+        return;
+      }
+      y[(size_t)lane * n + row] = from_f<T>(v);
+    }
+  };
+  // Two buffers in turn: the loads of the next item are in flight while this one is summed.
+  // The first loads go out before the prologue and before waiting on the previous kernel
+  // (weights are constant), so they stream while that kernel drains and the norm is computed.
+  uint4 buf_a[B], buf_b[B];
+  if (items > 0) issue(0, buf_a);
+  PDL_ENTER();
+  if (x_in_smem) {
+    T* xs = reinterpret_cast<T*>(smem_raw);
+    if (ln_w) {
+#pragma unroll 1
+      for (int i = 0; i < M; ++i) layer_norm_row<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps, scratch);
+    } else {
+      for (int c = threadIdx.x; c < M * k / PER; c += blockDim.x)
+        reinterpret_cast<uint4*>(xs)[c] = reinterpret_cast<const uint4*>(x)[c];
+    }
+    __syncthreads();
+    xp = xs;
   }
+  for (int item = 0; item < items; item += 2) {
+    if (item + 1 < items) issue(item + 1, buf_b);
+    consume(item, buf_a);
+    if (item + 1 >= items) break;
+    if (item + 2 < items) issue(item + 2, buf_a);
+    consume(item + 1, buf_b);
+  }
+}
+
+// Few rows need few registers: two blocks per SM with 2 × 8 loads in flight per lane; more
+// rows take 2 × 4 loads and one block's worth of registers.
+#define INSTANTIATE_GEMV_M(T, SUFFIX, M, B, MIN_BLOCKS)                                                              \
+  extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) gemv_small_m##M##_##SUFFIX(                          \
+      const T* x, const T* w, const T* bias, const T* res, const T* ln_w, const T* ln_b, float eps, T* y, int n,      \
+      int k, int wpr, int mode, int act, int x_in_smem) {                                                            \
+    gemv_small_m<T, M, B>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem);                     \
+  }
+#define INSTANTIATE_GEMV(T, SUFFIX)       \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, 2)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 2, 8, 2)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 3, 4, 2)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 4, 4, 2)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 5, 4, 1)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 6, 4, 1)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 7, 4, 1)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 8, 4, 1)
 INSTANTIATE_GEMV(float, f32)
 INSTANTIATE_GEMV(__half, f16)
 INSTANTIATE_GEMV(__nv_bfloat16, bf16)
@@ -486,10 +648,25 @@ INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
 
+// advance_step for ids chosen by the lm_head GEMV's argmax keys (mode 3), which it zeroes for the
+// next step.
+extern "C" __global__ void advance_step_keys(unsigned long long* keys, uint32_t* ids, uint32_t* positions, uint32_t* slot,
+                                             int b) {
+  PDL_ENTER();
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s < b) {
+    ids[s] = 0xffffffffu - (uint32_t)(keys[s] & 0xffffffffull);
+    keys[s] = 0ull;
+    positions[s] += 1;
+  }
+  if (s == 0) *slot += 1;
+}
+
 // End of a graph-replayed step: the sampled ids become the next step's input, every position
 // and the cache slot move one forward. One thread per sequence.
 extern "C" __global__ void advance_step(const uint32_t* __restrict__ next, uint32_t* ids, uint32_t* positions,
                                         uint32_t* slot, int b) {
+  PDL_ENTER();
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s < b) {
     ids[s] = next[s];

@@ -22,14 +22,23 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn run(name: &str, dtype: DType, mode: DecodeMode, steps: usize) -> (Vec<Vec<u32>>, String) {
+    run_prompts(name, dtype, mode, steps, &prompts())
+}
+
+/// `n` prompts of lengths 3..=14 (left padding up to the longest).
+fn n_prompts(n: usize) -> Vec<Vec<u32>> {
+    (0..n).map(|i| (0..3 + (i * 5) % 12).map(|j| (40 + 97 * i + 13 * j) as u32).collect()).collect()
+}
+
+fn run_prompts(name: &str, dtype: DType, mode: DecodeMode, steps: usize, prompts: &[Vec<u32>]) -> (Vec<Vec<u32>>, String) {
     let config = Catalog::get(name).unwrap().config();
     let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, dtype, &dev).unwrap();
     model.set_decode_mode(mode);
     let params = GenerationParams::new(&config, name, steps);
     // Twice: the second batch reuses the cache and (graph mode) replays the captured graph.
-    let first = generate_batch(&mut model, &prompts(), &params, &mut |_| {}).unwrap();
-    let second = generate_batch(&mut model, &prompts(), &params, &mut |_| {}).unwrap();
+    let first = generate_batch(&mut model, prompts, &params, &mut |_| {}).unwrap();
+    let second = generate_batch(&mut model, prompts, &params, &mut |_| {}).unwrap();
     assert_eq!(first.tokens, second.tokens, "{name} {dtype:?} {mode:?}: a repeated batch gave other tokens");
     (second.tokens, second.decode_path.to_string())
 }
@@ -61,6 +70,23 @@ fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
             for (i, (a, b)) in eager.iter().zip(&fused).enumerate() {
                 assert_eq!(a[..4], b[..4], "{name} {dtype:?} sequence {i}: fused decode's first tokens differ from eager");
             }
+        }
+    }
+}
+
+/// Batch sizes that take other kernels: 1 row (the GEMV), 8 and 12 (cuBLAS into the step arena;
+/// with TOKBENCH_GEMV_MAX_M=8, as scripts/gpu/run.sh also runs it, 8 rows take the GEMV's largest
+/// instantiation).
+#[test]
+fn f32_graph_matches_eager_at_batch_1_8_and_12() {
+    for name in ["gpt2", "opt-125m"] {
+        for n in [1, 8, 12] {
+            let prompts = n_prompts(n);
+            let (eager, _) = run_prompts(name, DType::F32, DecodeMode::Eager, 16, &prompts);
+            let (graph, path) = run_prompts(name, DType::F32, DecodeMode::Graph, 16, &prompts);
+            println!("GPU_DECODE {name} f32 batch {n}: {path}");
+            assert_eq!(path, "cuda-graph", "{name} batch {n}");
+            assert_eq!(graph, eager, "{name} f32 batch {n}: graph decode differs from eager");
         }
     }
 }

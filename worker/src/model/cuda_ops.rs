@@ -1,19 +1,38 @@
-//! Launchers for the fused decode kernels in `kernels/decode.cu` (PTX built by build.rs).
+//! Launchers for tokbench's CUDA kernels in `kernels/decode.cu` (PTX built by build.rs), and the
+//! decode step's buffer arena.
 //!
 //! They take candle tensors, check dtype/shape/contiguity, and launch on the device's one
 //! stream. `decode_attention`, `bias_act`, `bias_residual` and `advance_step` write into tensors
 //! they are given (the KV cache, a fresh matmul output, the step buffers): that is their point,
 //! and it is safe here because the engine runs every kernel on a single stream with candle's
 //! cross-stream event tracking off (see `device::open`).
+//!
+//! Two things serve the CUDA-graph decode step:
+//! - [`StepArena`]: while a decode step runs inside [`in_arena`], every output of these launchers
+//!   (and of [`matmul_nt`], the cuBLAS call) takes the buffer the same call took in the step
+//!   before, so a captured step holds no allocation nodes (no graph memory pool, and nothing
+//!   between two kernels that would stop the next from starting early).
+//! - Programmatic dependent launch (Hopper and newer): kernels are launched with
+//!   `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION` from a PTX built for compute_90 in
+//!   which every kernel calls `griddepcontrol.wait` before it reads anything an earlier kernel
+//!   wrote. A kernel may then start while its predecessor drains; the GEMV issues its weight
+//!   loads (constant data) before the wait, so the weights of the next layer stream in while
+//!   the previous kernel finishes. `TOKBENCH_PDL=0` turns it off.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{result as driver_result, sys, CudaFunction, DevicePtr, DeviceRepr, LaunchConfig};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, DType, Device, Result, Storage, Tensor};
 use half::{bf16, f16};
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::sync::OnceLock;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode.ptx"));
 const MODULE: &str = "tokbench_decode";
+/// The same kernels for compute_90 with the `griddepcontrol` instructions compiled in.
+const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_sm90.ptx"));
+const MODULE_SM90: &str = "tokbench_decode_sm90";
 
 fn cuda_dev(t: &Tensor) -> Result<CudaDevice> {
     match t.device() {
@@ -31,17 +50,185 @@ fn suffix(dtype: DType) -> Result<&'static str> {
     })
 }
 
-/// Runs `f` with a view of `t`'s contiguous data as `T`.
-fn with_view<T: CudaDType + DeviceRepr, R>(t: &Tensor, what: &str, f: impl FnOnce(CudaView<'_, T>) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cuda(cs) = &*storage else { bail!("{what}: not a CUDA tensor") };
-    let Some((a, b)) = layout.contiguous_offsets() else { bail!("{what}: must be contiguous") };
-    let slice: &CudaSlice<T> = cs.as_cuda_slice::<T>()?;
-    f(slice.slice(a..b))
+macro_rules! by_dtype {
+    ($dtype:expr, $f:ident, $($arg:expr),*) => {
+        match $dtype {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F16 => $f::<f16>($($arg),*),
+            DType::BF16 => $f::<bf16>($($arg),*),
+            other => bail!("tokbench kernels: unsupported dtype {other:?}"),
+        }
+    };
 }
 
-fn wrap<T: CudaDType + DeviceRepr>(slice: CudaSlice<T>, dev: &CudaDevice, shape: &[usize]) -> Tensor {
-    Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone())), shape, BackpropOp::none(), false)
+/// Whether launches use programmatic dependent launch: the device is compute capability 9.0 or
+/// newer and `TOKBENCH_PDL` is not `0`. (Decided once per process: a worker drives one device.)
+pub fn pdl_enabled(dev: &CudaDevice) -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        if std::env::var("TOKBENCH_PDL").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        let major = dev
+            .cuda_stream()
+            .context()
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .unwrap_or(0);
+        major >= 9
+    })
+}
+
+/// The kernel `name` from the module [`launch`] uses on this device.
+fn function(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+    let func = if pdl_enabled(dev) { dev.get_or_load_custom_func(name, MODULE_SM90, PTX_SM90)? } else { dev.get_or_load_custom_func(name, MODULE, PTX)? };
+    Ok(func.into_cuda_function())
+}
+
+/// Blocks of `threads` threads and `smem` bytes of dynamic shared memory of kernel `name` that
+/// are resident on the whole GPU at once (occupancy per SM × SMs): the grid of a persistent
+/// kernel. Cached per (kernel, shared memory).
+fn resident_blocks(dev: &CudaDevice, name: &str, threads: u32, smem: usize) -> Result<usize> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CACHE: OnceLock<Mutex<HashMap<(String, usize), usize>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(&n) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&(name.to_string(), smem)) {
+        return Ok(n);
+    }
+    let func = function(dev, name)?;
+    let per_sm = func.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).w()?.max(1) as usize;
+    let sms = dev.cuda_stream().context().attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()?.max(1) as usize;
+    let n = per_sm * sms;
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert((name.to_string(), smem), n);
+    Ok(n)
+}
+
+/// A kernel argument: a device pointer or a scalar.
+#[derive(Clone, Copy)]
+enum Arg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+}
+
+/// Launches kernel `name` on the device's stream (with programmatic dependent launch where
+/// [`pdl_enabled`]).
+///
+/// SAFETY: the arguments must match the kernel's parameters in number and type, and the kernel
+/// must stay inside the buffers they point to.
+unsafe fn launch(dev: &CudaDevice, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+    let pdl = pdl_enabled(dev);
+    let func = function(dev, name)?;
+    // Each parameter is read by the driver from the address given: 8 bytes of storage per
+    // argument, a 4-byte scalar in the low bytes (little-endian).
+    let mut values: Vec<u64> = args
+        .iter()
+        .map(|a| match *a {
+            Arg::Ptr(p) => p,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+        })
+        .collect();
+    let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+    let stream = dev.cuda_stream();
+    stream.context().bind_to_thread().w()?;
+    if pdl {
+        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        sys::cuLaunchKernelEx(&config, func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()?;
+    } else {
+        driver_result::launch_kernel(func.cu_function(), cfg.grid_dim, cfg.block_dim, cfg.shared_mem_bytes, stream.cu_stream(), &mut params)
+            .w()?;
+    }
+    Ok(())
+}
+
+/// Device address of contiguous `t`'s first element, as `T`. Valid while `t` lives.
+fn ptr<T: CudaDType + DeviceRepr>(t: &Tensor, what: &str) -> Result<Arg> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("{what}: not a CUDA tensor") };
+    let Some((start, _)) = layout.contiguous_offsets() else { bail!("{what}: must be contiguous") };
+    let slice = cs.as_cuda_slice::<T>()?;
+    let stream = slice.stream().clone();
+    // (No event is recorded: event tracking is off on the engine's device.)
+    let (base, _sync) = slice.device_ptr(&stream);
+    Ok(Arg::Ptr(base + (start * std::mem::size_of::<T>()) as u64))
+}
+
+/// [`ptr`] of an optional tensor; a null pointer when absent.
+fn opt_ptr<T: CudaDType + DeviceRepr>(t: Option<&Tensor>, what: &str) -> Result<Arg> {
+    t.map_or(Ok(Arg::Ptr(0)), |t| ptr::<T>(t, what))
+}
+
+/// Buffers for the outputs of one decode step, reused by the next step: the n-th output of a
+/// step takes the n-th buffer (allocated on the first step, or again when its dtype or shape
+/// changed). A decode step is the same sequence of launches every time, so after the first
+/// step nothing is allocated.
+#[derive(Default)]
+pub struct StepArena {
+    buffers: Vec<Tensor>,
+    next: usize,
+}
+
+impl StepArena {
+    /// Bytes the arena holds on the device.
+    pub fn bytes(&self) -> usize {
+        self.buffers.iter().map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum()
+    }
+}
+
+thread_local! {
+    static ARENA: RefCell<Option<StepArena>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `arena` serving the outputs of the launchers in this module (on this thread).
+pub fn in_arena<R>(arena: &mut StepArena, f: impl FnOnce() -> R) -> R {
+    arena.next = 0;
+    ARENA.with(|a| *a.borrow_mut() = Some(std::mem::take(arena)));
+    let r = f();
+    ARENA.with(|a| *arena = a.borrow_mut().take().unwrap_or_default());
+    r
+}
+
+/// An output tensor: the arena's buffer for this call when a step runs in one, else fresh.
+fn output<T: CudaDType + DeviceRepr>(dev: &CudaDevice, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+    let fresh = || -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        // SAFETY: every caller's kernel writes every element before anything reads it.
+        let slice = unsafe { dev.alloc::<T>(n)? };
+        Ok(Tensor::from_storage(Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone())), shape, BackpropOp::none(), false))
+    };
+    ARENA.with(|a| {
+        let mut a = a.borrow_mut();
+        let Some(arena) = a.as_mut() else { return fresh() };
+        let i = arena.next;
+        arena.next += 1;
+        if let Some(t) = arena.buffers.get(i) {
+            if t.dtype() == dtype && t.dims() == shape {
+                return Ok(t.clone());
+            }
+        }
+        let t = fresh()?;
+        if i < arena.buffers.len() {
+            arena.buffers[i] = t.clone();
+        } else {
+            arena.buffers.push(t.clone());
+        }
+        Ok(t)
+    })
 }
 
 fn grid_1d(n: usize) -> LaunchConfig {
@@ -62,13 +249,7 @@ pub fn decode_attention(
     slot: &Tensor,
     pad_bias: &Tensor,
 ) -> Result<Tensor> {
-    let dtype = qkv.dtype();
-    match dtype {
-        DType::F32 => decode_attention_t::<f32>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias),
-        DType::F16 => decode_attention_t::<f16>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias),
-        DType::BF16 => decode_attention_t::<bf16>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias),
-        other => bail!("decode_attention: unsupported dtype {other:?}"),
-    }
+    by_dtype!(qkv.dtype(), decode_attention_t, qkv, qkv_bias, k_cache, v_cache, slot, pad_bias)
 }
 
 fn decode_attention_t<T: CudaDType + DeviceRepr>(
@@ -103,56 +284,33 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
     // Head sizes with a compiled fast kernel (16-byte loads, rows in flight); others take the
     // generic one.
     let fast = matches!(d, 16 | 32 | 64 | 128);
-    let name = if fast {
-        format!("decode_attention_d{d}_{}", suffix(qkv.dtype())?)
-    } else {
-        format!("decode_attention_{}", suffix(qkv.dtype())?)
-    };
-    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
-    // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<T>(b * h)? };
+    let name = if fast { format!("decode_attention_d{d}_{}", suffix(qkv.dtype())?) } else { format!("decode_attention_{}", suffix(qkv.dtype())?) };
+    let out = output::<T>(&dev, qkv.dtype(), &[b, h])?;
     let (threads, smem) = if fast {
         let per = 16 / std::mem::size_of::<T>();
-        let groups = 128 / (d / per);
-        (128u32, (d + groups * d + cap) * 4)
+        let groups = 256 / (d / per);
+        (256u32, (d + groups * d + cap) * 4)
     } else {
         ((if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) }) as u32, (cap + d) * 4)
     };
     let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem as u32 };
-    let (heads_i, d_i, cap_i) = (heads as i32, d as i32, cap as i32);
-    with_view::<T, _>(qkv, "qkv", |qkv| {
-        with_view::<T, _>(k_cache, "k_cache", |kc| {
-            with_view::<T, _>(v_cache, "v_cache", |vc| {
-                with_view::<u32, _>(slot, "slot", |slot| {
-                    with_view::<f32, _>(pad_bias, "pad_bias", |pb| {
-                        let launch = |bias: Option<&CudaView<'_, T>>| -> Result<()> {
-                            let mut builder = func.builder();
-                            builder.arg(&qkv);
-                            let null: u64 = 0;
-                            match bias {
-                                Some(b) => builder.arg(b),
-                                None => builder.arg(&null),
-                            };
-                            builder.arg(&kc).arg(&vc).arg(&slot).arg(&pb).arg(&out);
-                            builder.arg(&heads_i);
-                            if !fast {
-                                builder.arg(&d_i);
-                            }
-                            builder.arg(&cap_i);
-                            // SAFETY: shapes checked above; the kernel stays inside them.
-                            unsafe { builder.launch(cfg) }.w()?;
-                            Ok(())
-                        };
-                        match qkv_bias {
-                            Some(bias) => with_view::<T, _>(bias, "qkv_bias", |bv| launch(Some(&bv))),
-                            None => launch(None),
-                        }
-                    })
-                })
-            })
-        })
-    })?;
-    Ok(wrap(out, &dev, &[b, h]))
+    let mut args = vec![
+        ptr::<T>(qkv, "qkv")?,
+        opt_ptr::<T>(qkv_bias, "qkv_bias")?,
+        ptr::<T>(k_cache, "k_cache")?,
+        ptr::<T>(v_cache, "v_cache")?,
+        ptr::<u32>(slot, "slot")?,
+        ptr::<f32>(pad_bias, "pad_bias")?,
+        ptr::<T>(&out, "out")?,
+        Arg::I32(heads as i32),
+    ];
+    if !fast {
+        args.push(Arg::I32(d as i32));
+    }
+    args.push(Arg::I32(cap as i32));
+    // SAFETY: shapes checked above; the kernel stays inside them.
+    unsafe { launch(&dev, &name, cfg, &args)? };
+    Ok(out)
 }
 
 /// Activation applied by [`bias_act`].
@@ -164,14 +322,9 @@ pub enum Act {
     GeluErf = 3,
 }
 
-/// `y = act(y + bias)` in place; `y` [rows, n] contiguous (a fresh matmul output), `bias` [n].
+/// `y = act(y + bias)` in place; `y` [rows, n], `bias` [n].
 pub fn bias_act(y: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
-    match y.dtype() {
-        DType::F32 => bias_act_t::<f32>(y, bias, act),
-        DType::F16 => bias_act_t::<f16>(y, bias, act),
-        DType::BF16 => bias_act_t::<bf16>(y, bias, act),
-        other => bail!("bias_act: unsupported dtype {other:?}"),
-    }
+    by_dtype!(y.dtype(), bias_act_t, y, bias, act)
 }
 
 fn bias_act_t<T: CudaDType + DeviceRepr>(y: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
@@ -180,27 +333,14 @@ fn bias_act_t<T: CudaDType + DeviceRepr>(y: &Tensor, bias: &Tensor, act: Act) ->
     if bias.dims() != [cols] || bias.dtype() != y.dtype() {
         bail!("bias_act: bias {:?} does not fit {:?}", bias.dims(), y.dims());
     }
-    let func = dev.get_or_load_custom_func(&format!("bias_act_{}", suffix(y.dtype())?), MODULE, PTX)?;
-    let (r, c, a) = (rows as i32, cols as i32, act as i32);
-    with_view::<T, _>(y, "y", |yv| {
-        with_view::<T, _>(bias, "bias", |bv| {
-            let mut builder = func.builder();
-            builder.arg(&yv).arg(&bv).arg(&r).arg(&c).arg(&a);
-            // SAFETY: rows * cols elements of y, cols of bias.
-            unsafe { builder.launch(grid_1d(rows * cols)) }.w()?;
-            Ok(())
-        })
-    })
+    let args = [ptr::<T>(y, "y")?, ptr::<T>(bias, "bias")?, Arg::I32(rows as i32), Arg::I32(cols as i32), Arg::I32(act as i32)];
+    // SAFETY: rows * cols elements of y, cols of bias.
+    unsafe { launch(&dev, &format!("bias_act_{}", suffix(y.dtype())?), grid_1d(rows * cols), &args) }
 }
 
 /// `y = (y + bias) + res` in place; `y`, `res` [rows, n], `bias` [n] or none.
 pub fn bias_residual(y: &Tensor, bias: Option<&Tensor>, res: &Tensor) -> Result<()> {
-    match y.dtype() {
-        DType::F32 => bias_residual_t::<f32>(y, bias, res),
-        DType::F16 => bias_residual_t::<f16>(y, bias, res),
-        DType::BF16 => bias_residual_t::<bf16>(y, bias, res),
-        other => bail!("bias_residual: unsupported dtype {other:?}"),
-    }
+    by_dtype!(y.dtype(), bias_residual_t, y, bias, res)
 }
 
 fn bias_residual_t<T: CudaDType + DeviceRepr>(y: &Tensor, bias: Option<&Tensor>, res: &Tensor) -> Result<()> {
@@ -214,39 +354,14 @@ fn bias_residual_t<T: CudaDType + DeviceRepr>(y: &Tensor, bias: Option<&Tensor>,
             bail!("bias_residual: bias {:?} does not fit {:?}", b.dims(), y.dims());
         }
     }
-    let func = dev.get_or_load_custom_func(&format!("bias_residual_{}", suffix(y.dtype())?), MODULE, PTX)?;
-    let (r, c) = (rows as i32, cols as i32);
-    with_view::<T, _>(y, "y", |yv| {
-        with_view::<T, _>(res, "residual", |rv| {
-            let launch = |bv: Option<&CudaView<'_, T>>| -> Result<()> {
-                let mut builder = func.builder();
-                builder.arg(&yv);
-                let null: u64 = 0;
-                match bv {
-                    Some(b) => builder.arg(b),
-                    None => builder.arg(&null),
-                };
-                builder.arg(&rv).arg(&r).arg(&c);
-                // SAFETY: shapes checked above.
-                unsafe { builder.launch(grid_1d(rows * cols)) }.w()?;
-                Ok(())
-            };
-            match bias {
-                Some(b) => with_view::<T, _>(b, "bias", |bv| launch(Some(&bv))),
-                None => launch(None),
-            }
-        })
-    })
+    let args = [ptr::<T>(y, "y")?, opt_ptr::<T>(bias, "bias")?, ptr::<T>(res, "residual")?, Arg::I32(rows as i32), Arg::I32(cols as i32)];
+    // SAFETY: shapes checked above.
+    unsafe { launch(&dev, &format!("bias_residual_{}", suffix(y.dtype())?), grid_1d(rows * cols), &args) }
 }
 
 /// `tok[ids] + pos[positions]`: ids, positions u32 [b]; tables [rows, h]. Returns [b, h].
 pub fn embed(ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: &Tensor) -> Result<Tensor> {
-    match tok.dtype() {
-        DType::F32 => embed_t::<f32>(ids, positions, tok, pos),
-        DType::F16 => embed_t::<f16>(ids, positions, tok, pos),
-        DType::BF16 => embed_t::<bf16>(ids, positions, tok, pos),
-        other => bail!("embed: unsupported dtype {other:?}"),
-    }
+    by_dtype!(tok.dtype(), embed_t, ids, positions, tok, pos)
 }
 
 fn embed_t<T: CudaDType + DeviceRepr>(ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: &Tensor) -> Result<Tensor> {
@@ -256,26 +371,20 @@ fn embed_t<T: CudaDType + DeviceRepr>(ids: &Tensor, positions: &Tensor, tok: &Te
     if positions.elem_count() != b || pos.dim(1)? != h || ids.dtype() != DType::U32 || positions.dtype() != DType::U32 {
         bail!("embed: ids {:?}, positions {:?}, tables {:?}/{:?} do not fit", ids.dims(), positions.dims(), tok.dims(), pos.dims());
     }
-    let func = dev.get_or_load_custom_func(&format!("embed_{}", suffix(tok.dtype())?), MODULE, PTX)?;
-    // SAFETY: every element written by the kernel.
-    let out = unsafe { dev.alloc::<T>(b * h)? };
-    let hi = h as i32;
-    with_view::<u32, _>(ids, "ids", |iv| {
-        with_view::<u32, _>(positions, "positions", |pv| {
-            with_view::<T, _>(tok, "token table", |tv| {
-                with_view::<T, _>(pos, "position table", |qv| {
-                    let mut builder = func.builder();
-                    builder.arg(&iv).arg(&pv).arg(&tv).arg(&qv).arg(&out).arg(&hi);
-                    let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-                    // SAFETY: ids are checked against the vocabulary before they reach the device
-                    // (Model::check_ids) and the model's own argmax only yields valid rows.
-                    unsafe { builder.launch(cfg) }.w()?;
-                    Ok(())
-                })
-            })
-        })
-    })?;
-    Ok(wrap(out, &dev, &[b, h]))
+    let out = output::<T>(&dev, tok.dtype(), &[b, h])?;
+    let args = [
+        ptr::<u32>(ids, "ids")?,
+        ptr::<u32>(positions, "positions")?,
+        ptr::<T>(tok, "token table")?,
+        ptr::<T>(pos, "position table")?,
+        ptr::<T>(&out, "out")?,
+        Arg::I32(h as i32),
+    ];
+    let cfg = LaunchConfig { grid_dim: (b as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: ids are checked against the vocabulary before they reach the device
+    // (Model::check_ids) and the model's own argmax only yields valid rows.
+    unsafe { launch(&dev, &format!("embed_{}", suffix(tok.dtype())?), cfg, &args)? };
+    Ok(out)
 }
 
 /// End of a decode step: `ids = next`, `positions += 1`, `slot += 1` (all u32 on the device).
@@ -290,33 +399,29 @@ pub fn advance_step(next: &Tensor, ids: &Tensor, positions: &Tensor, slot: &Tens
             bail!("advance_step: {what} must be u32");
         }
     }
-    let func = dev.get_or_load_custom_func("advance_step", MODULE, PTX)?;
-    let bi = b as i32;
-    with_view::<u32, _>(next, "next", |nv| {
-        with_view::<u32, _>(ids, "ids", |iv| {
-            with_view::<u32, _>(positions, "positions", |pv| {
-                with_view::<u32, _>(slot, "slot", |sv| {
-                    let mut builder = func.builder();
-                    builder.arg(&nv).arg(&iv).arg(&pv).arg(&sv).arg(&bi);
-                    let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-                    // SAFETY: b elements each, slot one.
-                    unsafe { builder.launch(cfg) }.w()?;
-                    Ok(())
-                })
-            })
-        })
-    })
+    let args = [ptr::<u32>(next, "next")?, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
+    let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: b elements each, slot one.
+    unsafe { launch(&dev, "advance_step", cfg, &args) }
 }
 
-macro_rules! by_dtype {
-    ($dtype:expr, $f:ident, $($arg:expr),*) => {
-        match $dtype {
-            DType::F32 => $f::<f32>($($arg),*),
-            DType::F16 => $f::<f16>($($arg),*),
-            DType::BF16 => $f::<bf16>($($arg),*),
-            other => bail!("tokbench kernels: unsupported dtype {other:?}"),
+/// [`advance_step`] for ids chosen through argmax keys (i64 [b], see [`Epilogue::ArgmaxKeys`]),
+/// which it zeroes for the next step.
+pub fn advance_step_keys(keys: &Tensor, ids: &Tensor, positions: &Tensor, slot: &Tensor) -> Result<()> {
+    let dev = cuda_dev(ids)?;
+    let b = ids.elem_count();
+    if keys.dims() != [b] || keys.dtype() != DType::I64 || positions.elem_count() != b || slot.elem_count() != 1 {
+        bail!("advance_step_keys: keys {:?}, ids {:?}, positions {:?}, slot {:?}", keys.dims(), ids.dims(), positions.dims(), slot.dims());
+    }
+    for (t, what) in [(ids, "ids"), (positions, "positions"), (slot, "slot")] {
+        if t.dtype() != DType::U32 {
+            bail!("advance_step_keys: {what} must be u32");
         }
-    };
+    }
+    let args = [ptr::<i64>(keys, "keys")?, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
+    let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: b elements each, slot one.
+    unsafe { launch(&dev, "advance_step_keys", cfg, &args) }
 }
 
 /// Widest row [`layer_norm`] takes (256 threads × 16 values in registers).
@@ -336,23 +441,12 @@ fn layer_norm_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, b: &Tensor, e
     if cols > MAX_ROW || w.dims() != [cols] || b.dims() != [cols] || w.dtype() != x.dtype() || b.dtype() != x.dtype() {
         bail!("layer_norm: x {:?}, weight {:?}, bias {:?} do not fit (rows up to {MAX_ROW} wide)", x.dims(), w.dims(), b.dims());
     }
-    let func = dev.get_or_load_custom_func(&format!("layer_norm_{}", suffix(x.dtype())?), MODULE, PTX)?;
-    // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<T>(rows * cols)? };
-    let (c, e) = (cols as i32, eps as f32);
-    with_view::<T, _>(x, "x", |xv| {
-        with_view::<T, _>(w, "weight", |wv| {
-            with_view::<T, _>(b, "bias", |bv| {
-                let mut builder = func.builder();
-                builder.arg(&xv).arg(&wv).arg(&bv).arg(&out).arg(&c).arg(&e);
-                let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-                // SAFETY: rows × cols elements, checked above.
-                unsafe { builder.launch(cfg) }.w()?;
-                Ok(())
-            })
-        })
-    })?;
-    Ok(wrap(out, &dev, x.dims()))
+    let out = output::<T>(&dev, x.dtype(), x.dims())?;
+    let args = [ptr::<T>(x, "x")?, ptr::<T>(w, "weight")?, ptr::<T>(b, "bias")?, ptr::<T>(&out, "out")?, Arg::I32(cols as i32), Arg::F32(eps as f32)];
+    let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: rows × cols elements, checked above.
+    unsafe { launch(&dev, &format!("layer_norm_{}", suffix(x.dtype())?), cfg, &args)? };
+    Ok(out)
 }
 
 /// Index of the largest value of each row of `x` [rows, cols] (the smallest index among
@@ -364,50 +458,110 @@ pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
 fn argmax_rows_t<T: CudaDType + DeviceRepr>(x: &Tensor) -> Result<Tensor> {
     let dev = cuda_dev(x)?;
     let (rows, cols) = x.dims2()?;
-    let func = dev.get_or_load_custom_func(&format!("argmax_rows_{}", suffix(x.dtype())?), MODULE, PTX)?;
-    // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<u32>(rows)? };
-    let c = cols as i32;
-    with_view::<T, _>(x, "x", |xv| {
-        let mut builder = func.builder();
-        builder.arg(&xv).arg(&out).arg(&c);
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: rows × cols elements.
-        unsafe { builder.launch(cfg) }.w()?;
-        Ok(())
-    })?;
-    Ok(wrap(out, &dev, &[rows]))
+    let out = output::<u32>(&dev, DType::U32, &[rows])?;
+    let args = [ptr::<T>(x, "x")?, ptr::<u32>(&out, "out")?, Arg::I32(cols as i32)];
+    let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: rows × cols elements.
+    unsafe { launch(&dev, &format!("argmax_rows_{}", suffix(x.dtype())?), cfg, &args)? };
+    Ok(out)
 }
 
-/// softmax(scores + bias) over the last dim in f32, written as the scores' dtype: `scores`
-/// [b, heads, t, L], `bias` [b, 1, t, L] f32 (contiguous), L ≤ [`MAX_SOFTMAX_ROW`].
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// softmax(scores + bias) over the last dim in f32, written over `scores` (which it returns):
+/// `scores` [b, heads, t, L] contiguous, `bias` [b, 1, t, L] f32 (contiguous),
+/// L ≤ [`MAX_SOFTMAX_ROW`]. In place because at prefill of a large batch the scores are the
+/// largest activation; the caller hands over a tensor nothing else reads.
+pub fn masked_softmax_in_place(scores: Tensor, bias: &Tensor) -> Result<Tensor> {
     by_dtype!(scores.dtype(), masked_softmax_t, scores, bias)
 }
 
-fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let dev = cuda_dev(scores)?;
+fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: Tensor, bias: &Tensor) -> Result<Tensor> {
+    let dev = cuda_dev(&scores)?;
     let (b, heads, t, l) = scores.dims4()?;
-    if l > MAX_SOFTMAX_ROW || bias.dims() != [b, 1, t, l] || bias.dtype() != DType::F32 {
-        bail!("masked_softmax: scores {:?} and bias {:?} do not fit (rows up to {MAX_SOFTMAX_ROW})", scores.dims(), bias.dims());
+    if l > MAX_SOFTMAX_ROW || bias.dims() != [b, 1, t, l] || bias.dtype() != DType::F32 || !scores.is_contiguous() {
+        bail!("masked_softmax: scores {:?} and bias {:?} do not fit (contiguous, rows up to {MAX_SOFTMAX_ROW})", scores.dims(), bias.dims());
     }
-    let func = dev.get_or_load_custom_func(&format!("masked_softmax_{}", suffix(scores.dtype())?), MODULE, PTX)?;
     let rows = b * heads * t;
-    // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<T>(rows * l)? };
-    let (h, ti, li, ri) = (heads as i32, t as i32, l as i32, rows as i32);
-    with_view::<T, _>(scores, "scores", |sv| {
-        with_view::<f32, _>(bias, "bias", |bv| {
-            let mut builder = func.builder();
-            builder.arg(&sv).arg(&bv).arg(&out).arg(&h).arg(&ti).arg(&li).arg(&ri);
-            // One warp per row, 8 rows per block.
-            let cfg = LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: shapes checked above.
-            unsafe { builder.launch(cfg) }.w()?;
-            Ok(())
-        })
-    })?;
-    Ok(wrap(out, &dev, &[b, heads, t, l]))
+    let s = ptr::<T>(&scores, "scores")?;
+    let args = [s, ptr::<f32>(bias, "bias")?, s, Arg::I32(heads as i32), Arg::I32(t as i32), Arg::I32(l as i32), Arg::I32(rows as i32)];
+    // One warp per row, 8 rows per block.
+    let cfg = LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: shapes checked above; each warp reads its whole row before it writes it.
+    unsafe { launch(&dev, &format!("masked_softmax_{}", suffix(scores.dtype())?), cfg, &args)? };
+    Ok(scores)
+}
+
+/// `x` [m, k] @ `w`^T for contiguous `x` and `w` [n, k] by cuBLAS into a [`StepArena`] buffer
+/// (fresh outside one): the same `cublasGemmStridedBatchedEx` call, operands and compute type
+/// that candle's matmul makes for `x.matmul(&w.t())`, so the numbers are candle's. `Ok(None)`
+/// for other layouts and dtypes (the caller uses candle then).
+pub fn matmul_nt(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let (Ok((m, k)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
+    if wk != k || !x.is_contiguous() || !w.is_contiguous() || x.dtype() != w.dtype() || m == 0 || n == 0 || k == 0 {
+        return Ok(None);
+    }
+    match x.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 => {}
+        _ => return Ok(None),
+    }
+    by_dtype!(x.dtype(), matmul_nt_t, x, w, m, n, k).map(Some)
+}
+
+fn matmul_nt_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, m: usize, n: usize, k: usize) -> Result<Tensor> {
+    use candle_core::cuda_backend::cudarc::cublas::{result as blas, sys as bsys};
+    let dev = cuda_dev(x)?;
+    let out = output::<T>(&dev, x.dtype(), &[m, n])?;
+    let (Arg::Ptr(xp), Arg::Ptr(wp), Arg::Ptr(yp)) = (ptr::<T>(x, "x")?, ptr::<T>(w, "weight")?, ptr::<T>(&out, "out")?) else {
+        unreachable!("ptr returns pointers")
+    };
+    let (data_type, compute) = match x.dtype() {
+        DType::F32 if candle_core::cuda::gemm_reduced_precision_f32() => (bsys::cudaDataType_t::CUDA_R_32F, bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+        DType::F32 => (bsys::cudaDataType_t::CUDA_R_32F, bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::F16 if candle_core::cuda::gemm_reduced_precision_f16() => (bsys::cudaDataType_t::CUDA_R_16F, bsys::cublasComputeType_t::CUBLAS_COMPUTE_16F),
+        DType::F16 => (bsys::cudaDataType_t::CUDA_R_16F, bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::BF16 if candle_core::cuda::gemm_reduced_precision_bf16() => (bsys::cudaDataType_t::CUDA_R_16BF, bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF),
+        _ => (bsys::cudaDataType_t::CUDA_R_16BF, bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+    };
+    // alpha/beta: f16 values for a 16F compute type, else f32.
+    let (alpha32, beta32) = (1f32, 0f32);
+    let (alpha16, beta16) = (f16::ONE, f16::ZERO);
+    let (alpha, beta): (*const c_void, *const c_void) = if compute == bsys::cublasComputeType_t::CUBLAS_COMPUTE_16F {
+        (&alpha16 as *const f16 as *const c_void, &beta16 as *const f16 as *const c_void)
+    } else {
+        (&alpha32 as *const f32 as *const c_void, &beta32 as *const f32 as *const c_void)
+    };
+    let blas_handle = dev.cublas_handle();
+    // Column-major view (as candle): C[n, m] = op(A)[n, k] · B[k, m] with A = w (k-major rows:
+    // transposed, lda = k), B = x (lda = k), C = y (ldc = n).
+    // SAFETY: pointers to live contiguous tensors of the sizes given; one stream.
+    unsafe {
+        blas::gemm_strided_batched_ex(
+            *blas_handle.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            n as i32,
+            m as i32,
+            k as i32,
+            alpha,
+            wp as *const c_void,
+            data_type,
+            k as i32,
+            (n * k) as i64,
+            xp as *const c_void,
+            data_type,
+            k as i32,
+            (m * k) as i64,
+            beta,
+            yp as *mut c_void,
+            data_type,
+            n as i32,
+            (m * n) as i64,
+            1,
+            compute,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+        )
+        .map_err(|e| candle_core::Error::Msg(format!("cuBLAS matmul [{m}, {k}] x [{n}, {k}]^T: {e:?}")))?;
+    }
+    Ok(out)
 }
 
 /// Rows up to which [`linear_small_m`] replaces cuBLAS (decode steps).
@@ -421,32 +575,76 @@ pub enum Epilogue<'a> {
     Act(Act),
     /// (x @ W^T + bias) + residual [m, n].
     Residual(&'a Tensor),
+    /// No output: each row's largest value (smallest index among equals) goes into these i64
+    /// [m] argmax keys, zero beforehand (read and re-zeroed by [`advance_step_keys`]).
+    ArgmaxKeys(&'a Tensor),
 }
 
-/// `x` [m, k] @ `w`^T ([n, k], k contiguous) for m ≤ [`SMALL_M`], bias and epilogue fused, as
-/// one pass over the weights (`gemv_small_m` in decode.cu). `Ok(None)` when the shapes or
-/// alignment do not suit it (the caller uses cuBLAS then).
-pub fn linear_small_m(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>) -> Result<Option<Tensor>> {
-    by_dtype!(x.dtype(), linear_small_m_t, x, w, bias, epilogue)
+/// A layer norm applied to the GEMV's input rows before the product (pre-LN layers).
+#[derive(Clone, Copy)]
+pub struct PreNorm<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub eps: f64,
 }
 
-/// `TOKBENCH_GEMV=1` turns [`linear_small_m`] on. Off by default: on an H200 its first version
-/// ran a decode step slower than cuBLAS (opt-1.3b batch 1: 2.29 vs 1.63 ms/step under graph
-/// replay; see bench/NOTES.md), so cuBLAS stays the default until the kernel beats it.
-fn gemv_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("TOKBENCH_GEMV").is_ok_and(|v| v == "1"))
+/// Bytes of input rows a GEMV block stages in shared memory (the fused pre-norm needs them
+/// there); larger inputs are read from global memory and cannot take a fused norm.
+const GEMV_SMEM_X: usize = 32 * 1024;
+
+/// Rows up to which [`linear_small_m`] runs: `TOKBENCH_GEMV=0` turns it off (cuBLAS plus
+/// separate norm, bias and epilogue kernels); `TOKBENCH_GEMV_MAX_M` (1..=8) sets the limit,
+/// default 1. Why 1: on an H200 the GEMV beats cuBLAS at batch 1 (opt-1.3b 1.22 vs 1.54 ms per
+/// step) but at 8 rows it is ~2× slower than cuBLAS (each weight chunk meets 8 input chunks read
+/// from shared memory); 2..7 rows were not measured (bench/NOTES.md, v5).
+pub fn gemv_max_rows() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        if std::env::var("TOKBENCH_GEMV").is_ok_and(|v| v == "0") {
+            return 0;
+        }
+        std::env::var("TOKBENCH_GEMV_MAX_M").ok().and_then(|v| v.parse::<usize>().ok()).map_or(1, |m| m.min(SMALL_M))
+    })
 }
 
-fn linear_small_m_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>) -> Result<Option<Tensor>> {
-    if !gemv_enabled() {
-        return Ok(None);
+/// Warps that share one output row: enough that no warp has more than 256 16-byte chunks
+/// (8 loads per lane, all issued before any arithmetic).
+fn warps_per_row(chunks: usize) -> usize {
+    let mut wpr = 1;
+    while wpr < 8 && chunks > 256 * wpr {
+        wpr *= 2;
     }
+    wpr
+}
+
+/// `x` [m, k] @ `w`^T ([n, k], k contiguous) for m ≤ [`SMALL_M`], with the pre-norm (`norm`),
+/// the bias and the epilogue fused, as one pass over the weights (`gemv_small_m*` in decode.cu).
+/// `Ok(None)` when the GEMV is off or the shapes or alignment do not suit it, or a norm was asked
+/// for that cannot be fused here (the caller runs the separate kernels then).
+pub fn linear_small_m(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>, norm: Option<PreNorm<'_>>) -> Result<Option<Tensor>> {
+    by_dtype!(x.dtype(), linear_small_m_t, x, w, bias, epilogue, norm)
+}
+
+fn linear_small_m_t<T: CudaDType + DeviceRepr>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue<'_>,
+    norm: Option<PreNorm<'_>>,
+) -> Result<Option<Tensor>> {
     let per = 16 / std::mem::size_of::<T>();
     let (Ok((m, k)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
     let aligned = |t: &Tensor| t.is_contiguous() && t.layout().start_offset() % per == 0;
-    if m == 0 || m > SMALL_M || wk != k || k % per != 0 || !aligned(x) || !aligned(w) || w.dtype() != x.dtype() {
+    if m == 0 || m > gemv_max_rows() || wk != k || k % per != 0 || !aligned(x) || !aligned(w) || w.dtype() != x.dtype() {
         return Ok(None);
+    }
+    let x_bytes = m * k * std::mem::size_of::<T>();
+    let x_in_smem = x_bytes <= GEMV_SMEM_X;
+    if let Some(nm) = &norm {
+        let fits = |t: &Tensor| t.dims() == [k] && t.dtype() == x.dtype() && t.is_contiguous();
+        if !x_in_smem || k > MAX_ROW || !fits(nm.weight) || !fits(nm.bias) {
+            return Ok(None);
+        }
     }
     if let Some(b) = bias {
         if b.dims() != [n] || b.dtype() != x.dtype() || !b.is_contiguous() {
@@ -462,39 +660,40 @@ fn linear_small_m_t<T: CudaDType + DeviceRepr>(x: &Tensor, w: &Tensor, bias: Opt
             }
             (2, 0, Some(r))
         }
+        Epilogue::ArgmaxKeys(keys) => {
+            if keys.dims() != [m] || keys.dtype() != DType::I64 || !keys.is_contiguous() {
+                return Ok(None);
+            }
+            (3, 0, Some(keys))
+        }
     };
     let dev = cuda_dev(x)?;
-    let func = dev.get_or_load_custom_func(&format!("gemv_small_m_{}", suffix(x.dtype())?), MODULE, PTX)?;
-    // SAFETY: every element is written by the kernel.
-    let out = unsafe { dev.alloc::<T>(m * n)? };
-    let (mi, ni, ki) = (m as i32, n as i32, k as i32);
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let null: u64 = 0;
-    with_view::<T, _>(x, "x", |xv| {
-        with_view::<T, _>(w, "weight", |wv| {
-            let launch = |bv: Option<&CudaView<'_, T>>, rv: Option<&CudaView<'_, T>>| -> Result<()> {
-                let mut builder = func.builder();
-                builder.arg(&xv).arg(&wv);
-                match bv {
-                    Some(b) => builder.arg(b),
-                    None => builder.arg(&null),
-                };
-                match rv {
-                    Some(r) => builder.arg(r),
-                    None => builder.arg(&null),
-                };
-                builder.arg(&out).arg(&mi).arg(&ni).arg(&ki).arg(&mode).arg(&act);
-                // SAFETY: shapes and alignment checked above.
-                unsafe { builder.launch(cfg) }.w()?;
-                Ok(())
-            };
-            match (bias, res) {
-                (Some(b), Some(r)) => with_view::<T, _>(b, "bias", |bv| with_view::<T, _>(r, "residual", |rv| launch(Some(&bv), Some(&rv)))),
-                (Some(b), None) => with_view::<T, _>(b, "bias", |bv| launch(Some(&bv), None)),
-                (None, Some(r)) => with_view::<T, _>(r, "residual", |rv| launch(None, Some(&rv))),
-                (None, None) => launch(None, None),
-            }
-        })
-    })?;
-    Ok(Some(wrap(out, &dev, &[m, n])))
+    // (Mode 3 writes no output: the keys are the result.)
+    let out = if mode == 3 { res.expect("keys").clone() } else { output::<T>(&dev, x.dtype(), &[m, n])? };
+    let wpr = warps_per_row(k / per);
+    let name = format!("gemv_small_m{m}_{}", suffix(x.dtype())?);
+    let smem = if x_in_smem { x_bytes } else { 0 };
+    // Persistent grid: every block resident at once, each taking groups of 8 / wpr rows in turn.
+    let groups = n.div_ceil(8 / wpr);
+    let blocks = groups.min(resident_blocks(&dev, &name, 256, smem)?);
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
+    let args = [
+        ptr::<T>(x, "x")?,
+        ptr::<T>(w, "weight")?,
+        opt_ptr::<T>(bias, "bias")?,
+        if mode == 3 { opt_ptr::<i64>(res, "argmax keys")? } else { opt_ptr::<T>(res, "residual")? },
+        opt_ptr::<T>(norm.map(|nm| nm.weight), "norm weight")?,
+        opt_ptr::<T>(norm.map(|nm| nm.bias), "norm bias")?,
+        Arg::F32(norm.map_or(0.0, |nm| nm.eps as f32)),
+        if mode == 3 { Arg::Ptr(0) } else { ptr::<T>(&out, "out")? },
+        Arg::I32(n as i32),
+        Arg::I32(k as i32),
+        Arg::I32(wpr as i32),
+        Arg::I32(mode),
+        Arg::I32(act),
+        Arg::I32(x_in_smem as i32),
+    ];
+    // SAFETY: shapes and alignment checked above; shared memory sized for x.
+    unsafe { launch(&dev, &name, cfg, &args)? };
+    Ok(Some(out))
 }

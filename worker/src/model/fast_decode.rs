@@ -50,8 +50,12 @@ pub(crate) struct FastDecoder {
     positions: Tensor,
     slot: Tensor,
     pad_bias: Tensor,
+    /// i64 [b]: the lm_head GEMV's argmax keys (zero between steps).
+    argmax_keys: Tensor,
     /// Steps run eagerly with candle's graph parameter cache on (fills it before capture).
     warm: bool,
+    /// The step's output buffers, the same every step (so a captured graph allocates nothing).
+    arena: super::cuda_ops::StepArena,
     graph: Option<CudaGraph>,
 }
 
@@ -70,7 +74,9 @@ impl FastDecoder {
             positions: Tensor::zeros(batch, DType::U32, device)?,
             slot: Tensor::zeros(1, DType::U32, device)?,
             pad_bias: Tensor::zeros((batch, capacity), DType::F32, device)?,
+            argmax_keys: Tensor::zeros(batch, DType::I64, device)?,
             warm: false,
+            arena: Default::default(),
             graph: None,
         })
     }
@@ -93,6 +99,8 @@ impl FastDecoder {
         self.positions.slice_set(&Tensor::from_slice(positions, self.batch, &device)?, 0, 0)?;
         self.slot.slice_set(&Tensor::from_slice(&[slot], 1, &device)?, 0, 0)?;
         self.pad_bias.slice_set(&Tensor::from_slice(pad_bias, (self.batch, self.capacity), &device)?, 0, 0)?;
+        // Zero after a step that stopped half-way (an error between the GEMV and advance_step).
+        self.argmax_keys.slice_set(&Tensor::zeros(self.batch, DType::I64, &device)?, 0, 0)?;
         Ok(())
     }
 
@@ -107,7 +115,7 @@ impl FastDecoder {
             return Err(EngineError::InvalidWorkload("the fused decode path runs on CUDA only".into()));
         };
         if self.mode == DecodeMode::Fused {
-            return model.decode_step_fused(self, cache);
+            return self.run_fused(model, cache);
         }
         if let Some(graph) = &self.graph {
             graph.launch().map_err(|e| EngineError::Candle(candle_core::Error::Cuda(Box::new(e))))?;
@@ -118,7 +126,7 @@ impl FastDecoder {
         // the capture needs no host copies.
         let _cache = dev.enable_cuda_graph_htod_cache();
         if !self.warm {
-            model.decode_step_fused(self, cache)?;
+            self.run_fused(model, cache)?;
             self.warm = true;
             return Ok(());
         }
@@ -127,7 +135,7 @@ impl FastDecoder {
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                let run = model.decode_step_fused(self, cache).map_err(|e| e.to_string());
+                let run = self.run_fused(model, cache).map_err(|e| e.to_string());
                 // End the capture whatever happened, so the stream is usable again.
                 let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| e.to_string());
                 run?;
@@ -142,10 +150,20 @@ impl FastDecoder {
                 tracing::warn!(error = %e, "CUDA graph capture of the decode step failed; decoding with the fused kernels without a graph (TOKBENCH_DECODE=fused)");
                 self.mode = DecodeMode::Fused;
                 // Nothing ran during the failed capture: run this step now.
-                model.decode_step_fused(self, cache)?;
+                self.run_fused(model, cache)?;
             }
         }
         Ok(())
+    }
+}
+
+impl FastDecoder {
+    /// One step on the fused kernels, every output in this decoder's arena.
+    fn run_fused(&mut self, model: &Model, cache: &KvCache) -> Result<()> {
+        let mut arena = std::mem::take(&mut self.arena);
+        let r = super::cuda_ops::in_arena(&mut arena, || model.decode_step_fused(self, cache));
+        self.arena = arena;
+        r
     }
 }
 
@@ -153,18 +171,20 @@ impl Model {
     /// One greedy decode step on the fused kernels: reads ids/positions/slot from `dec`, writes
     /// this token's keys/values at the slot, and advances ids (to the argmax), positions and slot.
     pub(crate) fn decode_step_fused(&self, dec: &FastDecoder, cache: &KvCache) -> Result<()> {
-        let hidden = match &self.arch {
-            super::Arch::Opt(m) => m.decode_step(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache)?,
-            super::Arch::Gpt2(m) => m.decode_step(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache)?,
-        };
         let logits = match &self.arch {
-            super::Arch::Opt(m) => m.logits(&hidden)?,
-            super::Arch::Gpt2(m) => m.logits(&hidden)?,
+            super::Arch::Opt(m) => m.decode_logits(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache, &dec.argmax_keys)?,
+            super::Arch::Gpt2(m) => m.decode_logits(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache, &dec.argmax_keys)?,
         };
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
-        // eager path's argmax over f32 logits (up to which of exactly equal values wins).
-        let next = super::cuda_ops::argmax_rows(&logits)?;
-        super::cuda_ops::advance_step(&next, &dec.ids, &dec.positions, &dec.slot)?;
+        // eager path's argmax over f32 logits (up to which of exactly equal values wins). Where
+        // the lm_head GEMV applies it chose already (argmax keys), without writing the logits.
+        match logits {
+            None => super::cuda_ops::advance_step_keys(&dec.argmax_keys, &dec.ids, &dec.positions, &dec.slot)?,
+            Some(logits) => {
+                let next = super::cuda_ops::argmax_rows(&logits)?;
+                super::cuda_ops::advance_step(&next, &dec.ids, &dec.positions, &dec.slot)?;
+            }
+        }
         Ok(())
     }
 }

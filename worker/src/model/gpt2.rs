@@ -93,37 +93,49 @@ impl Gpt2 {
         let h0 = self.hidden;
         let mut h = (self.wte.forward(ids)? + self.wpe.forward(position_rows)?)?;
         for (i, b) in self.blocks.iter().enumerate() {
-            let x = b.ln_1.forward(&h)?;
-            let qkv = b.c_attn.forward(&x)?;
-            let q = qkv.narrow(2, 0, h0)?;
-            let k = qkv.narrow(2, h0, h0)?;
-            let v = qkv.narrow(2, 2 * h0, h0)?;
-            let a = attention(&q, &k, &v, self.heads, bias, cache.as_deref_mut(), i)?;
+            // Each intermediate is dropped as soon as it is used: at prefill of a large batch
+            // these are what the engine's peak memory holds beyond weights and cache.
+            let qkv = b.c_attn.forward(&b.ln_1.forward(&h)?)?;
+            debug_assert_eq!(qkv.dim(2)?, 3 * h0);
+            let a = attention(qkv, self.heads, bias, cache.as_deref_mut(), i)?;
             h = b.attn_c_proj.forward_residual(&a, &h)?;
-            let x = b.ln_2.forward(&h)?;
-            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_act(&x, self.activation)?, &h)?;
+            drop(a);
+            let f = b.c_fc.forward_act(&b.ln_2.forward(&h)?, self.activation)?;
+            h = b.mlp_c_proj.forward_residual(&f, &h)?;
         }
         self.ln_f.forward(&h)
     }
 
     /// One decode step on the fused CUDA kernels (see `fast_decode`): `ids`, `positions` u32 [b],
-    /// `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32. Returns the hidden
-    /// states after ln_f, [b, n_embd]. Reads every per-step value from the device, so the step
-    /// can be replayed as a CUDA graph.
+    /// `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32. Returns the logits
+    /// [b, vocab], or None when the greedy choice went into `argmax_keys` (i64 [b]) inside the
+    /// lm_head GEMV. Reads every per-step value from the device, so the step can be replayed as
+    /// a CUDA graph. Each norm runs inside the GEMV that consumes it (ln_1 in c_attn, ln_2 in
+    /// c_fc, ln_f in lm_head) where the GEMV applies, so a layer is four GEMVs and one attention
+    /// kernel.
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_step(&self, ids: &Tensor, positions: &Tensor, slot: &Tensor, pad_bias: &Tensor, cache: &KvCache) -> Result<Tensor> {
+    pub(crate) fn decode_logits(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        slot: &Tensor,
+        pad_bias: &Tensor,
+        cache: &KvCache,
+        argmax_keys: &Tensor,
+    ) -> Result<Option<Tensor>> {
         use super::cuda_ops;
         let mut h = cuda_ops::embed(ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
         for (i, b) in self.blocks.iter().enumerate() {
-            let x = b.ln_1.forward(&h)?;
-            let qkv = b.c_attn.matmul_no_bias(&x)?;
+            let qkv = b.c_attn.matmul_no_bias_normed(&h, &b.ln_1)?;
             let (kc, vc) = cache.layer(i);
             let a = cuda_ops::decode_attention(&qkv, b.c_attn.bias(), kc, vc, slot, pad_bias)?;
             h = b.attn_c_proj.forward_residual(&a, &h)?;
-            let x = b.ln_2.forward(&h)?;
-            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_act(&x, self.activation)?, &h)?;
+            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_normed(&h, &b.ln_2, Some(self.activation))?, &h)?;
         }
-        self.ln_f.forward(&h)
+        if self.lm_head.argmax_normed(&h, Some(&self.ln_f), argmax_keys)? {
+            return Ok(None);
+        }
+        Ok(Some(self.lm_head.forward_normed(&h, &self.ln_f, None)?))
     }
 
     pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {

@@ -372,6 +372,12 @@ impl LayerNorm {
         }
         Ok(self.0.forward(x)?)
     }
+
+    /// This norm as the GEMV's fused pre-norm (`None` without a bias tensor).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn pre_norm(&self) -> Option<cuda_ops::PreNorm<'_>> {
+        Some(cuda_ops::PreNorm { weight: self.0.weight(), bias: self.0.bias()?, eps: self.1 })
+    }
 }
 
 /// x @ W^T + b with W stored [out, in] (nn.Linear layout).
@@ -454,7 +460,7 @@ impl Linear {
                     }
                     e => e,
                 };
-                if let Some(y) = cuda_ops::linear_small_m(&x2, self.0.weight(), self.0.bias(), epilogue)? {
+                if let Some(y) = cuda_ops::linear_small_m(&x2, self.0.weight(), self.0.bias(), epilogue, None)? {
                     let mut out = dims.clone();
                     *out.last_mut().expect("dims") = n;
                     return Ok(y.reshape(out)?);
@@ -484,10 +490,62 @@ impl Linear {
     /// fused decode kernels add the bias in place).
     #[cfg(feature = "cuda")]
     pub(crate) fn matmul_no_bias(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None)? {
+        if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None, None)? {
+            return Ok(y);
+        }
+        // candle's own cuBLAS call, but into the decode step's arena buffer (see cuda_ops).
+        if let Some(y) = cuda_ops::matmul_nt(x, self.0.weight())? {
             return Ok(y);
         }
         Ok(x.matmul(&self.0.weight().t()?)?)
+    }
+
+    /// `norm(x)` [rows, in] @ W^T without the bias (decode steps of pre-LN layers): the norm runs
+    /// inside the GEMV when it can, else as its own kernel first.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn matmul_no_bias_normed(&self, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+        if let Some(pre) = norm.pre_norm() {
+            if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None, Some(pre))? {
+                return Ok(y);
+            }
+        }
+        self.matmul_no_bias(&norm.forward(x)?)
+    }
+
+    /// Greedy choice over `norm(x) @ W^T + b` (the lm_head of a decode step) without the logits:
+    /// the GEMV folds each row's largest value into `keys` (see `cuda_ops::Epilogue::ArgmaxKeys`).
+    /// `Ok(false)` when the GEMV does not apply (the caller computes logits and their argmax).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn argmax_normed(&self, x: &Tensor, norm: Option<&LayerNorm>, keys: &Tensor) -> Result<bool> {
+        let pre = match norm {
+            Some(n) => match n.pre_norm() {
+                Some(p) => Some(p),
+                None => return Ok(false),
+            },
+            None => None,
+        };
+        let done = cuda_ops::linear_small_m(x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
+        Ok(done.is_some())
+    }
+
+    /// `act(norm(x) @ W^T + b)` for `x` [rows, in] (decode steps of pre-LN layers; `act` None:
+    /// no activation): one GEMV when it can, else the norm, then [`Self::forward_act`] /
+    /// [`Self::forward`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn forward_normed(&self, x: &Tensor, norm: &LayerNorm, act: Option<Activation>) -> Result<Tensor> {
+        // Without a bias the activation is candle's (see forward_cuda): not fused here.
+        let fusable = self.0.bias().is_some() || act.is_none();
+        if let (Some(pre), true) = (norm.pre_norm(), fusable) {
+            let epilogue = cuda_ops::Epilogue::Act(act.map_or(cuda_ops::Act::None, Activation::fused));
+            if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), self.0.bias(), epilogue, Some(pre))? {
+                return Ok(y);
+            }
+        }
+        let xn = norm.forward(x)?;
+        match act {
+            Some(a) => self.forward_act(&xn, a),
+            None => self.forward(&xn),
+        }
     }
     #[cfg(feature = "cuda")]
     pub(crate) fn bias(&self) -> Option<&Tensor> {
@@ -495,36 +553,38 @@ impl Linear {
     }
 }
 
-/// Multi-head attention core. `q`, `k`, `v`: [b, t, hidden], q already scaled (the scale is
-/// folded into the query weights at load). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    bias: &Tensor,
-    cache: Option<&mut KvCache>,
-    layer: usize,
-) -> Result<Tensor> {
-    let (b, t, hidden) = q.dims3()?;
+/// Multi-head attention core. `qkv`: [b, t, 3 * hidden], q|k|v, q already scaled (the scale is
+/// folded into the query weights at load); taken by value so its memory goes back to the pool
+/// as soon as the heads are split out (at prefill of a large batch it is the largest
+/// activation). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
+pub(crate) fn attention(qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<&mut KvCache>, layer: usize) -> Result<Tensor> {
+    let (b, t, h3) = qkv.dims3()?;
+    let hidden = h3 / 3;
     let head_dim = hidden / heads;
-    let split = |x: &Tensor| -> Result<Tensor> { Ok(x.reshape((b, t, heads, head_dim))?.transpose(1, 2)?.contiguous()?) };
-    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let split = |i: usize| -> Result<Tensor> {
+        Ok(qkv.narrow(2, i * hidden, hidden)?.reshape((b, t, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+    };
+    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+    drop(qkv);
     let (k, v) = match cache {
         Some(c) => c.append(layer, &k, &v)?,
         None => (k, v),
     };
     let dtype = q.dtype();
     let scores = q.matmul(&k.t()?)?;
+    drop((q, k));
     #[cfg(feature = "cuda")]
     if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_SOFTMAX_ROW {
-        // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic).
-        let probs = cuda_ops::masked_softmax(&scores, bias)?;
+        // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic),
+        // written over the scores (a fresh tensor nothing else holds).
+        let probs = cuda_ops::masked_softmax_in_place(scores, bias)?;
         let out = probs.matmul(&v)?;
+        drop(probs);
         return Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?);
     }
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    drop(scores);
     let out = probs.matmul(&v)?;
     Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?)
 }

@@ -131,19 +131,21 @@ impl Opt {
         let mut h = (x + self.embed_positions.forward(position_rows)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = &h;
-            let x = if self.pre_ln { layer.self_attn_layer_norm.forward(&h)? } else { h.clone() };
-            let h0 = x.dim(2)?;
-            let qkv = layer.qkv_proj.forward(&x)?;
-            let q = qkv.narrow(2, 0, h0)?;
-            let k = qkv.narrow(2, h0, h0)?;
-            let v = qkv.narrow(2, 2 * h0, h0)?;
-            let a = attention(&q, &k, &v, self.heads, bias, cache.as_deref_mut(), i)?;
+            // Intermediates are dropped as soon as they are used (prefill peak memory).
+            let qkv = if self.pre_ln { layer.qkv_proj.forward(&layer.self_attn_layer_norm.forward(&h)?)? } else { layer.qkv_proj.forward(&h)? };
+            let a = attention(qkv, self.heads, bias, cache.as_deref_mut(), i)?;
             let mut h1 = layer.out_proj.forward_residual(&a, residual)?;
+            drop(a);
             if !self.pre_ln {
                 h1 = layer.self_attn_layer_norm.forward(&h1)?;
             }
-            let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
-            h = layer.fc2.forward_residual(&layer.fc1.forward_act(&x, self.activation)?, &h1)?;
+            let f = if self.pre_ln {
+                layer.fc1.forward_act(&layer.final_layer_norm.forward(&h1)?, self.activation)?
+            } else {
+                layer.fc1.forward_act(&h1, self.activation)?
+            };
+            h = layer.fc2.forward_residual(&f, &h1)?;
+            drop(f);
             if !self.pre_ln {
                 h = layer.final_layer_norm.forward(&h)?;
             }
@@ -157,10 +159,20 @@ impl Opt {
         Ok(h)
     }
 
-    /// One decode step on the fused CUDA kernels (see `fast_decode` and `Gpt2::decode_step`):
-    /// returns the hidden states after the final norm and project_out, [b, word_embed_proj_dim].
+    /// One decode step on the fused CUDA kernels (see `fast_decode` and `Gpt2::decode_logits`):
+    /// returns the logits [b, vocab], or None when the greedy choice went into `argmax_keys`
+    /// inside the lm_head GEMV. In pre-LN models each norm runs inside the GEMV that consumes it
+    /// where the GEMV applies (post-LN norms follow a residual add: own kernel).
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_step(&self, ids: &Tensor, positions: &Tensor, slot: &Tensor, pad_bias: &Tensor, cache: &KvCache) -> Result<Tensor> {
+    pub(crate) fn decode_logits(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        slot: &Tensor,
+        pad_bias: &Tensor,
+        cache: &KvCache,
+        argmax_keys: &Tensor,
+    ) -> Result<Option<Tensor>> {
         use super::cuda_ops;
         let mut h = match &self.project_in {
             None => cuda_ops::embed(ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
@@ -170,27 +182,47 @@ impl Opt {
             }
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            let x = if self.pre_ln { layer.self_attn_layer_norm.forward(&h)? } else { h.clone() };
-            let qkv = layer.qkv_proj.matmul_no_bias(&x)?;
+            let qkv = if self.pre_ln {
+                layer.qkv_proj.matmul_no_bias_normed(&h, &layer.self_attn_layer_norm)?
+            } else {
+                layer.qkv_proj.matmul_no_bias(&h)?
+            };
             let (kc, vc) = cache.layer(i);
             let a = cuda_ops::decode_attention(&qkv, layer.qkv_proj.bias(), kc, vc, slot, pad_bias)?;
             let mut h1 = layer.out_proj.forward_residual(&a, &h)?;
             if !self.pre_ln {
                 h1 = layer.self_attn_layer_norm.forward(&h1)?;
             }
-            let x = if self.pre_ln { layer.final_layer_norm.forward(&h1)? } else { h1.clone() };
-            h = layer.fc2.forward_residual(&layer.fc1.forward_act(&x, self.activation)?, &h1)?;
+            let f = if self.pre_ln {
+                layer.fc1.forward_normed(&h1, &layer.final_layer_norm, Some(self.activation))?
+            } else {
+                layer.fc1.forward_act(&h1, self.activation)?
+            };
+            h = layer.fc2.forward_residual(&f, &h1)?;
             if !self.pre_ln {
                 h = layer.final_layer_norm.forward(&h)?;
             }
         }
-        if let Some(n) = &self.final_layer_norm {
-            h = n.forward(&h)?;
+        // The final norm goes into the lm_head GEMV unless project_out sits between them.
+        let head_norm = match (&self.final_layer_norm, &self.project_out) {
+            (Some(n), None) => Some(n),
+            (norm, project_out) => {
+                if let Some(n) = norm {
+                    h = n.forward(&h)?;
+                }
+                if let Some(p) = project_out {
+                    h = p.matmul_no_bias(&h)?;
+                }
+                None
+            }
+        };
+        if self.lm_head.argmax_normed(&h, head_norm, argmax_keys)? {
+            return Ok(None);
         }
-        if let Some(p) = &self.project_out {
-            h = p.matmul_no_bias(&h)?;
-        }
-        Ok(h)
+        Ok(Some(match head_norm {
+            Some(n) => self.lm_head.forward_normed(&h, n, None)?,
+            None => self.lm_head.forward(&h)?,
+        }))
     }
 
     pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
