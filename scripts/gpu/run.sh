@@ -83,7 +83,7 @@ for r in rows[:${KERN_ROWS:-18}]: print(f\"{float(r['Time (%)']):5.1f}% {float(r
   done ;;
 ncu)
   log "Nsight Compute on the decode GEMV (opt-1.3b batch 1, f16; 4 launches after 200)"
-  ncu --clock-control none -k 'regex:gemv_small_m1' -s 200 -c 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+  ncu --clock-control none -k "regex:${NCU_KERNEL:-gemv_small_m1}" -s 200 -c 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
     env TOKBENCH_DECODE=fused TOKBENCH_PDL=0 tokbench-worker bench --model opt-1.3b --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
     --input-len 128 --max-tokens 8 --warmup 0 --repetitions 1 --json ncu_bench.json --quiet > ncu_gemv.txt 2>&1
   grep -E "gemv_small|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Grid Size|Stall|Warp Cycles Per Issued|L2 Hit|Mem Busy|Max Bandwidth" ncu_gemv.txt | head -80 ;;
