@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use tokbench_proto::v1::{EventKind, JobState, ListRunsRequest, SubmitSweepRequest, WatchSweepRequest};
+use tokbench_proto::v1::{EventKind, JobState, ListRunsRequest, SubmitSweepRequest, SweepSpec, WatchSweepRequest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_complete_a_sweep_with_exactly_one_run_per_job() {
@@ -71,8 +71,10 @@ async fn worker_killed_mid_job_is_rerun_by_another_and_stored_once() {
     let url = format!("http://{addr}");
     let mut victim = start_worker(dir.path(), &url, "victim", &[]);
     let mut c = benchmarks(&url, None).await;
-    // Long enough (hundreds of decode steps) to still be running when killed.
-    let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(tiny_spec(&["tiny-opt"], &[1], 400)) }).await.unwrap().into_inner();
+    // Long enough to still be running when the poll below sees it (thousands of decode steps:
+    // one repetition of 400 tokens once finished between two polls on an idle machine).
+    let spec = SweepSpec { repetitions: 20, ..tiny_spec(&["tiny-opt"], &[1], 400) };
+    let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap().into_inner();
     let id = sub.sweep_id.clone();
     wait_sweep(&mut c, &id, Duration::from_secs(60), "the job running on the victim", |s| {
         s.jobs[0].state == JobState::Running as i32 && s.jobs[0].worker_id == "victim"

@@ -198,6 +198,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let repetitions: Vec<RepetitionMetrics> = passes.iter().enumerate().map(|(i, p)| p.metrics(i)).collect();
     let mut inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
     inference_metrics.model_reused = model_reused;
+    inference_metrics.decode_kernels = crate::model::decode_kernels(&device);
 
     let engine_peak = device::engine_memory_high_water(&device, false);
     let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
@@ -486,6 +487,7 @@ fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics], prompts:
         model_reused: false,
         // The last batch's path (a graph capture that failed falls back for the rest of the run).
         decode_path: passes.last().and_then(|p| p.batches.last()).map(|b| b.decode_path.to_string()).unwrap_or_default(),
+        decode_kernels: String::new(),
     }
 }
 

@@ -236,6 +236,9 @@ pub fn summary(r: &BenchReport) -> String {
     ));
     out.push_str(&format!("prefill          {:.1} tokens/s\n", m.prefill_tokens_per_second));
     out.push_str(&format!("decode           {:.1} tokens/s ({} path)\n", m.decode_tokens_per_second, m.decode_path));
+    if !m.decode_kernels.is_empty() {
+        out.push_str(&format!("decode kernels   {}\n", m.decode_kernels));
+    }
     out.push_str(&format!("TTFT ms          {}\n", lat(&m.ttft_ms)));
     out.push_str(&format!("ITL ms           {}\n", lat(&m.inter_token_latency_ms)));
     out.push_str(&format!(

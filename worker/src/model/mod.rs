@@ -553,6 +553,23 @@ impl Linear {
     }
 }
 
+/// The CUDA kernel options in force for this process on `device` (see
+/// `InferenceMetrics::decode_kernels`); empty on the CPU.
+pub fn decode_kernels(device: &candle_core::Device) -> String {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = device {
+        let gemv = match cuda_ops::gemv_max_rows() {
+            0 => "cuBLAS only (GEMV off)".to_string(),
+            1 => "GEMV at 1 row".to_string(),
+            n => format!("GEMV up to {n} rows"),
+        };
+        let pdl = if cuda_ops::pdl_enabled(d) { "programmatic dependent launch" } else { "no programmatic dependent launch" };
+        return format!("{gemv}, {pdl}");
+    }
+    let _ = device;
+    String::new()
+}
+
 /// Multi-head attention core. `qkv`: [b, t, 3 * hidden], q|k|v, q already scaled (the scale is
 /// folded into the query weights at load); taken by value so its memory goes back to the pool
 /// as soon as the heads are split out (at prefill of a large batch it is the largest
