@@ -40,6 +40,19 @@ impl DecodeMode {
     }
 }
 
+/// What a model's fused decode step reads and writes (all on the device): `ids`, `positions`
+/// u32 [b], `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32, the cache,
+/// and the argmax keys i64 [b] the lm_head GEMV folds its greedy choice into.
+#[derive(Clone, Copy)]
+pub(crate) struct StepInputs<'a> {
+    pub ids: &'a Tensor,
+    pub positions: &'a Tensor,
+    pub slot: &'a Tensor,
+    pub pad_bias: &'a Tensor,
+    pub cache: &'a KvCache,
+    pub argmax_keys: &'a Tensor,
+}
+
 /// Step buffers, the captured graph, and the cache they belong to (by its dimensions; the
 /// model drops this whenever it allocates a new cache).
 pub(crate) struct FastDecoder {
@@ -171,9 +184,17 @@ impl Model {
     /// One greedy decode step on the fused kernels: reads ids/positions/slot from `dec`, writes
     /// this token's keys/values at the slot, and advances ids (to the argmax), positions and slot.
     pub(crate) fn decode_step_fused(&self, dec: &FastDecoder, cache: &KvCache) -> Result<()> {
+        let step = StepInputs {
+            ids: &dec.ids,
+            positions: &dec.positions,
+            slot: &dec.slot,
+            pad_bias: &dec.pad_bias,
+            cache,
+            argmax_keys: &dec.argmax_keys,
+        };
         let logits = match &self.arch {
-            super::Arch::Opt(m) => m.decode_logits(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache, &dec.argmax_keys)?,
-            super::Arch::Gpt2(m) => m.decode_logits(&dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache, &dec.argmax_keys)?,
+            super::Arch::Opt(m) => m.decode_logits(&step)?,
+            super::Arch::Gpt2(m) => m.decode_logits(&step)?,
         };
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
         // eager path's argmax over f32 logits (up to which of exactly equal values wins). Where

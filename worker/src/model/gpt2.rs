@@ -106,23 +106,15 @@ impl Gpt2 {
         self.ln_f.forward(&h)
     }
 
-    /// One decode step on the fused CUDA kernels (see `fast_decode`): `ids`, `positions` u32 [b],
-    /// `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32. Returns the logits
-    /// [b, vocab], or None when the greedy choice went into `argmax_keys` (i64 [b]) inside the
+    /// One decode step on the fused CUDA kernels (see `fast_decode::StepInputs`). Returns the
+    /// logits [b, vocab], or None when the greedy choice went into the argmax keys inside the
     /// lm_head GEMV. Reads every per-step value from the device, so the step can be replayed as
     /// a CUDA graph. Each norm runs inside the GEMV that consumes it (ln_1 in c_attn, ln_2 in
     /// c_fc, ln_f in lm_head) where the GEMV applies, so a layer is four GEMVs and one attention
     /// kernel.
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_logits(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        slot: &Tensor,
-        pad_bias: &Tensor,
-        cache: &KvCache,
-        argmax_keys: &Tensor,
-    ) -> Result<Option<Tensor>> {
+    pub(crate) fn decode_logits(&self, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
+        let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
         let mut h = cuda_ops::embed(ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
         for (i, b) in self.blocks.iter().enumerate() {

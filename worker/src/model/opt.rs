@@ -164,15 +164,8 @@ impl Opt {
     /// inside the lm_head GEMV. In pre-LN models each norm runs inside the GEMV that consumes it
     /// where the GEMV applies (post-LN norms follow a residual add: own kernel).
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_logits(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        slot: &Tensor,
-        pad_bias: &Tensor,
-        cache: &KvCache,
-        argmax_keys: &Tensor,
-    ) -> Result<Option<Tensor>> {
+    pub(crate) fn decode_logits(&self, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
+        let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
         let mut h = match &self.project_in {
             None => cuda_ops::embed(ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
