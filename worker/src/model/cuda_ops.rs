@@ -387,46 +387,40 @@ fn embed_t<T: CudaDType + DeviceRepr>(ids: &Tensor, positions: &Tensor, tok: &Te
     Ok(out)
 }
 
+/// Where a decode step's chosen ids come from.
+pub enum NextIds<'a> {
+    /// u32 [b] ids (from [`argmax_rows`]).
+    Ids(&'a Tensor),
+    /// i64 [b] argmax keys (see [`Epilogue::ArgmaxKeys`]), zeroed for the next step.
+    ArgmaxKeys(&'a Tensor),
+}
+
 /// End of a decode step: `ids = next`, `positions += 1`, `slot += 1` (all u32 on the device).
-pub fn advance_step(next: &Tensor, ids: &Tensor, positions: &Tensor, slot: &Tensor) -> Result<()> {
+pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &Tensor) -> Result<()> {
     let dev = cuda_dev(ids)?;
     let b = ids.elem_count();
+    let (kernel, next_arg, next) = match next {
+        NextIds::Ids(t) if t.dtype() == DType::U32 => ("advance_step", ptr::<u32>(t, "next")?, t),
+        NextIds::ArgmaxKeys(t) if t.dtype() == DType::I64 => ("advance_step_keys", ptr::<i64>(t, "argmax keys")?, t),
+        NextIds::Ids(t) | NextIds::ArgmaxKeys(t) => bail!("advance_step: next ids of dtype {:?}", t.dtype()),
+    };
     if next.elem_count() != b || positions.elem_count() != b || slot.elem_count() != 1 {
         bail!("advance_step: next {:?}, ids {:?}, positions {:?}, slot {:?}", next.dims(), ids.dims(), positions.dims(), slot.dims());
     }
-    for (t, what) in [(next, "next"), (ids, "ids"), (positions, "positions"), (slot, "slot")] {
+    for (t, what) in [(ids, "ids"), (positions, "positions"), (slot, "slot")] {
         if t.dtype() != DType::U32 {
             bail!("advance_step: {what} must be u32");
         }
     }
-    let args = [ptr::<u32>(next, "next")?, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
+    let args = [next_arg, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
     let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: b elements each, slot one.
-    unsafe { launch(&dev, "advance_step", cfg, &args) }
-}
-
-/// [`advance_step`] for ids chosen through argmax keys (i64 [b], see [`Epilogue::ArgmaxKeys`]),
-/// which it zeroes for the next step.
-pub fn advance_step_keys(keys: &Tensor, ids: &Tensor, positions: &Tensor, slot: &Tensor) -> Result<()> {
-    let dev = cuda_dev(ids)?;
-    let b = ids.elem_count();
-    if keys.dims() != [b] || keys.dtype() != DType::I64 || positions.elem_count() != b || slot.elem_count() != 1 {
-        bail!("advance_step_keys: keys {:?}, ids {:?}, positions {:?}, slot {:?}", keys.dims(), ids.dims(), positions.dims(), slot.dims());
-    }
-    for (t, what) in [(ids, "ids"), (positions, "positions"), (slot, "slot")] {
-        if t.dtype() != DType::U32 {
-            bail!("advance_step_keys: {what} must be u32");
-        }
-    }
-    let args = [ptr::<i64>(keys, "keys")?, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
-    let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: b elements each, slot one.
-    unsafe { launch(&dev, "advance_step_keys", cfg, &args) }
+    unsafe { launch(&dev, kernel, cfg, &args) }
 }
 
 /// Widest row [`layer_norm`] takes (256 threads × 16 values in registers).
 pub const MAX_ROW: usize = 4096;
-/// Longest row [`masked_softmax`] takes (one warp × 32 values in registers).
+/// Longest row [`masked_softmax_in_place`] takes (one warp × 32 values in registers).
 pub const MAX_SOFTMAX_ROW: usize = 1024;
 
 /// Layer norm over the last dim of contiguous `x` (≤ [`MAX_ROW`] wide) with weight and bias.
@@ -576,7 +570,7 @@ pub enum Epilogue<'a> {
     /// (x @ W^T + bias) + residual [m, n].
     Residual(&'a Tensor),
     /// No output: each row's largest value (smallest index among equals) goes into these i64
-    /// [m] argmax keys, zero beforehand (read and re-zeroed by [`advance_step_keys`]).
+    /// [m] argmax keys, zero beforehand (read and re-zeroed by [`advance_step`]).
     ArgmaxKeys(&'a Tensor),
 }
 

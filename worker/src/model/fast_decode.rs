@@ -168,9 +168,7 @@ impl FastDecoder {
         }
         Ok(())
     }
-}
 
-impl FastDecoder {
     /// One step on the fused kernels, every output in this decoder's arena.
     fn run_fused(&mut self, model: &Model, cache: &KvCache) -> Result<()> {
         let mut arena = std::mem::take(&mut self.arena);
@@ -199,12 +197,10 @@ impl Model {
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
         // eager path's argmax over f32 logits (up to which of exactly equal values wins). Where
         // the lm_head GEMV applies it chose already (argmax keys), without writing the logits.
+        use super::cuda_ops::{advance_step, argmax_rows, NextIds};
         match logits {
-            None => super::cuda_ops::advance_step_keys(&dec.argmax_keys, &dec.ids, &dec.positions, &dec.slot)?,
-            Some(logits) => {
-                let next = super::cuda_ops::argmax_rows(&logits)?;
-                super::cuda_ops::advance_step(&next, &dec.ids, &dec.positions, &dec.slot)?;
-            }
+            None => advance_step(NextIds::ArgmaxKeys(&dec.argmax_keys), &dec.ids, &dec.positions, &dec.slot)?,
+            Some(logits) => advance_step(NextIds::Ids(&argmax_rows(&logits)?), &dec.ids, &dec.positions, &dec.slot)?,
         }
         Ok(())
     }

@@ -517,12 +517,9 @@ impl Linear {
     /// `Ok(false)` when the GEMV does not apply (the caller computes logits and their argmax).
     #[cfg(feature = "cuda")]
     pub(crate) fn argmax_normed(&self, x: &Tensor, norm: Option<&LayerNorm>, keys: &Tensor) -> Result<bool> {
-        let pre = match norm {
-            Some(n) => match n.pre_norm() {
-                Some(p) => Some(p),
-                None => return Ok(false),
-            },
-            None => None,
+        let pre = match norm.map(LayerNorm::pre_norm) {
+            Some(None) => return Ok(false), // a norm without bias: not fusable
+            pre => pre.flatten(),
         };
         let done = cuda_ops::linear_small_m(x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
         Ok(done.is_some())
