@@ -291,46 +291,124 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   }
 }
 
-// Layer norm of one row of `cols` (≤ 256 * 16) by a block of 256 threads, the row kept in
-// registers (two-pass mean/variance in f32, as torch), written to `yr` (global or shared memory).
-// candle's kernel runs one warp per row for rows under 1024 wide and reads them serially: ~14 us
-// per call at 768 columns. The GEMV below runs this same function for its fused pre-norm, so a
-// fused and a separate norm give bit-identical values.
+// Layer norm of one row, by a block of 256 threads (8 warps), in f32 with a two-pass
+// mean/variance (as torch). Every warp computes the row's statistics itself, with shuffles only:
+// no block-wide reduction, so the row costs one __syncthreads (by the caller) instead of four.
+// Why: fused into the GEMV as a prologue, the block-wide version (two block reductions, then the
+// norm's weights read) cost ~2.7 us per GEMV on an H200, ~11% of an opt-1.3b decode step
+// (bench/NOTES.md, v6).
+// The summation order is fixed: lane l adds 16-byte chunks l, l + 32, l + 64, ... (values of a
+// chunk in order), then a warp tree. The register path (the row held in registers, norm weights
+// loaded ahead of time) and the generic path (re-read from memory) follow the same order, so
+// the fused and the separate kernel give bit-identical values.
+constexpr int LN_NX = 8;                   // chunk rows (32 chunks each) held in registers
+constexpr int LN_NXW = (LN_NX + 7) / 8;    // of which one warp normalizes and writes
+
 template <typename T>
-__device__ void layer_norm_row(const T* __restrict__ xr, const T* __restrict__ w, const T* __restrict__ b, T* yr,
-                               int cols, float eps, float* scratch) {
-  constexpr int MAXI = 16;
-  float v[MAXI];
+__device__ __forceinline__ bool ln_in_registers(int cols) {
+  constexpr int PER = 16 / sizeof(T);
+  return cols % PER == 0 && cols / PER <= 32 * LN_NX;
+}
+
+// The norm weight and bias chunks this warp writes (register path); constants, so a kernel loads
+// them before it waits for its predecessor.
+template <typename T>
+__device__ __forceinline__ void ln_params_load(const T* __restrict__ w, const T* __restrict__ b, int cols,
+                                               uint4 (&wr)[LN_NXW], uint4 (&br)[LN_NXW]) {
+  constexpr int PER = 16 / sizeof(T);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
+#pragma unroll
+  for (int i = 0; i < LN_NXW; ++i) {
+    const int c = (warp + 8 * i) * 32 + lane;
+    wr[i] = c < chunks ? *reinterpret_cast<const uint4*>(w + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+    br[i] = c < chunks ? *reinterpret_cast<const uint4*>(b + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Register path (ln_in_registers(cols)): xr and yr 16-byte aligned.
+template <typename T>
+__device__ void layer_norm_row_regs(const T* __restrict__ xr, const uint4 (&wr)[LN_NXW], const uint4 (&br)[LN_NXW],
+                                    T* yr, int cols, float eps) {
+  constexpr int PER = 16 / sizeof(T);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
+  uint4 raw[LN_NX];
+#pragma unroll
+  for (int t = 0; t < LN_NX; ++t) {
+    const int c = t * 32 + lane;
+    raw[t] = c < chunks ? *reinterpret_cast<const uint4*>(xr + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+  }
   float sum = 0.f;
 #pragma unroll
-  for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
-    v[k] = i < cols ? to_f(xr[i]) : 0.f;
-    sum += v[k];
+  for (int t = 0; t < LN_NX; ++t) {
+    const T* v = reinterpret_cast<const T*>(&raw[t]);
+#pragma unroll
+    for (int e = 0; e < PER; ++e) sum += to_f(v[e]);
   }
-  const float mean = block_reduce<false>(sum, scratch) / cols;
+  const float mean = warp_sum(sum) / cols;
   float sq = 0.f;
 #pragma unroll
-  for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
-    if (i < cols) sq += (v[k] - mean) * (v[k] - mean);
-  }
-  const float rstd = rsqrtf(block_reduce<false>(sq, scratch) / cols + eps);
+  for (int t = 0; t < LN_NX; ++t) {
+    if (t * 32 + lane < chunks) {
+      const T* v = reinterpret_cast<const T*>(&raw[t]);
 #pragma unroll
-  for (int k = 0; k < MAXI; ++k) {
-    const int i = threadIdx.x + k * blockDim.x;
-    if (i < cols) yr[i] = from_f<T>((v[k] - mean) * rstd * to_f(w[i]) + to_f(b[i]));
+      for (int e = 0; e < PER; ++e) sq += (to_f(v[e]) - mean) * (to_f(v[e]) - mean);
+    }
   }
+  const float rstd = rsqrtf(warp_sum(sq) / cols + eps);
+#pragma unroll
+  for (int i = 0; i < LN_NXW; ++i) {
+#pragma unroll
+    for (int t = 0; t < LN_NX; ++t) {
+      if (t != warp + 8 * i) continue;
+      const int c = t * 32 + lane;
+      if (c >= chunks) continue;
+      const T* v = reinterpret_cast<const T*>(&raw[t]);
+      const T* wv = reinterpret_cast<const T*>(&wr[i]);
+      const T* bv = reinterpret_cast<const T*>(&br[i]);
+      uint4 o;
+      T* ov = reinterpret_cast<T*>(&o);
+#pragma unroll
+      for (int e = 0; e < PER; ++e) ov[e] = from_f<T>((to_f(v[e]) - mean) * rstd * to_f(wv[e]) + to_f(bv[e]));
+      *reinterpret_cast<uint4*>(yr + (size_t)c * PER) = o;
+    }
+  }
+}
+
+// Generic path: any width, any alignment; same order as the register path.
+template <typename T>
+__device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __restrict__ w, const T* __restrict__ b, T* yr,
+                                       int cols, float eps) {
+  constexpr int PER = 16 / sizeof(T);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = (cols + PER - 1) / PER;
+  float sum = 0.f;
+  for (int c = lane; c < chunks; c += 32)
+    for (int e = 0; e < PER; ++e)
+      if (c * PER + e < cols) sum += to_f(xr[c * PER + e]);
+  const float mean = warp_sum(sum) / cols;
+  float sq = 0.f;
+  for (int c = lane; c < chunks; c += 32)
+    for (int e = 0; e < PER; ++e)
+      if (c * PER + e < cols) sq += (to_f(xr[c * PER + e]) - mean) * (to_f(xr[c * PER + e]) - mean);
+  const float rstd = rsqrtf(warp_sum(sq) / cols + eps);
+  for (int c = warp * 32 + lane; c < chunks; c += 256)
+    for (int e = 0; e < PER; ++e) {
+      const int i = c * PER + e;
+      if (i < cols) yr[i] = from_f<T>((to_f(xr[i]) - mean) * rstd * to_f(w[i]) + to_f(b[i]));
+    }
 }
 
 // Layer norm over rows, one block of 256 threads per row.
 template <typename T>
 __device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
                            int cols, float eps) {
-  PDL_ENTER();
-  __shared__ float scratch[32];
   const size_t r = blockIdx.x;
-  layer_norm_row<T>(x + r * cols, w, b, y + r * cols, cols, eps, scratch);
+  const bool regs = ln_in_registers<T>(cols) && ((uintptr_t)(x + r * cols) % 16 == 0) && ((uintptr_t)(y + r * cols) % 16 == 0) &&
+                    ((uintptr_t)w % 16 == 0) && ((uintptr_t)b % 16 == 0);
+  uint4 wr[LN_NXW], br[LN_NXW];
+  if (regs) ln_params_load<T>(w, b, cols, wr, br);
+  PDL_ENTER();
+  if (regs) layer_norm_row_regs<T>(x + r * cols, wr, br, y + r * cols, cols, eps);
+  else layer_norm_row_generic<T>(x + r * cols, w, b, y + r * cols, cols, eps);
 }
 
 // Greedy choice per row: index of the largest value, the smallest index among equals.
@@ -426,7 +504,7 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
 
 // y[m, n] = x[m, k] · w[n, k]^T for M ≤ 8 rows (decode steps), w row-major (k contiguous), with
 // the layer's pre-norm and epilogue fused:
-//   ln_w != null: x is first layer-normed (ln_w, ln_b, eps; by layer_norm_row, so the values are
+//   ln_w != null: x is first layer-normed (ln_w, ln_b, eps; as the layer_norm kernel, so the values are
 //                 those of the separate kernel), which needs x in shared memory (x_in_smem);
 //   mode 0 plain; 1 bias (optional) then activation `act` (0 none, 1 relu, 2 gelu tanh, 3 gelu
 //   erf); 2 bias (optional) then + res[m, n]; 3 bias (optional), then no output: res is a
@@ -472,7 +550,6 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
                              T* __restrict__ y, int n, int k, int wpr, int mode, int act, int x_in_smem) {
   constexpr int PER = 16 / sizeof(T);
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ float scratch[32];
   __shared__ float red[8][M];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rows_per_group = 8 / wpr, groups = (n + rows_per_group - 1) / rows_per_group;
@@ -559,12 +636,19 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   // (weights are constant), so they stream while that kernel drains and the norm is computed.
   uint4 buf_a[B], buf_b[B];
   if (items > 0) issue(0, buf_a);
+  // The norm's weights too (register path): the prologue then waits on x alone.
+  const bool ln_regs = ln_w && ln_in_registers<T>(k);
+  uint4 ln_wr[LN_NXW], ln_br[LN_NXW];
+  if (ln_regs) ln_params_load<T>(ln_w, ln_b, k, ln_wr, ln_br);
   PDL_ENTER();
   if (x_in_smem) {
     T* xs = reinterpret_cast<T*>(smem_raw);
     if (ln_w) {
 #pragma unroll 1
-      for (int i = 0; i < M; ++i) layer_norm_row<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps, scratch);
+      for (int i = 0; i < M; ++i) {
+        if (ln_regs) layer_norm_row_regs<T>(x + (size_t)i * k, ln_wr, ln_br, xs + (size_t)i * k, k, eps);
+        else layer_norm_row_generic<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps);
+      }
     } else {
       for (int c = threadIdx.x; c < M * k / PER; c += blockDim.x)
         reinterpret_cast<uint4*>(xs)[c] = reinterpret_cast<const uint4*>(x)[c];
@@ -589,8 +673,11 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
       int k, int wpr, int mode, int act, int x_in_smem) {                                                            \
     gemv_small_m<T, M, B>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem);                     \
   }
+#ifndef TOKBENCH_GEMV1_MIN_BLOCKS
+#define TOKBENCH_GEMV1_MIN_BLOCKS 2
+#endif
 #define INSTANTIATE_GEMV(T, SUFFIX)       \
-  INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, 2)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, TOKBENCH_GEMV1_MIN_BLOCKS)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 2, 8, 2)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 3, 4, 2)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 4, 4, 2)  \

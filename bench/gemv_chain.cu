@@ -1,0 +1,304 @@
+// Microbenchmark of tokbench's batch-1 decode step kernels without the rest of the engine: the
+// kernels of worker/kernels/decode.cu launched in the order and with the shapes of one decode
+// step of a pre-LN OPT model (per layer: qkv GEMV with the norm fused, decode attention, out GEMV
+// + residual, fc1 GEMV with the norm fused + relu, fc2 GEMV + residual; then the lm_head GEMV with
+// the argmax), captured as one CUDA graph with programmatic dependent launch, as the worker runs
+// it, and parts of it alone (kernel boundaries only, no attention, no fused norm); prints ms per step against
+// the memory floor (weight bytes / device-to-device copy rate measured here, read + write bytes
+// per second, as bench/gpu_vs_hf.py).
+//
+// Build (scripts/gpu/package.sh does): nvcc -O3 -std=c++17 -arch=sm_90 -DTOKBENCH_PDL
+//   bench/gemv_chain.cu -o gemv_chain
+// Run: ./gemv_chain [layers hidden ffn vocab heads]   (default opt-1.3b: 24 2048 8192 50272 32)
+#include "../worker/kernels/decode.cu"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#define CK(x)                                                                                        \
+  do {                                                                                               \
+    cudaError_t e = (x);                                                                             \
+    if (e != cudaSuccess) {                                                                          \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));              \
+      exit(1);                                                                                       \
+    }                                                                                                \
+  } while (0)
+
+__global__ void fill_half(__half* p, size_t n, unsigned seed, float scale) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    unsigned h = (unsigned)i * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    p[i] = __float2half(((h & 0xffff) / 65535.f - 0.5f) * scale);
+  }
+}
+
+static __half* alloc_fill(size_t n, float scale, unsigned seed) {
+  __half* p;
+  CK(cudaMalloc(&p, n * sizeof(__half)));
+  fill_half<<<1024, 256>>>(p, n, seed, scale);
+  CK(cudaGetLastError());
+  return p;
+}
+
+struct Layer {
+  __half *ln1_w, *ln1_b, *qkv_w, *qkv_b, *out_w, *out_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *kc, *vc;
+};
+
+static int g_sms = 0;
+static bool g_pdl = true;
+static int g_blocks_per_sm = 0;  // 0: as many as fit (the engine's persistent grid)
+static bool g_norm = true;       // fuse the pre-norms (else the GEMV reads x as is)
+static bool g_plain_smem = true; // GEMVs without a norm stage x in shared memory
+
+// The cost of a kernel boundary alone: a kernel that only waits for its predecessor.
+__global__ void noop_kernel(int* p) {
+  PDL_ENTER();
+  if (threadIdx.x == 0 && p) p[blockIdx.x] = 0;
+}
+
+template <typename... Args>
+static void launch(void (*k)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = g_pdl ? 1 : 0;
+  CK(cudaLaunchKernelEx(&cfg, k, args...));
+}
+
+static int warps_per_row(int chunks) {
+  int w = 1;
+  while (w < 8 && chunks > 256 * w) w *= 2;
+  return w;
+}
+
+// One GEMV launch as cuda_ops::linear_small_m makes it (batch 1, f16).
+static void gemv(cudaStream_t s, const __half* x, const __half* w, const __half* bias, const __half* res,
+                 const __half* ln_w, const __half* ln_b, __half* y, int n, int k, int mode, int act) {
+  const int per = 8, wpr = warps_per_row(k / per);
+  if (!g_norm) ln_w = ln_b = nullptr;
+  const int in_smem = ln_w || g_plain_smem;
+  const size_t smem = in_smem ? (size_t)k * sizeof(__half) : 0;
+  int per_sm = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_small_m1_f16, 256, smem));
+  if (g_blocks_per_sm > 0) per_sm = std::min(per_sm, g_blocks_per_sm);
+  const int groups = (n + 8 / wpr - 1) / (8 / wpr);
+  const int blocks = std::min(groups, std::max(per_sm, 1) * g_sms);
+  launch(gemv_small_m1_f16, dim3(blocks), dim3(256), smem, s, x, w, bias, res, ln_w, ln_b, 1e-5f, y, n, k, wpr, mode,
+         act, in_smem);
+}
+
+struct Config {
+  std::string name;
+  bool pdl = true;
+  int blocks_per_sm = 0;
+  bool norm = true;
+  bool plain_smem = true;
+  int noop_blocks = -1;  // >= 0: the chain of kernels only, each a noop of this many blocks
+  bool attention = true;
+  bool gemvs = true;
+};
+
+int main(int argc, char** argv) {
+  const int L = argc > 1 ? atoi(argv[1]) : 24, H = argc > 2 ? atoi(argv[2]) : 2048, F = argc > 3 ? atoi(argv[3]) : 8192,
+            V = argc > 4 ? atoi(argv[4]) : 50272, NH = argc > 5 ? atoi(argv[5]) : 32;
+  const int D = H / NH, cap = 256;
+  if (D != 64) {
+    fprintf(stderr, "head size %d: only 64 is wired up here\n", D);
+    return 1;
+  }
+  CK(cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::vector<Layer> layers(L);
+  unsigned seed = 1;
+  const float ws = 0.04f;
+  for (auto& l : layers) {
+    l.ln1_w = alloc_fill(H, 0.2f, seed++);
+    l.ln1_b = alloc_fill(H, 0.2f, seed++);
+    l.qkv_w = alloc_fill((size_t)3 * H * H, ws, seed++);
+    l.qkv_b = alloc_fill(3 * H, 0.1f, seed++);
+    l.out_w = alloc_fill((size_t)H * H, ws, seed++);
+    l.out_b = alloc_fill(H, 0.1f, seed++);
+    l.ln2_w = alloc_fill(H, 0.2f, seed++);
+    l.ln2_b = alloc_fill(H, 0.2f, seed++);
+    l.fc1_w = alloc_fill((size_t)F * H, ws, seed++);
+    l.fc1_b = alloc_fill(F, 0.1f, seed++);
+    l.fc2_w = alloc_fill((size_t)H * F, ws, seed++);
+    l.fc2_b = alloc_fill(H, 0.1f, seed++);
+    l.kc = alloc_fill((size_t)NH * cap * D, 1.f, seed++);
+    l.vc = alloc_fill((size_t)NH * cap * D, 1.f, seed++);
+  }
+  __half* lnf_w = alloc_fill(H, 0.2f, seed++);
+  __half* lnf_b = alloc_fill(H, 0.2f, seed++);
+  __half* lm = alloc_fill((size_t)V * H, ws, seed++);
+  __half* h = alloc_fill(H, 1.f, seed++);
+  __half* qkv = alloc_fill(3 * H, 1.f, seed++);
+  __half* att = alloc_fill(H, 1.f, seed++);
+  __half* h2 = alloc_fill(H, 1.f, seed++);
+  __half* f = alloc_fill(F, 1.f, seed++);
+  unsigned long long* keys;
+  CK(cudaMalloc(&keys, 8));
+  CK(cudaMemset(keys, 0, 8));
+  uint32_t* slot;
+  CK(cudaMalloc(&slot, 4));
+  const uint32_t slot_h = 200;
+  CK(cudaMemcpy(slot, &slot_h, 4, cudaMemcpyHostToDevice));
+  float* pad;
+  CK(cudaMalloc(&pad, cap * sizeof(float)));
+  CK(cudaMemset(pad, 0, cap * sizeof(float)));
+  CK(cudaDeviceSynchronize());
+
+  const double weight_bytes =
+      (double)L * ((double)4 * H * H + 2.0 * H * F) * 2 + (double)V * H * 2;
+  // Device-to-device copy rate, 1 GiB, bytes read + written per second (as bench/gpu_vs_hf.py).
+  double d2d = 0;
+  {
+    const size_t n = 1ull << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 1, n));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> ts;
+    for (int i = 0; i < 13; ++i) {
+      CK(cudaEventRecord(e0));
+      CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (i >= 3) ts.push_back(ms);
+    }
+    std::sort(ts.begin(), ts.end());
+    d2d = 2.0 * n / (ts[ts.size() / 2] * 1e-3);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+  const double floor_ms = weight_bytes / d2d * 1e3;
+  printf("%s, %d SMs, L2 %d MiB; model %d layers h %d ffn %d vocab %d: weights %.1f MiB, D2D %.0f GB/s, floor %.3f ms\n",
+         prop.name, g_sms, prop.l2CacheSize >> 20, L, H, F, V, weight_bytes / (1 << 20), d2d / 1e9, floor_ms);
+
+  std::vector<Config> configs = {
+      {"step (this build)"},
+      {"no PDL", false},
+      {"no norm fused (wrong math)", true, 0, false},
+      {"GEMVs only (no attention)", true, 0, true, true, -1, false},
+      {"attention only", true, 0, true, true, -1, true, false},
+      {"noop chain, 264 blocks", true, 0, true, true, 264},
+  };
+  // Layer norm check: the layer_norm kernel against a double-precision reference, and the GEMV
+  // with the norm fused against the layer_norm kernel then the plain GEMV (must be bit-identical).
+  for (int cols : {H, 768, 1000, 3072, 4096}) {
+    __half *x = alloc_fill(cols, 4.f, 77 + cols), *w = alloc_fill(cols, 2.f, 78), *b = alloc_fill(cols, 1.f, 79);
+    __half* y = alloc_fill(cols, 0.f, 80);
+    launch(layer_norm_f16, dim3(1), dim3(256), 0, (cudaStream_t)0, (const __half*)x, (const __half*)w, (const __half*)b, y,
+           cols, 1e-5f);
+    CK(cudaDeviceSynchronize());
+    std::vector<__half> hx(cols), hw(cols), hb(cols), hy(cols);
+    CK(cudaMemcpy(hx.data(), x, cols * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hw.data(), w, cols * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hb.data(), b, cols * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hy.data(), y, cols * 2, cudaMemcpyDeviceToHost));
+    double mean = 0, var = 0;
+    for (int i = 0; i < cols; ++i) mean += (double)__half2float(hx[i]);
+    mean /= cols;
+    for (int i = 0; i < cols; ++i) var += ((double)__half2float(hx[i]) - mean) * ((double)__half2float(hx[i]) - mean);
+    var /= cols;
+    double err = 0;
+    for (int i = 0; i < cols; ++i) {
+      const double ref = ((double)__half2float(hx[i]) - mean) / sqrt(var + 1e-5) * __half2float(hw[i]) + __half2float(hb[i]);
+      err = std::max(err, fabs(ref - (double)__half2float(hy[i])) / std::max(1.0, fabs(ref)));
+    }
+    // fused vs separate (cols as k of a 64-row GEMV)
+    __half* wm = alloc_fill((size_t)64 * cols, 0.05f, 81);
+    __half *y1 = alloc_fill(64, 0.f, 82), *y2 = alloc_fill(64, 0.f, 83);
+    const int wpr = warps_per_row(cols / 8);
+    launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)x, (const __half*)wm,
+           (const __half*)nullptr, (const __half*)nullptr, (const __half*)w, (const __half*)b, 1e-5f, y1, 64, cols, wpr, 0, 0, 1);
+    launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)y, (const __half*)wm,
+           (const __half*)nullptr, (const __half*)nullptr, (const __half*)nullptr, (const __half*)nullptr, 1e-5f, y2, 64, cols,
+           wpr, 0, 0, 1);
+    CK(cudaDeviceSynchronize());
+    std::vector<__half> h1(64), h2(64);
+    CK(cudaMemcpy(h1.data(), y1, 128, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(h2.data(), y2, 128, cudaMemcpyDeviceToHost));
+    int diff = 0;
+    for (int i = 0; i < 64; ++i) diff += memcmp(&h1[i], &h2[i], 2) != 0;
+    printf("layer norm %4d cols: max rel error vs f64 %.2e; fused GEMV vs norm + GEMV: %d of 64 outputs differ\n", cols, err, diff);
+    for (void* p : {(void*)x, (void*)w, (void*)b, (void*)y, (void*)wm, (void*)y1, (void*)y2}) CK(cudaFree(p));
+  }
+
+  if (getenv("GEMV_CHAIN_ONLY")) configs.resize(1);  // one variant (for Nsight Compute)
+  if (getenv("GEMV_CHAIN_BLOCKS_PER_SM")) configs[0].blocks_per_sm = atoi(getenv("GEMV_CHAIN_BLOCKS_PER_SM"));
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const int fast_smem = (D + 32 * D + cap) * 4;
+  printf("%-28s %10s %10s %8s\n", "variant", "ms/step", "x floor", "GB/s");
+  for (const auto& c : configs) {
+    g_pdl = c.pdl;
+    g_blocks_per_sm = c.blocks_per_sm;
+    g_norm = c.norm;
+    g_plain_smem = c.plain_smem;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; c.noop_blocks >= 0 && i < 5 * L + 1; ++i)
+      launch(noop_kernel, dim3(c.noop_blocks), dim3(256), 0, s, (int*)nullptr);
+    for (int i = 0; c.noop_blocks < 0 && i < L; ++i) {
+      const Layer& l = layers[i];
+      // qkv (norm fused, no bias: the attention kernel adds it), attention, out + residual,
+      // fc1 (norm fused) + relu, fc2 + residual: as Opt::decode_logits.
+      if (c.gemvs) gemv(s, h, l.qkv_w, nullptr, nullptr, l.ln1_w, l.ln1_b, qkv, 3 * H, H, 0, 0);
+      if (c.attention)
+        launch(decode_attention_d64_f16, dim3(NH, 1), dim3(256), (size_t)fast_smem, s, (const __half*)qkv,
+               (const __half*)l.qkv_b, l.kc, l.vc, (const uint32_t*)slot, (const float*)pad, att, NH, cap);
+      if (!c.gemvs) continue;
+      gemv(s, att, l.out_w, l.out_b, h, nullptr, nullptr, h2, H, H, 2, 0);
+      gemv(s, h2, l.fc1_w, l.fc1_b, nullptr, l.ln2_w, l.ln2_b, f, F, H, 1, 1);
+      gemv(s, f, l.fc2_w, l.fc2_b, h2, nullptr, nullptr, h, H, F, 2, 0);
+    }
+    if (c.noop_blocks < 0 && c.gemvs) gemv(s, h, lm, nullptr, (const __half*)keys, lnf_w, lnf_b, nullptr, V, H, 3, 0);
+    cudaGraph_t g;
+    CK(cudaStreamEndCapture(s, &g));
+    cudaGraphExec_t ge;
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 30; ++i) CK(cudaGraphLaunch(ge, s));
+    CK(cudaStreamSynchronize(s));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> per;
+    for (int r = 0; r < 7; ++r) {
+      const int N = 100;
+      CK(cudaEventRecord(e0, s));
+      for (int i = 0; i < N; ++i) CK(cudaGraphLaunch(ge, s));
+      CK(cudaEventRecord(e1, s));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      per.push_back(ms / N);
+    }
+    std::sort(per.begin(), per.end());
+    const double ms = per[per.size() / 2];
+    printf("%-28s %10.4f %10.3f %8.0f   (min %.4f max %.4f)\n", c.name.c_str(), ms, ms / floor_ms,
+           weight_bytes / (ms * 1e-3) / 1e9, per.front(), per.back());
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+  }
+  return 0;
+}
