@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
   if (getenv("GEMV_CHAIN_BLOCKS_PER_SM")) configs[0].blocks_per_sm = atoi(getenv("GEMV_CHAIN_BLOCKS_PER_SM"));
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  const int fast_smem = (D + 32 * D + cap) * 4;
+  const int fast_smem = (D + 32 * D + cap + 2 * D) * 4;
   printf("%-28s %10s %10s %8s\n", "variant", "ms/step", "x floor", "GB/s");
   for (const auto& c : configs) {
     g_pdl = c.pdl;

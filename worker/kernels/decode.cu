@@ -199,8 +199,10 @@ __device__ __forceinline__ void load16(const T* p, float* out) {
 // waits a memory latency per element (~40 us per call at 256 positions); here a thread issues
 // all D/PER loads of its row at once, and the P·V loop keeps several rows in flight.
 // Block: 256 threads (at batch 1 a step has only heads × 1 blocks: wide blocks, short serial
-// chains). P·V issues 8 value rows per thread before summing them. Dynamic shared memory:
-// (D + GROUPS * D + cap) floats.
+// chains). The first 256 key rows and the first 8 value rows of every thread are loaded together,
+// right after the slot is known (one memory latency where there were three: keys, then values
+// after the softmax); the row at the slot, which this block writes, is taken from shared memory.
+// Dynamic shared memory: (D + GROUPS * D + cap + 2 * D) floats.
 template <typename T, int D>
 __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                       const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
@@ -209,16 +211,34 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   constexpr int PER = 16 / sizeof(T);
   constexpr int CHUNKS = D / PER;        // 16-byte chunks per row
   constexpr int GROUPS = 256 / CHUNKS;   // P·V: thread groups over positions
+  constexpr int R = 8;                   // value rows in flight per thread
   extern __shared__ float smem[];
   float* q = smem;                 // [D]
   float* part = smem + D;          // [GROUPS * D]
   float* p = part + GROUPS * D;    // [cap]
+  float* knew = p + cap;           // [D] this step's key and value, as the cache stores them
+  float* vnew = knew + D;          // [D]
   __shared__ float scratch[32];
   const int head = blockIdx.x, seq = blockIdx.y, h = heads * D;
   const int slot = (int)*slot_ptr;
+  const int n = slot + 1;
   const T* row = qkv + (size_t)seq * 3 * h;
   T* kc = k_cache + ((size_t)seq * heads + head) * cap * D;
   T* vc = v_cache + ((size_t)seq * heads + head) * cap * D;
+  const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
+  // Rows before the slot were written by earlier steps; the slot's row is this block's to write.
+  uint4 k_first[CHUNKS], v_first[R];
+  {
+    const int j = threadIdx.x;
+#pragma unroll
+    for (int cc = 0; cc < CHUNKS; ++cc)
+      k_first[cc] = j < slot ? *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int jv = g + r * GROUPS;
+      v_first[r] = jv < slot ? *reinterpret_cast<const uint4*>(vc + (size_t)jv * D + c * PER) : make_uint4(0, 0, 0, 0);
+    }
+  }
   for (int i = threadIdx.x; i < D; i += blockDim.x) {
     const int qi = head * D + i, ki = h + head * D + i, vi = 2 * h + head * D + i;
     float qv = to_f(row[qi]), kv = to_f(row[ki]), vv = to_f(row[vi]);
@@ -227,22 +247,31 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
       kv += to_f(qkv_bias[ki]);
       vv += to_f(qkv_bias[vi]);
     }
+    // Rounded to T as the cache stores it, so this step sees what later steps will.
     q[i] = to_f(from_f<T>(qv));
+    knew[i] = to_f(from_f<T>(kv));
+    vnew[i] = to_f(from_f<T>(vv));
     kc[(size_t)slot * D + i] = from_f<T>(kv);
     vc[(size_t)slot * D + i] = from_f<T>(vv);
   }
-  __syncthreads();
-  const int n = slot + 1;
+  __syncthreads();  // q, knew, vnew and the cache row at the slot are visible to the whole block
   const float* pb = pad_bias + (size_t)seq * cap;
   float local_max = -INFINITY;
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
-    const T* kj = kc + (size_t)j * D;
-    float k[D];
-#pragma unroll
-    for (int c = 0; c < CHUNKS; ++c) load16(kj + c * PER, k + c * PER);
     float s = 0.f;
+    if (j == slot) {
 #pragma unroll
-    for (int i = 0; i < D; ++i) s += q[i] * k[i];
+      for (int i = 0; i < D; ++i) s += q[i] * knew[i];
+    } else {
+      const bool first = j < (int)blockDim.x;
+#pragma unroll
+      for (int cc = 0; cc < CHUNKS; ++cc) {
+        const uint4 raw = first ? k_first[cc] : *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER);
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) s += q[cc * PER + e] * to_f(v[e]);
+      }
+    }
     s += pb[j];
     p[j] = s;
     local_max = fmaxf(local_max, s);
@@ -256,18 +285,21 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   }
   const float inv = 1.f / block_reduce<false>(local_sum, scratch);
   __syncthreads();
-  const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
   float acc[PER];
 #pragma unroll
   for (int i = 0; i < PER; ++i) acc[i] = 0.f;
   if (g < GROUPS) {
-    constexpr int R = 8;  // value rows in flight per thread
     for (int j0 = g; j0 < n; j0 += R * GROUPS) {
       uint4 raw[R];
+      if (j0 == g) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int j = j0 + r * GROUPS;
-        raw[r] = j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0);
+        for (int r = 0; r < R; ++r) raw[r] = v_first[r];
+      } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int j = j0 + r * GROUPS;
+          raw[r] = j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0);
+        }
       }
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -275,8 +307,13 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
         if (j < n) {
           const T* v = reinterpret_cast<const T*>(&raw[r]);
           const float pj = p[j];
+          if (j == slot) {
 #pragma unroll
-          for (int i = 0; i < PER; ++i) acc[i] += pj * to_f(v[i]);
+            for (int i = 0; i < PER; ++i) acc[i] += pj * vnew[c * PER + i];
+          } else {
+#pragma unroll
+            for (int i = 0; i < PER; ++i) acc[i] += pj * to_f(v[i]);
+          }
         }
       }
     }

@@ -289,7 +289,7 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
     let (threads, smem) = if fast {
         let per = 16 / std::mem::size_of::<T>();
         let groups = 256 / (d / per);
-        (256u32, (d + groups * d + cap) * 4)
+        (256u32, (d + groups * d + cap + 2 * d) * 4)
     } else {
         ((if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) }) as u32, (cap + d) * 4)
     };
