@@ -80,6 +80,29 @@ static void launch(void (*k)(Args...), dim3 grid, dim3 block, size_t smem, cudaS
   CK(cudaLaunchKernelEx(&cfg, k, args...));
 }
 
+// The cost of a grid-wide barrier inside one persistent kernel (what a whole-step "megakernel"
+// would pay between phases instead of a kernel boundary): `phases` barriers, every block resident.
+__global__ void barrier_chain(unsigned* count, unsigned* gen, int phases) {
+  PDL_ENTER();
+  for (int p = 0; p < phases; ++p) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const unsigned g = *(volatile unsigned*)gen;
+      __threadfence();
+      if (atomicAdd(count, 1u) == gridDim.x - 1) {
+        *(volatile unsigned*)count = 0;
+        __threadfence();
+        atomicAdd(gen, 1u);
+      } else {
+        while (*(volatile unsigned*)gen == g) {
+        }
+      }
+      __threadfence();
+    }
+    __syncthreads();
+  }
+}
+
 static int warps_per_row(int chunks) {
   int w = 1;
   while (w < 8 && chunks > 256 * w) w *= 2;
@@ -108,7 +131,8 @@ struct Config {
   int blocks_per_sm = 0;
   bool norm = true;
   bool plain_smem = true;
-  int noop_blocks = -1;  // >= 0: the chain of kernels only, each a noop of this many blocks
+  int noop_blocks = -1;  // >= 0: the chain of kernels only, each a noop of this many blocks;
+                         // <= -2: one kernel of -noop_blocks blocks with as many grid barriers
   bool attention = true;
   bool gemvs = true;
 };
@@ -158,6 +182,11 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&slot, 4));
   const uint32_t slot_h = 200;
   CK(cudaMemcpy(slot, &slot_h, 4, cudaMemcpyHostToDevice));
+  unsigned *bar_count, *bar_gen;
+  CK(cudaMalloc(&bar_count, 4));
+  CK(cudaMalloc(&bar_gen, 4));
+  CK(cudaMemset(bar_count, 0, 4));
+  CK(cudaMemset(bar_gen, 0, 4));
   float* pad;
   CK(cudaMalloc(&pad, cap * sizeof(float)));
   CK(cudaMemset(pad, 0, cap * sizeof(float)));
@@ -202,6 +231,8 @@ int main(int argc, char** argv) {
       {"GEMVs only (no attention)", true, 0, true, true, -1, false},
       {"attention only", true, 0, true, true, -1, true, false},
       {"noop chain, 264 blocks", true, 0, true, true, 264},
+      {"grid barriers, 132 blocks", true, 0, true, true, -132},
+      {"grid barriers, 264 blocks", true, 0, true, true, -264},
   };
   // Layer norm check: the layer_norm kernel against a double-precision reference, and the GEMV
   // with the norm fused against the layer_norm kernel then the plain GEMV (must be bit-identical).
@@ -259,7 +290,9 @@ int main(int argc, char** argv) {
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; c.noop_blocks >= 0 && i < 5 * L + 1; ++i)
       launch(noop_kernel, dim3(c.noop_blocks), dim3(256), 0, s, (int*)nullptr);
-    for (int i = 0; c.noop_blocks < 0 && i < L; ++i) {
+    if (c.noop_blocks <= -2)
+      launch(barrier_chain, dim3(-c.noop_blocks), dim3(256), 0, s, bar_count, bar_gen, 5 * L + 1);
+    for (int i = 0; c.noop_blocks == -1 && i < L; ++i) {
       const Layer& l = layers[i];
       // qkv (norm fused, no bias: the attention kernel adds it), attention, out + residual,
       // fc1 (norm fused) + relu, fc2 + residual: as Opt::decode_logits.
@@ -272,7 +305,7 @@ int main(int argc, char** argv) {
       gemv(s, h2, l.fc1_w, l.fc1_b, nullptr, l.ln2_w, l.ln2_b, f, F, H, 1, 1);
       gemv(s, f, l.fc2_w, l.fc2_b, h2, nullptr, nullptr, h, H, F, 2, 0);
     }
-    if (c.noop_blocks < 0 && c.gemvs) gemv(s, h, lm, nullptr, (const __half*)keys, lnf_w, lnf_b, nullptr, V, H, 3, 0);
+    if (c.noop_blocks == -1 && c.gemvs) gemv(s, h, lm, nullptr, (const __half*)keys, lnf_w, lnf_b, nullptr, V, H, 3, 0);
     cudaGraph_t g;
     CK(cudaStreamEndCapture(s, &g));
     cudaGraphExec_t ge;

@@ -21,6 +21,8 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]==os.environ["T"]: print(m["executable"])' | tail -1)
   strip -o .gpu/$t "$test_exe"; xz -9ef -T2 .gpu/$t
 done
+# The standalone microbenchmark of the batch-1 decode step's kernels (bench/gemv_chain.cu).
+nvcc -O3 -std=c++17 -arch=sm_90 -DTOKBENCH_PDL bench/gemv_chain.cu -o .gpu/gemv_chain && xz -9ef -T2 .gpu/gemv_chain
 ../shared/tools/nsys-libs.sh .gpu/nsys-libs
 git rev-parse HEAD > .gpu/COMMIT
 ls -la .gpu

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root, with the packed binaries in
-# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode modes bench
+# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode chain modes bench
 # nsys e2e profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
 set -uo pipefail
 ROOT=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=/tmp/tb; mkdir -p $B
-for f in tokbench-worker tokbench-coordinator tokbench gpu_parity gpu_decode; do
+for f in tokbench-worker tokbench-coordinator tokbench gpu_parity gpu_decode gemv_chain; do
   # xz, or Python's lzma where xz is not installed
   [ -x $B/$f ] && [ $B/$f -nt .gpu/$f.xz ] && continue  # unpacked by an earlier call on this machine
   [ -f .gpu/$f.xz ] && { { xz -dc .gpu/$f.xz 2>/dev/null || python3 -c "import lzma,sys,shutil; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" .gpu/$f.xz; } > $B/$f; chmod +x $B/$f; }
@@ -36,6 +36,10 @@ decode)
   TOKBENCH_PDL=0 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_nopdl.log | grep -E "test result|panicked|FAILED|WARN"
   log "the same f32 check with the GEMV up to 8 rows (TOKBENCH_GEMV_MAX_M=8; default 1)"
   TOKBENCH_GEMV_MAX_M=8 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_gemv8.log | grep -E "test result|panicked|FAILED|WARN" ;;
+chain)
+  log "the batch-1 decode step's kernels alone (bench/gemv_chain.cu): opt-1.3b, then gpt2"
+  gemv_chain 2>&1 | tee chain_opt-1.3b.log
+  gemv_chain 12 768 3072 50257 12 2>&1 | tee chain_gpt2.log ;;
 modes)
   log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 128 out, batch 1 and 32"
   # graph: the default (CUDA graph, GEMV at <= 8 rows, PDL on Hopper); nopdl: TOKBENCH_PDL=0;
