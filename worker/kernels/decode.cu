@@ -581,10 +581,17 @@ __device__ __forceinline__ void gemv_load(const T* __restrict__ w, int row, int 
   }
 }
 
-template <typename T, int M, int B>
+// How a GEMV waits for the kernel before it (programmatic dependent launch); bench/gemv_chain.cu
+// passes a grid-wide barrier instead to measure a persistent whole-step kernel.
+struct PdlWait {
+  __device__ void operator()() const { PDL_ENTER(); }
+};
+
+template <typename T, int M, int B, typename Wait = PdlWait>
 __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                              const T* __restrict__ res, const T* __restrict__ ln_w, const T* __restrict__ ln_b, float eps,
-                             T* __restrict__ y, int n, int k, int wpr, int mode, int act, int x_in_smem) {
+                             T* __restrict__ y, int n, int k, int wpr, int mode, int act, int x_in_smem,
+                             Wait wait = Wait()) {
   constexpr int PER = 16 / sizeof(T);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[8][M];
@@ -677,7 +684,7 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   const bool ln_regs = ln_w && ln_in_registers<T>(k);
   uint4 ln_wr[LN_NXW], ln_br[LN_NXW];
   if (ln_regs) ln_params_load<T>(ln_w, ln_b, k, ln_wr, ln_br);
-  PDL_ENTER();
+  wait();
   if (x_in_smem) {
     T* xs = reinterpret_cast<T*>(smem_raw);
     if (ln_w) {
