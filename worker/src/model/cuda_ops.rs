@@ -418,7 +418,8 @@ pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &
     unsafe { launch(&dev, kernel, cfg, &args) }
 }
 
-/// Widest row [`layer_norm`] takes (256 threads × 16 values in registers).
+/// Widest row [`layer_norm`] and the GEMV's fused norm take. (The kernel keeps rows of up to 256
+/// 16-byte chunks in registers, 2048 values in f16/bf16, and re-reads wider ones from memory.)
 pub const MAX_ROW: usize = 4096;
 /// Longest row [`masked_softmax_in_place`] takes (one warp × 32 values in registers).
 pub const MAX_SOFTMAX_ROW: usize = 1024;
