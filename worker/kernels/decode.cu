@@ -392,6 +392,8 @@ __device__ void layer_norm_row_regs(const T* __restrict__ xr, const uint4 (&wr)[
     }
   }
   const float rstd = rsqrtf(warp_sum(sq) / cols + eps);
+  // This warp writes chunk rows warp, warp + 8, ...; raw[] is indexed by an unrolled t (not by
+  // warp + 8 * i directly) so that it stays in registers.
 #pragma unroll
   for (int i = 0; i < LN_NXW; ++i) {
 #pragma unroll
@@ -717,11 +719,8 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
       int k, int wpr, int mode, int act, int x_in_smem) {                                                            \
     gemv_small_m<T, M, B>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem);                     \
   }
-#ifndef TOKBENCH_GEMV1_MIN_BLOCKS
-#define TOKBENCH_GEMV1_MIN_BLOCKS 2
-#endif
 #define INSTANTIATE_GEMV(T, SUFFIX)       \
-  INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, TOKBENCH_GEMV1_MIN_BLOCKS)  \
+  INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, 2)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 2, 8, 2)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 3, 4, 2)  \
   INSTANTIATE_GEMV_M(T, SUFFIX, 4, 4, 2)  \

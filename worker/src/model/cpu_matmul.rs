@@ -237,20 +237,21 @@ unsafe fn tile<const MR: usize, const NR: usize>(
             }
             kk += 8;
         }
-    }
-    while kk < k8 {
-        let mut xv = [_mm256_setzero_ps(); MR];
-        for (a, v) in xv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(xp.add(a * k + kk));
-        }
-        for c in 0..NR {
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c * k + kk + PREFETCH_AHEAD) as *const i8);
-            let wv = _mm256_loadu_ps(wp.add(c * k + kk));
-            for a in 0..MR {
-                acc[a][c] = _mm256_fmadd_ps(xv[a], wv, acc[a][c]);
+    } else {
+        while kk < k8 {
+            let mut xv = [_mm256_setzero_ps(); MR];
+            for (a, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xp.add(a * k + kk));
             }
+            for c in 0..NR {
+                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c * k + kk + PREFETCH_AHEAD) as *const i8);
+                let wv = _mm256_loadu_ps(wp.add(c * k + kk));
+                for a in 0..MR {
+                    acc[a][c] = _mm256_fmadd_ps(xv[a], wv, acc[a][c]);
+                }
+            }
+            kk += 8;
         }
-        kk += 8;
     }
     for a in 0..MR {
         for c in 0..NR {
