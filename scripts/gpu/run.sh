@@ -42,7 +42,7 @@ chain)
   gemv_chain 12 768 3072 50257 12 2>&1 | tee chain_gpt2.log ;;
 modes)
   log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 128 out, batch 1 and 32"
-  # graph: the default (CUDA graph, GEMV at <= 8 rows, PDL on Hopper); nopdl: TOKBENCH_PDL=0;
+  # graph: the default (CUDA graph, GEMV at 1 row, PDL on Hopper); nopdl: TOKBENCH_PDL=0;
   # cublas: TOKBENCH_GEMV=0 (cuBLAS + separate norm/bias kernels); fused: no graph; eager: candle ops.
   for m in ${MODES_MODELS:-gpt2 opt-1.3b}; do for bs in ${MODES_BATCHES:-1 32}; do for mode in ${MODES:-graph nopdl cublas fused}; do
     case $mode in
