@@ -59,11 +59,57 @@ static bool g_pdl = true;
 static int g_blocks_per_sm = 0;  // 0: as many as fit (the engine's persistent grid)
 static bool g_norm = true;       // fuse the pre-norms (else the GEMV reads x as is)
 static bool g_plain_smem = true; // GEMVs without a norm stage x in shared memory
+static bool g_balanced = false;   // grid: as few blocks as give every block the same number of row groups
+static int g_variant = 0;        // 0 the engine's kernels; 1 traced
+static unsigned long long* g_trace = nullptr;
+static int g_trace_k = 0;        // next kernel's index in the trace
+static std::vector<std::string> g_trace_names;
 
 // The cost of a kernel boundary alone: a kernel that only waits for its predecessor.
 __global__ void noop_kernel(int* p) {
   PDL_ENTER();
   if (threadIdx.x == 0 && p) p[blockIdx.x] = 0;
+}
+
+// Per-block timeline of a step (`trace` variants): every block of every kernel writes four
+// %globaltimer stamps (ns): entry, before the PDL wait (its first weight loads issued), after the
+// wait, exit (after a block-wide barrier). Kernel k, block b at trace[(k * TRACE_BLOCKS + b) * 4].
+constexpr int TRACE_BLOCKS = 1024;
+__device__ __forceinline__ unsigned long long gtime() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+struct TraceWait {
+  unsigned long long* rec;
+  __device__ void operator()() const {
+    if (threadIdx.x == 0) rec[1] = gtime();
+    PDL_ENTER();
+    if (threadIdx.x == 0) rec[2] = gtime();
+  }
+};
+// The engine's batch-1 GEMV (gemv_small_m1_f16) with the stamps. (A build with 4 loads per
+// batch and 4 blocks per SM in the register budget, so the next kernel's blocks are resident and
+// loading a whole kernel earlier: opt-1.3b 1.510 vs 1.117 ms per step, H200; dropped.)
+__global__ void __launch_bounds__(256, 2)
+    gemv_traced(const __half* x, const __half* w, const __half* bias, const __half* res, const __half* ln_w,
+                const __half* ln_b, float eps, __half* y, int n, int k, int wpr, int mode, int act, int x_in_smem,
+                unsigned long long* trace) {
+  unsigned long long* rec = trace + (size_t)blockIdx.x * 4;
+  if (threadIdx.x == 0) rec[0] = gtime();
+  gemv_small_m<__half, 1, 8, TraceWait>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem,
+                                        TraceWait{rec});
+  __syncthreads();
+  if (threadIdx.x == 0) rec[3] = gtime();
+}
+__global__ void attention_traced(const __half* qkv, const __half* qkv_bias, __half* k_cache, __half* v_cache,
+                                 const uint32_t* slot, const float* pad_bias, __half* out, int heads, int cap,
+                                 unsigned long long* trace) {
+  unsigned long long* rec = trace + (size_t)blockIdx.x * 4;
+  if (threadIdx.x == 0) rec[0] = rec[1] = gtime();
+  decode_attention_fast<__half, 64>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias, out, heads, cap);
+  __syncthreads();
+  if (threadIdx.x == 0) rec[2] = rec[0], rec[3] = gtime();
 }
 
 template <typename... Args>
@@ -155,7 +201,10 @@ __global__ void __launch_bounds__(256, 2) mega_gemvs(const MegaLayer* layers, in
   gemv_small_m<__half, 1, 8>(h, lm, nullptr, (const __half*)keys, lnf_w, lnf_b, 1e-5f, nullptr, V, H, wpr_h, 3, 0, 1, next());
 }
 
-static int warps_per_row(int chunks) {
+// As cuda_ops::warps_per_row: one warp per row when the rows keep nearly every resident warp
+// busy, else enough warps that none has more than 256 16-byte chunks of a row.
+static int warps_per_row(int chunks, int rows, int resident_warps) {
+  if (rows * 10 >= resident_warps * 9) return 1;
   int w = 1;
   while (w < 8 && chunks > 256 * w) w *= 2;
   return w;
@@ -164,15 +213,22 @@ static int warps_per_row(int chunks) {
 // One GEMV launch as cuda_ops::linear_small_m makes it (batch 1, f16).
 static void gemv(cudaStream_t s, const __half* x, const __half* w, const __half* bias, const __half* res,
                  const __half* ln_w, const __half* ln_b, __half* y, int n, int k, int mode, int act) {
-  const int per = 8, wpr = warps_per_row(k / per);
   if (!g_norm) ln_w = ln_b = nullptr;
   const int in_smem = ln_w || g_plain_smem;
   const size_t smem = in_smem ? (size_t)k * sizeof(__half) : 0;
   int per_sm = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_small_m1_f16, 256, smem));
   if (g_blocks_per_sm > 0) per_sm = std::min(per_sm, g_blocks_per_sm);
+  const int wpr = warps_per_row(k / 8, n, std::max(per_sm, 1) * g_sms * 8);
   const int groups = (n + 8 / wpr - 1) / (8 / wpr);
-  const int blocks = std::min(groups, std::max(per_sm, 1) * g_sms);
+  int blocks = std::min(groups, std::max(per_sm, 1) * g_sms);
+  if (g_balanced) blocks = (groups + (groups + blocks - 1) / blocks - 1) / ((groups + blocks - 1) / blocks);
+  if (g_variant != 0) {
+    unsigned long long* tr = g_trace + (size_t)g_trace_k++ * TRACE_BLOCKS * 4;
+    launch(gemv_traced, dim3(blocks), dim3(256), smem, s, x, w, bias, res, ln_w, ln_b, 1e-5f, y, n, k, wpr, mode, act, in_smem,
+           tr);
+    return;
+  }
   launch(gemv_small_m1_f16, dim3(blocks), dim3(256), smem, s, x, w, bias, res, ln_w, ln_b, 1e-5f, y, n, k, wpr, mode,
          act, in_smem);
 }
@@ -187,7 +243,64 @@ struct Config {
                          // <= -2: one kernel of -noop_blocks blocks with as many grid barriers
   bool attention = true;
   bool gemvs = true;
+  int variant = 0;  // g_variant
+  bool balanced = false;
 };
+
+// Where a traced step's time goes, per kernel kind averaged over layers 1..L-1; times in us
+// relative to the end of the previous kernel's last block (its exit stamp).
+static void print_trace(const std::vector<unsigned long long>& tr, const std::vector<std::string>& names,
+                        const std::vector<int>& blocks) {
+  const int nk = (int)names.size();
+  struct Acc { double n = 0, first_start = 0, med_start = 0, med_wait = 0, max_wait = 0, p10_end = 0, med_end = 0, max_end = 0; };
+  std::map<std::string, Acc> acc;
+  std::vector<std::string> order;
+  unsigned long long res = ~0ull;
+  double prev_end = 0;
+  for (int k = 0; k < nk; ++k) {
+    std::vector<double> st, wt, en;
+    for (int b = 0; b < blocks[k]; ++b) {
+      const unsigned long long* r = &tr[((size_t)k * TRACE_BLOCKS + b) * 4];
+      st.push_back((double)r[0]);
+      wt.push_back((double)r[2]);
+      en.push_back((double)r[3]);
+      if (r[3] > r[0]) res = std::min(res, r[3] - r[0]);
+    }
+    std::sort(st.begin(), st.end());
+    std::sort(wt.begin(), wt.end());
+    std::sort(en.begin(), en.end());
+    const size_t m = st.size();
+    if (k > 0 && k < nk - 1 && k >= 5) {
+      if (!acc.count(names[k])) order.push_back(names[k]);
+      Acc& a = acc[names[k]];
+      a.n += 1;
+      a.first_start += (st[0] - prev_end) / 1e3;
+      a.med_start += (st[m / 2] - prev_end) / 1e3;
+      a.med_wait += (wt[m / 2] - prev_end) / 1e3;
+      a.max_wait += (wt[m - 1] - prev_end) / 1e3;
+      a.p10_end += (en[m / 10] - prev_end) / 1e3;
+      a.med_end += (en[m / 2] - prev_end) / 1e3;
+      a.max_end += (en[m - 1] - prev_end) / 1e3;
+    }
+    if (k == nk - 1) {
+      printf("  lm_head: first start %+.2f, median start %+.2f, median wait end %+.2f, ends p10 %.2f p50 %.2f max %.2f us\n",
+             (st[0] - prev_end) / 1e3, (st[m / 2] - prev_end) / 1e3, (wt[m / 2] - prev_end) / 1e3,
+             (en[m / 10] - prev_end) / 1e3, (en[m / 2] - prev_end) / 1e3, (en[m - 1] - prev_end) / 1e3);
+    }
+    prev_end = en[m - 1];
+  }
+  printf("  smallest block duration seen %llu ns (timer resolution bound)\n", res);
+  printf("  %-6s %8s %8s %9s %9s %8s %8s %8s   (us after the previous kernel's last exit; mean over layers)\n", "kernel",
+         "1st start", "med start", "med wait", "max wait", "p10 end", "p50 end", "max end");
+  double total = 0;
+  for (const auto& name : order) {
+    const Acc& a = acc[name];
+    printf("  %-6s %8.2f %8.2f %9.2f %9.2f %8.2f %8.2f %8.2f\n", name.c_str(), a.first_start / a.n, a.med_start / a.n,
+           a.med_wait / a.n, a.max_wait / a.n, a.p10_end / a.n, a.med_end / a.n, a.max_end / a.n);
+    total += a.max_end / a.n;
+  }
+  printf("  one layer: %.2f us\n", total);
+}
 
 int main(int argc, char** argv) {
   const int L = argc > 1 ? atoi(argv[1]) : 24, H = argc > 2 ? atoi(argv[2]) : 2048, F = argc > 3 ? atoi(argv[3]) : 8192,
@@ -299,7 +412,11 @@ int main(int argc, char** argv) {
       {"grid barriers, 264 blocks", true, 0, true, true, -264},
       {"GEMVs only, one kernel, acq/rel barrier", true, 0, true, true, -1000},
       {"GEMVs only, one kernel, fenced barrier", true, 0, true, true, -1001},
+      {"traced step", true, 0, true, true, -1, true, true, 1},
+      {"balanced grid", true, 0, true, true, -1, true, true, 0, true},
+      {"balanced grid, traced", true, 0, true, true, -1, true, true, 1, true},
   };
+  if (getenv("GEMV_CHAIN_TRACE_ONLY")) configs.erase(configs.begin() + 1, configs.end() - 4);
   // Layer norm check: the layer_norm kernel against a double-precision reference, and the GEMV
   // with the norm fused against the layer_norm kernel then the plain GEMV (must be bit-identical).
   for (int cols : {H, 768, 1000, 3072, 4096}) {
@@ -326,7 +443,7 @@ int main(int argc, char** argv) {
     // fused vs separate (cols as k of a 64-row GEMV)
     __half* wm = alloc_fill((size_t)64 * cols, 0.05f, 81);
     __half *y1 = alloc_fill(64, 0.f, 82), *y2 = alloc_fill(64, 0.f, 83);
-    const int wpr = warps_per_row(cols / 8);
+    const int wpr = warps_per_row(cols / 8, 64, 2 * g_sms * 8);
     launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)x, (const __half*)wm,
            (const __half*)nullptr, (const __half*)nullptr, (const __half*)w, (const __half*)b, 1e-5f, y1, 64, cols, wpr, 0, 0, 1);
     launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)y, (const __half*)wm,
@@ -357,6 +474,12 @@ int main(int argc, char** argv) {
     g_blocks_per_sm = c.blocks_per_sm;
     g_norm = c.norm;
     g_plain_smem = c.plain_smem;
+    g_variant = c.variant;
+    g_balanced = c.balanced;
+    g_trace_k = 0;
+    g_trace_names.clear();
+    std::vector<int> trace_blocks;
+    if (c.variant != 0 && !g_trace) CK(cudaMalloc(&g_trace, (size_t)(5 * L + 1) * TRACE_BLOCKS * 4 * 8));
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; c.noop_blocks >= 0 && i < 5 * L + 1; ++i)
       launch(noop_kernel, dim3(c.noop_blocks), dim3(256), 0, s, (int*)nullptr);
@@ -364,7 +487,7 @@ int main(int argc, char** argv) {
       int per_sm = 0;
       CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mega_gemvs<false>, 256, (size_t)F * 2));
       CK(cudaMemsetAsync(bar_count, 0, 4, s));
-      const int wh = warps_per_row(H / 8), wf = warps_per_row(F / 8);
+      const int wh = warps_per_row(H / 8, H, per_sm * g_sms * 8), wf = warps_per_row(F / 8, H, per_sm * g_sms * 8);
       if (c.noop_blocks == -1000)
         launch(mega_gemvs<false>, dim3(per_sm * g_sms), dim3(256), (size_t)F * 2, s, (const MegaLayer*)mega, L, H, F, h, qkv,
                (const __half*)att, h2, f, bar_count, wh, wf, (const __half*)lnf_w, (const __half*)lnf_b,
@@ -381,15 +504,24 @@ int main(int argc, char** argv) {
       // qkv (norm fused, no bias: the attention kernel adds it), attention, out + residual,
       // fc1 (norm fused) + relu, fc2 + residual: as Opt::decode_logits.
       if (c.gemvs) gemv(s, h, l.qkv_w, nullptr, nullptr, l.ln1_w, l.ln1_b, qkv, 3 * H, H, 0, 0);
-      if (c.attention)
+      g_trace_names.push_back("qkv");
+      if (c.attention && c.variant == 1) {
+        launch(attention_traced, dim3(NH, 1), dim3(256), (size_t)fast_smem, s, (const __half*)qkv, (const __half*)l.qkv_b,
+               l.kc, l.vc, (const uint32_t*)slot, (const float*)pad, att, NH, cap,
+               g_trace + (size_t)g_trace_k++ * TRACE_BLOCKS * 4);
+        g_trace_names.push_back("attn");
+      } else if (c.attention) {
         launch(decode_attention_d64_f16, dim3(NH, 1), dim3(256), (size_t)fast_smem, s, (const __half*)qkv,
                (const __half*)l.qkv_b, l.kc, l.vc, (const uint32_t*)slot, (const float*)pad, att, NH, cap);
+      }
       if (!c.gemvs) continue;
       gemv(s, att, l.out_w, l.out_b, h, nullptr, nullptr, h2, H, H, 2, 0);
       gemv(s, h2, l.fc1_w, l.fc1_b, nullptr, l.ln2_w, l.ln2_b, f, F, H, 1, 1);
       gemv(s, f, l.fc2_w, l.fc2_b, h2, nullptr, nullptr, h, H, F, 2, 0);
+      g_trace_names.insert(g_trace_names.end(), {"out", "fc1", "fc2"});
     }
     if (c.noop_blocks == -1 && c.gemvs) gemv(s, h, lm, nullptr, (const __half*)keys, lnf_w, lnf_b, nullptr, V, H, 3, 0);
+    g_trace_names.push_back("lm");
     cudaGraph_t g;
     CK(cudaStreamEndCapture(s, &g));
     cudaGraphExec_t ge;
@@ -427,8 +559,45 @@ int main(int argc, char** argv) {
     const double ms = per[per.size() / 2];
     printf("%-28s %10.4f %10.3f %8.0f   (min %.4f max %.4f)\n", c.name.c_str(), ms, ms / floor_ms,
            weight_bytes / (ms * 1e-3) / 1e9, per.front(), per.back());
+    if (c.variant == 1) {
+      // Block counts per kernel, as launched (the trace records every launched block).
+      auto grid_of = [&](int n, int k) {
+        int per_sm = 0;
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_traced, 256, (size_t)k * 2));
+        if (g_blocks_per_sm > 0) per_sm = std::min(per_sm, g_blocks_per_sm);
+        const int wpr = warps_per_row(k / 8, n, std::max(per_sm, 1) * g_sms * 8), groups = (n + 8 / wpr - 1) / (8 / wpr);
+        const int b = std::min(groups, std::max(per_sm, 1) * g_sms);
+        return g_balanced ? (groups + (groups + b - 1) / b - 1) / ((groups + b - 1) / b) : b;
+      };
+      for (int i = 0; i < L; ++i) {
+        trace_blocks.push_back(grid_of(3 * H, H));
+        trace_blocks.push_back(NH);
+        trace_blocks.push_back(grid_of(H, H));
+        trace_blocks.push_back(grid_of(F, H));
+        trace_blocks.push_back(grid_of(H, F));
+      }
+      trace_blocks.push_back(grid_of(V, H));
+      std::vector<unsigned long long> tr((size_t)g_trace_k * TRACE_BLOCKS * 4);
+      CK(cudaMemcpy(tr.data(), g_trace, tr.size() * 8, cudaMemcpyDeviceToHost));
+      print_trace(tr, g_trace_names, trace_blocks);
+    }
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(g));
+  }
+  if (state.count("step (this build)")) {
+    const auto& ref = state["step (this build)"];
+    for (const char* name : {"traced step", "balanced grid"}) {
+      if (!state.count(name)) continue;
+      const auto& got = state[name];
+      int diff = 0;
+      float worst = 0.f;
+      for (int i = 0; i < H; ++i) {
+        diff += memcmp(&ref.first[i], &got.first[i], 2) != 0;
+        worst = std::max(worst, fabsf(__half2float(ref.first[i]) - __half2float(got.first[i])));
+      }
+      printf("%s vs the step after one step: %d of %d hidden values differ (max abs %.3g), argmax key %s\n", name, diff, H,
+             worst, ref.second == got.second ? "equal" : "DIFFERS");
+    }
   }
   if (!state.count("GEMVs only (no attention)")) return 0;
   const auto& ref = state["GEMVs only (no attention)"];

@@ -207,7 +207,6 @@ template <typename T, int D>
 __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                       const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
                                       T* __restrict__ out, int heads, int cap) {
-  PDL_ENTER();
   constexpr int PER = 16 / sizeof(T);
   constexpr int CHUNKS = D / PER;        // 16-byte chunks per row
   constexpr int GROUPS = 256 / CHUNKS;   // P·V: thread groups over positions
@@ -220,25 +219,36 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   float* vnew = knew + D;          // [D]
   __shared__ float scratch[32];
   const int head = blockIdx.x, seq = blockIdx.y, h = heads * D;
-  const int slot = (int)*slot_ptr;
-  const int n = slot + 1;
-  const T* row = qkv + (size_t)seq * 3 * h;
   T* kc = k_cache + ((size_t)seq * heads + head) * cap * D;
   T* vc = v_cache + ((size_t)seq * heads + head) * cap * D;
   const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
-  // Rows before the slot were written by earlier steps; the slot's row is this block's to write.
+  // Rows before the slot were written by earlier steps (earlier graph launches or the prefill,
+  // complete), so they are loaded before waiting for the qkv GEMV: the keys and values then
+  // stream while that kernel drains instead of after it (on an H200 the attention took ~6.4 us
+  // after the qkv GEMV, ~15% of an opt-1.3b layer; bench/NOTES.md, v8). The slot itself is set
+  // by a kernel of this step that may still be running, so the early read (volatile: not from a
+  // stale L1 line) only bounds the early loads; rows from it up to the slot read after the wait
+  // are loaded then. The slot's row is this block's to write.
+  const int early = min((int)*reinterpret_cast<const volatile uint32_t*>(slot_ptr), cap);
   uint4 k_first[CHUNKS], v_first[R];
+  // The padding bias is set before the step's graph runs: this thread's first entry too.
+  const float* pb = pad_bias + (size_t)seq * cap;
+  const float pb_first = (int)threadIdx.x < cap ? pb[threadIdx.x] : 0.f;
   {
     const int j = threadIdx.x;
 #pragma unroll
     for (int cc = 0; cc < CHUNKS; ++cc)
-      k_first[cc] = j < slot ? *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER) : make_uint4(0, 0, 0, 0);
+      k_first[cc] = j < early ? *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int jv = g + r * GROUPS;
-      v_first[r] = jv < slot ? *reinterpret_cast<const uint4*>(vc + (size_t)jv * D + c * PER) : make_uint4(0, 0, 0, 0);
+      v_first[r] = jv < early ? *reinterpret_cast<const uint4*>(vc + (size_t)jv * D + c * PER) : make_uint4(0, 0, 0, 0);
     }
   }
+  PDL_ENTER();
+  const int slot = (int)*reinterpret_cast<const volatile uint32_t*>(slot_ptr);
+  const int n = slot + 1, lo = min(early, slot);  // rows below lo come from the early loads
+  const T* row = qkv + (size_t)seq * 3 * h;
   for (int i = threadIdx.x; i < D; i += blockDim.x) {
     const int qi = head * D + i, ki = h + head * D + i, vi = 2 * h + head * D + i;
     float qv = to_f(row[qi]), kv = to_f(row[ki]), vv = to_f(row[vi]);
@@ -255,7 +265,6 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
     vc[(size_t)slot * D + i] = from_f<T>(vv);
   }
   __syncthreads();  // q, knew, vnew and the cache row at the slot are visible to the whole block
-  const float* pb = pad_bias + (size_t)seq * cap;
   float local_max = -INFINITY;
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
     float s = 0.f;
@@ -263,7 +272,7 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
 #pragma unroll
       for (int i = 0; i < D; ++i) s += q[i] * knew[i];
     } else {
-      const bool first = j < (int)blockDim.x;
+      const bool first = j < (int)blockDim.x && j < lo;
 #pragma unroll
       for (int cc = 0; cc < CHUNKS; ++cc) {
         const uint4 raw = first ? k_first[cc] : *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER);
@@ -272,7 +281,7 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
         for (int e = 0; e < PER; ++e) s += q[cc * PER + e] * to_f(v[e]);
       }
     }
-    s += pb[j];
+    s += j == (int)threadIdx.x ? pb_first : pb[j];
     p[j] = s;
     local_max = fmaxf(local_max, s);
   }
@@ -293,7 +302,11 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
       uint4 raw[R];
       if (j0 == g) {
 #pragma unroll
-        for (int r = 0; r < R; ++r) raw[r] = v_first[r];
+        for (int r = 0; r < R; ++r) {
+          const int j = j0 + r * GROUPS;
+          raw[r] = j < lo ? v_first[r]
+                          : (j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0));
+        }
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -547,13 +560,13 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
 //                 those of the separate kernel), which needs x in shared memory (x_in_smem);
 //   mode 0 plain; 1 bias (optional) then activation `act` (0 none, 1 relu, 2 gelu tanh, 3 gelu
 //   erf); 2 bias (optional) then + res[m, n]; 3 bias (optional), then no output: res is a
-//   u64 [M] of argmax keys (zeroed beforehand) that each row's value is atomicMax'ed into.
+//   u64 [M] of argmax keys (zeroed beforehand) that each warp's best row is atomicMax'ed into.
 //   Rounded to T after the matmul and after the bias add, as the unfused kernels do.
 // Why: at M ≤ 8 a linear layer is one pass over its weights, and every launch between two of
 // them (norm, bias, activation, residual, argmax) costs a drain and a ramp of the whole GPU.
 // Layout: a persistent grid (as many blocks as fit on the GPU at once) of 8-warp blocks; a block
-// takes groups of 8 / wpr rows in turn, each row split over `wpr` warps (1, 2, 4, 8) so a warp
-// has at most 256 16-byte chunks of it. Each warp keeps two batches of B loads per lane in
+// takes groups of 8 / wpr rows in turn, each row split over `wpr` warps (1, 2, 4, 8; chosen by
+// cuda_ops::warps_per_row). Each warp keeps two batches of B loads per lane in
 // flight: while it multiplies one batch it has already issued the next (the rest of its row or
 // the first batch of its next row). The prologue (x staging, the norm) runs once per block.
 // (v1 of this kernel ran one short-lived block per 8 rows, every block paying its latency chain
@@ -609,13 +622,29 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   const int nb = (per_part + 32 * B - 1) / (32 * B);
   const int items = ((groups - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x) * nb;
   auto row_of = [&](int item) { return ((int)blockIdx.x + (item / nb) * (int)gridDim.x) * rows_per_group + rloc; };
-  auto issue = [&](int item, uint4(&buf)[B]) {
+  // The epilogue's inputs of the row an item completes (bias; residual, which the previous kernel
+  // may write, so only once it has been waited for) are loaded with the item's weights: their
+  // latency then hides behind the loads instead of following the row's sum.
+  // Kept as T until used: converting here would make the warp wait for the load.
+  auto epilogue_load = [&](int item, T& eb, T& er, bool with_res) {
+    const int row = row_of(item);
+    if (item % nb != nb - 1 || part != 0 || lane >= M || row >= n) return;
+    if (mode != 0 && bias) eb = bias[row];
+    if (mode == 2 && with_res) er = res[(size_t)lane * n + row];
+  };
+  bool waited = false;
+  auto issue = [&](int item, uint4(&buf)[B], T& eb, T& er) {
     const int row = row_of(item);
     gemv_load<T, M, B>(w, row, n, k, c0 + (item % nb) * 32 * B, row < n ? c_end : c0, buf);
+    epilogue_load(item, eb, er, waited);
   };
   float acc[M];
   const T* xp = x;
-  auto consume = [&](int item, const uint4(&buf)[B]) {
+  // Greedy choice (mode 3): the best key of this lane's input row over the rows this warp
+  // computes, one atomicMax per warp at the end (one per output row serialised ~50k atomics on
+  // one address in an lm_head: ~25 us of an opt-1.3b step on an H200; bench/NOTES.md, v8).
+  unsigned long long best = 0ull;
+  auto consume = [&](int item, const uint4(&buf)[B], T eb, T er) {
     const int bi = item % nb, row = row_of(item);
     const int c1 = row < n ? c_end : c0, base = c0 + bi * 32 * B;
     if (bi == 0) {
@@ -661,17 +690,17 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
 #pragma unroll
       for (int i = 0; i < M; ++i) if (i == lane) v = r[i];
       v = to_f(from_f<T>(v));
-      if (mode != 0 && bias) v = to_f(from_f<T>(v + to_f(bias[row])));
+      if (mode != 0 && bias) v = to_f(from_f<T>(v + to_f(eb)));
       if (mode == 1) {
         if (act == 1) v = fmaxf(v, 0.f);
         else if (act == 2) v = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
         else if (act == 3) v = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
       } else if (mode == 2) {
-        v += to_f(res[(size_t)lane * n + row]);
+        v += to_f(er);
       } else if (mode == 3) {
         // Greedy choice fused in (the lm_head): the largest value per input row, the smallest
         // index among equals, as argmax_rows over the T-rounded values.
-        atomicMax(reinterpret_cast<unsigned long long*>(const_cast<T*>(res)) + lane, argmax_key(v, row));
+        best = max(best, argmax_key(v, row));
         return;
       }
       y[(size_t)lane * n + row] = from_f<T>(v);
@@ -681,12 +710,15 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   // The first loads go out before the prologue and before waiting on the previous kernel
   // (weights are constant), so they stream while that kernel drains and the norm is computed.
   uint4 buf_a[B], buf_b[B];
-  if (items > 0) issue(0, buf_a);
+  T eb_a = from_f<T>(0.f), er_a = eb_a, eb_b = eb_a, er_b = eb_a;
+  if (items > 0) issue(0, buf_a, eb_a, er_a);
   // The norm's weights too (register path): the prologue then waits on x alone.
   const bool ln_regs = ln_w && ln_in_registers<T>(k);
   uint4 ln_wr[LN_NXW], ln_br[LN_NXW];
   if (ln_regs) ln_params_load<T>(ln_w, ln_b, k, ln_wr, ln_br);
   wait();
+  waited = true;
+  if (items > 0) epilogue_load(0, eb_a, er_a, true);
   if (x_in_smem) {
     T* xs = reinterpret_cast<T*>(smem_raw);
     if (ln_w) {
@@ -703,12 +735,14 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
     xp = xs;
   }
   for (int item = 0; item < items; item += 2) {
-    if (item + 1 < items) issue(item + 1, buf_b);
-    consume(item, buf_a);
+    if (item + 1 < items) issue(item + 1, buf_b, eb_b, er_b);
+    consume(item, buf_a, eb_a, er_a);
     if (item + 1 >= items) break;
-    if (item + 2 < items) issue(item + 2, buf_a);
-    consume(item + 1, buf_b);
+    if (item + 2 < items) issue(item + 2, buf_a, eb_a, er_a);
+    consume(item + 1, buf_b, eb_b, er_b);
   }
+  if (mode == 3 && part == 0 && lane < M && best != 0ull)
+    atomicMax(reinterpret_cast<unsigned long long*>(const_cast<T*>(res)) + lane, best);
 }
 
 // Few rows need few registers: two blocks per SM with 2 × 8 loads in flight per lane; more

@@ -602,9 +602,15 @@ pub fn gemv_max_rows() -> usize {
     })
 }
 
-/// Warps that share one output row: enough that no warp has more than 256 16-byte chunks
-/// (8 loads per lane, all issued before any arithmetic).
-fn warps_per_row(chunks: usize) -> usize {
+/// Warps that share one output row of `chunks` 16-byte chunks, of `rows`, on a grid of
+/// `resident_warps`. One warp per row when the rows alone keep nearly every resident warp busy:
+/// no cross-warp sum, no block barrier per row (opt-1.3b's fc2, 2048 rows of 16 KiB: 12.7 →
+/// 10.3 us per launch on an H200, bench/NOTES.md v8). Otherwise enough warps that none has more
+/// than 256 chunks of a row (8 loads per lane, all issued before any arithmetic).
+fn warps_per_row(chunks: usize, rows: usize, resident_warps: usize) -> usize {
+    if rows * 10 >= resident_warps * 9 {
+        return 1;
+    }
     let mut wpr = 1;
     while wpr < 8 && chunks > 256 * wpr {
         wpr *= 2;
@@ -665,12 +671,13 @@ fn linear_small_m_t<T: CudaDType + DeviceRepr>(
     let dev = cuda_dev(x)?;
     // (Mode 3 writes no output: the keys are the result.)
     let out = if mode == 3 { res.expect("keys").clone() } else { output::<T>(&dev, x.dtype(), &[m, n])? };
-    let wpr = warps_per_row(k / per);
     let name = format!("gemv_small_m{m}_{}", suffix(x.dtype())?);
     let smem = if x_in_smem { x_bytes } else { 0 };
     // Persistent grid: every block resident at once, each taking groups of 8 / wpr rows in turn.
+    let resident = resident_blocks(&dev, &name, 256, smem)?;
+    let wpr = warps_per_row(k / per, n, resident * 8);
     let groups = n.div_ceil(8 / wpr);
-    let blocks = groups.min(resident_blocks(&dev, &name, 256, smem)?);
+    let blocks = groups.min(resident);
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
     let args = [
         ptr::<T>(x, "x")?,
