@@ -341,92 +341,9 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   }
 }
 
-// Layer norm of one row, by a block of 256 threads (8 warps), in f32 with a two-pass
-// mean/variance (as torch). Every warp computes the row's statistics itself, with shuffles only:
-// no block-wide reduction, so the row costs one __syncthreads (by the caller) instead of four.
-// Why: fused into the GEMV as a prologue, the block-wide version (two block reductions, then the
-// norm's weights read) cost ~2.7 us per GEMV on an H200, ~11% of an opt-1.3b decode step
-// (bench/NOTES.md, v6).
-// The summation order is fixed: lane l adds 16-byte chunks l, l + 32, l + 64, ... (values of a
-// chunk in order), then a warp tree. The register path (the row held in registers, norm weights
-// loaded ahead of time) and the generic path (re-read from memory) follow the same order, so
-// the fused and the separate kernel give bit-identical values.
-constexpr int LN_NX = 8;                   // chunk rows (32 chunks each) held in registers
-constexpr int LN_NXW = (LN_NX + 7) / 8;    // of which one warp normalizes and writes
-
-template <typename T>
-__device__ __forceinline__ bool ln_in_registers(int cols) {
-  constexpr int PER = 16 / sizeof(T);
-  return cols % PER == 0 && cols / PER <= 32 * LN_NX;
-}
-
-// The norm weight and bias chunks this warp writes (register path); constants, so a kernel loads
-// them before it waits for its predecessor.
-template <typename T>
-__device__ __forceinline__ void ln_params_load(const T* __restrict__ w, const T* __restrict__ b, int cols,
-                                               uint4 (&wr)[LN_NXW], uint4 (&br)[LN_NXW]) {
-  constexpr int PER = 16 / sizeof(T);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
-#pragma unroll
-  for (int i = 0; i < LN_NXW; ++i) {
-    const int c = (warp + 8 * i) * 32 + lane;
-    wr[i] = c < chunks ? *reinterpret_cast<const uint4*>(w + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
-    br[i] = c < chunks ? *reinterpret_cast<const uint4*>(b + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
-  }
-}
-
-// Register path (ln_in_registers(cols)): xr and yr 16-byte aligned.
-template <typename T>
-__device__ void layer_norm_row_regs(const T* __restrict__ xr, const uint4 (&wr)[LN_NXW], const uint4 (&br)[LN_NXW],
-                                    T* yr, int cols, float eps) {
-  constexpr int PER = 16 / sizeof(T);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
-  uint4 raw[LN_NX];
-#pragma unroll
-  for (int t = 0; t < LN_NX; ++t) {
-    const int c = t * 32 + lane;
-    raw[t] = c < chunks ? *reinterpret_cast<const uint4*>(xr + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
-  }
-  float sum = 0.f;
-#pragma unroll
-  for (int t = 0; t < LN_NX; ++t) {
-    const T* v = reinterpret_cast<const T*>(&raw[t]);
-#pragma unroll
-    for (int e = 0; e < PER; ++e) sum += to_f(v[e]);
-  }
-  const float mean = warp_sum(sum) / cols;
-  float sq = 0.f;
-#pragma unroll
-  for (int t = 0; t < LN_NX; ++t) {
-    if (t * 32 + lane < chunks) {
-      const T* v = reinterpret_cast<const T*>(&raw[t]);
-#pragma unroll
-      for (int e = 0; e < PER; ++e) sq += (to_f(v[e]) - mean) * (to_f(v[e]) - mean);
-    }
-  }
-  const float rstd = rsqrtf(warp_sum(sq) / cols + eps);
-  // This warp writes chunk rows warp, warp + 8, ...; raw[] is indexed by an unrolled t (not by
-  // warp + 8 * i directly) so that it stays in registers.
-#pragma unroll
-  for (int i = 0; i < LN_NXW; ++i) {
-#pragma unroll
-    for (int t = 0; t < LN_NX; ++t) {
-      if (t != warp + 8 * i) continue;
-      const int c = t * 32 + lane;
-      if (c >= chunks) continue;
-      const T* v = reinterpret_cast<const T*>(&raw[t]);
-      const T* wv = reinterpret_cast<const T*>(&wr[i]);
-      const T* bv = reinterpret_cast<const T*>(&br[i]);
-      uint4 o;
-      T* ov = reinterpret_cast<T*>(&o);
-#pragma unroll
-      for (int e = 0; e < PER; ++e) ov[e] = from_f<T>((to_f(v[e]) - mean) * rstd * to_f(wv[e]) + to_f(bv[e]));
-      *reinterpret_cast<uint4*>(yr + (size_t)c * PER) = o;
-    }
-  }
-}
-
-// Generic path: any width, any alignment; same order as the register path.
+// Layer norm of one row, by a block of 256 threads, in f32. Generic path (any width, any
+// alignment): every warp computes the statistics itself (two passes, shuffles only) and writes
+// its share of the row; the block path below is taken wherever the row fits it.
 template <typename T>
 __device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __restrict__ w, const T* __restrict__ b, T* yr,
                                        int cols, float eps) {
@@ -449,17 +366,103 @@ __device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __rest
     }
 }
 
+// Block path (where the row fits: cols % (16 / sizeof(T)) == 0 and at most 512 16-byte chunks):
+// the 256 threads share the row, thread t holding chunks t and t + 256 in registers, so the
+// block reads the row once. Why: v6 had every warp hold the whole row and compute the statistics
+// with shuffles; fused into the GEMV, an opt-1.3b layer's 2112 warps then pulled 8.6 MB out of L2
+// right after the PDL wait — this path took the step from 0.978 to 0.940 ms on an H200
+// (bench/gemv_chain.cu; bench/NOTES.md, v8).
+// Statistics in one pass, shifted by the row's first value (sums of d and d² with d = x - x[0],
+// variance = E[d²] - E[d]²: no cancellation unless x[0] lies far outside the row's spread), one
+// __syncthreads for the per-warp partial sums, added by every thread in a fixed order. The
+// separate layer_norm kernel takes the same path, so fused and separate stay bit-identical.
+// `buf` (0 or 1) alternates between consecutive rows so one row's partial sums are not
+// overwritten while another thread still reads them.
+constexpr int LN_NQ = 2;  // chunks per thread
+template <typename T>
+__device__ __forceinline__ bool ln_block_fits(int cols) {
+  constexpr int PER = 16 / sizeof(T);
+  return cols % PER == 0 && cols / PER <= 256 * LN_NQ;
+}
+template <typename T>
+__device__ __forceinline__ void ln_block_params_load(const T* __restrict__ w, const T* __restrict__ b, int cols,
+                                                     uint4 (&wr)[LN_NQ], uint4 (&br)[LN_NQ]) {
+  constexpr int PER = 16 / sizeof(T);
+  const int chunks = cols / PER;
+#pragma unroll
+  for (int q = 0; q < LN_NQ; ++q) {
+    const int c = threadIdx.x + 256 * q;
+    wr[q] = c < chunks ? *reinterpret_cast<const uint4*>(w + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+    br[q] = c < chunks ? *reinterpret_cast<const uint4*>(b + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+  }
+}
+template <typename T>
+__device__ void layer_norm_row_block(const T* __restrict__ xr, const uint4 (&wr)[LN_NQ], const uint4 (&br)[LN_NQ], T* yr,
+                                     int cols, float eps, int buf) {
+  constexpr int PER = 16 / sizeof(T);
+  __shared__ float partial[2][16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
+  const float shift = to_f(xr[0]);
+  uint4 raw[LN_NQ];
+#pragma unroll
+  for (int q = 0; q < LN_NQ; ++q) {
+    const int c = threadIdx.x + 256 * q;
+    raw[q] = c < chunks ? *reinterpret_cast<const uint4*>(xr + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+  }
+  float s = 0.f, ss = 0.f;
+#pragma unroll
+  for (int q = 0; q < LN_NQ; ++q) {
+    if (threadIdx.x + 256 * q >= chunks) continue;
+    const T* v = reinterpret_cast<const T*>(&raw[q]);
+#pragma unroll
+    for (int e = 0; e < PER; ++e) {
+      const float d = to_f(v[e]) - shift;
+      s += d;
+      ss += d * d;
+    }
+  }
+  s = warp_sum(s);
+  ss = warp_sum(ss);
+  if (lane == 0) {
+    partial[buf][warp] = s;
+    partial[buf][8 + warp] = ss;
+  }
+  __syncthreads();
+  float sum = 0.f, sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    sum += partial[buf][i];
+    sq += partial[buf][8 + i];
+  }
+  const float md = sum / cols;
+  const float rstd = rsqrtf(fmaxf(sq / cols - md * md, 0.f) + eps);
+#pragma unroll
+  for (int q = 0; q < LN_NQ; ++q) {
+    const int c = threadIdx.x + 256 * q;
+    if (c >= chunks) continue;
+    const T* v = reinterpret_cast<const T*>(&raw[q]);
+    const T* wv = reinterpret_cast<const T*>(&wr[q]);
+    const T* bv = reinterpret_cast<const T*>(&br[q]);
+    uint4 o;
+    T* ov = reinterpret_cast<T*>(&o);
+#pragma unroll
+    for (int e = 0; e < PER; ++e) ov[e] = from_f<T>((to_f(v[e]) - shift - md) * rstd * to_f(wv[e]) + to_f(bv[e]));
+    *reinterpret_cast<uint4*>(yr + (size_t)c * PER) = o;
+  }
+}
+
 // Layer norm over rows, one block of 256 threads per row.
 template <typename T>
 __device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
                            int cols, float eps) {
   const size_t r = blockIdx.x;
-  const bool regs = ln_in_registers<T>(cols) && ((uintptr_t)(x + r * cols) % 16 == 0) && ((uintptr_t)(y + r * cols) % 16 == 0) &&
-                    ((uintptr_t)w % 16 == 0) && ((uintptr_t)b % 16 == 0);
-  uint4 wr[LN_NXW], br[LN_NXW];
-  if (regs) ln_params_load<T>(w, b, cols, wr, br);
+  const bool aligned = ((uintptr_t)(x + r * cols) % 16 == 0) && ((uintptr_t)(y + r * cols) % 16 == 0) &&
+                       ((uintptr_t)w % 16 == 0) && ((uintptr_t)b % 16 == 0);
+  const bool block = aligned && ln_block_fits<T>(cols);
+  uint4 wq[LN_NQ], bq[LN_NQ];
+  if (block) ln_block_params_load<T>(w, b, cols, wq, bq);
   PDL_ENTER();
-  if (regs) layer_norm_row_regs<T>(x + r * cols, wr, br, y + r * cols, cols, eps);
+  if (block) layer_norm_row_block<T>(x + r * cols, wq, bq, y + r * cols, cols, eps, 0);
   else layer_norm_row_generic<T>(x + r * cols, w, b, y + r * cols, cols, eps);
 }
 
@@ -712,10 +715,10 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   uint4 buf_a[B], buf_b[B];
   T eb_a = from_f<T>(0.f), er_a = eb_a, eb_b = eb_a, er_b = eb_a;
   if (items > 0) issue(0, buf_a, eb_a, er_a);
-  // The norm's weights too (register path): the prologue then waits on x alone.
-  const bool ln_regs = ln_w && ln_in_registers<T>(k);
-  uint4 ln_wr[LN_NXW], ln_br[LN_NXW];
-  if (ln_regs) ln_params_load<T>(ln_w, ln_b, k, ln_wr, ln_br);
+  // The norm's weights too (register paths): the prologue then waits on x alone.
+  const bool ln_block = ln_w && ln_block_fits<T>(k);
+  uint4 ln_wq[LN_NQ], ln_bq[LN_NQ];
+  if (ln_block) ln_block_params_load<T>(ln_w, ln_b, k, ln_wq, ln_bq);
   wait();
   waited = true;
   if (items > 0) epilogue_load(0, eb_a, er_a, true);
@@ -724,7 +727,7 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
     if (ln_w) {
 #pragma unroll 1
       for (int i = 0; i < M; ++i) {
-        if (ln_regs) layer_norm_row_regs<T>(x + (size_t)i * k, ln_wr, ln_br, xs + (size_t)i * k, k, eps);
+        if (ln_block) layer_norm_row_block<T>(x + (size_t)i * k, ln_wq, ln_bq, xs + (size_t)i * k, k, eps, i & 1);
         else layer_norm_row_generic<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps);
       }
     } else {
