@@ -245,18 +245,30 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
       v_first[r] = jv < early ? *reinterpret_cast<const uint4*>(vc + (size_t)jv * D + c * PER) : make_uint4(0, 0, 0, 0);
     }
   }
+  // Thread i < D takes element i of this head's q, k and v; the bias is constant (loaded before
+  // the wait), this step's row is loaded right after it, before the slot: one memory latency
+  // after the wait where there were two.
+  static_assert(D <= 256, "one thread per element of a head");
+  const int i = threadIdx.x;
+  const int qi = head * D + i, ki = h + head * D + i, vi = 2 * h + head * D + i;
+  float bq = 0.f, bk = 0.f, bv = 0.f;
+  if (qkv_bias && i < D) {
+    bq = to_f(qkv_bias[qi]);
+    bk = to_f(qkv_bias[ki]);
+    bv = to_f(qkv_bias[vi]);
+  }
   PDL_ENTER();
+  const T* row = qkv + (size_t)seq * 3 * h;
+  T rq{}, rk{}, rv{};
+  if (i < D) {
+    rq = row[qi];
+    rk = row[ki];
+    rv = row[vi];
+  }
   const int slot = (int)*reinterpret_cast<const volatile uint32_t*>(slot_ptr);
   const int n = slot + 1, lo = min(early, slot);  // rows below lo come from the early loads
-  const T* row = qkv + (size_t)seq * 3 * h;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    const int qi = head * D + i, ki = h + head * D + i, vi = 2 * h + head * D + i;
-    float qv = to_f(row[qi]), kv = to_f(row[ki]), vv = to_f(row[vi]);
-    if (qkv_bias) {
-      qv += to_f(qkv_bias[qi]);
-      kv += to_f(qkv_bias[ki]);
-      vv += to_f(qkv_bias[vi]);
-    }
+  if (i < D) {
+    const float qv = to_f(rq) + bq, kv = to_f(rk) + bk, vv = to_f(rv) + bv;
     // Rounded to T as the cache stores it, so this step sees what later steps will.
     q[i] = to_f(from_f<T>(qv));
     knew[i] = to_f(from_f<T>(kv));
