@@ -15,9 +15,10 @@
 //! - Programmatic dependent launch (Hopper and newer): kernels are launched with
 //!   `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION` from a PTX built for compute_90 in
 //!   which every kernel calls `griddepcontrol.wait` before it reads anything an earlier kernel
-//!   wrote. A kernel may then start while its predecessor drains; the GEMV issues its weight
-//!   loads (constant data) before the wait, so the weights of the next layer stream in while
-//!   the previous kernel finishes. `TOKBENCH_PDL=0` turns it off.
+//!   of the same step may still be writing. A kernel may then start while its predecessor
+//!   drains; the GEMV issues its weight loads (constant data) before the wait, so the weights of
+//!   the next layer stream in while the previous kernel finishes, and the decode attention loads
+//!   the cache rows of earlier steps (complete) before it. `TOKBENCH_PDL=0` turns it off.
 
 use candle_core::cuda_backend::cudarc::driver::{result as driver_result, sys, CudaFunction, DevicePtr, DeviceRepr, LaunchConfig};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
