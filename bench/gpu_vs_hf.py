@@ -35,6 +35,10 @@ WORKLOADS = [
 ]
 if QUICK:
     WORKLOADS = [("gpt2", "f16", [1], 128, 32), ("opt-125m", "f16", [1, 32], 128, 128)]
+# BENCH_WORKLOADS="model:dtype:batch:in:out,..." runs only those (a short device call).
+if os.environ.get("BENCH_WORKLOADS"):
+    WORKLOADS = [(m, d, [int(b)], int(i), int(o)) for m, d, b, i, o in
+                 (w.split(":") for w in os.environ["BENCH_WORKLOADS"].split(","))]
 TORCH_DTYPE = {"f16": torch.float16, "bf16": torch.bfloat16}
 
 

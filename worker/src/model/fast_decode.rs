@@ -16,7 +16,7 @@
 use super::{KvCache, Model};
 use crate::error::{EngineError, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use candle_core::cuda_backend::cudarc::driver::{CudaGraph, PinnedHostSlice};
+use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
 use candle_core::{DType, Device, Storage, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +71,10 @@ pub(crate) struct FastDecoder {
     /// The step's output buffers, the same every step (so a captured graph allocates nothing).
     arena: super::cuda_ops::StepArena,
     graph: Option<CudaGraph>,
-    /// Two page-locked host buffers the chosen ids are copied into, in turn ([`Self::queue_ids_copy`]).
-    ids_host: Vec<PinnedHostSlice<u32>>,
+    /// Two page-locked host buffers the chosen ids are copied into, in turn ([`Self::queue_ids_copy`]),
+    /// and the events recorded after each copy. (Our own events: with candle's event tracking
+    /// off, the buffers' built-in ones are never recorded, so reading them would not wait.)
+    ids_host: Vec<(PinnedHostSlice<u32>, CudaEvent)>,
 }
 
 // SAFETY: a CUDA graph (raw driver handles) may be launched from any thread that binds its
@@ -133,8 +135,9 @@ impl FastDecoder {
             for _ in 0..2 {
                 // SAFETY: read only after a copy into it has completed (`copied_ids`). Flags 0:
                 // cached page-locked memory (write-combined memory is slow for the host to read).
-                let buf = unsafe { stream.context().alloc_pinned_with_flags::<u32>(self.batch, 0) };
-                self.ids_host.push(buf.map_err(|e| EngineError::Candle(candle_core::Error::Cuda(Box::new(e))))?);
+                let buf = unsafe { stream.context().alloc_pinned_with_flags::<u32>(self.batch, 0) }.map_err(cuda_err)?;
+                let done = stream.context().new_event(None).map_err(cuda_err)?;
+                self.ids_host.push((buf, done));
             }
         }
         let (storage, layout) = self.ids.storage_and_layout();
@@ -142,16 +145,17 @@ impl FastDecoder {
             return Err(EngineError::InvalidWorkload("decode ids are not on the CUDA device".into()));
         };
         let src = cs.as_cuda_slice::<u32>()?.slice(layout.start_offset()..layout.start_offset() + self.batch);
-        stream
-            .memcpy_dtoh(&src, &mut self.ids_host[k % 2])
-            .map_err(|e| EngineError::Candle(candle_core::Error::Cuda(Box::new(e))))?;
+        let (buf, done) = &mut self.ids_host[k % 2];
+        stream.memcpy_dtoh(&src, buf).map_err(cuda_err)?;
+        done.record(&stream).map_err(cuda_err)?;
         Ok(())
     }
 
     /// The ids copied by `queue_ids_copy(k)`; waits for that copy (and the steps before it) only.
     pub(crate) fn copied_ids(&self, k: usize) -> Result<Vec<u32>> {
-        let buf = self.ids_host.get(k % 2).ok_or_else(|| EngineError::InvalidWorkload("no ids copy was queued".into()))?;
-        Ok(buf.as_slice().map_err(|e| EngineError::Candle(candle_core::Error::Cuda(Box::new(e))))?.to_vec())
+        let (buf, done) = self.ids_host.get(k % 2).ok_or_else(|| EngineError::InvalidWorkload("no ids copy was queued".into()))?;
+        done.synchronize().map_err(cuda_err)?;
+        Ok(buf.as_slice().map_err(cuda_err)?.to_vec())
     }
 
     /// Runs one decode step (the chosen ids land in [`Self::ids`]).
@@ -236,4 +240,8 @@ impl Model {
         }
         Ok(())
     }
+}
+
+fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> EngineError {
+    EngineError::Candle(candle_core::Error::Cuda(Box::new(e)))
 }
