@@ -6,8 +6,7 @@
 //! step itself advances, so the whole step is captured once per (batch, cache) and replayed with
 //! one `cuGraphLaunch`. Greedy only: the argmax and the feedback of the chosen ids into the next
 //! step's input happen on the device; the host copies the ids back once per step (to keep them,
-//! check EOS, and time the step), one step behind: step s + 1 is queued before step s's ids are
-//! read, so the GPU does not wait for the host between steps.
+//! check EOS, and time the step with the device synchronised).
 //!
 //! Modes (`TOKBENCH_DECODE`): `graph` (default on CUDA), `fused` (the same kernels launched
 //! eagerly every step), `eager` (candle ops, the path CPU runs). A capture that fails falls back
@@ -16,8 +15,8 @@
 use super::{KvCache, Model};
 use crate::error::{EngineError, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeMode {
@@ -71,10 +70,6 @@ pub(crate) struct FastDecoder {
     /// The step's output buffers, the same every step (so a captured graph allocates nothing).
     arena: super::cuda_ops::StepArena,
     graph: Option<CudaGraph>,
-    /// Two page-locked host buffers the chosen ids are copied into, in turn ([`Self::queue_ids_copy`]),
-    /// and the events recorded after each copy. (Our own events: with candle's event tracking
-    /// off, the buffers' built-in ones are never recorded, so reading them would not wait.)
-    ids_host: Vec<(PinnedHostSlice<u32>, CudaEvent)>,
 }
 
 // SAFETY: a CUDA graph (raw driver handles) may be launched from any thread that binds its
@@ -96,7 +91,6 @@ impl FastDecoder {
             warm: false,
             arena: Default::default(),
             graph: None,
-            ids_host: Vec::new(),
         })
     }
 
@@ -123,39 +117,9 @@ impl FastDecoder {
         Ok(())
     }
 
-    /// Queues, after the steps queued so far, a copy of the ids the last of them chose into host
-    /// buffer `k % 2`, so that the next step can be queued before these ids are read (see
-    /// `generate`: the GPU then never waits for the host between steps).
-    pub(crate) fn queue_ids_copy(&mut self, k: usize) -> Result<()> {
-        let Device::Cuda(dev) = self.ids.device() else {
-            return Err(EngineError::InvalidWorkload("the fused decode path runs on CUDA only".into()));
-        };
-        let stream = dev.cuda_stream();
-        if self.ids_host.is_empty() {
-            for _ in 0..2 {
-                // SAFETY: read only after a copy into it has completed (`copied_ids`). Flags 0:
-                // cached page-locked memory (write-combined memory is slow for the host to read).
-                let buf = unsafe { stream.context().alloc_pinned_with_flags::<u32>(self.batch, 0) }.map_err(cuda_err)?;
-                let done = stream.context().new_event(None).map_err(cuda_err)?;
-                self.ids_host.push((buf, done));
-            }
-        }
-        let (storage, layout) = self.ids.storage_and_layout();
-        let Storage::Cuda(cs) = &*storage else {
-            return Err(EngineError::InvalidWorkload("decode ids are not on the CUDA device".into()));
-        };
-        let src = cs.as_cuda_slice::<u32>()?.slice(layout.start_offset()..layout.start_offset() + self.batch);
-        let (buf, done) = &mut self.ids_host[k % 2];
-        stream.memcpy_dtoh(&src, buf).map_err(cuda_err)?;
-        done.record(&stream).map_err(cuda_err)?;
-        Ok(())
-    }
-
-    /// The ids copied by `queue_ids_copy(k)`; waits for that copy (and the steps before it) only.
-    pub(crate) fn copied_ids(&self, k: usize) -> Result<Vec<u32>> {
-        let (buf, done) = self.ids_host.get(k % 2).ok_or_else(|| EngineError::InvalidWorkload("no ids copy was queued".into()))?;
-        done.synchronize().map_err(cuda_err)?;
-        Ok(buf.as_slice().map_err(cuda_err)?.to_vec())
+    /// The current input ids [b] (after a step: the ids that step chose).
+    pub(crate) fn ids(&self) -> &Tensor {
+        &self.ids
     }
 
     /// Runs one decode step (the chosen ids land in [`Self::ids`]).
@@ -240,8 +204,4 @@ impl Model {
         }
         Ok(())
     }
-}
-
-fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> EngineError {
-    EngineError::Candle(candle_core::Error::Cuda(Box::new(e)))
 }
