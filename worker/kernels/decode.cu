@@ -223,7 +223,9 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   T* vc = v_cache + ((size_t)seq * heads + head) * cap * D;
   const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
   // Rows before the slot were written by earlier steps (earlier graph launches or the prefill,
-  // complete), so they are loaded before waiting for the qkv GEMV: the keys and values then
+  // complete; without a graph, this layer's attention of an earlier step, over a hundred
+  // launches back, behind GEMVs that each drain the whole GPU before the next can start all its
+  // blocks), so they are loaded before waiting for the qkv GEMV: the keys and values then
   // stream while that kernel drains instead of after it (on an H200 the attention took ~6.4 us
   // after the qkv GEMV, ~15% of an opt-1.3b layer; bench/NOTES.md, v8). The slot itself is set
   // by a kernel of this step that may still be running, so the early read (volatile: not from a
