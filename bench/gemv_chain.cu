@@ -10,6 +10,8 @@
 // Build (scripts/gpu/package.sh does): nvcc -O3 -std=c++17 -arch=sm_90 -DTOKBENCH_PDL
 //   bench/gemv_chain.cu -o gemv_chain
 // Run: ./gemv_chain [layers hidden ffn vocab heads]   (default opt-1.3b: 24 2048 8192 50272 32)
+// GEMV_CHAIN_TRACE_ONLY=1: only the step, with the per-block timeline of a traced run (where each
+// kernel's blocks start, pass the PDL wait and end, relative to the previous kernel's last exit).
 #include "../worker/kernels/decode.cu"
 
 #include <cuda_runtime.h>
@@ -416,7 +418,11 @@ int main(int argc, char** argv) {
       {"balanced grid", true, 0, true, true, -1, true, true, 0, true},
       {"balanced grid, traced", true, 0, true, true, -1, true, true, 1, true},
   };
-  if (getenv("GEMV_CHAIN_TRACE_ONLY")) configs.erase(configs.begin() + 1, configs.end() - 4);
+  // The step, its traced run (per-block timeline) and the balanced-grid variants only.
+  if (getenv("GEMV_CHAIN_TRACE_ONLY"))
+    configs.erase(std::remove_if(configs.begin() + 1, configs.end(),
+                                 [](const Config& c) { return c.variant == 0 && !c.balanced; }),
+                  configs.end());
   // Layer norm check: the layer_norm kernel against a double-precision reference, and the GEMV
   // with the norm fused against the layer_norm kernel then the plain GEMV (must be bit-identical).
   for (int cols : {H, 768, 1000, 3072, 4096}) {
