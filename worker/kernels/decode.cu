@@ -829,16 +829,28 @@ INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
 
+// End of a decode step for sequence s: its chosen id becomes the next step's input, its position
+// moves one forward; the id is also written to page-locked host memory (`host_ids`, null: not),
+// at row s, column = the position it follows, so the host reads every step's ids without a
+// copy in the stream between two steps (bench/NOTES.md, v9). Columns past `host_cols` are not
+// written.
+__device__ __forceinline__ void advance_one(uint32_t id, int s, uint32_t* ids, uint32_t* positions,
+                                            uint32_t* host_ids, int host_cols) {
+  ids[s] = id;
+  const uint32_t p = positions[s];
+  if (host_ids && p < (uint32_t)host_cols) host_ids[(size_t)s * host_cols + p] = id;
+  positions[s] = p + 1;
+}
+
 // advance_step for ids chosen by the lm_head GEMV's argmax keys (mode 3), which it zeroes for the
 // next step.
 extern "C" __global__ void advance_step_keys(unsigned long long* keys, uint32_t* ids, uint32_t* positions, uint32_t* slot,
-                                             int b) {
+                                             int b, uint32_t* host_ids, int host_cols) {
   PDL_ENTER();
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s < b) {
-    ids[s] = 0xffffffffu - (uint32_t)(keys[s] & 0xffffffffull);
+    advance_one(0xffffffffu - (uint32_t)(keys[s] & 0xffffffffull), s, ids, positions, host_ids, host_cols);
     keys[s] = 0ull;
-    positions[s] += 1;
   }
   if (s == 0) *slot += 1;
 }
@@ -846,12 +858,9 @@ extern "C" __global__ void advance_step_keys(unsigned long long* keys, uint32_t*
 // End of a graph-replayed step: the sampled ids become the next step's input, every position
 // and the cache slot move one forward. One thread per sequence.
 extern "C" __global__ void advance_step(const uint32_t* __restrict__ next, uint32_t* ids, uint32_t* positions,
-                                        uint32_t* slot, int b) {
+                                        uint32_t* slot, int b, uint32_t* host_ids, int host_cols) {
   PDL_ENTER();
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s < b) {
-    ids[s] = next[s];
-    positions[s] += 1;
-  }
+  if (s < b) advance_one(next[s], s, ids, positions, host_ids, host_cols);
   if (s == 0) *slot += 1;
 }

@@ -212,19 +212,34 @@ pub fn generate_batch_cancellable(
             let run = (|| -> Result<()> {
                 dec.start(&next, &first_positions, t as u32, &pad_host)?;
                 let _range = Range::new("decode", &params.model_name);
-                // Timed as the eager loop below: back to back from the end of prefill.
+                // One step ahead: step s + 1 is queued before step s's ids are read (the step's
+                // last kernel writes them to page-locked host memory), so the GPU runs the steps
+                // back to back instead of idling for a copy, a host wake-up and a launch between
+                // two (bench/NOTES.md, v9).
+                // When every sequence has finished, the one step queued beyond is discarded; the
+                // next batch synchronises the device before its clock starts.
+                let mut queued = 0;
+                let mut queue_step = |dec: &mut crate::model::fast_decode::FastDecoder, k: usize| -> Result<()> {
+                    dec.step(model, &cache)?;
+                    cache.advance(1);
+                    dec.record_step(k)
+                };
+                // Timed as the eager loop below: back to back from the end of prefill, each step
+                // when its ids are on the host.
                 let mut last = prefill_end;
-                for _ in 0..steps {
+                for s in 0..steps {
                     if finished.iter().all(Option::is_some) {
                         break;
                     }
                     if cancel.load(Ordering::Relaxed) {
                         return Err(EngineError::Cancelled);
                     }
-                    dec.step(model, &cache)?;
-                    cache.advance(1);
-                    // The copy back synchronises the device: the step is done when it returns.
-                    let next_host = dec.ids().to_vec1::<u32>()?;
+                    while queued < steps && queued <= s + 1 {
+                        queue_step(&mut dec, queued)?;
+                        queued += 1;
+                    }
+                    // Waits for step s only (step s + 1 keeps running).
+                    let next_host = dec.copied_ids(s)?;
                     let now = Instant::now();
                     step_latencies.push(now - last);
                     last = now;

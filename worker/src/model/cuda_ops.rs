@@ -396,8 +396,17 @@ pub enum NextIds<'a> {
     ArgmaxKeys(&'a Tensor),
 }
 
-/// End of a decode step: `ids = next`, `positions += 1`, `slot += 1` (all u32 on the device).
-pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &Tensor) -> Result<()> {
+/// Page-locked host memory the step's chosen ids are also written to: `ptr` (a device address
+/// of it) is `[b, cols]` u32, the id chosen after position p of sequence s at `s * cols + p`.
+#[derive(Debug, Clone, Copy)]
+pub struct HostIds {
+    pub ptr: u64,
+    pub cols: usize,
+}
+
+/// End of a decode step: `ids = next`, `positions += 1`, `slot += 1` (all u32 on the device),
+/// and the ids into `host` where given.
+pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &Tensor, host: Option<HostIds>) -> Result<()> {
     let dev = cuda_dev(ids)?;
     let b = ids.elem_count();
     let (kernel, next_arg, next) = match next {
@@ -413,7 +422,16 @@ pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &
             bail!("advance_step: {what} must be u32");
         }
     }
-    let args = [next_arg, ptr::<u32>(ids, "ids")?, ptr::<u32>(positions, "positions")?, ptr::<u32>(slot, "slot")?, Arg::I32(b as i32)];
+    let (host_ptr, host_cols) = host.map_or((0, 0), |h| (h.ptr, h.cols));
+    let args = [
+        next_arg,
+        ptr::<u32>(ids, "ids")?,
+        ptr::<u32>(positions, "positions")?,
+        ptr::<u32>(slot, "slot")?,
+        Arg::I32(b as i32),
+        Arg::Ptr(host_ptr),
+        Arg::I32(host_cols as i32),
+    ];
     let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: b elements each, slot one.
     unsafe { launch(&dev, kernel, cfg, &args) }

@@ -6,7 +6,9 @@
 //! step itself advances, so the whole step is captured once per (batch, cache) and replayed with
 //! one `cuGraphLaunch`. Greedy only: the argmax and the feedback of the chosen ids into the next
 //! step's input happen on the device; the host copies the ids back once per step (to keep them,
-//! check EOS, and time the step with the device synchronised).
+//! check EOS, and time the step), one step behind: step s + 1 is queued before step s's ids are
+//! read, so the GPU does not wait for the host between steps. The ids reach the host without a
+//! copy in the stream: the step's last kernel writes them into page-locked host memory.
 //!
 //! Modes (`TOKBENCH_DECODE`): `graph` (default on CUDA), `fused` (the same kernels launched
 //! eagerly every step), `eager` (candle ops, the path CPU runs). A capture that fails falls back
@@ -15,7 +17,7 @@
 use super::{KvCache, Model};
 use crate::error::{EngineError, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use candle_core::cuda_backend::cudarc::driver::CudaGraph;
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, PinnedHostSlice};
 use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,18 @@ pub(crate) struct FastDecoder {
     /// The step's output buffers, the same every step (so a captured graph allocates nothing).
     arena: super::cuda_ops::StepArena,
     graph: Option<CudaGraph>,
+    /// Page-locked host memory, [batch, host_cols] u32, that each step's last kernel writes the
+    /// chosen ids into (at the position each id follows), and its device address. Why: a copy
+    /// back in the stream is a node the next step's graph waits behind (on an H200, nsys: a 1.4
+    /// us copy, then 6 us until the next graph's first kernel; bench/NOTES.md, v9).
+    host_ids: PinnedHostSlice<u32>,
+    host_ids_dev: u64,
+    host_cols: usize,
+    /// The position rows the batch started from (`start`): step k's ids are at column first + k.
+    first_positions: Vec<u32>,
+    /// Events recorded after steps k = 0, 1, 2, ... in turn ([`Self::record_step`]). (Our own:
+    /// with candle's event tracking off, the pinned buffer's built-in event is never recorded.)
+    step_done: [CudaEvent; 2],
 }
 
 // SAFETY: a CUDA graph (raw driver handles) may be launched from any thread that binds its
@@ -79,6 +93,26 @@ unsafe impl Send for FastDecoder {}
 
 impl FastDecoder {
     pub(crate) fn new(mode: DecodeMode, batch: usize, capacity: usize, device: &Device) -> Result<FastDecoder> {
+        let Device::Cuda(dev) = device else {
+            return Err(EngineError::InvalidWorkload("the fused decode path runs on CUDA only".into()));
+        };
+        let ctx = dev.cuda_stream().context().clone();
+        // Position rows run up to capacity - 1 plus the model's position offset (OPT: 2).
+        let host_cols = capacity + 8;
+        // SAFETY: the host reads an entry only after the step that writes it has completed
+        // (`copied_ids`); flags: mapped into the device's address space, cached (write-combined
+        // memory is slow for the host to read).
+        let host_ids = unsafe { ctx.alloc_pinned_with_flags::<u32>(batch * host_cols, sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+            .map_err(cuda_err)?;
+        let mut host_ids_dev: sys::CUdeviceptr = 0;
+        // SAFETY: the pointer is the start of the allocation above; the context is bound by the
+        // allocation call on this thread.
+        unsafe {
+            ctx.bind_to_thread().map_err(cuda_err)?;
+            let host_ptr = host_ids.as_ptr().map_err(cuda_err)? as *mut std::ffi::c_void;
+            sys::cuMemHostGetDevicePointer_v2(&mut host_ids_dev, host_ptr, 0).result().map_err(cuda_err)?;
+        }
+        let step_done = [ctx.new_event(None).map_err(cuda_err)?, ctx.new_event(None).map_err(cuda_err)?];
         Ok(FastDecoder {
             mode,
             batch,
@@ -91,6 +125,11 @@ impl FastDecoder {
             warm: false,
             arena: Default::default(),
             graph: None,
+            host_ids,
+            host_ids_dev,
+            host_cols,
+            first_positions: vec![0; batch],
+            step_done,
         })
     }
 
@@ -112,17 +151,47 @@ impl FastDecoder {
         self.positions.slice_set(&Tensor::from_slice(positions, self.batch, &device)?, 0, 0)?;
         self.slot.slice_set(&Tensor::from_slice(&[slot], 1, &device)?, 0, 0)?;
         self.pad_bias.slice_set(&Tensor::from_slice(pad_bias, (self.batch, self.capacity), &device)?, 0, 0)?;
+        self.first_positions = positions.to_vec();
         // Zero after a step that stopped half-way (an error between the GEMV and advance_step).
         self.argmax_keys.slice_set(&Tensor::zeros(self.batch, DType::I64, &device)?, 0, 0)?;
         Ok(())
     }
 
-    /// The current input ids [b] (after a step: the ids that step chose).
-    pub(crate) fn ids(&self) -> &Tensor {
-        &self.ids
+    /// Records, after the steps queued so far, that step `k` (counted from `start`) is done, so
+    /// that the next step can be queued before its ids are read (see `generate`: the GPU then
+    /// never waits for the host between steps).
+    pub(crate) fn record_step(&mut self, k: usize) -> Result<()> {
+        let Device::Cuda(dev) = self.ids.device() else {
+            return Err(EngineError::InvalidWorkload("the fused decode path runs on CUDA only".into()));
+        };
+        self.step_done[k % 2].record(&dev.cuda_stream()).map_err(cuda_err)
     }
 
-    /// Runs one decode step (the chosen ids land in [`Self::ids`]).
+    /// The ids step `k` chose; waits for that step (recorded by `record_step(k)`) only.
+    pub(crate) fn copied_ids(&self, k: usize) -> Result<Vec<u32>> {
+        self.step_done[k % 2].synchronize().map_err(cuda_err)?;
+        let base = self.host_ids.as_ptr().map_err(cuda_err)?;
+        (0..self.batch)
+            .map(|s| {
+                let col = self.first_positions[s] as usize + k;
+                if col >= self.host_cols {
+                    return Err(EngineError::InvalidWorkload(format!(
+                        "decode step {k} of sequence {s} is past the {} positions the decoder was made for",
+                        self.capacity
+                    )));
+                }
+                // SAFETY: in bounds (checked); written by step k's last kernel, complete (its
+                // event); volatile: the device wrote it behind the compiler's back.
+                Ok(unsafe { std::ptr::read_volatile(base.add(s * self.host_cols + col)) })
+            })
+            .collect()
+    }
+
+    fn host(&self) -> super::cuda_ops::HostIds {
+        super::cuda_ops::HostIds { ptr: self.host_ids_dev, cols: self.host_cols }
+    }
+
+    /// Runs one decode step (the chosen ids land in `ids` on the device and in the host buffer).
     pub(crate) fn step(&mut self, model: &Model, cache: &KvCache) -> Result<()> {
         let Device::Cuda(dev) = model.device() else {
             return Err(EngineError::InvalidWorkload("the fused decode path runs on CUDA only".into()));
@@ -199,9 +268,15 @@ impl Model {
         // the lm_head GEMV applies it chose already (argmax keys), without writing the logits.
         use super::cuda_ops::{advance_step, argmax_rows, NextIds};
         match logits {
-            None => advance_step(NextIds::ArgmaxKeys(&dec.argmax_keys), &dec.ids, &dec.positions, &dec.slot)?,
-            Some(logits) => advance_step(NextIds::Ids(&argmax_rows(&logits)?), &dec.ids, &dec.positions, &dec.slot)?,
+            None => advance_step(NextIds::ArgmaxKeys(&dec.argmax_keys), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?,
+            Some(logits) => {
+                advance_step(NextIds::Ids(&argmax_rows(&logits)?), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?
+            }
         }
         Ok(())
     }
+}
+
+fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> EngineError {
+    EngineError::Candle(candle_core::Error::Cuda(Box::new(e)))
 }
