@@ -398,10 +398,12 @@ pub enum NextIds<'a> {
 
 /// Page-locked host memory the step's chosen ids are also written to: `ptr` (a device address
 /// of it) is `[b, cols]` u32, the id chosen after position p of sequence s at `s * cols + p`.
+/// Made only inside the crate (`FastDecoder` owns the memory and keeps it alive while any step
+/// that writes it may run).
 #[derive(Debug, Clone, Copy)]
 pub struct HostIds {
-    pub ptr: u64,
-    pub cols: usize,
+    pub(crate) ptr: u64,
+    pub(crate) cols: usize,
 }
 
 /// End of a decode step: `ids = next`, `positions += 1`, `slot += 1` (all u32 on the device),
@@ -433,7 +435,8 @@ pub fn advance_step(next: NextIds<'_>, ids: &Tensor, positions: &Tensor, slot: &
         Arg::I32(host_cols as i32),
     ];
     let cfg = LaunchConfig { grid_dim: (b.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: b elements each, slot one.
+    // SAFETY: b elements each, slot one; `host`, where given, holds b * cols u32 (HostIds is
+    // made only by FastDecoder, from its own allocation).
     unsafe { launch(&dev, kernel, cfg, &args) }
 }
 
