@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root, with the packed binaries in
-# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode chain modes bench
+# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode chain modes prefill bench
 # nsys e2e profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
 set -uo pipefail
 ROOT=$PWD
@@ -62,6 +62,27 @@ print(f"{'model':9s} {'bs':>3s} {'mode':6s} {'path':11s} {'ttft ms':>8s} {'step 
 for f in sorted(glob.glob("modes_*.json")):
     r=json.load(open(f)); im=r["inference_metrics"]; gm=r["gpu_metrics"]
     print(f"{r['model']:9s} {r['workload']['batch_size']:3d} {f.split('_')[-1][:-5]:6s} {im.get('decode_path',''):11s} {im['ttft_ms']['p50']:8.2f} {im['inter_token_latency_ms']['p50']:8.3f} {im['tokens_per_second']:9.1f} {gm.get('engine_peak_allocated_mb') or 0:10.0f} {gm.get('workload_memory_needed_mb') or 0:8.0f}")
+PYEOF
+  ;;
+prefill)
+  log "prefill attention fused (default) vs unfused (TOKBENCH_PREFILL_ATTENTION=0): TTFT, f16, 128-token prompts"
+  # PREFILL_SPECS: "model batch" pairs separated by commas.
+  IFS=, read -ra SPECS <<< "${PREFILL_SPECS:-opt-125m 1,gpt2 1,opt-1.3b 1,opt-125m 32,gpt2 32,opt-1.3b 8,opt-1.3b 32}"
+  for spec in "${SPECS[@]}"; do set -- $spec; for pa in 1 0; do
+    TOKBENCH_PREFILL_ATTENTION=$pa tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 \
+      --input-len 128 --max-tokens 8 --warmup 1 --repetitions 5 --json prefill_$1_b$2_pa$pa.json --quiet 2> prefill_$1_b$2_pa$pa.err \
+      || { echo "FAILED $1 b$2 pa$pa"; tail -5 prefill_$1_b$2_pa$pa.err; }
+  done; done
+  $PY - <<'PYEOF'
+import json,glob,os
+print(f"{'model':9s} {'bs':>3s} {'TTFT p50 ms fused':>18s} {'unfused':>8s} {'unfused/fused':>13s} {'peak MiB fused':>14s} {'unfused':>8s}")
+for f in sorted(glob.glob("prefill_*_pa1.json")):
+    g=f.replace("_pa1.json","_pa0.json")
+    if not os.path.exists(g): continue
+    a=json.load(open(f)); b=json.load(open(g))
+    ta=a["inference_metrics"]["ttft_ms"]["p50"]; tb=b["inference_metrics"]["ttft_ms"]["p50"]
+    ma=a["gpu_metrics"].get("engine_peak_allocated_mb") or 0; mb=b["gpu_metrics"].get("engine_peak_allocated_mb") or 0
+    print(f"{a['model']:9s} {a['workload']['batch_size']:3d} {ta:18.2f} {tb:8.2f} {tb/ta:12.2f}x {ma:14.0f} {mb:8.0f}")
 PYEOF
   ;;
 kern)

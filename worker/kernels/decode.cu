@@ -561,6 +561,157 @@ __device__ void masked_softmax(const T* scores, const float* __restrict__ bias, 
   }
 }
 
+// Prefill attention, fused: for sequence `seq`, head `head` and a tile of blockDim.x queries
+// (one per thread), softmax(q·kᵀ + bias)·v over the keys of the same prompt, straight from the
+// qkv projection [b, t, 3h] (q pre-scaled, bias added) into `out` [b, t, h] (heads merged), and
+// this tile's keys and values copied into rows 0..t of the cache [b, heads, cap, D] (null: no
+// cache). Replaces the unfused path's three head-split copies, two cache writes, two batched
+// matmuls, the softmax over a [b, heads, t, t] score tensor and the head merge (nsys of an
+// opt-1.3b batch-32 prefill: the split copies and the softmax dominated; bench/NOTES.md v2, v10).
+// All arithmetic in f32 (scores, softmax and the weighted sum are not rounded to T in between).
+// `bias` [b, 1, t, t] f32 must be the prefill's causal ⊕ key-padding bias (0 or MASKED,
+// PrefillInputs::bias): keys after the query are skipped, and the key padding is read from the
+// bias's last query row (which the causal part leaves whole). A query with no real key at or
+// before it (a padding position ahead of the first token) gets uniform weights over all t keys,
+// as softmax gives over a row of equal MASKED scores in the unfused path.
+// Keys are staged in rounds of KC in shared memory as f32 (converted once per block, not once per
+// query); each thread scores U keys at a time (independent dot products) and folds them into
+// its running max / sum / output (online softmax).
+template <typename T, int D>
+__device__ void prefill_attention(const T* __restrict__ qkv, const float* __restrict__ bias, T* __restrict__ k_cache,
+                                  T* __restrict__ v_cache, T* __restrict__ out, int heads, int t, int cap) {
+  constexpr int PER = 16 / sizeof(T);  // values per 16-byte chunk
+  constexpr int CH = D / PER;          // chunks per head row
+  constexpr int KC = 64;               // keys staged per round
+  constexpr int U = 16;                // keys scored together
+  static_assert(D % PER == 0 && D % 4 == 0 && KC % U == 0, "head size");
+  __shared__ float4 ks[KC][D / 4];
+  __shared__ float4 vs[KC][D / 4];
+  __shared__ float pad[KC];
+  __shared__ int first_real_s;
+  const int head = blockIdx.x, seq = blockIdx.y, q0 = blockIdx.z * blockDim.x;
+  const int h = heads * D, row = 3 * h;
+  const T* base = qkv + (size_t)seq * t * row;
+  const float* padrow = bias + ((size_t)seq * t + (t - 1)) * t;
+  if (threadIdx.x == 0) first_real_s = t;
+  PDL_ENTER();
+  __syncthreads();
+  for (int j = threadIdx.x; j < t; j += blockDim.x)
+    if (padrow[j] > -1e30f) atomicMin(&first_real_s, j);
+  __syncthreads();
+  const int first_real = first_real_s;
+  const int qi = q0 + threadIdx.x;
+  const bool active = qi < t;
+  // Last key this thread's query attends (-1: none, the thread has no query); a query before the
+  // first real key scores every key alike (0), so its weights come out uniform over all t keys.
+  const bool uniform = qi < first_real;
+  const int lim = !active ? -1 : (uniform ? t - 1 : qi);
+  const int warp_lim = __reduce_max_sync(0xffffffff, lim);
+  const int kend = q0 < first_real ? t : min(t, q0 + (int)blockDim.x);
+  float q[D], acc[D];
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    q[i] = 0.f;
+    acc[i] = 0.f;
+  }
+  if (active) {
+    const T* qr = base + (size_t)qi * row + head * D;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(qr + c * PER);
+      const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < PER; ++e) q[c * PER + e] = to_f(v[e]);
+    }
+    if (k_cache) {
+      const size_t at = (((size_t)seq * heads + head) * cap + qi) * D;
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        *reinterpret_cast<uint4*>(k_cache + at + c * PER) = *reinterpret_cast<const uint4*>(qr + h + c * PER);
+        *reinterpret_cast<uint4*>(v_cache + at + c * PER) = *reinterpret_cast<const uint4*>(qr + 2 * h + c * PER);
+      }
+    }
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int k0 = 0; k0 < kend; k0 += KC) {
+    __syncthreads();  // the previous round's keys are no longer read
+    const int n = min(KC, kend - k0);
+    for (int c = threadIdx.x; c < KC * CH; c += blockDim.x) {
+      const int j = c / CH, cc = c % CH;
+      float* kd = reinterpret_cast<float*>(&ks[j][0]) + cc * PER;
+      float* vd = reinterpret_cast<float*>(&vs[j][0]) + cc * PER;
+      if (j < n) {
+        const T* kr = base + (size_t)(k0 + j) * row + h + head * D + cc * PER;
+        const uint4 kraw = *reinterpret_cast<const uint4*>(kr);
+        const uint4 vraw = *reinterpret_cast<const uint4*>(kr + h);
+        const T* kv = reinterpret_cast<const T*>(&kraw);
+        const T* vv = reinterpret_cast<const T*>(&vraw);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+          kd[e] = to_f(kv[e]);
+          vd[e] = to_f(vv[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < PER; ++e) kd[e] = vd[e] = 0.f;
+      }
+    }
+    for (int j = threadIdx.x; j < KC; j += blockDim.x) pad[j] = j < n ? padrow[k0 + j] : 0.f;
+    __syncthreads();
+    for (int j0 = 0; j0 < n && k0 + j0 <= warp_lim; j0 += U) {
+      float s[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) s[u] = 0.f;
+#pragma unroll
+      for (int d4 = 0; d4 < D / 4; ++d4) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const float4 k = ks[j0 + u][d4];
+          s[u] += q[4 * d4] * k.x + q[4 * d4 + 1] * k.y + q[4 * d4 + 2] * k.z + q[4 * d4 + 3] * k.w;
+        }
+      }
+      float cmax = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int j = j0 + u;
+        s[u] = (j < n && k0 + j <= lim) ? (uniform ? 0.f : s[u] + pad[j]) : -INFINITY;
+        cmax = fmaxf(cmax, s[u]);
+      }
+      const float mnew = fmaxf(m, cmax);
+      const float scale = m == -INFINITY ? 0.f : __expf(m - mnew);
+      l *= scale;
+#pragma unroll
+      for (int i = 0; i < D; ++i) acc[i] *= scale;
+      m = mnew;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const float p = s[u] == -INFINITY ? 0.f : __expf(s[u] - m);
+        l += p;
+#pragma unroll
+        for (int d4 = 0; d4 < D / 4; ++d4) {
+          const float4 v = vs[j0 + u][d4];
+          acc[4 * d4] += p * v.x;
+          acc[4 * d4 + 1] += p * v.y;
+          acc[4 * d4 + 2] += p * v.z;
+          acc[4 * d4 + 3] += p * v.w;
+        }
+      }
+    }
+  }
+  if (active) {
+    const float inv = 1.f / l;
+    T* o = out + ((size_t)seq * t + qi) * h + head * D;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      uint4 raw;
+      T* v = reinterpret_cast<T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < PER; ++e) v[e] = from_f<T>(acc[c * PER + e] * inv);
+      *reinterpret_cast<uint4*>(o + c * PER) = raw;
+    }
+  }
+}
+
 // A 16-byte load of weights that are read once per step: through the read-only path, not kept
 // in L1 (where the activations the GEMV re-reads live).
 __device__ __forceinline__ uint4 ld_stream16(const void* p) {
@@ -798,11 +949,18 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
                                                      int L, int rows) {                                              \
     masked_softmax<T>(scores, bias, out, heads, t, L, rows);                                                         \
   }
+#define INSTANTIATE_PREFILL(T, SUFFIX, D)                                                                            \
+  extern "C" __global__ void __launch_bounds__(64) prefill_attention_d##D##_##SUFFIX(                                \
+      const T* qkv, const float* bias, T* k_cache, T* v_cache, T* out, int heads, int t, int cap) {                 \
+    prefill_attention<T, D>(qkv, bias, k_cache, v_cache, out, heads, t, cap);                                        \
+  }
 #define INSTANTIATE_ALL_FAST(T, SUFFIX) \
   INSTANTIATE_FAST(T, SUFFIX, 16)       \
   INSTANTIATE_FAST(T, SUFFIX, 32)       \
   INSTANTIATE_FAST(T, SUFFIX, 64)       \
   INSTANTIATE_FAST(T, SUFFIX, 128)      \
+  INSTANTIATE_PREFILL(T, SUFFIX, 32)    \
+  INSTANTIATE_PREFILL(T, SUFFIX, 64)    \
   INSTANTIATE_ROWS(T, SUFFIX)
 INSTANTIATE_ALL_FAST(float, f32)
 INSTANTIATE_ALL_FAST(__half, f16)

@@ -119,3 +119,127 @@ fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// The fused prefill attention kernel against attention computed here in f64 from the same
+/// inputs: softmax(q·kᵀ + bias)·v per (sequence, head, query), with the bias built as the engine
+/// builds it (causal ⊕ key padding, MASKED = f32::MIN) and a fully masked query row (a padding
+/// position before the first token) averaging v over all t keys, as softmax over equal scores
+/// does. Prompt lengths cross the kernel's 64-key staging rounds and 64-query tiles; one row has
+/// a hole in its mask. The cache must hold this prompt's keys and values in rows 0..t and keep
+/// the rows after them.
+#[test]
+fn prefill_attention_kernel_matches_f64_reference() {
+    use tokbench_worker::model::cuda_ops::prefill_attention;
+    let dev = Device::new_cuda(0).expect("CUDA device 0");
+    for (d, heads, t) in [(64usize, 3usize, 130usize), (32, 2, 70), (64, 2, 5)] {
+        let b = 3;
+        let h = heads * d;
+        // Sequence 0 full, 1 left-padded, 2 left-padded with a hole after its first token.
+        let mut mask = vec![vec![1u32; t]; b];
+        for j in 0..t / 3 {
+            mask[1][j] = 0;
+        }
+        for j in 0..t / 2 {
+            mask[2][j] = 0;
+        }
+        if t > 4 {
+            mask[2][t / 2 + 1] = 0;
+        }
+        let masked = f32::MIN;
+        let mut bias = vec![0f32; b * t * t];
+        for s in 0..b {
+            for q in 0..t {
+                for k in 0..t {
+                    if k > q || mask[s][k] == 0 {
+                        bias[(s * t + q) * t + k] = masked;
+                    }
+                }
+            }
+        }
+        let mut qkv = vec![0f32; b * t * 3 * h];
+        let mut x = 12345u64;
+        for (n, v) in qkv.iter_mut().enumerate() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *v = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0;
+            // q comes pre-scaled by head_dim^-0.5, as the engine folds it into W_q.
+            if n % (3 * h) < h {
+                *v /= (d as f32).sqrt();
+            }
+        }
+        // f64 reference.
+        let at = |s: usize, pos: usize, part: usize, hd: usize, i: usize| qkv[(s * t + pos) * 3 * h + part * h + hd * d + i] as f64;
+        let mut want = vec![0f64; b * t * h];
+        for s in 0..b {
+            let first_real = (0..t).find(|&k| mask[s][k] != 0).unwrap_or(t);
+            for hd in 0..heads {
+                for q in 0..t {
+                    let o = &mut want[(s * t + q) * h + hd * d..(s * t + q) * h + hd * d + d];
+                    if q < first_real {
+                        for k in 0..t {
+                            for i in 0..d {
+                                o[i] += at(s, k, 2, hd, i) / t as f64;
+                            }
+                        }
+                        continue;
+                    }
+                    let keys: Vec<usize> = (0..=q).filter(|&k| mask[s][k] != 0).collect();
+                    let scores: Vec<f64> = keys.iter().map(|&k| (0..d).map(|i| at(s, q, 0, hd, i) * at(s, k, 1, hd, i)).sum()).collect();
+                    let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for (&k, &w) in keys.iter().zip(&e) {
+                        for i in 0..d {
+                            o[i] += w / sum * at(s, k, 2, hd, i);
+                        }
+                    }
+                }
+            }
+        }
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let qkv_t = Tensor::from_slice(&qkv, (b, t, 3 * h), &dev).unwrap().to_dtype(dtype).unwrap();
+            let bias_t = Tensor::from_slice(&bias, (b, 1, t, t), &dev).unwrap();
+            let cap = t + 3;
+            let sentinel = 7.0f64;
+            let kc = (Tensor::ones((b, heads, cap, d), dtype, &dev).unwrap() * sentinel).unwrap();
+            let vc = (Tensor::ones((b, heads, cap, d), dtype, &dev).unwrap() * sentinel).unwrap();
+            let got = prefill_attention(&qkv_t, &bias_t, Some((&kc, &vc)), heads).unwrap().expect("the kernel applies to this shape");
+            let got: Vec<f32> = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let (mut num, mut den, mut max_abs) = (0f64, 0f64, 0f64);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.is_finite(), "non-finite output");
+                let e = (*g as f64 - w).abs();
+                num += e * e;
+                den += w * w;
+                max_abs = max_abs.max(e);
+            }
+            let rel = (num / den).sqrt();
+            // f32: only the summation order differs (inputs exact); f16/bf16: q, k, v rounded once
+            // to the storage type (unit roundoff u) and the output once, amplified by the
+            // softmax: the model-level bound of 16u (see the header); a wrong mask, key or
+            // position gives errors of order 1.
+            let bound = match dtype {
+                DType::F32 => 1e-5,
+                DType::F16 => 16.0 * 2f64.powi(-11),
+                _ => 16.0 * 2f64.powi(-8),
+            };
+            println!("PREFILL_ATTENTION d={d} heads={heads} t={t} {dtype:?}: rel L2 {rel:.3e} (bound {bound:.1e}), max abs {max_abs:.3e}");
+            assert!(rel <= bound, "d={d} t={t} {dtype:?}: relative L2 error {rel:.3e} > {bound:.1e}");
+            // Cache: rows 0..t hold the prompt's keys/values exactly (in dtype), rows t.. untouched.
+            let qkv_r: Vec<f32> = qkv_t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for (part, cache) in [(1usize, &kc), (2, &vc)] {
+                let c: Vec<f32> = cache.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for s in 0..b {
+                    for hd in 0..heads {
+                        for pos in 0..cap {
+                            for i in 0..d {
+                                let got = c[((s * heads + hd) * cap + pos) * d + i];
+                                let want = if pos < t { qkv_r[(s * t + pos) * 3 * h + part * h + hd * d + i] } else { sentinel as f32 };
+                                assert_eq!(got, want, "cache part {part} seq {s} head {hd} row {pos} elem {i} ({dtype:?})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

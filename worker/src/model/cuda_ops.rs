@@ -507,6 +507,70 @@ fn masked_softmax_t<T: CudaDType + DeviceRepr>(scores: Tensor, bias: &Tensor) ->
     Ok(scores)
 }
 
+/// Whether [`prefill_attention`] runs: `TOKBENCH_PREFILL_ATTENTION=0` turns it off (the
+/// unfused candle path: head-split copies, two batched cuBLAS matmuls, [`masked_softmax_in_place`]).
+pub fn prefill_attention_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| !std::env::var("TOKBENCH_PREFILL_ATTENTION").is_ok_and(|v| v == "0"))
+}
+
+/// Attention of a whole prompt in one kernel (`prefill_attention_d*` in decode.cu): `qkv`
+/// [b, t, 3h] (q pre-scaled, bias added), `bias` [b, 1, t, t] f32, the prefill's causal ⊕
+/// key-padding bias (`PrefillInputs::bias`; the kernel relies on that structure); `cache`: the
+/// layer's empty key and value tensors [b, heads, cap, d] (cap ≥ t), into whose rows 0..t this
+/// prompt's keys and values are written. Returns [b, t, h], heads merged. `Ok(None)` where the
+/// kernel does not apply (head size other than 32 or 64, or layouts it does not take): the
+/// caller runs the unfused path.
+pub fn prefill_attention(qkv: &Tensor, bias: &Tensor, cache: Option<(&Tensor, &Tensor)>, heads: usize) -> Result<Option<Tensor>> {
+    by_dtype!(qkv.dtype(), prefill_attention_t, qkv, bias, cache, heads)
+}
+
+fn prefill_attention_t<T: CudaDType + DeviceRepr>(qkv: &Tensor, bias: &Tensor, cache: Option<(&Tensor, &Tensor)>, heads: usize) -> Result<Option<Tensor>> {
+    let dev = cuda_dev(qkv)?;
+    let (b, t, three_h) = qkv.dims3()?;
+    let h = three_h / 3;
+    if heads == 0 || h % heads != 0 || three_h != 3 * h || t == 0 {
+        return Ok(None);
+    }
+    let d = h / heads;
+    if !matches!(d, 32 | 64) || !qkv.is_contiguous() || !bias.is_contiguous() || bias.dims() != [b, 1, t, t] || bias.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let q = ptr::<T>(qkv, "qkv")?;
+    if matches!(q, Arg::Ptr(p) if p % 16 != 0) {
+        return Ok(None);
+    }
+    let (kc, vc, cap) = match cache {
+        Some((k, v)) => {
+            let (cb, ch, cap, cd) = k.dims4()?;
+            if (cb, ch, cd) != (b, heads, d) || v.dims() != k.dims() || k.dtype() != qkv.dtype() || v.dtype() != qkv.dtype() {
+                bail!("prefill_attention: cache {:?}/{:?} does not fit qkv {:?} with {heads} heads", k.dims(), v.dims(), qkv.dims());
+            }
+            if cap < t {
+                bail!("prefill_attention: the cache holds {cap} positions, the prompt has {t}");
+            }
+            let (kp, vp) = (ptr::<T>(k, "k_cache")?, ptr::<T>(v, "v_cache")?);
+            if matches!(kp, Arg::Ptr(p) if p % 16 != 0) || matches!(vp, Arg::Ptr(p) if p % 16 != 0) {
+                return Ok(None);
+            }
+            (kp, vp, cap)
+        }
+        None => (Arg::Ptr(0), Arg::Ptr(0), t),
+    };
+    let out = output::<T>(&dev, qkv.dtype(), &[b, t, h])?;
+    const QUERIES_PER_BLOCK: usize = 64; // the kernel's __launch_bounds__
+    let cfg = LaunchConfig {
+        grid_dim: (heads as u32, b as u32, t.div_ceil(QUERIES_PER_BLOCK) as u32),
+        block_dim: (QUERIES_PER_BLOCK as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = [q, ptr::<f32>(bias, "bias")?, kc, vc, ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(t as i32), Arg::I32(cap as i32)];
+    // SAFETY: shapes, dtypes and 16-byte alignment checked above (rows of d = 32 or 64 values
+    // keep every 16-byte access aligned); the kernel stays inside them.
+    unsafe { launch(&dev, &format!("prefill_attention_d{d}_{}", suffix(qkv.dtype())?), cfg, &args)? };
+    Ok(Some(out))
+}
+
 /// `x` [m, k] @ `w`^T for contiguous `x` and `w` [n, k] by cuBLAS into a [`StepArena`] buffer
 /// (fresh outside one): the same `cublasGemmStridedBatchedEx` call, operands and compute type
 /// that candle's matmul makes for `x.matmul(&w.t())`, so the numbers are candle's. `Ok(None)`

@@ -75,6 +75,16 @@ impl KvCache {
     /// The views are strided (no copy); matmul reads them directly.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let t = k.dim(2)?;
+        self.check_room(t)?;
+        let end = self.len + t;
+        let (ck, cv) = &self.layers[layer];
+        ck.slice_set(k, 2, self.len)?;
+        cv.slice_set(v, 2, self.len)?;
+        Ok((ck.narrow(2, 0, end)?, cv.narrow(2, 0, end)?))
+    }
+
+    /// Fails unless `t` more positions fit after the filled ones.
+    pub fn check_room(&self, t: usize) -> Result<()> {
         let end = self.len + t;
         if end > self.capacity {
             return Err(EngineError::InvalidWorkload(format!(
@@ -82,10 +92,7 @@ impl KvCache {
                 self.capacity
             )));
         }
-        let (ck, cv) = &self.layers[layer];
-        ck.slice_set(k, 2, self.len)?;
-        cv.slice_set(v, 2, self.len)?;
-        Ok((ck.narrow(2, 0, end)?, cv.narrow(2, 0, end)?))
+        Ok(())
     }
 
     /// The whole [batch, heads, capacity, head_dim] key and value tensors of `layer` (the fused

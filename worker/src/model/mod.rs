@@ -561,7 +561,8 @@ pub fn decode_kernels(device: &candle_core::Device) -> String {
             n => format!("GEMV up to {n} rows"),
         };
         let pdl = if cuda_ops::pdl_enabled(d) { "programmatic dependent launch" } else { "no programmatic dependent launch" };
-        return format!("{gemv}, {pdl}");
+        let prefill = if cuda_ops::prefill_attention_enabled() { "fused prefill attention" } else { "unfused prefill attention" };
+        return format!("{gemv}, {pdl}, {prefill}");
     }
     let _ = device;
     String::new()
@@ -571,8 +572,19 @@ pub fn decode_kernels(device: &candle_core::Device) -> String {
 /// folded into the query weights at load); taken by value so its memory goes back to the pool
 /// as soon as the heads are split out (at prefill of a large batch it is the largest
 /// activation). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
+/// Every caller passes `PrefillInputs::bias` when the cache is empty (a prompt attends only to
+/// itself, causally), which the fused CUDA prefill kernel relies on.
 pub(crate) fn attention(qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<&mut KvCache>, layer: usize) -> Result<Tensor> {
     let (b, t, h3) = qkv.dims3()?;
+    #[cfg(feature = "cuda")]
+    if qkv.device().is_cuda() && t > 1 && cache.as_ref().is_none_or(|c| c.is_empty()) && cuda_ops::prefill_attention_enabled() {
+        if let Some(c) = cache.as_ref() {
+            c.check_room(t)?;
+        }
+        if let Some(out) = cuda_ops::prefill_attention(&qkv, bias, cache.as_ref().map(|c| c.layer(layer)), heads)? {
+            return Ok(out);
+        }
+    }
     let hidden = h3 / 3;
     let head_dim = hidden / heads;
     let split = |i: usize| -> Result<Tensor> {
