@@ -561,6 +561,20 @@ __device__ void masked_softmax(const T* scores, const float* __restrict__ bias, 
   }
 }
 
+// Index of the first real (unmasked) key of a sequence, from its key-padding row (t if none);
+// every thread of the block gets it. Holds the block's PDL wait (the row comes from the host
+// before the prefill, the qkv read after this from the previous kernel).
+__device__ int first_real_key(const float* __restrict__ padrow, int t) {
+  __shared__ int first;
+  if (threadIdx.x == 0) first = t;
+  PDL_ENTER();
+  __syncthreads();
+  for (int j = threadIdx.x; j < t; j += blockDim.x)
+    if (padrow[j] > -1e30f) atomicMin(&first, j);
+  __syncthreads();
+  return first;
+}
+
 // Prefill attention, fused: for sequence `seq`, head `head` and a tile of blockDim.x queries
 // (one per thread), softmax(q·kᵀ + bias)·v over the keys of the same prompt, straight from the
 // qkv projection [b, t, 3h] (q pre-scaled, bias added) into `out` [b, t, h] (heads merged), and
@@ -588,18 +602,11 @@ __device__ void prefill_attention(const T* __restrict__ qkv, const float* __rest
   __shared__ float4 ks[KC][D / 4];
   __shared__ float4 vs[KC][D / 4];
   __shared__ float pad[KC];
-  __shared__ int first_real_s;
   const int head = blockIdx.x, seq = blockIdx.y, q0 = blockIdx.z * blockDim.x;
   const int h = heads * D, row = 3 * h;
   const T* base = qkv + (size_t)seq * t * row;
   const float* padrow = bias + ((size_t)seq * t + (t - 1)) * t;
-  if (threadIdx.x == 0) first_real_s = t;
-  PDL_ENTER();
-  __syncthreads();
-  for (int j = threadIdx.x; j < t; j += blockDim.x)
-    if (padrow[j] > -1e30f) atomicMin(&first_real_s, j);
-  __syncthreads();
-  const int first_real = first_real_s;
+  const int first_real = first_real_key(padrow, t);
   const int qi = q0 + threadIdx.x;
   const bool active = qi < t;
   // Last key this thread's query attends (-1: none, the thread has no query); a query before the
@@ -709,6 +716,173 @@ __device__ void prefill_attention(const T* __restrict__ qkv, const float* __rest
       for (int e = 0; e < PER; ++e) v[e] = from_f<T>(acc[c * PER + e] * inv);
       *reinterpret_cast<uint4*>(o + c * PER) = raw;
     }
+  }
+}
+
+// The same attention on tensor cores, for f16/bf16 and head size 64 (every model in the catalog):
+// why — the kernel above runs at ~3.5x its ALU estimate (one query per thread, 176 registers,
+// 12 warps per SM, 4 FMAs per 16-byte shared load; opt-1.3b batch 32: 313 us per layer, 7.5 ms
+// of a 26 ms prefill; bench/NOTES.md v10). Here a block of 4 warps takes 64 queries, a warp 16,
+// and per round of 64 keys the warp computes its 16 x 64 scores with mma.sync m16n8k16 (f32
+// accumulate), masks them, folds them into its rows' running max and sum (online softmax, f32),
+// rounds the weights to T and multiplies them with the values on tensor cores into a 16 x 64
+// f32 accumulator. Fragment layouts are PTX's for m16n8k16 (g = lane / 4, c = lane % 4): A
+// a0 = (row g, cols 2c, 2c+1), a1 = row g+8, a2 = cols +8, a3 = both; B b0 = (rows 2c, 2c+1 of
+// column g), b1 = rows +8; C c0, c1 = (row g, cols 2c, 2c+1), c2, c3 = row g+8. The score
+// accumulator of two adjacent key tiles is then exactly the A fragment of the weights.
+// Keys are staged as [key][d] and values transposed as [d][key] (row stride 72: the 32-bit
+// fragment loads of a warp hit 32 different banks). Semantics (mask, padding rows, cache) as above.
+__device__ __forceinline__ uint32_t pack2(float a, float b, __half) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack2(float a, float b, __nv_bfloat16) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __half) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __nv_bfloat16) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename T>
+__device__ void prefill_attention_mma(const T* __restrict__ qkv, const float* __restrict__ bias, T* __restrict__ k_cache,
+                                      T* __restrict__ v_cache, T* __restrict__ out, int heads, int t, int cap) {
+  constexpr int D = 64, KC = 64, QB = 64, LD = D + 8;  // head size, keys per round, queries per block, smem row
+  __shared__ __align__(16) T ks[KC * LD];               // [key][d]
+  __shared__ __align__(16) T vt[D * LD];                // [d][key]
+  __shared__ float pad[KC];
+  const int head = blockIdx.x, seq = blockIdx.y, q0 = blockIdx.z * QB;
+  const int h = heads * D, row = 3 * h;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const T* base = qkv + (size_t)seq * t * row;
+  const float* padrow = bias + ((size_t)seq * t + (t - 1)) * t;
+  const int first_real = first_real_key(padrow, t);
+  // This block's queries' keys and values into the cache (rows q0 .. q0 + QB).
+  if (k_cache) {
+    for (int i = threadIdx.x; i < QB * (D / 8); i += blockDim.x) {
+      const int r = q0 + i / (D / 8), cc = i % (D / 8);
+      if (r >= t) continue;
+      const T* src = base + (size_t)r * row + h + head * D + cc * 8;
+      const size_t at = (((size_t)seq * heads + head) * cap + r) * D + cc * 8;
+      *reinterpret_cast<uint4*>(k_cache + at) = *reinterpret_cast<const uint4*>(src);
+      *reinterpret_cast<uint4*>(v_cache + at) = *reinterpret_cast<const uint4*>(src + h);
+    }
+  }
+  // The two query rows of this thread: r = 0 -> row g, r = 1 -> row g + 8 of the warp's 16.
+  int qrow[2], lim[2];
+  bool uniform[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    qrow[r] = q0 + warp * 16 + g + 8 * r;
+    uniform[r] = qrow[r] < first_real;
+    lim[r] = qrow[r] >= t ? -1 : (uniform[r] ? t - 1 : qrow[r]);
+  }
+  const int warp_lim = __reduce_max_sync(0xffffffff, max(lim[0], lim[1]));
+  const int kend = q0 < first_real ? t : min(t, q0 + QB);
+  // q as A fragments, 4 steps of 16 dims (rows past t read row t - 1: computed, never stored).
+  uint32_t qa[4][4];
+  {
+    const T* qr0 = base + (size_t)min(qrow[0], t - 1) * row + head * D;
+    const T* qr1 = base + (size_t)min(qrow[1], t - 1) * row + head * D;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      qa[kk][0] = *reinterpret_cast<const uint32_t*>(qr0 + kk * 16 + 2 * c);
+      qa[kk][1] = *reinterpret_cast<const uint32_t*>(qr1 + kk * 16 + 2 * c);
+      qa[kk][2] = *reinterpret_cast<const uint32_t*>(qr0 + kk * 16 + 2 * c + 8);
+      qa[kk][3] = *reinterpret_cast<const uint32_t*>(qr1 + kk * 16 + 2 * c + 8);
+    }
+  }
+  float o[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int k0 = 0; k0 < kend; k0 += KC) {
+    __syncthreads();  // the previous round's keys are no longer read
+    const int n = min(KC, kend - k0);
+    for (int i = threadIdx.x; i < KC * (D / 8); i += blockDim.x) {
+      const int j = i / (D / 8), cc = i % (D / 8);
+      uint4 kraw = make_uint4(0, 0, 0, 0), vraw = make_uint4(0, 0, 0, 0);
+      if (j < n) {
+        const T* kr = base + (size_t)(k0 + j) * row + h + head * D + cc * 8;
+        kraw = *reinterpret_cast<const uint4*>(kr);
+        vraw = *reinterpret_cast<const uint4*>(kr + h);
+      }
+      *reinterpret_cast<uint4*>(ks + j * LD + cc * 8) = kraw;
+      const T* vv = reinterpret_cast<const T*>(&vraw);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) vt[(cc * 8 + e) * LD + j] = vv[e];
+    }
+    for (int j = threadIdx.x; j < KC; j += blockDim.x) pad[j] = j < n ? padrow[k0 + j] : 0.f;
+    __syncthreads();
+    if (k0 > warp_lim) continue;  // warp-uniform: none of this warp's rows attends these keys
+    float s[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const T* kr = ks + (nt * 8 + g) * LD + kk * 16 + 2 * c;
+        mma16816(s[nt], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8), T{});
+      }
+    }
+    float cmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, j = nt * 8 + 2 * c + (e & 1);
+        const bool valid = j < n && k0 + j <= lim[r];
+        s[nt][e] = valid ? (uniform[r] ? 0.f : s[nt][e] + pad[j]) : -INFINITY;
+        cmax[r] = fmaxf(cmax[r], s[nt][e]);
+      }
+    float scale[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffff, cmax[r], 1));
+      cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffff, cmax[r], 2));
+      const float mnew = fmaxf(m[r], cmax[r]);
+      scale[r] = m[r] == -INFINITY ? 0.f : __expf(m[r] - mnew);
+      m[r] = mnew;
+      l[r] *= scale[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        o[nt][e] *= scale[r];
+        const float p = s[nt][e] == -INFINITY ? 0.f : __expf(s[nt][e] - m[r]);
+        s[nt][e] = p;
+        l[r] += p;
+      }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {  // 16 keys: score tiles 2kk and 2kk + 1
+      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], T{}), pack2(s[2 * kk][2], s[2 * kk][3], T{}),
+                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], T{}), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], T{})};
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const T* vr = vt + (nt * 8 + g) * LD + kk * 16 + 2 * c;
+        mma16816(o[nt], pa, *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8), T{});
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    if (qrow[r] >= t) continue;
+    const float inv = 1.f / l[r];
+    T* orow = out + ((size_t)seq * t + qrow[r]) * h + head * D + 2 * c;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8) = pack2(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv, T{});
   }
 }
 
@@ -954,6 +1128,13 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
       const T* qkv, const float* bias, T* k_cache, T* v_cache, T* out, int heads, int t, int cap) {                 \
     prefill_attention<T, D>(qkv, bias, k_cache, v_cache, out, heads, t, cap);                                        \
   }
+#define INSTANTIATE_PREFILL_MMA(T, SUFFIX)                                                                           \
+  extern "C" __global__ void __launch_bounds__(128) prefill_attention_mma_d64_##SUFFIX(                             \
+      const T* qkv, const float* bias, T* k_cache, T* v_cache, T* out, int heads, int t, int cap) {                 \
+    prefill_attention_mma<T>(qkv, bias, k_cache, v_cache, out, heads, t, cap);                                       \
+  }
+INSTANTIATE_PREFILL_MMA(__half, f16)
+INSTANTIATE_PREFILL_MMA(__nv_bfloat16, bf16)
 #define INSTANTIATE_ALL_FAST(T, SUFFIX) \
   INSTANTIATE_FAST(T, SUFFIX, 16)       \
   INSTANTIATE_FAST(T, SUFFIX, 32)       \

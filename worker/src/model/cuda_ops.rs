@@ -514,7 +514,8 @@ pub fn prefill_attention_enabled() -> bool {
     *ON.get_or_init(|| !std::env::var("TOKBENCH_PREFILL_ATTENTION").is_ok_and(|v| v == "0"))
 }
 
-/// Attention of a whole prompt in one kernel (`prefill_attention_d*` in decode.cu): `qkv`
+/// Attention of a whole prompt in one kernel (`prefill_attention_mma_d64` on tensor cores for
+/// f16/bf16, else `prefill_attention_d*`, in decode.cu): `qkv`
 /// [b, t, 3h] (q pre-scaled, bias added), `bias` [b, 1, t, t] f32, the prefill's causal ⊕
 /// key-padding bias (`PrefillInputs::bias`; the kernel relies on that structure); `cache`: the
 /// layer's empty key and value tensors [b, heads, cap, d] (cap ≥ t), into whose rows 0..t this
@@ -558,16 +559,24 @@ fn prefill_attention_t<T: CudaDType + DeviceRepr>(qkv: &Tensor, bias: &Tensor, c
         None => (Arg::Ptr(0), Arg::Ptr(0), t),
     };
     let out = output::<T>(&dev, qkv.dtype(), &[b, t, h])?;
-    const QUERIES_PER_BLOCK: usize = 64; // the kernel's __launch_bounds__
+    // f16/bf16 with 64-wide heads: the tensor-core kernel (4 warps, 16 queries each); else the
+    // CUDA-core one (one query per thread). Both take 64 queries per block.
+    const QUERIES_PER_BLOCK: u32 = 64;
+    let sfx = suffix(qkv.dtype())?;
+    let (name, threads) = if d == 64 && qkv.dtype() != DType::F32 {
+        (format!("prefill_attention_mma_d64_{sfx}"), 128)
+    } else {
+        (format!("prefill_attention_d{d}_{sfx}"), QUERIES_PER_BLOCK)
+    };
     let cfg = LaunchConfig {
-        grid_dim: (heads as u32, b as u32, t.div_ceil(QUERIES_PER_BLOCK) as u32),
-        block_dim: (QUERIES_PER_BLOCK as u32, 1, 1),
+        grid_dim: (heads as u32, b as u32, (t as u32).div_ceil(QUERIES_PER_BLOCK)),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
     let args = [q, ptr::<f32>(bias, "bias")?, kc, vc, ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(t as i32), Arg::I32(cap as i32)];
     // SAFETY: shapes, dtypes and 16-byte alignment checked above (rows of d = 32 or 64 values
     // keep every 16-byte access aligned); the kernel stays inside them.
-    unsafe { launch(&dev, &format!("prefill_attention_d{d}_{}", suffix(qkv.dtype())?), cfg, &args)? };
+    unsafe { launch(&dev, &name, cfg, &args)? };
     Ok(Some(out))
 }
 
