@@ -75,7 +75,7 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             warmup_runs: 1,
             model_reused: false,
             decode_path: if gpu { "cuda-graph".into() } else { "cpu".into() },
-            decode_kernels: if gpu { "GEMV at 1 row, programmatic dependent launch, fused prefill attention".into() } else { String::new() },
+            decode_kernels: if gpu { "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues".into() } else { String::new() },
             repetitions: 2,
         },
         gpu_metrics: GpuMetrics {

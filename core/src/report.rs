@@ -96,8 +96,9 @@ pub struct InferenceMetrics {
     #[serde(default)]
     pub decode_path: String,
     /// On CUDA, which of tokbench's kernel options were on (they follow the environment
-    /// switches TOKBENCH_GEMV / TOKBENCH_GEMV_MAX_M / TOKBENCH_PDL / TOKBENCH_PREFILL_ATTENTION),
-    /// e.g. "GEMV at 1 row, programmatic dependent launch, fused prefill attention"; empty on
+    /// switches TOKBENCH_GEMV / TOKBENCH_GEMV_MAX_M / TOKBENCH_PDL / TOKBENCH_PREFILL_ATTENTION /
+    /// TOKBENCH_LT_EPILOGUE), e.g. "GEMV at 1 row, programmatic dependent launch, fused prefill
+    /// attention, cuBLASLt bias epilogues"; empty on
     /// the CPU and in reports from before this field.
     #[serde(default)]
     pub decode_kernels: String,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root, with the packed binaries in
-# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode chain modes prefill bench
+# .gpu/ (scripts/gpu/package.sh). Usage: scripts/gpu/run.sh STEP...   STEP: parity decode chain modes prefill epilogue bench
 # nsys e2e profile oom hf hf-quick twogpu. Everything it makes goes to $OUT/results-<steps>.tgz, logs print.
 set -uo pipefail
 ROOT=$PWD
@@ -19,6 +19,30 @@ PY=/opt/torch/.venv/bin/python3
 W=/tmp/work; mkdir -p $W; cd $W
 MODELS="opt-125m opt-350m opt-1.3b gpt2 gpt2-medium gpt2-large distilgpt2"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
+
+# ttft_ab TAG VAR ON OFF: TTFT p50 and engine peak memory of short benchmarks with the switch VAR
+# at 1 (default) and 0, side by side. PREFILL_SPECS: "model batch" pairs separated by commas.
+ttft_ab() {
+  local tag=$1 var=$2 on=$3 off=$4
+  IFS=, read -ra SPECS <<< "${PREFILL_SPECS:-opt-125m 1,gpt2 1,opt-1.3b 1,opt-125m 32,gpt2 32,opt-1.3b 8,opt-1.3b 32}"
+  for spec in "${SPECS[@]}"; do set -- $spec; for v in 1 0; do
+    env $var=$v tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 \
+      --input-len 128 --max-tokens 8 --warmup 1 --repetitions 5 --json ${tag}_$1_b$2_$v.json --quiet 2> ${tag}_$1_b$2_$v.err \
+      || { echo "FAILED $1 b$2 $var=$v"; tail -5 ${tag}_$1_b$2_$v.err; }
+  done; done
+  TAG=$tag ON=$on OFF=$off $PY - <<'PYEOF'
+import json,glob,os
+tag,on,off=os.environ["TAG"],os.environ["ON"],os.environ["OFF"]
+print(f"{'model':9s} {'bs':>3s} {'TTFT p50 ms '+on:>22s} {off:>9s} {off+'/'+on:>17s} {'peak MiB '+on:>18s} {off:>9s}")
+for f in sorted(glob.glob(f"{tag}_*_1.json")):
+    g=f[:-len("_1.json")]+"_0.json"
+    if not os.path.exists(g): continue
+    a=json.load(open(f)); b=json.load(open(g))
+    ta=a["inference_metrics"]["ttft_ms"]["p50"]; tb=b["inference_metrics"]["ttft_ms"]["p50"]
+    ma=a["gpu_metrics"].get("engine_peak_allocated_mb") or 0; mb=b["gpu_metrics"].get("engine_peak_allocated_mb") or 0
+    print(f"{a['model']:9s} {a['workload']['batch_size']:3d} {ta:22.2f} {tb:9.2f} {tb/ta:16.2f}x {ma:18.0f} {mb:9.0f}")
+PYEOF
+}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,utilization.gpu --format=csv > gpu.csv 2>&1; cat gpu.csv
 echo "commit $(cat $ROOT/.gpu/COMMIT 2>/dev/null)"
@@ -66,25 +90,10 @@ PYEOF
   ;;
 prefill)
   log "prefill attention fused (default) vs unfused (TOKBENCH_PREFILL_ATTENTION=0): TTFT, f16, 128-token prompts"
-  # PREFILL_SPECS: "model batch" pairs separated by commas.
-  IFS=, read -ra SPECS <<< "${PREFILL_SPECS:-opt-125m 1,gpt2 1,opt-1.3b 1,opt-125m 32,gpt2 32,opt-1.3b 8,opt-1.3b 32}"
-  for spec in "${SPECS[@]}"; do set -- $spec; for pa in 1 0; do
-    TOKBENCH_PREFILL_ATTENTION=$pa tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 \
-      --input-len 128 --max-tokens 8 --warmup 1 --repetitions 5 --json prefill_$1_b$2_pa$pa.json --quiet 2> prefill_$1_b$2_pa$pa.err \
-      || { echo "FAILED $1 b$2 pa$pa"; tail -5 prefill_$1_b$2_pa$pa.err; }
-  done; done
-  $PY - <<'PYEOF'
-import json,glob,os
-print(f"{'model':9s} {'bs':>3s} {'TTFT p50 ms fused':>18s} {'unfused':>8s} {'unfused/fused':>13s} {'peak MiB fused':>14s} {'unfused':>8s}")
-for f in sorted(glob.glob("prefill_*_pa1.json")):
-    g=f.replace("_pa1.json","_pa0.json")
-    if not os.path.exists(g): continue
-    a=json.load(open(f)); b=json.load(open(g))
-    ta=a["inference_metrics"]["ttft_ms"]["p50"]; tb=b["inference_metrics"]["ttft_ms"]["p50"]
-    ma=a["gpu_metrics"].get("engine_peak_allocated_mb") or 0; mb=b["gpu_metrics"].get("engine_peak_allocated_mb") or 0
-    print(f"{a['model']:9s} {a['workload']['batch_size']:3d} {ta:18.2f} {tb:8.2f} {tb/ta:12.2f}x {ma:14.0f} {mb:8.0f}")
-PYEOF
-  ;;
+  ttft_ab pa TOKBENCH_PREFILL_ATTENTION fused unfused ;;
+epilogue)
+  log "prefill GEMMs with bias/activation/residual in cuBLASLt's epilogue (default) vs cuBLAS + bias kernels (TOKBENCH_LT_EPILOGUE=0): TTFT, f16, 128-token prompts"
+  ttft_ab lt TOKBENCH_LT_EPILOGUE cublaslt separate ;;
 kern)
   log "where a decode step and a prefill spend GPU time (nsys, fused path without graph so each kernel shows)"
   # KERN_SPECS: "model batch max_tokens" triples separated by commas; KERN_TAG names the outputs;

@@ -1203,3 +1203,14 @@ extern "C" __global__ void advance_step(const uint32_t* __restrict__ next, uint3
   if (s < b) advance_one(next[s], s, ids, positions, host_ids, host_cols);
   if (s == 0) *slot += 1;
 }
+
+// Keeps the stream busy for `ns` nanoseconds (one thread, %globaltimer): while it runs, the host
+// queues the launches that `cuda_ops::tune_linear` then times between two events, so the
+// measurement is their GPU time, not the host's launch rate.
+extern "C" __global__ void spin_ns(unsigned long long ns) {
+  unsigned long long start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < ns);
+}

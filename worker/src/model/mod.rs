@@ -467,6 +467,21 @@ impl Linear {
                 }
             }
         }
+        // Prefill (more rows than the GEMV takes): bias, activation and residual in the GEMM's
+        // epilogue where cuBLASLt offers them.
+        if rows > cuda_ops::SMALL_M {
+            let n = self.0.weight().dim(0)?;
+            let r2 = residual.map(|r| r.contiguous()?.reshape((rows, n))).transpose()?;
+            let epilogue = match &r2 {
+                Some(r) => cuda_ops::LtEpilogue::Residual(r),
+                None => cuda_ops::LtEpilogue::Act(act.map_or(cuda_ops::Act::None, Activation::fused)),
+            };
+            if let Some(y) = cuda_ops::linear_lt(&x2, self.0.weight(), self.0.bias(), epilogue)? {
+                let mut out = dims.clone();
+                *out.last_mut().expect("dims") = n;
+                return Ok(y.reshape(out)?);
+            }
+        }
         let y = self.matmul_no_bias(&x2)?;
         let n = y.dim(1)?;
         match residual {
@@ -562,7 +577,8 @@ pub fn decode_kernels(device: &candle_core::Device) -> String {
         };
         let pdl = if cuda_ops::pdl_enabled(d) { "programmatic dependent launch" } else { "no programmatic dependent launch" };
         let prefill = if cuda_ops::prefill_attention_enabled() { "fused prefill attention" } else { "unfused prefill attention" };
-        return format!("{gemv}, {pdl}, {prefill}");
+        let epilogue = if cuda_ops::lt_epilogue_enabled() { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
+        return format!("{gemv}, {pdl}, {prefill}, {epilogue}");
     }
     let _ = device;
     String::new()
