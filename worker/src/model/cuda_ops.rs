@@ -680,6 +680,9 @@ pub enum LtEpilogue<'a> {
 /// for Hopper would add 6% to gpt2 at batch 32).
 const LT_WORKSPACE: usize = 4 << 20;
 
+/// A cuBLASLt algorithm (a plain value: cached per shape, passed to each call).
+type LtAlgo = candle_core::cuda_backend::cudarc::cublaslt::sys::cublasLtMatmulAlgo_t;
+
 /// One cuBLASLt handle per device ordinal, for the life of the process (a worker drives one
 /// device; the handle holds no per-call state).
 fn lt_handle(dev: &CudaDevice) -> Result<usize> {
@@ -817,31 +820,15 @@ fn linear_lt_t<T: CudaDType + DeviceRepr>(
     d.layouts.push(c_layout);
     d.desc = lt::create_matmul_desc(lts::cublasComputeType_t::CUBLAS_COMPUTE_32F, lts::cudaDataType_t::CUDA_R_32F).map_err(|e| err("descriptor", e))?;
     let trans_a = candle_core::cuda_backend::cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
-    // SAFETY: attribute values of the sizes and types cuBLASLt documents for these attributes.
-    unsafe {
-        lt::set_matmul_desc_attribute(
-            d.desc,
-            lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
-            &trans_a as *const _ as *const c_void,
-            std::mem::size_of_val(&trans_a),
-        )
-        .map_err(|e| err("transa", e))?;
-        lt::set_matmul_desc_attribute(
-            d.desc,
-            lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
-            &epi as *const _ as *const c_void,
-            std::mem::size_of_val(&epi),
-        )
-        .map_err(|e| err("epilogue", e))?;
-        if bp != 0 {
-            lt::set_matmul_desc_attribute(
-                d.desc,
-                lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                &bp as *const u64 as *const c_void,
-                std::mem::size_of::<u64>(),
-            )
-            .map_err(|e| err("bias pointer", e))?;
-        }
+    let set = |attr: lts::cublasLtMatmulDescAttributes_t, value: *const c_void, size: usize, what: &str| {
+        // SAFETY: `d.desc` is live; callers pass a value of the size and type cuBLASLt documents
+        // for `attr`.
+        unsafe { lt::set_matmul_desc_attribute(d.desc, attr, value, size) }.map_err(|e| err(what, e))
+    };
+    set(lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &trans_a as *const _ as *const c_void, std::mem::size_of_val(&trans_a), "transa")?;
+    set(lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epi as *const _ as *const c_void, std::mem::size_of_val(&epi), "epilogue")?;
+    if bp != 0 {
+        set(lts::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp as *const u64 as *const c_void, std::mem::size_of::<u64>(), "bias pointer")?;
     }
     let beta_one = rp != 0;
 
@@ -850,7 +837,7 @@ fn linear_lt_t<T: CudaDType + DeviceRepr>(
     let stream = dev.cuda_stream();
     let (wsp, _sync) = workspace.device_ptr(&stream);
     let (alpha, beta) = (1f32, if beta_one { 1f32 } else { 0f32 });
-    let run = |algo: &lts::cublasLtMatmulAlgo_t| -> Result<()> {
+    let run = |algo: &LtAlgo| -> Result<()> {
         stream.context().bind_to_thread().w()?;
         // SAFETY: pointers to live contiguous tensors of the sizes the layouts give; the output
         // is fresh; one stream.
@@ -879,7 +866,7 @@ fn linear_lt_t<T: CudaDType + DeviceRepr>(
 
     // Which way this shape runs fastest, measured once per process (see `tune_linear`).
     type Key = (usize, i32, usize, usize, usize, u32, bool);
-    static CHOICES: OnceLock<Mutex<HashMap<Key, Option<lts::cublasLtMatmulAlgo_t>>>> = OnceLock::new();
+    static CHOICES: OnceLock<Mutex<HashMap<Key, Option<LtAlgo>>>> = OnceLock::new();
     let key: Key = (dev.cuda_stream().context().ordinal(), data_type as i32, m, n, k, epi as u32, beta_one);
     let choices = CHOICES.get_or_init(|| Mutex::new(HashMap::new()));
     let cached = if tuned { choices.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied() } else { None };
@@ -907,7 +894,7 @@ fn linear_lt_t<T: CudaDType + DeviceRepr>(
                 let _ = lt::destroy_matmul_pref(pref);
                 r
             };
-            let candidates: Vec<lts::cublasLtMatmulAlgo_t> = match status {
+            let candidates: Vec<LtAlgo> = match status {
                 Ok(()) => found[..count.clamp(0, 16) as usize]
                     .iter()
                     .filter(|h| h.state == lts::cublasStatus_t::CUBLAS_STATUS_SUCCESS && h.workspaceSize <= LT_WORKSPACE)
@@ -948,11 +935,11 @@ fn linear_lt_t<T: CudaDType + DeviceRepr>(
 /// never inside a captured decode step (see `linear_lt`).
 fn tune_linear(
     dev: &CudaDevice,
-    candidates: &[candle_core::cuda_backend::cudarc::cublaslt::sys::cublasLtMatmulAlgo_t],
-    run: &dyn Fn(&candle_core::cuda_backend::cudarc::cublaslt::sys::cublasLtMatmulAlgo_t) -> Result<()>,
+    candidates: &[LtAlgo],
+    run: &dyn Fn(&LtAlgo) -> Result<()>,
     plain: &dyn Fn() -> Result<()>,
     (m, n, k): (usize, usize, usize),
-) -> Result<Option<candle_core::cuda_backend::cudarc::cublaslt::sys::cublasLtMatmulAlgo_t>> {
+) -> Result<Option<LtAlgo>> {
     let stream = dev.cuda_stream();
     let ctx = stream.context().clone();
     let time = |f: &dyn Fn() -> Result<()>| -> Result<Option<f32>> {

@@ -438,67 +438,46 @@ impl Linear {
     /// ~15x slower than a plain pass at prefill sizes) and separate activation/add kernels.
     #[cfg(feature = "cuda")]
     fn forward_cuda(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = *dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
+        let mut out_dims = x.dims().to_vec();
+        let k = *out_dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
         let rows = x.elem_count() / k.max(1);
         let x2 = x.reshape((rows, k))?;
+        let n = self.0.weight().dim(0)?;
+        *out_dims.last_mut().expect("dims") = n;
+        // The residual as [rows, n], made once for whichever path runs.
+        let r2 = residual.map(|r| r.contiguous()?.reshape((rows, n))).transpose()?;
+        let act_fused = act.map_or(cuda_ops::Act::None, Activation::fused);
         if rows <= cuda_ops::SMALL_M {
-            let act_fused = act.map_or(cuda_ops::Act::None, Activation::fused);
-            let epilogue = match residual {
+            let epilogue = match &r2 {
                 Some(r) => Some(cuda_ops::Epilogue::Residual(r)),
                 // Without a bias the activation is applied by candle below.
                 None if self.0.bias().is_some() || act.is_none() => Some(cuda_ops::Epilogue::Act(act_fused)),
                 None => None,
             };
             if let Some(epilogue) = epilogue {
-                let n = self.0.weight().dim(0)?;
-                let r2;
-                let epilogue = match epilogue {
-                    cuda_ops::Epilogue::Residual(r) => {
-                        r2 = r.contiguous()?.reshape((rows, n))?;
-                        cuda_ops::Epilogue::Residual(&r2)
-                    }
-                    e => e,
-                };
                 if let Some(y) = cuda_ops::linear_small_m(&x2, self.0.weight(), self.0.bias(), epilogue, None)? {
-                    let mut out = dims.clone();
-                    *out.last_mut().expect("dims") = n;
-                    return Ok(y.reshape(out)?);
+                    return Ok(y.reshape(out_dims)?);
                 }
             }
-        }
-        // Prefill (more rows than the GEMV takes): bias, activation and residual in the GEMM's
-        // epilogue where cuBLASLt offers them.
-        if rows > cuda_ops::SMALL_M {
-            let n = self.0.weight().dim(0)?;
-            let r2 = residual.map(|r| r.contiguous()?.reshape((rows, n))).transpose()?;
+        } else {
+            // Prefill (more rows than the GEMV takes): bias, activation and residual in the GEMM's
+            // epilogue where cuBLASLt offers them.
             let epilogue = match &r2 {
                 Some(r) => cuda_ops::LtEpilogue::Residual(r),
-                None => cuda_ops::LtEpilogue::Act(act.map_or(cuda_ops::Act::None, Activation::fused)),
+                None => cuda_ops::LtEpilogue::Act(act_fused),
             };
             if let Some(y) = cuda_ops::linear_lt(&x2, self.0.weight(), self.0.bias(), epilogue)? {
-                let mut out = dims.clone();
-                *out.last_mut().expect("dims") = n;
-                return Ok(y.reshape(out)?);
+                return Ok(y.reshape(out_dims)?);
             }
         }
         let y = self.matmul_no_bias(&x2)?;
-        let n = y.dim(1)?;
-        match residual {
-            Some(r) => cuda_ops::bias_residual(&y, self.0.bias(), &r.contiguous()?.reshape((rows, n))?)?,
-            None => match (self.0.bias(), act) {
-                (Some(b), act) => cuda_ops::bias_act(&y, b, act.map_or(cuda_ops::Act::None, Activation::fused))?,
-                (None, Some(act)) => {
-                    let mut out = dims.clone();
-                    *out.last_mut().expect("dims") = n;
-                    return Ok(act.apply(&y)?.reshape(out)?);
-                }
-                (None, None) => {}
-            },
+        match (&r2, self.0.bias(), act) {
+            (Some(r), bias, _) => cuda_ops::bias_residual(&y, bias, r)?,
+            (None, Some(b), _) => cuda_ops::bias_act(&y, b, act_fused)?,
+            (None, None, Some(act)) => return Ok(act.apply(&y)?.reshape(out_dims)?),
+            (None, None, None) => {}
         }
-        let mut out = dims;
-        *out.last_mut().expect("dims") = n;
-        Ok(y.reshape(out)?)
+        Ok(y.reshape(out_dims)?)
     }
 
     /// `x` [rows, in] @ W^T without the bias: [rows, out], a fresh contiguous tensor (the
