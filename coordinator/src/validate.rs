@@ -252,6 +252,7 @@ pub fn validate_sweep(spec: &SweepSpec) -> Result<ValidSweep, String> {
                 repetitions: repetitions as usize,
                 weights_seed: spec.weights_seed,
                 reuse_model: spec.reuse_model,
+                kernels: Default::default(),
             };
             jobs.push(JobSpec { model: model.clone(), batch_size: b, workload, est_parameters, dtype_bytes });
         }

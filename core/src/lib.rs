@@ -4,10 +4,12 @@
 
 pub mod catalog;
 pub mod config;
+pub mod kernel_options;
 pub mod report;
 pub mod workload;
 
 pub use catalog::{Catalog, CatalogEntry};
+pub use kernel_options::{DecodePath, KernelOptions};
 pub use config::{ArchConfig, ConfigError, Gpt2Config, OptConfig};
 pub use report::BenchReport;
 pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload};

@@ -96,6 +96,9 @@ pub struct Workload {
     /// its report says so). Default false: every job loads cold, as the demo measured.
     #[serde(default)]
     pub reuse_model: bool,
+    /// Which CUDA kernels run prefill and decode (ignored on the CPU).
+    #[serde(default)]
+    pub kernels: crate::KernelOptions,
 }
 
 impl Default for Workload {
@@ -114,6 +117,7 @@ impl Default for Workload {
             repetitions: 3,
             weights_seed: 0,
             reuse_model: false,
+            kernels: crate::KernelOptions::default(),
         }
     }
 }

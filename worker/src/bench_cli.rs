@@ -124,6 +124,7 @@ impl BenchArgs {
             repetitions: self.repetitions,
             weights_seed: self.weights_seed,
             reuse_model: false,
+                kernels: Default::default(),
         })
     }
 }

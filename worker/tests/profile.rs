@@ -67,6 +67,7 @@ fn tiny_workload() -> Workload {
         repetitions: 1,
         weights_seed: 0,
         reuse_model: false,
+                kernels: Default::default(),
     }
 }
 
