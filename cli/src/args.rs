@@ -106,55 +106,18 @@ pub struct SweepArgs {
     /// write the report to --out. Needs no GPU and no downloaded weights.
     #[arg(long)]
     pub local: bool,
-    /// Batch sizes, comma separated: one job per model and batch size.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub batch_sizes: Vec<u32>,
-    /// Synthetic prompts of exactly N tokens each (vLLM-style); 0 = the built-in prompt set.
-    #[arg(long)]
-    pub input_len: Option<u32>,
-    /// Tokens to generate per request. Default 128 (32 with --local).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192))]
-    pub max_tokens: Option<u32>,
-    /// f32, f16 or bf16. Default: f16 on CUDA, f32 on CPU.
-    #[arg(long)]
-    pub dtype: Option<String>,
-    /// Timed repetitions per job. Default 3 (2 with --local).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub repetitions: Option<u32>,
-    /// Untimed warm-up passes per job.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=20))]
-    pub warmup: Option<u32>,
-    /// auto (real weights when available offline, else synthetic), real or synthetic.
-    #[arg(long, default_value = "auto")]
-    pub weights: String,
-    /// Seed of synthetic weights.
-    #[arg(long, default_value_t = 0)]
-    pub weights_seed: u64,
+    /// Batch sizes, comma separated: one job per model and batch size [default: 4].
+    #[arg(long, value_delimiter = ',')]
+    pub batch_sizes: Vec<usize>,
     /// Let each worker keep a model loaded for its next job of the same model (load time is then
     /// not a cold load, and the report says so). Default: every job loads cold.
     #[arg(long)]
     pub reuse_model: bool,
-    /// Prompt file: one prompt per line (empty lines skipped).
-    #[arg(long)]
-    pub prompts: Option<PathBuf>,
-    /// Number of prompts (cycled from the set). Default: the batch size (4 with --local).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100000))]
-    pub num_prompts: Option<u32>,
-    /// Stop a request at end-of-sequence instead of always generating --max-tokens.
-    #[arg(long)]
-    pub stop_at_eos: bool,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling probability mass (0 < p <= 1).
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Sample from the k most likely tokens.
-    #[arg(long)]
-    pub top_k: Option<u32>,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// The workload of every job. Defaults: 128 new tokens, 3 repetitions, 1 warm-up, the built-in
+    /// prompts, one per batch slot; with --local: 32 new tokens, 2 repetitions, 4 synthetic
+    /// prompts of 32 tokens.
+    #[command(flatten)]
+    pub workload: tokbench_core::args::WorkloadArgs,
     /// Only workers of this backend take the jobs: cpu or cuda (default: any).
     #[arg(long)]
     pub backend: Option<String>,

@@ -9,7 +9,7 @@ use crate::report::{self, RunRecord};
 use crate::watch::{watch, WatchEnd};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use tokbench_core::{BenchReport, Catalog, DTypeSpec, WeightsMode};
+use tokbench_core::{Backend, BenchReport, Catalog, PromptSource, SweepPlan, Workload, WorkloadError};
 use tokbench_proto::v1::*;
 
 pub async fn run(cli: Cli) -> CliResult<u8> {
@@ -46,19 +46,32 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
 /// small enough for a laptop CPU: three ~125-350M models in a few minutes).
 #[derive(Debug, Clone, Copy)]
 pub struct SweepDefaults {
-    pub batch_sizes: &'static [u32],
-    pub max_tokens: u32,
-    pub repetitions: u32,
-    pub warmup: u32,
-    pub input_len: u32,
-    pub num_prompts: u32,
+    pub batch_sizes: &'static [usize],
+    pub max_tokens: usize,
+    pub repetitions: usize,
+    pub warmup: usize,
+    /// 0: the built-in prompt set.
+    pub input_len: usize,
+    /// 0: one prompt per batch slot.
+    pub num_prompts: usize,
 }
 
 pub const REMOTE_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 128, repetitions: 3, warmup: 1, input_len: 0, num_prompts: 0 };
 pub const LOCAL_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 32, repetitions: 2, warmup: 1, input_len: 32, num_prompts: 4 };
 
-/// Builds and checks the SweepSpec from the flags. Bad input fails here with exit code 2,
-/// before anything is submitted.
+impl SweepDefaults {
+    fn workload(&self) -> Workload {
+        let prompts = match self.input_len {
+            0 => PromptSource::Builtin { num_prompts: self.num_prompts },
+            input_len => PromptSource::Synthetic { num_prompts: self.num_prompts, input_len },
+        };
+        Workload { prompts, max_tokens: self.max_tokens, repetitions: self.repetitions, warmup: self.warmup, ..Workload::default() }
+    }
+}
+
+/// Builds the sweep from the flags and validates it with the coordinator's own rules
+/// (`SweepPlan::jobs`), so bad input fails here with exit code 2 and the same message, before
+/// anything is submitted.
 pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
     if args.models.is_empty() {
         return Err(CliError::Usage(
@@ -73,63 +86,22 @@ pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
             return Err(CliError::Usage(Catalog::unknown_model_message(m)));
         }
     }
-    let weights: WeightsMode = args.weights.parse().map_err(|e: tokbench_core::workload::ParseSpecError| CliError::Usage(format!("--weights: {e}")))?;
-    let dtype = match &args.dtype {
-        Some(d) => d.parse::<DTypeSpec>().map_err(|e| CliError::Usage(format!("--dtype: {e}")))?.to_string(),
-        None => String::new(),
+    let usage = |e: WorkloadError| CliError::Usage(e.to_string());
+    let backend = match args.backend.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(b) => Some(b.parse::<Backend>().map_err(usage)?),
     };
-    let backend = match args.backend.as_deref().map(|b| b.trim().to_ascii_lowercase()) {
-        None => String::new(),
-        Some(b) if b == "cpu" || b == "cuda" || b.is_empty() => b,
-        Some(b) => return Err(CliError::Usage(format!("--backend \"{b}\": use cpu or cuda (or leave it out for any worker)"))),
-    };
-    if args.temperature < 0.0 || !args.temperature.is_finite() {
-        return Err(CliError::Usage(format!("--temperature {}: use 0 (greedy) or a positive number", args.temperature)));
-    }
-    if let Some(p) = args.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(CliError::Usage(format!("--top-p {p}: use a value in (0, 1]")));
-        }
-    }
-    if args.top_k == Some(0) {
-        return Err(CliError::Usage("--top-k 0: use at least 1 (or leave it out)".into()));
-    }
-    let prompts = match &args.prompts {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("cannot read the prompt file {}: {e}. Give a UTF-8 text file with one prompt per line", path.display())))?;
-            let p: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-            if p.is_empty() {
-                return Err(CliError::Usage(format!("the prompt file {} has no prompts: put one prompt per line", path.display())));
-            }
-            p
-        }
-        None => Vec::new(),
-    };
-    if !prompts.is_empty() && args.input_len.is_some_and(|n| n > 0) {
-        return Err(CliError::Usage("--prompts and --input-len exclude each other: real prompts from a file, or synthetic prompts of N tokens".into()));
-    }
-    let input_len = if prompts.is_empty() { args.input_len.unwrap_or(d.input_len) } else { 0 };
-    let batch_sizes = if args.batch_sizes.is_empty() { d.batch_sizes.to_vec() } else { args.batch_sizes.clone() };
-    Ok(SweepSpec {
+    let workload = args.workload.apply(Workload { reuse_model: args.reuse_model, ..d.workload() }).map_err(usage)?;
+    let plan = SweepPlan {
         models: args.models.clone(),
-        batch_sizes,
-        weights: weights.to_string(),
-        dtype,
-        num_prompts: args.num_prompts.unwrap_or(if prompts.is_empty() { d.num_prompts } else { 0 }),
-        prompts,
-        input_len,
-        max_tokens: args.max_tokens.unwrap_or(d.max_tokens),
-        repetitions: args.repetitions.unwrap_or(d.repetitions),
-        warmup: args.warmup.unwrap_or(d.warmup),
-        stop_at_eos: args.stop_at_eos,
-        sampling: Some(SamplingParams { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed }),
-        profile: args.profile,
-        weights_seed: args.weights_seed,
-        label: args.label.clone(),
+        batch_sizes: if args.batch_sizes.is_empty() { d.batch_sizes.to_vec() } else { args.batch_sizes.clone() },
+        workload,
         backend,
-        reuse_model: args.reuse_model,
-    })
+        profile: args.profile,
+        label: args.label.clone(),
+    };
+    plan.jobs().map_err(usage)?;
+    Ok(SweepSpec::from(&plan))
 }
 
 /// Submits, watches, prints the summary. `local` changes the Ctrl-C text (the embedded

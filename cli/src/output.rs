@@ -83,14 +83,16 @@ pub fn job_json(j: &Job) -> Value {
 }
 
 pub fn sweep_json(s: &Sweep) -> Value {
+    // The workload travels as tokbench-core's Workload; render it whole (its serde form is the
+    // one users also write into workload files), or the raw text when it does not parse.
     let spec = s.spec.as_ref().map(|sp| {
+        let workload = match tokbench_core::SweepPlan::try_from(sp) {
+            Ok(plan) => serde_json::to_value(&plan.workload).unwrap_or(Value::Null),
+            Err(e) => json!({"unreadable": sp.workload_json, "error": e.to_string()}),
+        };
         json!({
-            "models": sp.models, "batch_sizes": sp.batch_sizes, "weights": sp.weights, "dtype": sp.dtype,
-            "num_prompts": sp.num_prompts, "num_inline_prompts": sp.prompts.len(), "input_len": sp.input_len,
-            "max_tokens": sp.max_tokens, "repetitions": sp.repetitions, "warmup": sp.warmup,
-            "stop_at_eos": sp.stop_at_eos, "profile": sp.profile, "weights_seed": sp.weights_seed,
-            "label": sp.label, "backend": sp.backend,
-            "sampling": sp.sampling.as_ref().map(|p| json!({"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "seed": p.seed})),
+            "models": sp.models, "batch_sizes": sp.batch_sizes, "profile": sp.profile,
+            "label": sp.label, "backend": sp.backend, "workload": workload,
         })
     });
     json!({

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sqlx::Connection;
 use tokbench_core::{BenchReport, DeviceSpec, Workload};
+use tokbench_core::{PromptSource, SweepPlan, WeightsMode};
 use tokbench_proto::v1::{SubmitSweepRequest, SweepSpec, WatchSweepRequest};
 use tokbench_worker::serve::{Engine, WorkerConfig};
 
@@ -29,8 +30,17 @@ use tokbench_worker::serve::{Engine, WorkerConfig};
 const LATENCY_JOBS: usize = 200;
 
 /// One 8-token synthetic prompt, one new token, no warm-up, one repetition.
-fn minimal_spec() -> SweepSpec {
-    SweepSpec { weights: "synthetic".into(), num_prompts: 1, input_len: 8, max_tokens: 1, repetitions: 1, warmup: 0, ..Default::default() }
+fn minimal_plan(models: Vec<String>, reuse_model: bool) -> SweepPlan {
+    let workload = Workload {
+        weights: WeightsMode::Synthetic,
+        prompts: PromptSource::Synthetic { num_prompts: 1, input_len: 8 },
+        max_tokens: 1,
+        repetitions: 1,
+        warmup: 0,
+        reuse_model,
+        ..Workload::default()
+    };
+    SweepPlan { models, workload, ..SweepPlan::default() }
 }
 
 fn arg(name: &str) -> Option<String> {
@@ -92,21 +102,21 @@ async fn main() -> anyhow::Result<()> {
         // in the catalog: allowed, the null engine resolves nothing). Real engine: the two tiny
         // catalog models; one prompt per job whatever the batch size, so every job is the same
         // minimal inference.
-        let batch: Vec<u32> = (1..=16).collect();
+        let batch: Vec<usize> = (1..=16).collect();
         let start = Instant::now();
         let mut sweeps = Vec::new();
         let mut submitted = 0;
         while submitted < jobs {
-            let spec = if real && reuse {
-                SweepSpec { models: vec!["tiny-opt".into()], reuse_model: true, ..minimal_spec() }
+            let plan = if real && reuse {
+                minimal_plan(vec!["tiny-opt".into()], true)
             } else if real {
-                SweepSpec { models: vec!["tiny-opt".into(), "tiny-gpt2".into()], ..minimal_spec() }
+                minimal_plan(vec!["tiny-opt".into(), "tiny-gpt2".into()], false)
             } else {
                 let models = ((jobs - submitted) / 16).clamp(1, 64);
-                SweepSpec { models: (0..models).map(|m| format!("bench-model-{}-{m}", sweeps.len())).collect(), ..minimal_spec() }
+                minimal_plan((0..models).map(|m| format!("bench-model-{}-{m}", sweeps.len())).collect(), false)
             };
-            let n = spec.models.len() * batch.len();
-            let spec = SweepSpec { batch_sizes: batch.clone(), ..spec };
+            let n = plan.models.len() * batch.len();
+            let spec = SweepSpec::from(&SweepPlan { batch_sizes: batch.clone(), ..plan });
             sweeps.push(client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner().sweep_id);
             submitted += n;
         }
@@ -126,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 format!("latency-model-{i}")
             };
-            let spec = SweepSpec { models: vec![model], batch_sizes: vec![1], reuse_model: real && reuse, ..minimal_spec() };
+            let spec = SweepSpec::from(&SweepPlan { batch_sizes: vec![1], ..minimal_plan(vec![model], real && reuse) });
             let sub = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
             let mut s = client.watch_sweep(WatchSweepRequest { sweep_id: sub.sweep_id.clone() }).await?.into_inner();
             while s.message().await?.is_some() {}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sqlx::Connection;
+use tokbench_core::{PromptSource, SweepPlan, WeightsMode, Workload};
 use tokbench_proto::v1::{ListSweepsRequest, SubmitSweepRequest, SweepSpec};
 
 #[tokio::main]
@@ -19,16 +20,21 @@ async fn main() -> anyhow::Result<()> {
             let n: usize = args[2].parse()?;
             let mut c = tokbench_proto::auth::benchmarks_client(tokbench_proto::auth::connect(url, None).await?, None)?;
             for i in 0..n {
-                let spec = SweepSpec {
+                let plan = SweepPlan {
                     models: vec!["tiny-opt".into(), "tiny-gpt2".into()],
                     batch_sizes: (1..=8).collect(),
-                    weights: "synthetic".into(),
-                    max_tokens: 8,
-                    repetitions: 1,
-                    warmup: 0,
+                    workload: Workload {
+                        weights: WeightsMode::Synthetic,
+                        prompts: PromptSource::Builtin { num_prompts: 0 },
+                        max_tokens: 8,
+                        repetitions: 1,
+                        warmup: 0,
+                        ..Workload::default()
+                    },
                     label: format!("soak {i}"),
-                    ..Default::default()
+                    ..SweepPlan::default()
                 };
+                let spec = SweepSpec::from(&plan);
                 let r = c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
                 println!("submitted sweep {} ({} jobs)", r.sweep_id, r.jobs.len());
             }

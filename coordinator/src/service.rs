@@ -78,10 +78,9 @@ pub fn job_proto(j: &JobRow) -> Job {
 }
 
 fn sweep_proto(s: &SweepRow, jobs: &[JobRow]) -> Sweep {
-    let spec: validate::StoredSpec = serde_json::from_str(&s.spec_json).unwrap_or_default();
     Sweep {
         sweep_id: s.id.clone(),
-        spec: Some(spec.into()),
+        spec: Some(validate::stored_spec(&s.spec_json)),
         created_at_ms: s.created_at,
         state: s.state.clone(),
         jobs: jobs.iter().map(job_proto).collect(),

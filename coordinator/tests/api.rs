@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::*;
+use tokbench_core::Workload;
 use tokbench_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use tokbench_proto::v1::*;
 use tonic::Code;
@@ -78,8 +79,9 @@ async fn invalid_requests_are_refused_with_a_message() {
         (tiny_spec(&["tiny-opt"], &[0], 4), "batch size 0"),
         (tiny_spec(&["tiny-opt"], &[1], 9000), "max_tokens 9000"),
         (tiny_spec(&["tiny opt; drop table jobs"], &[1], 4), "only letters"),
-        (SweepSpec { repetitions: 500, ..tiny_spec(&["tiny-opt"], &[1], 4) }, "repetitions 500"),
-        (SweepSpec { dtype: "int4".into(), ..tiny_spec(&["tiny-opt"], &[1], 4) }, "dtype"),
+        (spec_of(&["tiny-opt"], &[1], Workload { repetitions: 500, ..tiny_workload(4) }), "repetitions 500"),
+        (SweepSpec { workload_json: r#"{"dtype":"int4"}"#.into(), ..tiny_spec(&["tiny-opt"], &[1], 4) }, "dtype"),
+        (SweepSpec { backend: "tpu".into(), ..tiny_spec(&["tiny-opt"], &[1], 4) }, "backend"),
     ];
     for (spec, needle) in bad {
         let err = c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap_err();

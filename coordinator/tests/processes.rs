@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use tokbench_proto::v1::{EventKind, JobState, ListRunsRequest, SubmitSweepRequest, SweepSpec, WatchSweepRequest};
+use tokbench_core::Workload;
+use tokbench_proto::v1::{EventKind, JobState, ListRunsRequest, SubmitSweepRequest, WatchSweepRequest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_complete_a_sweep_with_exactly_one_run_per_job() {
@@ -73,7 +74,7 @@ async fn worker_killed_mid_job_is_rerun_by_another_and_stored_once() {
     let mut c = benchmarks(&url, None).await;
     // Long enough to still be running when the poll below sees it (thousands of decode steps:
     // one repetition of 400 tokens once finished between two polls on an idle machine).
-    let spec = SweepSpec { repetitions: 20, ..tiny_spec(&["tiny-opt"], &[1], 400) };
+    let spec = spec_of(&["tiny-opt"], &[1], Workload { repetitions: 20, ..tiny_workload(400) });
     let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap().into_inner();
     let id = sub.sweep_id.clone();
     wait_sweep(&mut c, &id, Duration::from_secs(60), "the job running on the victim", |s| {

@@ -178,7 +178,7 @@ async fn sixteen_concurrent_workers_run_every_job_exactly_once() {
     for s in 0..2 {
         let models: Vec<String> = (0..10).map(|m| format!("gc-{s}-{m}")).collect();
         let models: Vec<&str> = models.iter().map(String::as_str).collect();
-        let spec = tiny_spec(&models, &(1..=16).collect::<Vec<u32>>(), 1);
+        let spec = tiny_spec(&models, &(1..=16).collect::<Vec<usize>>(), 1);
         sweeps.push(c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap().into_inner().sweep_id);
     }
     for id in &sweeps {

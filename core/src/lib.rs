@@ -2,17 +2,22 @@
 //! exact published configs, the workload a benchmark job runs, and the report it produces
 //! (the demo's benchmark JSON schema, extended). Every other crate speaks these types.
 
+#[cfg(feature = "cli")]
+pub mod args;
 pub mod catalog;
 pub mod config;
 pub mod kernel_options;
+pub mod prompt_file;
 pub mod report;
+pub mod sweep;
 pub mod workload;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use kernel_options::{DecodePath, KernelOptions};
 pub use config::{ArchConfig, ConfigError, Gpt2Config, OptConfig};
 pub use report::BenchReport;
-pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload};
+pub use sweep::{Backend, SweepPlan};
+pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload, WorkloadError};
 
 /// Version of this build, recorded in every result.
 pub const TOKBENCH_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,8 @@
-//! What one benchmark job runs: one model, one batch size, one prompt set, one decoding setup.
-//! `tokbench-worker bench` flags map onto it one to one; a sweep expands into many of them.
+//! What one benchmark job runs: one model, one batch size, one prompt set, one decoding setup,
+//! one engine configuration. This is the one description of a job: `tokbench sweep` and
+//! `tokbench-worker bench` build it from the same flags ([`crate::args`]), the proto carries it as
+//! JSON, the coordinator stores it, the worker runs it, and the report records it. Its validation
+//! lives here, so every entry point refuses the same mistake with the same message.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -72,8 +75,9 @@ impl Sampling {
     }
 }
 
-/// One benchmark job.
+/// One benchmark job. Fields missing from its JSON take their [`Default`] values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Workload {
     /// Catalog short name, HF repo id, or local directory.
     pub model: String,
@@ -122,7 +126,113 @@ impl Default for Workload {
     }
 }
 
+pub const MAX_BATCH_SIZE: usize = 1024;
+pub const MAX_PROMPTS: usize = 4096;
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+pub const MAX_MAX_TOKENS: usize = 8192;
+pub const MAX_REPETITIONS: usize = 100;
+pub const MAX_WARMUP: usize = 100;
+pub const MAX_MODEL_NAME_CHARS: usize = 200;
+pub const MAX_INPUT_LEN: usize = 8192;
+
+/// A workload (or sweep) that cannot run; the message names the field, the limit and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkloadError(pub String);
+
+pub(crate) fn refuse<T>(message: String) -> Result<T, WorkloadError> {
+    Err(WorkloadError(message))
+}
+
+/// Model names travel to workers that resolve them as catalog names, HF repo ids or local
+/// directories; this character set covers all three and keeps shell/SQL/path tricks out.
+pub fn validate_model_name(name: &str) -> Result<(), WorkloadError> {
+    if name.is_empty() {
+        return refuse("a model name is empty: give catalog names (e.g. tiny-opt, opt-125m), HF repo ids or worker-local paths".into());
+    }
+    if name.chars().count() > MAX_MODEL_NAME_CHARS {
+        return refuse(format!(
+            "model name \"{}...\" is {} characters; the limit is {MAX_MODEL_NAME_CHARS}",
+            name.chars().take(40).collect::<String>(),
+            name.chars().count()
+        ));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
+        return refuse(format!("model name \"{name}\" contains {bad:?}; only letters, digits and . _ / - are allowed"));
+    }
+    Ok(())
+}
+
+impl Sampling {
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return refuse(format!("temperature {} is invalid: use 0 (greedy) or a positive number", self.temperature));
+        }
+        if let Some(tp) = self.top_p {
+            if !(tp > 0.0 && tp <= 1.0) {
+                return refuse(format!("top_p {tp} is invalid: use a value in (0, 1], e.g. 0.95"));
+            }
+        }
+        if self.top_k == Some(0) {
+            return refuse("top_k 0 is invalid: use 1 or more, or leave it unset".into());
+        }
+        Ok(())
+    }
+}
+
+impl PromptSource {
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        let n = self.num_prompts();
+        if n == 0 {
+            return refuse("there must be at least one prompt (--num-prompts N or --prompts FILE)".into());
+        }
+        if n > MAX_PROMPTS {
+            return refuse(format!("{n} prompts given; the limit is {MAX_PROMPTS}"));
+        }
+        match self {
+            PromptSource::Inline { prompts } => {
+                for (i, p) in prompts.iter().enumerate() {
+                    if p.len() > MAX_PROMPT_BYTES {
+                        return refuse(format!("prompt {i} is {} bytes; the limit is {MAX_PROMPT_BYTES} bytes (64 KiB)", p.len()));
+                    }
+                    if p.trim().is_empty() {
+                        return refuse(format!("prompt {i} is empty; remove empty lines from the prompt file"));
+                    }
+                }
+            }
+            PromptSource::Synthetic { input_len, .. } => {
+                if !(1..=MAX_INPUT_LEN).contains(input_len) {
+                    return refuse(format!("input_len {input_len} is out of range: use 1..={MAX_INPUT_LEN} tokens"));
+                }
+            }
+            PromptSource::Builtin { .. } => {}
+        }
+        Ok(())
+    }
+}
+
 impl Workload {
+    /// Every limit a job must meet before it is queued or run.
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        validate_model_name(&self.model)?;
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return refuse(format!("batch size {} is out of range: use 1..={MAX_BATCH_SIZE}", self.batch_size));
+        }
+        self.prompts.validate()?;
+        if !(1..=MAX_MAX_TOKENS).contains(&self.max_tokens) {
+            return refuse(format!("max_tokens {} is out of range: use 1..={MAX_MAX_TOKENS}", self.max_tokens));
+        }
+        if !(1..=MAX_REPETITIONS).contains(&self.repetitions) {
+            return refuse(format!("repetitions {} is out of range: use 1..={MAX_REPETITIONS}", self.repetitions));
+        }
+        if self.warmup > MAX_WARMUP {
+            return refuse(format!("warmup {} is out of range: use 0..={MAX_WARMUP}", self.warmup));
+        }
+        self.sampling.validate()?;
+        self.kernels.validate().map_err(WorkloadError)?;
+        Ok(())
+    }
+
     pub fn effective_dtype(&self) -> DTypeSpec {
         self.dtype.unwrap_or(match self.device {
             DeviceSpec::Cpu => DTypeSpec::F32,

@@ -242,34 +242,10 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     Ok(report)
 }
 
-/// Reject workloads that cannot run, naming the field and the fix.
+/// Reject workloads that cannot run, naming the field and the fix (tokbench-core's rules, the
+/// same the CLI and the coordinator apply).
 pub fn validate(w: &Workload) -> Result<()> {
-    let bad = |m: String| Err(EngineError::InvalidWorkload(m));
-    if w.batch_size == 0 {
-        return bad("batch_size must be at least 1 (--batch-size)".into());
-    }
-    if w.max_tokens == 0 {
-        return bad("max_tokens must be at least 1 (--max-tokens)".into());
-    }
-    if w.repetitions == 0 {
-        return bad("repetitions must be at least 1 (--repetitions)".into());
-    }
-    if w.prompts.num_prompts() == 0 {
-        return bad("there must be at least one prompt (--num-prompts or --prompts FILE)".into());
-    }
-    let s = &w.sampling;
-    if !s.temperature.is_finite() || s.temperature < 0.0 {
-        return bad(format!("temperature {} must be >= 0 (0 = greedy)", s.temperature));
-    }
-    if let Some(p) = s.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return bad(format!("top_p {p} must be in (0, 1]"));
-        }
-    }
-    if s.top_k == Some(0) {
-        return bad("top_k must be at least 1 (leave it out to disable)".into());
-    }
-    Ok(())
+    w.validate().map_err(|e| EngineError::InvalidWorkload(e.to_string()))
 }
 
 /// Device memory a job needs, by part (bytes). An estimate to refuse hopeless jobs up front.
@@ -660,7 +636,7 @@ mod tests {
     #[test]
     fn bad_workloads_are_named() {
         let w = Workload { batch_size: 0, ..Workload::default() };
-        assert!(validate(&w).unwrap_err().to_string().contains("batch_size"));
+        assert!(validate(&w).unwrap_err().to_string().contains("batch size 0 is out of range"));
         let mut w = Workload::default();
         w.sampling.top_p = Some(1.5);
         assert!(validate(&w).unwrap_err().to_string().contains("top_p"));

@@ -4,11 +4,10 @@
 
 use crate::bench::{self, Progress};
 use crate::error::EngineError;
-use crate::prompts;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use tokbench_core::report::LatencyStats;
-use tokbench_core::{BenchReport, DTypeSpec, DeviceSpec, PromptSource, Sampling, WeightsMode, Workload};
+use tokbench_core::{BenchReport, DeviceSpec, Workload};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,55 +34,19 @@ pub struct BenchArgs {
     /// Catalog name, Hugging Face repo id, or local model directory.
     #[arg(long, default_value = "opt-125m")]
     pub model: String,
-    /// auto: real weights if available offline, else synthetic; real: fail without them;
-    /// synthetic: seeded random weights with the model's exact shapes.
-    #[arg(long, default_value = "auto", value_parser = parse_weights)]
-    pub weights: WeightsMode,
-    /// Seed of synthetic weights.
-    #[arg(long, default_value_t = 0)]
-    pub weights_seed: u64,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceSpec,
-    /// f32, f16 or bf16 [default: f16 on CUDA, f32 on CPU].
-    #[arg(long, value_parser = parse_dtype)]
-    pub dtype: Option<DTypeSpec>,
     /// Prompts per batch (one prefill + decode loop per batch).
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
-    /// Number of prompts: the built-in set cycled, or synthetic prompts with --input-len.
-    #[arg(long, default_value_t = 4, conflicts_with = "prompts")]
-    pub num_prompts: usize,
-    /// Prompt file: UTF-8, one prompt per line, empty lines skipped.
-    #[arg(long, value_name = "FILE")]
-    pub prompts: Option<PathBuf>,
-    /// Use synthetic prompts of exactly this many tokens (BOS included) instead of the built-in set.
-    #[arg(long, value_name = "TOKENS", conflicts_with = "prompts")]
-    pub input_len: Option<usize>,
-    /// New tokens per prompt.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    /// Timed passes over all prompts; results are medians over them.
-    #[arg(long, default_value_t = 3)]
-    pub repetitions: usize,
-    /// Untimed passes before the timed ones.
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling threshold in (0, 1].
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Sample among the k most likely tokens.
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Stop a sequence at EOS (default: ignore EOS so every prompt yields exactly --max-tokens).
-    #[arg(long)]
-    pub stop_at_eos: bool,
+    /// The rest of the job (defaults: 4 built-in prompts, 128 new tokens, 1 warm-up, 3 repetitions).
+    #[command(flatten)]
+    pub workload: tokbench_core::args::WorkloadArgs,
+    /// Run the workload in this JSON file (tokbench-core's `Workload`, as a report's "workload"
+    /// holds it) instead of the flags above; the profiler hands its child the job this way.
+    #[arg(long, value_name = "PATH", conflicts_with_all = WORKLOAD_FLAG_IDS)]
+    pub workload_file: Option<PathBuf>,
     /// Where to write the JSON report [default: ./benchmark_<model>_<YYYYmmdd_HHMMSS>.json].
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -92,41 +55,47 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
-fn parse_weights(s: &str) -> Result<WeightsMode, String> {
-    s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
-}
+/// Every flag `--workload-file` replaces (clap ids: the field names).
+const WORKLOAD_FLAG_IDS: [&str; 22] = [
+    "model", "device", "batch_size", "weights", "weights_seed", "dtype", "prompts", "num_prompts", "input_len",
+    "max_tokens", "repetitions", "warmup", "stop_at_eos", "temperature", "top_p", "top_k", "seed", "decode", "pdl",
+    "gemv_max_rows", "fused_prefill_attention", "lt_epilogue",
+];
+
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
-    s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
-}
-fn parse_dtype(s: &str) -> Result<DTypeSpec, String> {
     s.parse().map_err(|e: tokbench_core::workload::ParseSpecError| e.to_string())
 }
 
 impl BenchArgs {
-    /// The workload these flags describe (reads the prompt file).
+    /// The workload these flags describe (reads the prompt file; `run_workload` validates it).
     pub fn to_workload(&self) -> crate::Result<Workload> {
-        let prompts = match (&self.prompts, self.input_len) {
-            (Some(path), _) => PromptSource::Inline { prompts: prompts::read_prompt_file(path)? },
-            (None, Some(input_len)) => PromptSource::Synthetic { num_prompts: self.num_prompts, input_len },
-            (None, None) => PromptSource::Builtin { num_prompts: self.num_prompts },
-        };
-        Ok(Workload {
-            model: self.model.clone(),
-            weights: self.weights,
-            device: self.device,
-            dtype: self.dtype,
-            batch_size: self.batch_size,
-            prompts,
-            max_tokens: self.max_tokens,
-            ignore_eos: !self.stop_at_eos,
-            sampling: Sampling { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, seed: self.seed },
-            warmup: self.warmup,
-            repetitions: self.repetitions,
-            weights_seed: self.weights_seed,
-            reuse_model: false,
-                kernels: Default::default(),
-        })
+        if let Some(path) = &self.workload_file {
+            return read_workload_file(path);
+        }
+        let base = Workload { model: self.model.clone(), device: self.device, batch_size: self.batch_size, ..Workload::default() };
+        self.workload.apply(base).map_err(|e| EngineError::InvalidWorkload(e.to_string()))
     }
+}
+
+/// Reads a `Workload` written as JSON (see [`write_workload_file`]).
+pub fn read_workload_file(path: &std::path::Path) -> crate::Result<Workload> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        EngineError::InvalidWorkload(format!("cannot read the workload file {}: {e}", path.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        EngineError::InvalidWorkload(format!(
+            "the workload file {} is not a tokbench workload: {e}. Write tokbench-core's Workload as JSON, e.g. {{\"model\":\"gpt2\",\"max_tokens\":64}}",
+            path.display()
+        ))
+    })
+}
+
+/// Writes `workload` as the JSON `--workload-file` reads, synced to disk.
+pub fn write_workload_file(workload: &Workload, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(serde_json::to_string_pretty(workload).expect("a Workload serialises").as_bytes())?;
+    f.sync_all()
 }
 
 /// Exit code for an engine error: 2 when the input is at fault (running again unchanged

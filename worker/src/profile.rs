@@ -17,14 +17,13 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokbench_core::report::{GpuTimeCategory, GpuTimeSplit, KernelStat, MemOpStat, NvtxRangeStat};
-use tokbench_core::{BenchReport, Catalog, PromptSource, Workload};
+use tokbench_core::{BenchReport, Catalog, Workload};
 
 /// Where nsys lives on the GPU machine (not on PATH there).
 pub const GPU_MACHINE_NSYS: &str = "/opt/nvidia/nsight-compute/2025.3.1/host/target-linux-x64/nsys";
@@ -154,67 +153,6 @@ fn sanitize(s: &str) -> String {
 /// `profile_<model file stem>_<job>` (no extension), as the demo named its profiles plus the job.
 pub fn profile_name(workload: &Workload, job_id: &str) -> String {
     format!("profile_{}_{}", model_file_stem(&workload.model), sanitize(job_id))
-}
-
-/// The `tokbench-worker bench` flags that run `workload` (without `--json`/`--quiet`).
-/// Inline prompts are written to `tmp_dir/prompts.txt`, one per line, passed as `--prompts`.
-pub fn workload_to_bench_args(workload: &Workload, tmp_dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut a: Vec<String> = Vec::new();
-    let mut flag = |k: &str, v: String| {
-        a.push(k.to_string());
-        a.push(v);
-    };
-    flag("--model", workload.model.clone());
-    flag("--weights", workload.weights.to_string());
-    flag("--weights-seed", workload.weights_seed.to_string());
-    flag("--device", workload.device.to_string());
-    if let Some(dtype) = workload.dtype {
-        flag("--dtype", dtype.to_string());
-    }
-    flag("--batch-size", workload.batch_size.to_string());
-    match &workload.prompts {
-        PromptSource::Builtin { num_prompts } => flag("--num-prompts", num_prompts.to_string()),
-        PromptSource::Synthetic { num_prompts, input_len } => {
-            flag("--num-prompts", num_prompts.to_string());
-            flag("--input-len", input_len.to_string());
-        }
-        PromptSource::Inline { prompts } => {
-            // The bench reads one prompt per line and skips empty lines: either would change
-            // the prompt set silently.
-            if let Some(i) = prompts.iter().position(|p| p.contains('\n') || p.contains('\r')) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("prompt {i} contains a line break; a prompt file holds one prompt per line"),
-                ));
-            }
-            if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("prompt {i} is empty")));
-            }
-            fs::create_dir_all(tmp_dir)?;
-            let path = tmp_dir.join("prompts.txt");
-            let mut f = fs::File::create(&path)?;
-            for p in prompts {
-                writeln!(f, "{p}")?;
-            }
-            f.sync_all()?;
-            flag("--prompts", path.to_string_lossy().into_owned());
-        }
-    }
-    flag("--max-tokens", workload.max_tokens.to_string());
-    flag("--repetitions", workload.repetitions.to_string());
-    flag("--warmup", workload.warmup.to_string());
-    flag("--temperature", workload.sampling.temperature.to_string());
-    if let Some(p) = workload.sampling.top_p {
-        flag("--top-p", p.to_string());
-    }
-    if let Some(k) = workload.sampling.top_k {
-        flag("--top-k", k.to_string());
-    }
-    flag("--seed", workload.sampling.seed.to_string());
-    if !workload.ignore_eos {
-        a.push("--stop-at-eos".into());
-    }
-    Ok(a)
 }
 
 /// Resolves the configured nsys to an existing executable file.
@@ -380,9 +318,11 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     }
     args.push(cfg.worker_exe.clone().into_os_string());
     args.push("bench".into());
-    for a in workload_to_bench_args(workload, &tmp).map_err(io_err(&tmp))? {
-        args.push(a.into());
-    }
+    // The child reads the job whole, as the coordinator stored it: no flags to re-serialise.
+    let workload_file = tmp.join("workload.json");
+    crate::bench_cli::write_workload_file(workload, &workload_file).map_err(io_err(&workload_file))?;
+    args.push("--workload-file".into());
+    args.push(workload_file.into_os_string());
     args.push("--json".into());
     args.push(json.clone().into_os_string());
     args.push("--quiet".into());

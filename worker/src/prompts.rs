@@ -45,23 +45,9 @@ pub fn read_prompt_file(path: &Path) -> Result<Vec<String>> {
     parse_prompts(&bytes).map_err(err)
 }
 
-/// Split file contents into prompts; the error text names the line and byte offset of bad UTF-8.
+/// Split file contents into prompts (tokbench-core's prompt-file rules, shared with the CLI).
 pub fn parse_prompts(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let at = e.valid_up_to();
-        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        format!("invalid UTF-8 at byte offset {at} (line {line}): save the file as UTF-8")
-    })?;
-    let prompts: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    if prompts.is_empty() {
-        return Err("the file has no prompts: write one prompt per line".into());
-    }
-    Ok(prompts)
+    tokbench_core::prompt_file::parse_prompt_file(bytes)
 }
 
 /// Tokenise the job's prompts and check each fits the model with `max_tokens` new tokens.

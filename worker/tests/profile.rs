@@ -14,7 +14,7 @@ use tokbench_core::report::{GpuTimeCategory, KernelStat};
 use tokbench_core::{DeviceSpec, PromptSource, Sampling, WeightsMode, Workload};
 use tokbench_worker::profile::{
     classify_kernel, nvtx_base_name, parse_kernel_summary, parse_mem_summary, parse_nvtx_summary, run_profiled,
-    workload_to_bench_args, ProfileConfig, ProfileError, ProfiledRun, StatsSummary, GPU_MACHINE_NSYS,
+    ProfileConfig, ProfileError, ProfiledRun, StatsSummary, GPU_MACHINE_NSYS,
 };
 
 fn data_dir() -> PathBuf {
@@ -280,7 +280,7 @@ fn nvtx_names_lose_domain_and_model() {
 }
 
 #[test]
-fn workload_flags_and_prompt_file() {
+fn workload_file_round_trips_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = tiny_workload();
     w.sampling = Sampling { temperature: 0.7, top_p: Some(0.9), top_k: Some(40), seed: 11 };
@@ -288,33 +288,16 @@ fn workload_flags_and_prompt_file() {
     w.device = DeviceSpec::Cuda(1);
     w.dtype = Some(tokbench_core::DTypeSpec::Bf16);
     w.weights_seed = 5;
-    let args = workload_to_bench_args(&w, dir.path()).unwrap();
-    let val = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
-    assert_eq!(val("--model"), Some("tiny-opt"));
-    assert_eq!(val("--weights"), Some("synthetic"));
-    assert_eq!(val("--device"), Some("cuda:1"));
-    assert_eq!(val("--dtype"), Some("bf16"));
-    assert_eq!(val("--batch-size"), Some("2"));
-    assert_eq!(val("--max-tokens"), Some("4"));
-    assert_eq!(val("--top-p"), Some("0.9"));
-    assert_eq!(val("--top-k"), Some("40"));
-    assert_eq!(val("--seed"), Some("11"));
-    assert_eq!(val("--weights-seed"), Some("5"));
-    assert_eq!(val("--temperature"), Some("0.7"));
-    assert!(args.iter().any(|a| a == "--stop-at-eos"));
-    let prompt_file = val("--prompts").expect("inline prompts go to a file");
-    assert_eq!(fs::read_to_string(prompt_file).unwrap(), "Hello, my name is\nThe capital of France is\n");
-
-    w.prompts = PromptSource::Synthetic { num_prompts: 8, input_len: 32 };
-    w.ignore_eos = true;
-    let args = workload_to_bench_args(&w, dir.path()).unwrap();
-    let val = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
-    assert_eq!((val("--num-prompts"), val("--input-len"), val("--prompts")), (Some("8"), Some("32"), None));
-    assert!(!args.iter().any(|a| a == "--stop-at-eos"));
-
-    w.prompts = PromptSource::Inline { prompts: vec!["two\nlines".into()] };
-    let err = workload_to_bench_args(&w, dir.path()).unwrap_err();
-    assert!(err.to_string().contains("line break"), "{err}");
+    w.kernels.decode = tokbench_core::DecodePath::Eager;
+    w.kernels.gemv_max_rows = 4;
+    // Prompts with line breaks survive (a prompt file of one prompt per line could not carry them).
+    w.prompts = PromptSource::Inline { prompts: vec!["two\nlines".into(), "second".into()] };
+    let path = dir.path().join("workload.json");
+    tokbench_worker::bench_cli::write_workload_file(&w, &path).unwrap();
+    assert_eq!(tokbench_worker::bench_cli::read_workload_file(&path).unwrap(), w);
+    fs::write(&path, "{\"max_tokens\": \"many\"}").unwrap();
+    let err = tokbench_worker::bench_cli::read_workload_file(&path).unwrap_err().to_string();
+    assert!(err.contains("workload.json") && err.contains("not a tokbench workload"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokbench_proto::auth::{self, AuthedBenchmarksClient, AuthedWorkerQueueClient};
+use tokbench_core::{PromptSource, SweepPlan, WeightsMode, Workload};
 use tokbench_proto::v1::{GetSweepRequest, JobState, Sweep, SweepSpec};
 
 pub const LEASE_MS: u64 = 1500;
@@ -108,17 +109,28 @@ pub async fn queue(url: &str, token: Option<&str>) -> AuthedWorkerQueueClient {
     auth::worker_queue_client(auth::connect_lazy(url, None).unwrap(), token).unwrap()
 }
 
-/// A small sweep of the tiny synthetic models.
-pub fn tiny_spec(models: &[&str], batch_sizes: &[u32], max_tokens: u32) -> SweepSpec {
-    SweepSpec {
-        models: models.iter().map(|m| m.to_string()).collect(),
-        batch_sizes: batch_sizes.to_vec(),
-        weights: "synthetic".into(),
+/// The workload of the tests' small sweeps: synthetic weights, one prompt per batch slot,
+/// one repetition, no warm-up.
+pub fn tiny_workload(max_tokens: usize) -> Workload {
+    Workload {
+        weights: WeightsMode::Synthetic,
+        prompts: PromptSource::Builtin { num_prompts: 0 },
         max_tokens,
         repetitions: 1,
         warmup: 0,
-        ..Default::default()
+        ..Workload::default()
     }
+}
+
+/// A sweep of `workload` over models x batch sizes, as the proto carries it.
+pub fn spec_of(models: &[&str], batch_sizes: &[usize], workload: Workload) -> SweepSpec {
+    let plan = SweepPlan { models: models.iter().map(|m| m.to_string()).collect(), batch_sizes: batch_sizes.to_vec(), workload, ..SweepPlan::default() };
+    SweepSpec::from(&plan)
+}
+
+/// A small sweep of the tiny synthetic models.
+pub fn tiny_spec(models: &[&str], batch_sizes: &[usize], max_tokens: usize) -> SweepSpec {
+    spec_of(models, batch_sizes, tiny_workload(max_tokens))
 }
 
 pub async fn get_sweep(c: &mut AuthedBenchmarksClient, id: &str) -> Result<Sweep, tonic::Status> {
