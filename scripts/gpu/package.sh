@@ -2,10 +2,10 @@
 # Build the CUDA binaries on this (GPU-less) machine and pack them small for the GPU machine:
 # .gpu/{tokbench-worker,tokbench-coordinator,tokbench,gpu_parity,gpu_decode}.xz (xz: half gzip's size, under the
 # device tool's 64 MiB carry limit) + .gpu/nsys-libs/.
-# (.gpu/ is git-ignored; pass it to the device call with carry=[".gpu"].) See shared GPU.md.
+# (.gpu/ is git-ignored; pass it to the device call with carry=[".gpu"].) See docs/cuda.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-eval "$(../shared/tools/cuda-toolkit.sh)"
+eval "$(scripts/cuda-toolkit.sh)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cuda}
 cargo build --release -p tokbench-worker -p tokbench-coordinator -p tokbench-cli --features tokbench-worker/cuda
 mkdir -p .gpu
@@ -23,6 +23,6 @@ for l in sys.stdin:
 done
 # The standalone microbenchmark of the batch-1 decode step's kernels (bench/gemv_chain.cu).
 nvcc -O3 -std=c++17 -arch=sm_90 -DTOKBENCH_PDL bench/gemv_chain.cu -o .gpu/gemv_chain && xz -9ef -T2 .gpu/gemv_chain
-../shared/tools/nsys-libs.sh .gpu/nsys-libs
+scripts/gpu/nsys-libs.sh .gpu/nsys-libs
 git rev-parse HEAD > .gpu/COMMIT
 ls -la .gpu

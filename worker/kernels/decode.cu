@@ -227,7 +227,7 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   // launches back, behind GEMVs that each drain the whole GPU before the next can start all its
   // blocks), so they are loaded before waiting for the qkv GEMV: the keys and values then
   // stream while that kernel drains instead of after it (on an H200 the attention took ~6.4 us
-  // after the qkv GEMV, ~15% of an opt-1.3b layer; bench/NOTES.md, v8). The slot itself is set
+  // after the qkv GEMV, ~15% of an opt-1.3b layer). The slot itself is set
   // by a kernel of this step that may still be running, so the early read (volatile: not from a
   // stale L1 line) only bounds the early loads; rows from it up to the slot read after the wait
   // are loaded then. The slot's row is this block's to write.
@@ -385,7 +385,7 @@ __device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __rest
 // block reads the row once. Why: v6 had every warp hold the whole row and compute the statistics
 // with shuffles; fused into the GEMV, an opt-1.3b layer's 2112 warps then pulled 8.6 MB out of L2
 // right after the PDL wait — this path took the step from 0.978 to 0.940 ms on an H200
-// (bench/gemv_chain.cu; bench/NOTES.md, v8).
+// (bench/gemv_chain.cu).
 // Statistics in one pass, shifted by the row's first value (sums of d and d² with d = x - x[0],
 // variance = E[d²] - E[d]²: no cancellation unless x[0] lies far outside the row's spread), one
 // __syncthreads for the per-warp partial sums, added by every thread in a fixed order. The
@@ -581,7 +581,7 @@ __device__ int first_real_key(const float* __restrict__ padrow, int t) {
 // this tile's keys and values copied into rows 0..t of the cache [b, heads, cap, D] (null: no
 // cache). Replaces the unfused path's three head-split copies, two cache writes, two batched
 // matmuls, the softmax over a [b, heads, t, t] score tensor and the head merge (nsys of an
-// opt-1.3b batch-32 prefill: the split copies and the softmax dominated; bench/NOTES.md v2, v10).
+// opt-1.3b batch-32 prefill: the split copies and the softmax dominated).
 // All arithmetic in f32 (scores, softmax and the weighted sum are not rounded to T in between).
 // `bias` [b, 1, t, t] f32 must be the prefill's causal ⊕ key-padding bias (0 or MASKED,
 // PrefillInputs::bias): keys after the query are skipped, and the key padding is read from the
@@ -722,7 +722,7 @@ __device__ void prefill_attention(const T* __restrict__ qkv, const float* __rest
 // The same attention on tensor cores, for f16/bf16 and head size 64 (every model in the catalog):
 // why — the kernel above runs at ~3.5x its ALU estimate (one query per thread, 176 registers,
 // 12 warps per SM, 4 FMAs per 16-byte shared load; opt-1.3b batch 32: 313 us per layer, 7.5 ms
-// of a 26 ms prefill; bench/NOTES.md v10). Here a block of 4 warps takes 64 queries, a warp 16,
+// of a 26 ms prefill). Here a block of 4 warps takes 64 queries, a warp 16,
 // and per round of 64 keys the warp computes its 16 x 64 scores with mma.sync m16n8k16 (f32
 // accumulate), masks them, folds them into its rows' running max and sum (online softmax, f32),
 // rounds the weights to T and multiplies them with the values on tensor cores into a 16 x 64
@@ -984,7 +984,7 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   const T* xp = x;
   // Greedy choice (mode 3): the best key of this lane's input row over the rows this warp
   // computes, one atomicMax per warp at the end (one per output row serialised ~50k atomics on
-  // one address in an lm_head: ~25 us of an opt-1.3b step on an H200; bench/NOTES.md, v8).
+  // one address in an lm_head: ~25 us of an opt-1.3b step on an H200).
   unsigned long long best = 0ull;
   auto consume = [&](int item, const uint4(&buf)[B], T eb, T er) {
     const int bi = item % nb, row = row_of(item);
@@ -1171,7 +1171,7 @@ INSTANTIATE(__nv_bfloat16, bf16)
 // End of a decode step for sequence s: its chosen id becomes the next step's input, its position
 // moves one forward; the id is also written to page-locked host memory (`host_ids`, null: not),
 // at row s, column = the position it follows, so the host reads every step's ids without a
-// copy in the stream between two steps (bench/NOTES.md, v9). Columns past `host_cols` are not
+// copy in the stream between two steps. Columns past `host_cols` are not
 // written.
 __device__ __forceinline__ void advance_one(uint32_t id, int s, uint32_t* ids, uint32_t* positions,
                                             uint32_t* host_ids, int host_cols) {
