@@ -127,6 +127,7 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             tokens_per_joule: Some(tok_s / 200.0),
             sm_clock_mhz_max: Some(1980),
             temperature_c_max: Some(55),
+            series: Vec::new(),
         }),
     }
 }

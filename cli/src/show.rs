@@ -2,7 +2,7 @@
 
 use crate::output::{time_ms, Ui};
 use crate::report::fmt_opt;
-use tokbench_core::report::LatencyStats;
+use tokbench_core::report::{LatencyStats, TelemetryPoint};
 use tokbench_core::{BenchReport, PromptSource};
 use tokbench_proto::v1::RunSummary;
 
@@ -17,6 +17,63 @@ fn section(ui: &Ui, title: &str, rows: Vec<(&str, String)>) {
 
 fn lat(s: &LatencyStats) -> String {
     format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  mean {:.2}  min {:.2}  max {:.2}  (n={})", s.p50, s.p90, s.p99, s.mean, s.min, s.max, s.count)
+}
+
+/// Rows of the telemetry table: enough to see a job's phases, short enough for one screen
+/// (`tokbench export` and `show --json` carry every point).
+const SERIES_ROWS: usize = 20;
+
+/// Each timed repetition's own figures: its wall time, tokens/s and latency percentiles over its
+/// requests (TTFT) and decode steps (the per-sample values are in the JSON).
+fn print_repetitions(ui: &Ui, r: &BenchReport) {
+    if r.repetitions.is_empty() {
+        return;
+    }
+    println!("\nRepetitions");
+    let mut t = ui.table(&["#", "Inference (s)", "Tokens/s", "TTFT p50 (ms)", "TTFT max (ms)", "Step p50 (ms)", "Step p99 (ms)", "Steps"]);
+    for rep in &r.repetitions {
+        let ttft = LatencyStats::from_samples(&rep.ttft_ms);
+        let step = LatencyStats::from_samples(&rep.step_latencies_ms);
+        t.add_row(vec![
+            rep.index.to_string(),
+            format!("{:.3}", rep.total_inference_time_seconds),
+            format!("{:.1}", rep.tokens_per_second),
+            format!("{:.2}", ttft.p50),
+            format!("{:.2}", ttft.max),
+            format!("{:.3}", step.p50),
+            format!("{:.3}", step.p99),
+            rep.step_latencies_ms.len().to_string(),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// Up to `rows` readings, evenly spaced over the job, first and last included.
+pub fn telemetry_rows(series: &[TelemetryPoint], rows: usize) -> Vec<&TelemetryPoint> {
+    let n = series.len();
+    let keep = n.min(rows.max(1));
+    let mut picked: Vec<usize> = (0..keep).map(|i| if keep <= 1 { 0 } else { i * (n - 1) / (keep - 1) }).collect();
+    picked.dedup();
+    picked.into_iter().map(|i| &series[i]).collect()
+}
+
+fn print_telemetry_series(ui: &Ui, series: &[TelemetryPoint], rows: usize) {
+    let shown = telemetry_rows(series, rows);
+    println!("\nTelemetry over time ({} of {} NVML readings)", shown.len(), series.len());
+    let mut t = ui.table(&["t (s)", "Power (W)", "SM clock (MHz)", "Memory used (MiB)", "Process memory (MiB)", "SM util (%)", "Temp (C)"]);
+    let o = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_else(|| "n/a".into());
+    for p in shown {
+        t.add_row(vec![
+            format!("{:.1}", p.t_ms / 1000.0),
+            fmt_opt(p.power_watts, 1),
+            o(p.sm_clock_mhz),
+            format!("{:.0}", p.memory_used_mb),
+            fmt_opt(p.process_memory_mb, 0),
+            o(p.utilization_percent),
+            o(p.temperature_c),
+        ]);
+    }
+    println!("{t}");
 }
 
 pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
@@ -115,6 +172,10 @@ pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
         gpu.push(("telemetry samples", format!("{} every {} ms", t.samples, t.interval_ms)));
     }
     section(ui, "GPU", gpu);
+    print_repetitions(ui, r);
+    if let Some(t) = r.telemetry.as_ref().filter(|t| !t.series.is_empty()) {
+        print_telemetry_series(ui, &t.series, SERIES_ROWS);
+    }
     let ns = &r.nsight_metrics;
     section(
         ui,
@@ -143,5 +204,27 @@ pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
     if let Some(o) = r.outputs.first() {
         let text: String = o.generated_text.chars().take(160).collect();
         println!("\nfirst output ({} prompt tokens, {} generated, finish: {}): {:?}", o.prompt_tokens, o.generated_token_ids.len(), o.finish_reason, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(t: f64) -> TelemetryPoint {
+        TelemetryPoint { t_ms: t, memory_used_mb: 1.0, process_memory_mb: None, utilization_percent: Some(1), power_watts: Some(1.0), sm_clock_mhz: None, temperature_c: None }
+    }
+
+    #[test]
+    fn telemetry_rows_span_the_job() {
+        let series: Vec<TelemetryPoint> = (0..101).map(|i| point(i as f64 * 100.0)).collect();
+        let rows = telemetry_rows(&series, 20);
+        assert_eq!(rows.len(), 20);
+        assert_eq!(rows[0].t_ms, 0.0);
+        assert_eq!(rows[19].t_ms, 10_000.0);
+        assert!(rows.windows(2).all(|w| w[1].t_ms > w[0].t_ms));
+        assert_eq!(telemetry_rows(&series[..3], 20).len(), 3);
+        assert_eq!(telemetry_rows(&series[..1], 20).len(), 1);
+        assert!(telemetry_rows(&[], 20).is_empty());
     }
 }

@@ -380,6 +380,32 @@ pub struct TelemetrySummary {
     pub tokens_per_joule: Option<f64>,
     pub sm_clock_mhz_max: Option<u32>,
     pub temperature_c_max: Option<u32>,
+    /// The readings over time (at most [`TelemetryPoint::MAX_POINTS`]; longer jobs keep an
+    /// evenly thinned series), for `tokbench show`, the report's telemetry chart and export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<TelemetryPoint>,
+}
+
+/// One NVML reading of a job's telemetry. Each figure is None when the GPU/driver does not
+/// report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryPoint {
+    /// Milliseconds since the sampler started (the start of the job's timed work).
+    pub t_ms: f64,
+    /// Device memory used by all processes, MiB.
+    pub memory_used_mb: f64,
+    /// Device memory used by this process, MiB.
+    pub process_memory_mb: Option<f64>,
+    /// SM busy percentage over the driver's last sample period.
+    pub utilization_percent: Option<u32>,
+    pub power_watts: Option<f64>,
+    pub sm_clock_mhz: Option<u32>,
+    pub temperature_c: Option<u32>,
+}
+
+impl TelemetryPoint {
+    /// 100 ms samples: six minutes at full resolution, about 40 KB of JSON per minute.
+    pub const MAX_POINTS: usize = 3600;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokbench_core::report::TelemetrySummary;
+use tokbench_core::report::{TelemetryPoint, TelemetrySummary};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -148,7 +148,30 @@ pub fn summarize(samples: &[Sample], interval: Duration, gpu_name: &str, memory_
         tokens_per_joule,
         sm_clock_mhz_max: samples.iter().filter_map(|s| s.sm_clock_mhz).max(),
         temperature_c_max: samples.iter().filter_map(|s| s.temperature_c).max(),
+        series: series(samples),
     }
+}
+
+/// The samples as report points, thinned evenly (first and last kept) to at most
+/// `TelemetryPoint::MAX_POINTS`.
+fn series(samples: &[Sample]) -> Vec<TelemetryPoint> {
+    let n = samples.len();
+    let keep = n.min(TelemetryPoint::MAX_POINTS);
+    (0..keep)
+        .map(|i| if keep <= 1 { 0 } else { i * (n - 1) / (keep - 1) })
+        .map(|i| {
+            let s = &samples[i];
+            TelemetryPoint {
+                t_ms: s.at.as_secs_f64() * 1000.0,
+                memory_used_mb: s.memory_used_bytes as f64 / MIB,
+                process_memory_mb: s.process_memory_bytes.map(|b| b as f64 / MIB),
+                utilization_percent: s.utilization_percent,
+                power_watts: s.power_milliwatts.map(|p| p as f64 / 1000.0),
+                sm_clock_mhz: s.sm_clock_mhz,
+                temperature_c: s.temperature_c,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,6 +206,21 @@ mod tests {
         assert_eq!(t.power_watts_max, 300.0);
         assert_eq!(t.sm_clock_mhz_max, Some(1700));
         assert_eq!(t.temperature_c_max, Some(42));
+        let p: Vec<(f64, Option<f64>, Option<u32>)> = t.series.iter().map(|p| (p.t_ms, p.power_watts, p.sm_clock_mhz)).collect();
+        assert_eq!(p, vec![(0.0, Some(100.0), Some(1500)), (100.0, Some(300.0), Some(1600)), (200.0, Some(200.0), Some(1700))]);
+        assert_eq!(t.series[1].memory_used_mb, 1200.0);
+    }
+
+    #[test]
+    fn long_series_are_thinned_evenly_keeping_both_ends() {
+        let n = TelemetryPoint::MAX_POINTS * 2 + 7;
+        let s: Vec<Sample> = (0..n as u64).map(|i| sample(i, 1000, 50, 100, None)).collect();
+        let t = summarize(&s, Duration::from_millis(1), "x", 1 << 30, 1);
+        assert_eq!(t.samples, n);
+        assert_eq!(t.series.len(), TelemetryPoint::MAX_POINTS);
+        assert_eq!(t.series.first().unwrap().t_ms, 0.0);
+        assert_eq!(t.series.last().unwrap().t_ms, (n - 1) as f64);
+        assert!(t.series.windows(2).all(|w| w[1].t_ms > w[0].t_ms));
     }
 
     #[test]
