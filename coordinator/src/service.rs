@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -18,8 +17,13 @@ use tokbench_proto::v1::benchmarks_server::Benchmarks;
 use tokbench_proto::v1::worker_queue_server::WorkerQueue;
 use tokbench_proto::v1::*;
 
-use crate::store::{self, is_final, now_ms, Changes, CompleteOutcome, FailOutcome, HeartbeatOutcome, JobRow, RunRow, Store, SweepRow};
+use crate::store::{self, now_ms, Changes, CompleteOutcome, FailOutcome, HeartbeatOutcome, JobRow, RunRow, Store, StoreError, SweepRow};
 use crate::validate;
+
+mod convert;
+
+use convert::{artifact_proto, event_kind_for, event_message, leased_proto, require, run_summary, sweep_proto, validate_worker_id, StoredCaps};
+pub use convert::job_proto;
 
 /// Longest a LeaseJob call waits; longer requests are cut to this.
 pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
@@ -43,169 +47,26 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct Service(pub Arc<Shared>);
 
-// ------------------------------------------------------------------ conversions
-
-fn job_state(s: &str) -> JobState {
-    match s {
-        "queued" => JobState::Queued,
-        "leased" => JobState::Leased,
-        "running" => JobState::Running,
-        "succeeded" => JobState::Succeeded,
-        "failed" => JobState::Failed,
-        "cancelled" => JobState::Cancelled,
-        _ => JobState::Unspecified,
-    }
-}
-
-pub fn job_proto(j: &JobRow) -> Job {
-    Job {
-        job_id: j.id.clone(),
-        sweep_id: j.sweep_id.clone(),
-        model: j.model.clone(),
-        batch_size: j.batch_size as u32,
-        state: job_state(&j.state) as i32,
-        attempts: j.attempts as u32,
-        worker_id: j.worker_id.clone().unwrap_or_default(),
-        last_error: j.last_error.clone(),
-        run_id: j.run_id.clone().unwrap_or_default(),
-        created_at_ms: j.created_at,
-        updated_at_ms: j.updated_at,
-        phase: j.phase.clone(),
-        tokens_done: j.tokens_done as u64,
-        tokens_total: j.tokens_total as u64,
-        tokens_per_second: j.tokens_per_second,
-    }
-}
-
-fn sweep_proto(s: &SweepRow, jobs: &[JobRow]) -> Sweep {
-    Sweep {
-        sweep_id: s.id.clone(),
-        spec: Some(validate::stored_spec(&s.spec_json)),
-        created_at_ms: s.created_at,
-        state: s.state.clone(),
-        jobs: jobs.iter().map(job_proto).collect(),
-        jobs_total: jobs.len() as u32,
-        jobs_done: jobs.iter().filter(|j| is_final(&j.state)).count() as u32,
-    }
-}
-
-fn run_summary(r: &RunRow) -> RunSummary {
-    RunSummary {
-        run_id: r.id.clone(),
-        job_id: r.job_id.clone(),
-        sweep_id: r.sweep_id.clone(),
-        model: r.model.clone(),
-        batch_size: r.batch_size as u32,
-        worker_id: r.worker_id.clone(),
-        device: r.device.clone(),
-        gpu_name: r.gpu_name.clone(),
-        weights: r.weights.clone(),
-        dtype: r.dtype.clone(),
-        tokens_per_second: r.tokens_per_second,
-        ttft_p50_ms: r.ttft_p50_ms,
-        inter_token_p50_ms: r.itl_p50_ms,
-        model_load_time_seconds: r.model_load_time_seconds,
-        total_inference_time_seconds: r.total_inference_time_seconds,
-        peak_memory_mb: r.peak_memory_mb.unwrap_or(0.0),
-        created_at_ms: r.created_at,
-        attempt: r.attempt as u32,
-    }
-}
-
-fn artifact_proto(a: &store::ArtifactRow) -> Artifact {
-    Artifact {
-        artifact_id: a.id.clone(),
-        run_id: a.run_id.clone().unwrap_or_default(),
-        job_id: a.job_id.clone(),
-        kind: a.kind.clone(),
-        file_name: a.file_name.clone(),
-        size_bytes: a.size_bytes as u64,
-        sha256: a.sha256.clone(),
-        created_at_ms: a.created_at,
-    }
-}
-
-/// WorkerCapabilities as stored in `workers.capabilities_json`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-struct StoredCaps {
-    hostname: String,
-    backend: String,
-    device_index: u32,
-    gpu_name: String,
-    memory_total_bytes: u64,
-    memory_free_bytes: u64,
-    driver_version: String,
-    cuda_version: String,
-    tokbench_version: String,
-    nsys_available: bool,
-}
-
-impl From<&WorkerCapabilities> for StoredCaps {
-    fn from(c: &WorkerCapabilities) -> Self {
-        StoredCaps {
-            hostname: c.hostname.clone(),
-            backend: c.backend.clone(),
-            device_index: c.device_index,
-            gpu_name: c.gpu_name.clone(),
-            memory_total_bytes: c.memory_total_bytes,
-            memory_free_bytes: c.memory_free_bytes,
-            driver_version: c.driver_version.clone(),
-            cuda_version: c.cuda_version.clone(),
-            tokbench_version: c.tokbench_version.clone(),
-            nsys_available: c.nsys_available,
+/// What clients see of a storage error: the store says what happened, this says which status.
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Status::not_found(m),
+            StoreError::InvalidArgument(m) => Status::invalid_argument(m),
+            e @ StoreError::WorkerNotRegistered { .. } => Status::failed_precondition(e.to_string()),
+            e @ StoreError::Closed => Status::unavailable(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "storage error");
+                Status::internal(format!("coordinator storage error: {other}"))
+            }
         }
-    }
-}
-
-fn validate_worker_id(id: &str) -> Result<(), Status> {
-    if id.is_empty() {
-        return Err(Status::invalid_argument("worker_id is empty: every WorkerQueue call must carry the id the worker registered with"));
-    }
-    if id.len() > 200 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')) {
-        return Err(Status::invalid_argument(format!(
-            "worker_id \"{id}\" is invalid: use up to 200 letters, digits and . _ - : @ (e.g. host-cuda0)"
-        )));
-    }
-    Ok(())
-}
-
-fn require(field: &str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field} is empty; it is required")))
-    } else {
-        Ok(())
-    }
-}
-
-/// The event that describes a job's current state (for the first events of WatchSweep).
-fn event_kind_for(job: &JobRow) -> EventKind {
-    match job.state.as_str() {
-        "queued" if job.attempts > 0 && !job.last_error.is_empty() => EventKind::Failed,
-        "queued" => EventKind::Queued,
-        "leased" => EventKind::Started,
-        "running" => EventKind::Progress,
-        "succeeded" => EventKind::Finished,
-        "failed" => EventKind::Failed,
-        "cancelled" => EventKind::Cancelled,
-        _ => EventKind::Unspecified,
-    }
-}
-
-fn event_message(job: &JobRow) -> String {
-    match job.state.as_str() {
-        "queued" if job.attempts > 0 && !job.last_error.is_empty() => {
-            format!("{}; will retry (attempt {} of {} next)", job.last_error, job.attempts + 1, job.max_attempts)
-        }
-        "failed" | "cancelled" => job.last_error.clone(),
-        "leased" => format!("leased by {} (attempt {})", job.worker_id.clone().unwrap_or_default(), job.attempts),
-        _ => String::new(),
     }
 }
 
 impl Shared {
     /// `known_run`: the job's run when the caller has it (saves reading it back).
     async fn job_event(&self, job: &JobRow, kind: EventKind, known_run: Option<&RunRow>) -> SweepEvent {
-        let run = if job.state != "succeeded" {
+        let run = if job.state != store::JobState::Succeeded {
             None
         } else if let Some(r) = known_run.filter(|r| r.job_id == job.id) {
             Some(run_summary(r))
@@ -229,7 +90,7 @@ impl Shared {
         for job in &changes.jobs {
             tracing::info!(job_id = %job.id, sweep_id = %job.sweep_id, model = %job.model, batch_size = job.batch_size, state = %job.state,
                 attempt = job.attempts, worker_id = job.worker_id.as_deref().unwrap_or(""), error = %job.last_error, "job state change");
-            queued |= job.state == "queued";
+            queued |= job.state == store::JobState::Queued;
             if watched {
                 let run = changes.runs.iter().find(|r| r.job_id == job.id);
                 let ev = self.job_event(job, event_kind_for(job), run).await;
@@ -244,18 +105,6 @@ impl Shared {
         if queued {
             self.queue_changed.notify_waiters();
         }
-    }
-}
-
-fn leased_proto(leased: &store::Leased) -> LeasedJob {
-    let j = &leased.job;
-    LeasedJob {
-        job_id: j.id.clone(),
-        sweep_id: j.sweep_id.clone(),
-        attempt: j.attempts as u32,
-        workload_json: j.workload_json.clone(),
-        profile: j.profile,
-        lease_expires_ms: leased.lease_expires_at,
     }
 }
 
@@ -297,7 +146,7 @@ impl Benchmarks for Service {
                             return true;
                         }
                     }
-                    if sweep.state != "running" {
+                    if sweep.state != store::SweepState::Running {
                         let _ = tx
                             .send(Ok(SweepEvent { kind: EventKind::SweepDone as i32, sweep_id: sweep.id.clone(), job: None, run: None, message: format!("sweep {}", sweep.state), at_ms: now_ms() }))
                             .await;
@@ -521,7 +370,7 @@ impl WorkerQueue for Service {
         match out {
             HeartbeatOutcome::Extended { lease_expires_at, job, started } => {
                 if started {
-                    tracing::info!(job_id = %job.id, sweep_id = %job.sweep_id, state = "running", attempt = job.attempts, worker_id = %r.worker_id, "job state change");
+                    tracing::info!(job_id = %job.id, sweep_id = %job.sweep_id, state = %store::JobState::Running, attempt = job.attempts, worker_id = %r.worker_id, "job state change");
                 }
                 if self.0.events.receiver_count() > 0 {
                     let _ = self.0.events.send(self.0.job_event(&job, EventKind::Progress, None).await);

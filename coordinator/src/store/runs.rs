@@ -1,0 +1,157 @@
+//! Runs: the stored result of a job (one per job), with its latency samples and telemetry.
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Sqlite;
+
+use super::queue::Completion;
+use super::rows::{RunRow, RUN_COLUMNS};
+use super::{Result, Store, StoreError};
+
+impl Store {
+    pub async fn list_runs(&self, sweep_id: &str, model: &str, run_ids: &[String], limit: u32, include_reports: bool) -> Result<Vec<RunRow>> {
+        let sweep_id = if sweep_id.is_empty() { String::new() } else { self.resolve_sweep_id(sweep_id).await? };
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        let ids_json = serde_json::to_string(run_ids).expect("strings serialise");
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, {} AS report_json FROM runs
+             WHERE (?1 = '' OR sweep_id = ?1) AND (?2 = '' OR model = ?2) AND (?3 = '[]' OR id IN (SELECT value FROM json_each(?3)))
+             ORDER BY created_at, rowid LIMIT ?4",
+            if include_reports { "report_json" } else { "NULL" }
+        );
+        Ok(sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql)).bind(&sweep_id).bind(model).bind(&ids_json).bind(limit).fetch_all(&self.reader).await?)
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<RunRow> {
+        let sql = format!("SELECT {RUN_COLUMNS}, report_json FROM runs WHERE id = ?");
+        sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no run with id \"{run_id}\"; list runs to see the ids")))
+    }
+
+    pub async fn run_of_job(&self, job_id: &str) -> Result<Option<RunRow>> {
+        let sql = format!("SELECT {RUN_COLUMNS}, NULL AS report_json FROM runs WHERE job_id = ?");
+        Ok(sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql)).bind(job_id).fetch_optional(&self.reader).await?)
+    }
+}
+
+/// Inserts the run, its latency samples and telemetry; returns the run's summary row.
+pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Completion, sweep_id: &str, model: &str, batch_size: i64, now: i64) -> Result<RunRow> {
+    let r = &done.report;
+    let im = &r.inference_metrics;
+    let gm = &r.gpu_metrics;
+    let peak = gm.peak_memory_allocated_mb.or_else(|| r.telemetry.as_ref().and_then(|t| t.process_memory_mb_max));
+    sqlx::query(
+        "INSERT INTO runs (id, job_id, attempt, sweep_id, model, model_id, batch_size, worker_id, device, gpu_name, weights, dtype,
+            total_parameters, num_layers, model_size_mb, model_load_time_seconds, total_inference_time_seconds, tokens_per_second,
+            num_prompts, total_input_tokens, total_output_tokens, gpu_memory_allocated_mb, gpu_memory_utilization_percent,
+            ttft_p50_ms, ttft_p99_ms, itl_p50_ms, itl_p99_ms, prefill_tokens_per_second, decode_tokens_per_second,
+            peak_memory_mb, energy_joules, tokens_per_joule, tokbench_version, git_commit, hostname, driver_version, cuda_version,
+            started_at, created_at, worker_total_ns, report_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run_id)
+    .bind(&done.job_id)
+    .bind(done.attempt as i64)
+    .bind(sweep_id)
+    .bind(model)
+    .bind(&r.model_id)
+    .bind(batch_size)
+    .bind(&done.worker_id)
+    .bind(&gm.device)
+    .bind(&gm.gpu_name)
+    .bind(&r.model_properties.weights)
+    .bind(&r.model_properties.dtype)
+    .bind(r.model_properties.total_parameters as i64)
+    .bind(r.model_properties.num_layers as i64)
+    .bind(r.model_properties.model_size_mb)
+    .bind(im.model_load_time_seconds)
+    .bind(im.total_inference_time_seconds)
+    .bind(im.tokens_per_second)
+    .bind(im.num_prompts as i64)
+    .bind(im.total_input_tokens as i64)
+    .bind(im.total_output_tokens as i64)
+    .bind(gm.gpu_memory_allocated_mb)
+    .bind(gm.gpu_memory_utilization_percent)
+    .bind(im.ttft_ms.p50)
+    .bind(im.ttft_ms.p99)
+    .bind(im.inter_token_latency_ms.p50)
+    .bind(im.inter_token_latency_ms.p99)
+    .bind(im.prefill_tokens_per_second)
+    .bind(im.decode_tokens_per_second)
+    .bind(peak)
+    .bind(r.telemetry.as_ref().and_then(|t| t.energy_joules))
+    .bind(r.telemetry.as_ref().and_then(|t| t.tokens_per_joule))
+    .bind(&r.environment.tokbench_version)
+    .bind(&r.environment.git_commit)
+    .bind(&r.environment.hostname)
+    .bind(&gm.driver_version)
+    .bind(&gm.cuda_version)
+    .bind(&r.timestamp)
+    .bind(now)
+    .bind(done.worker_total_ns as i64)
+    .bind(&done.report_json)
+    .execute(&mut *c)
+    .await?;
+
+    // Samples: multi-row inserts in chunks (SQLite allows 32766 bound parameters per statement).
+    let mut samples: Vec<(&'static str, i64, i64, f64)> = Vec::new();
+    for rep in &r.repetitions {
+        samples.extend(rep.ttft_ms.iter().enumerate().map(|(i, v)| ("ttft", rep.index as i64, i as i64, *v)));
+        samples.extend(rep.step_latencies_ms.iter().enumerate().map(|(i, v)| ("step", rep.index as i64, i as i64, *v)));
+    }
+    for chunk in samples.chunks(5000) {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO samples (run_id, kind, repetition, idx, value_ms) ");
+        qb.push_values(chunk, |mut b, (kind, rep, idx, v)| {
+            b.push_bind(run_id).push_bind(*kind).push_bind(*rep).push_bind(*idx).push_bind(*v);
+        });
+        qb.build().execute(&mut *c).await?;
+    }
+
+    if let Some(t) = &r.telemetry {
+        sqlx::query(
+            "INSERT INTO telemetry (run_id, samples, interval_ms, gpu_name, memory_total_mb, memory_used_mb_max, process_memory_mb_max,
+                utilization_percent_mean, utilization_percent_max, power_watts_mean, power_watts_max, energy_joules, tokens_per_joule,
+                sm_clock_mhz_max, temperature_c_max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(t.samples as i64)
+        .bind(t.interval_ms as i64)
+        .bind(&t.gpu_name)
+        .bind(t.memory_total_mb)
+        .bind(t.memory_used_mb_max)
+        .bind(t.process_memory_mb_max)
+        .bind(t.utilization_percent_mean)
+        .bind(t.utilization_percent_max)
+        .bind(t.power_watts_mean)
+        .bind(t.power_watts_max)
+        .bind(t.energy_joules)
+        .bind(t.tokens_per_joule)
+        .bind(t.sm_clock_mhz_max.map(|v| v as i64))
+        .bind(t.temperature_c_max.map(|v| v as i64))
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(RunRow {
+        id: run_id.to_string(),
+        job_id: done.job_id.clone(),
+        attempt: done.attempt as i64,
+        sweep_id: sweep_id.to_string(),
+        model: model.to_string(),
+        batch_size,
+        worker_id: done.worker_id.clone(),
+        device: gm.device.clone(),
+        gpu_name: gm.gpu_name.clone(),
+        weights: r.model_properties.weights.clone(),
+        dtype: r.model_properties.dtype.clone(),
+        tokens_per_second: im.tokens_per_second,
+        ttft_p50_ms: im.ttft_ms.p50,
+        itl_p50_ms: im.inter_token_latency_ms.p50,
+        model_load_time_seconds: im.model_load_time_seconds,
+        total_inference_time_seconds: im.total_inference_time_seconds,
+        peak_memory_mb: peak,
+        created_at: now,
+        report_json: None,
+    })
+}
