@@ -4,7 +4,7 @@
 
 use crate::device::{self, MIB};
 use crate::error::{EngineError, Result};
-use crate::generate::{self, BatchOutput, FinishReason, GenerationParams};
+use crate::generate::{BatchOutput, FinishReason, GenerationParams, GenerationState, Generator};
 use crate::gpu;
 use crate::model::Model;
 use crate::nvtx;
@@ -53,6 +53,8 @@ struct CachedModel {
     resolved: resolve::ResolvedModel,
     tokenizer: Tokenizer,
     model: Model,
+    /// Its KV cache (and CUDA decode graph), reused by the next job's equal-shaped batches.
+    state: GenerationState,
 }
 
 static MODEL_CACHE: std::sync::Mutex<Vec<CachedModel>> = std::sync::Mutex::new(Vec::new());
@@ -101,7 +103,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let cached = take_cached_model(&cache_key, workload.reuse_model);
     let model_reused = cached.is_some();
     let (resolved, tokenizer, cached_model) = match cached {
-        Some(c) => (c.resolved, c.tokenizer, Some(c.model)),
+        Some(c) => (c.resolved, c.tokenizer, Some((c.model, c.state))),
         None => {
             let resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
             tracing::info!(model = %resolved.model_id, weights = resolved.weights_kind.as_str(), source = %resolved.weights_source, "{}", resolved.reason);
@@ -128,16 +130,17 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         DeviceSpec::Cpu => None,
     };
     let oom = |e: EngineError| device::map_engine_error(e, &workload.device, estimate.total());
-    let mut model = match cached_model {
-        Some(m) => {
+    let (model, state) = match cached_model {
+        Some((m, state)) => {
             let _ = device::engine_memory_high_water(m.device(), true);
-            m
+            (m, state)
         }
         None => {
             let device = device::open(&workload.device)?;
             // From here on the pools' high-water mark counts this job's allocations (weights included).
             let _ = device::engine_memory_high_water(&device, true);
-            Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?
+            let model = Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?;
+            (model, GenerationState::default())
         }
     };
     let device = model.device().clone();
@@ -159,13 +162,14 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     };
     let batches: Vec<Vec<Vec<u32>>> = prepared.chunks(workload.batch_size).map(|c| c.iter().map(|p| p.ids.clone()).collect()).collect();
     let tokens_per_pass = (num_prompts * workload.max_tokens) as u64;
+    let mut generator = Generator::with_state(&model, state);
 
     // ---- warm-up (untimed) ----
     if workload.warmup > 0 {
         let _r = nvtx::Range::new("warmup", &resolved.model_id);
         let mut tracker = ProgressTracker::new("warmup", tokens_per_pass * workload.warmup as u64, on_progress);
         for _ in 0..workload.warmup {
-            run_pass(&mut model, &batches, &params, cancel, &mut tracker).map_err(oom)?;
+            run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?;
         }
         tracker.finish();
     }
@@ -180,10 +184,11 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         let _r = nvtx::Range::new("inference", &resolved.model_id);
         let mut tracker = ProgressTracker::new("inference", tokens_per_pass * workload.repetitions as u64, on_progress);
         for _ in 0..workload.repetitions {
-            passes.push(run_pass(&mut model, &batches, &params, cancel, &mut tracker).map_err(oom)?);
+            passes.push(run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?);
         }
         tracker.finish();
     }
+    let state = generator.into_state();
     let total_generated: u64 = passes.iter().map(|p| p.output_tokens() as u64).sum();
     let telemetry = sampler.map(|s| s.stop(total_generated));
 
@@ -237,7 +242,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     };
     if workload.reuse_model {
         // Only a job that finished keeps its model: an error above dropped it (and its memory).
-        put_cached_model(CachedModel { key: cache_key, resolved, tokenizer, model });
+        put_cached_model(CachedModel { key: cache_key, resolved, tokenizer, model, state });
     }
     Ok(report)
 }
@@ -368,18 +373,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn run_pass(model: &mut Model, batches: &[Vec<Vec<u32>>], params: &GenerationParams, cancel: &AtomicBool, tracker: &mut ProgressTracker) -> Result<PassResult> {
+fn run_pass(generator: &mut Generator, batches: &[Vec<Vec<u32>>], params: &GenerationParams, cancel: &AtomicBool, tracker: &mut ProgressTracker) -> Result<PassResult> {
     let start = Instant::now();
     let mut outs = Vec::with_capacity(batches.len());
     let base = tracker.done;
     let mut finished_in_pass = 0u64;
     for batch in batches {
-        // generate_batch has no cancellation hook, so a cancel takes effect between batches.
-        if cancel.load(Ordering::Relaxed) {
-            return Err(EngineError::Cancelled);
-        }
+        // The generator checks `cancel` before prefill and between decode steps: a cancelled job
+        // stops within a step, not at the end of its batch.
         let offset = base + finished_in_pass;
-        let out = generate::generate_batch(model, batch, params, &mut |n| tracker.update(offset + n as u64))?;
+        let out = generator.generate(batch, params, cancel, &mut |n| tracker.update(offset + n as u64))?;
         finished_in_pass += out.tokens.iter().map(|t| t.len() as u64).sum::<u64>();
         tracker.update(base + finished_in_pass);
         outs.push(out);

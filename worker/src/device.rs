@@ -12,7 +12,7 @@ pub fn open(spec: &DeviceSpec) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 return Err(EngineError::DeviceUnavailable {
                     device: spec.to_string(),
-                    detail: "this tokbench-worker was built without CUDA support. Rebuild it with `cargo build --release -p tokbench-worker --features cuda` (see GPU.md), or use --device cpu".into(),
+                    detail: "this tokbench-worker was built without CUDA support. Rebuild it with `cargo build --release -p tokbench-worker --features cuda` (see README.md), or use --device cpu".into(),
                 });
             }
             open_cuda(*i).map_err(|e| EngineError::DeviceUnavailable {

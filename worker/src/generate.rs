@@ -6,7 +6,9 @@
 //! step allocates no masks and its only host/device synchronisation is reading the new ids.
 
 use crate::error::{EngineError, Result};
-use crate::model::{Model, PrefillInputs, MASKED};
+#[cfg(feature = "cuda")]
+use crate::model::fast_decode::{DecodeMode, FastDecoder};
+use crate::model::{KvCache, Model, PrefillInputs, MASKED};
 use crate::nvtx::Range;
 use crate::sampling::Sampler;
 use candle_core::Tensor;
@@ -74,222 +76,309 @@ pub struct BatchOutput {
     pub decode_path: &'static str,
 }
 
-/// Generate for one batch of already tokenised prompts (lengths may differ).
-/// `on_step(tokens_generated_so_far_in_this_batch)` is called after prefill and every step
-/// (used for progress reporting; must be cheap).
-pub fn generate_batch(
-    model: &mut Model,
-    prompts: &[Vec<u32>],
-    params: &GenerationParams,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<BatchOutput> {
-    generate_batch_cancellable(model, prompts, params, &AtomicBool::new(false), on_step)
+/// Generation's own state for one model, kept between batches: the KV cache (equal-shaped
+/// batches reuse one allocation) and, on CUDA, the fused decode path's step buffers and
+/// captured graph (valid for that cache). A [`Generator`] works with it; a job that keeps its
+/// model for a later job keeps this beside it ([`Generator::into_state`],
+/// [`Generator::with_state`]).
+#[derive(Default)]
+pub struct GenerationState {
+    cache: Option<KvCache>,
+    #[cfg(feature = "cuda")]
+    decoder: Option<FastDecoder>,
 }
 
-/// [`generate_batch`] that stops with `EngineError::Cancelled` at the next step boundary
-/// (before prefill or between decode steps) once `cancel` is set. The check is one relaxed
-/// atomic load per step.
-pub fn generate_batch_cancellable(
-    model: &mut Model,
-    prompts: &[Vec<u32>],
-    params: &GenerationParams,
-    cancel: &AtomicBool,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<BatchOutput> {
-    let b = prompts.len();
-    if b == 0 {
-        return Err(EngineError::InvalidWorkload("generate_batch got an empty batch: pass at least one prompt".into()));
+impl GenerationState {
+    /// Bytes of the KV cache held for the next batch (0 when none is held).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, KvCache::bytes)
     }
-    let max_positions = model.config().max_positions();
-    for (index, p) in prompts.iter().enumerate() {
-        if p.is_empty() {
-            return Err(EngineError::InvalidWorkload(format!(
-                "prompt {index} has no tokens: every prompt needs at least one token (OPT prompts start with </s>)"
-            )));
+}
+
+/// Runs batches through one model: borrows the model (weights, read only) and owns what
+/// generation changes (the KV cache and the fused decoder, [`GenerationState`]). A job's data
+/// flows one way: workload -> model -> generator -> report.
+pub struct Generator<'m> {
+    model: &'m Model,
+    state: GenerationState,
+}
+
+impl<'m> Generator<'m> {
+    /// A generator with no cache yet (the first batch allocates one).
+    pub fn new(model: &'m Model) -> Generator<'m> {
+        Generator::with_state(model, GenerationState::default())
+    }
+
+    /// A generator that goes on with `state`, which an earlier generator of the same model
+    /// left ([`Self::into_state`]): its cache (and captured decode graph) are reused.
+    pub fn with_state(model: &'m Model, state: GenerationState) -> Generator<'m> {
+        Generator { model, state }
+    }
+
+    /// The state to keep for a later generator of the same model.
+    pub fn into_state(self) -> GenerationState {
+        self.state
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Frees the KV cache (and decoder) kept between batches.
+    pub fn release(&mut self) {
+        self.state = GenerationState::default();
+    }
+
+    /// A KV cache for `batch` sequences of up to `positions` positions: the one kept from the
+    /// previous batch when it fits, else a new one. Put it back in `self.state.cache` after use.
+    fn take_cache(&mut self, batch: usize, positions: usize) -> Result<KvCache> {
+        let config = self.model.config();
+        let layers = config.num_layers();
+        let heads = config.num_heads();
+        let head_dim = config.hidden_size() / heads;
+        let dtype = self.model.dtype();
+        if let Some(mut c) = self.state.cache.take() {
+            if c.fits(layers, batch, heads, head_dim, positions, dtype) {
+                c.reset();
+                return Ok(c);
+            }
+            // Dropped before allocating the new one, so both never coexist on the device.
+            drop(c);
         }
-        let needed = p.len() + params.max_new_tokens;
-        if needed > max_positions {
-            return Err(EngineError::PromptTooLong {
-                index,
-                tokens: p.len(),
-                max_tokens: params.max_new_tokens,
-                needed,
-                max_positions,
-                model: params.model_name.clone(),
+        // The decoder's graph points into the old cache.
+        #[cfg(feature = "cuda")]
+        {
+            self.state.decoder = None;
+        }
+        KvCache::new(layers, batch, heads, positions, head_dim, dtype, self.model.device())
+    }
+
+    /// The fused decode path's state for `batch` sequences over `cache` (kept from the previous
+    /// batch when it matches, so its captured graph is replayed). Put it back in
+    /// `self.state.decoder` after use.
+    #[cfg(feature = "cuda")]
+    fn take_decoder(&mut self, mode: DecodeMode, cache: &KvCache) -> Result<FastDecoder> {
+        let (b, cap) = (cache.batch(), cache.capacity());
+        match self.state.decoder.take() {
+            Some(d) if d.fits(mode, b, cap) => Ok(d),
+            _ => FastDecoder::new(mode, b, cap, self.model.device()),
+        }
+    }
+
+    /// Generates for one batch of already tokenised prompts (lengths may differ).
+    /// `on_step(tokens_generated_so_far_in_this_batch)` is called after prefill and every step
+    /// (used for progress reporting; must be cheap). Stops with `EngineError::Cancelled` at the
+    /// next step boundary (before prefill or between decode steps) once `cancel` is set; the
+    /// check is one relaxed atomic load per step, and the generator stays usable.
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        params: &GenerationParams,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<BatchOutput> {
+        let model = self.model;
+        let b = prompts.len();
+        if b == 0 {
+            return Err(EngineError::InvalidWorkload("generate_batch got an empty batch: pass at least one prompt".into()));
+        }
+        let max_positions = model.config().max_positions();
+        for (index, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(EngineError::InvalidWorkload(format!(
+                    "prompt {index} has no tokens: every prompt needs at least one token (OPT prompts start with </s>)"
+                )));
+            }
+            let needed = p.len() + params.max_new_tokens;
+            if needed > max_positions {
+                return Err(EngineError::PromptTooLong {
+                    index,
+                    tokens: p.len(),
+                    max_tokens: params.max_new_tokens,
+                    needed,
+                    max_positions,
+                    model: params.model_name.clone(),
+                });
+            }
+            model.check_ids(p)?;
+        }
+        let mut sampler = Sampler::new(&params.sampling)?;
+        let max_new = params.max_new_tokens;
+        if max_new == 0 {
+            return Ok(BatchOutput {
+                tokens: vec![Vec::new(); b],
+                finish_reasons: vec![FinishReason::Length; b],
+                prefill: Duration::ZERO,
+                step_latencies: Vec::new(),
+                total: Duration::ZERO,
+                decode_path: if model.device().is_cpu() { "cpu" } else { "eager" },
             });
         }
-        model.check_ids(p)?;
-    }
-    let mut sampler = Sampler::new(&params.sampling)?;
-    let max_new = params.max_new_tokens;
-    if max_new == 0 {
-        return Ok(BatchOutput {
-            tokens: vec![Vec::new(); b],
-            finish_reasons: vec![FinishReason::Length; b],
-            prefill: Duration::ZERO,
-            step_latencies: Vec::new(),
-            total: Duration::ZERO,
-            decode_path: if model.device().is_cpu() { "cpu" } else { "eager" },
-        });
-    }
 
-    // Host-side layout of the left-padded batch.
-    let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let offset = model.position_offset();
-    let mut ids = Vec::with_capacity(b * t);
-    let mut mask = Vec::with_capacity(b);
-    for p in prompts {
-        let pad = t - p.len();
-        ids.extend(std::iter::repeat_n(params.pad_token_id, pad));
-        ids.extend_from_slice(p);
-        mask.push([vec![0u32; pad], vec![1u32; p.len()]].concat());
-    }
-    let prefill_inputs = PrefillInputs::new(&mask, offset);
-    let steps = max_new - 1; // the prefill produces the first token
-    // The last generated token is never fed back, so the cache holds t + max_new - 1 positions.
-    let mut cache = model.take_cache(b, t + steps)?;
-    let width = cache.capacity();
-    let mut decode_bias = vec![0f32; b * width];
-    for (i, p) in prompts.iter().enumerate() {
-        decode_bias[i * width..i * width + (t - p.len())].fill(MASKED);
-    }
-    // Row s: the position rows of the tokens fed at decode step s ([steps, b] so that one
-    // step's row is a contiguous slice).
-    let mut decode_positions = Vec::with_capacity(steps * b);
-    for s in 0..steps {
-        decode_positions.extend(prompts.iter().map(|p| offset + (p.len() + s) as u32));
-    }
-
-    // The padding bias on the host too, for the fused CUDA decode path's step buffers.
-    #[cfg(feature = "cuda")]
-    let pad_host = decode_bias.clone();
-    let device = model.device().clone();
-    let mut tokens: Vec<Vec<u32>> = (0..b).map(|_| Vec::with_capacity(max_new)).collect();
-    let mut finished: Vec<Option<FinishReason>> = vec![None; b];
-    let mut generated = 0usize;
-    let keep = |tokens: &mut Vec<Vec<u32>>, finished: &mut Vec<Option<FinishReason>>, next: &[u32], generated: &mut usize| {
-        for (i, &tok) in next.iter().enumerate() {
-            if finished[i].is_some() {
-                continue;
-            }
-            tokens[i].push(tok);
-            *generated += 1;
-            if !params.ignore_eos && tok == params.eos_token_id {
-                finished[i] = Some(FinishReason::Eos);
-            }
+        // Host-side layout of the left-padded batch.
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let offset = model.position_offset();
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b);
+        for p in prompts {
+            let pad = t - p.len();
+            ids.extend(std::iter::repeat_n(params.pad_token_id, pad));
+            ids.extend_from_slice(p);
+            mask.push([vec![0u32; pad], vec![1u32; p.len()]].concat());
         }
-    };
-
-    if cancel.load(Ordering::Relaxed) {
-        model.return_cache(cache);
-        return Err(EngineError::Cancelled);
-    }
-    // Prefill. Work queued on the device before this call must not be billed to it.
-    device.synchronize()?;
-    let start = Instant::now();
-    let (mut next, next_host, decode_bias, decode_positions, prefill_end) = {
-        let _range = Range::new("prefill", &params.model_name);
-        let ids = Tensor::from_vec(ids, (b, t), &device)?;
-        let positions = prefill_inputs.positions(&device)?;
-        let bias = prefill_inputs.bias(&device)?;
-        let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
-        let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
-        let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
-        let (next, next_host) = sampler.next(&logits)?;
-        (next, next_host, decode_bias, decode_positions, Instant::now())
-    };
-    let prefill = prefill_end - start;
-    keep(&mut tokens, &mut finished, &next_host, &mut generated);
-    on_step(generated);
-
-    let mut step_latencies = Vec::with_capacity(steps);
-    #[cfg(feature = "cuda")]
-    if steps > 0 && sampler.is_greedy() && device.is_cuda() {
-        let mode = model.decode_mode()?;
-        if mode != crate::model::fast_decode::DecodeMode::Eager {
-            let mut dec = model.take_decoder(mode, &cache)?;
-            let first_positions: Vec<u32> = prompts.iter().map(|p| offset + p.len() as u32).collect();
-            let run = (|| -> Result<()> {
-                dec.start(&next, &first_positions, t as u32, &pad_host)?;
-                let _range = Range::new("decode", &params.model_name);
-                // One step ahead: step s + 1 is queued before step s's ids are read (the step's
-                // last kernel writes them to page-locked host memory), so the GPU runs the steps
-                // back to back instead of idling for a copy, a host wake-up and a launch between
-                // two (bench/NOTES.md, v9).
-                // When every sequence has finished, the one step queued beyond is discarded; the
-                // next batch synchronises the device before its clock starts.
-                let mut queued = 0;
-                let mut queue_step = |dec: &mut crate::model::fast_decode::FastDecoder, k: usize| -> Result<()> {
-                    dec.step(model, &cache)?;
-                    cache.advance(1);
-                    dec.record_step(k)
-                };
-                // Timed as the eager loop below: back to back from the end of prefill, each step
-                // when its ids are on the host.
-                let mut last = prefill_end;
-                for s in 0..steps {
-                    if finished.iter().all(Option::is_some) {
-                        break;
-                    }
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(EngineError::Cancelled);
-                    }
-                    while queued < steps && queued <= s + 1 {
-                        queue_step(&mut dec, queued)?;
-                        queued += 1;
-                    }
-                    // Waits for step s only (step s + 1 keeps running).
-                    let next_host = dec.copied_ids(s)?;
-                    let now = Instant::now();
-                    step_latencies.push(now - last);
-                    last = now;
-                    keep(&mut tokens, &mut finished, &next_host, &mut generated);
-                    on_step(generated);
-                }
-                Ok(())
-            })();
-            let decode_path = match dec.mode() {
-                crate::model::fast_decode::DecodeMode::Graph => "cuda-graph",
-                _ => "fused",
-            };
-            model.return_decoder(dec);
-            model.return_cache(cache);
-            run?;
-            let total = prefill + step_latencies.iter().sum::<Duration>();
-            let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
-            return Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path });
+        let prefill_inputs = PrefillInputs::new(&mask, offset);
+        let steps = max_new - 1; // the prefill produces the first token
+        // The last generated token is never fed back, so the cache holds t + max_new - 1 positions.
+        let mut cache = self.take_cache(b, t + steps)?;
+        let width = cache.capacity();
+        let mut decode_bias = vec![0f32; b * width];
+        for (i, p) in prompts.iter().enumerate() {
+            decode_bias[i * width..i * width + (t - p.len())].fill(MASKED);
         }
-    }
-    {
-        let _range = Range::new("decode", &params.model_name);
-        // Steps are timed back to back from the end of prefill, so the host work between them
-        // (bookkeeping, on_step) is billed too and prefill + steps is the batch's wall time.
-        let mut last = prefill_end;
+        // Row s: the position rows of the tokens fed at decode step s ([steps, b] so that one
+        // step's row is a contiguous slice).
+        let mut decode_positions = Vec::with_capacity(steps * b);
         for s in 0..steps {
-            if finished.iter().all(Option::is_some) {
-                break;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                model.return_cache(cache);
-                return Err(EngineError::Cancelled);
-            }
-            let ids = next.reshape((b, 1))?;
-            let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
-            let bias = decode_bias.narrow(3, 0, t + s + 1)?;
-            let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
-            let (n, next_host) = sampler.next(&logits)?;
-            next = n;
-            let now = Instant::now();
-            step_latencies.push(now - last);
-            last = now;
-            keep(&mut tokens, &mut finished, &next_host, &mut generated);
-            on_step(generated);
+            decode_positions.extend(prompts.iter().map(|p| offset + (p.len() + s) as u32));
         }
-    }
-    model.return_cache(cache);
 
-    let total = prefill + step_latencies.iter().sum::<Duration>();
-    let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
-    let decode_path = if device.is_cpu() { "cpu" } else { "eager" };
-    Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path })
+        // The padding bias on the host too, for the fused CUDA decode path's step buffers.
+        #[cfg(feature = "cuda")]
+        let pad_host = decode_bias.clone();
+        let device = model.device().clone();
+        let mut tokens: Vec<Vec<u32>> = (0..b).map(|_| Vec::with_capacity(max_new)).collect();
+        let mut finished: Vec<Option<FinishReason>> = vec![None; b];
+        let mut generated = 0usize;
+        let keep = |tokens: &mut Vec<Vec<u32>>, finished: &mut Vec<Option<FinishReason>>, next: &[u32], generated: &mut usize| {
+            for (i, &tok) in next.iter().enumerate() {
+                if finished[i].is_some() {
+                    continue;
+                }
+                tokens[i].push(tok);
+                *generated += 1;
+                if !params.ignore_eos && tok == params.eos_token_id {
+                    finished[i] = Some(FinishReason::Eos);
+                }
+            }
+        };
+
+        if cancel.load(Ordering::Relaxed) {
+            self.state.cache = Some(cache);
+            return Err(EngineError::Cancelled);
+        }
+        // Prefill. Work queued on the device before this call must not be billed to it.
+        device.synchronize()?;
+        let start = Instant::now();
+        let (mut next, next_host, decode_bias, decode_positions, prefill_end) = {
+            let _range = Range::new("prefill", &params.model_name);
+            let ids = Tensor::from_vec(ids, (b, t), &device)?;
+            let positions = prefill_inputs.positions(&device)?;
+            let bias = prefill_inputs.bias(&device)?;
+            let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
+            let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
+            let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+            let (next, next_host) = sampler.next(&logits)?;
+            (next, next_host, decode_bias, decode_positions, Instant::now())
+        };
+        let prefill = prefill_end - start;
+        keep(&mut tokens, &mut finished, &next_host, &mut generated);
+        on_step(generated);
+
+        let mut step_latencies = Vec::with_capacity(steps);
+        #[cfg(feature = "cuda")]
+        if steps > 0 && sampler.is_greedy() && device.is_cuda() {
+            let mode = model.decode_mode()?;
+            if mode != DecodeMode::Eager {
+                let mut dec = self.take_decoder(mode, &cache)?;
+                let first_positions: Vec<u32> = prompts.iter().map(|p| offset + p.len() as u32).collect();
+                let run = (|| -> Result<()> {
+                    dec.start(&next, &first_positions, t as u32, &pad_host)?;
+                    let _range = Range::new("decode", &params.model_name);
+                    // One step ahead: step s + 1 is queued before step s's ids are read (the step's
+                    // last kernel writes them to page-locked host memory), so the GPU runs the steps
+                    // back to back instead of idling for a copy, a host wake-up and a launch between
+                    // two (bench/NOTES.md, v9).
+                    // When every sequence has finished, the one step queued beyond is discarded; the
+                    // next batch synchronises the device before its clock starts.
+                    let mut queued = 0;
+                    let mut queue_step = |dec: &mut FastDecoder, k: usize| -> Result<()> {
+                        dec.step(model, &cache)?;
+                        cache.advance(1);
+                        dec.record_step(k)
+                    };
+                    // Timed as the eager loop below: back to back from the end of prefill, each step
+                    // when its ids are on the host.
+                    let mut last = prefill_end;
+                    for s in 0..steps {
+                        if finished.iter().all(Option::is_some) {
+                            break;
+                        }
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(EngineError::Cancelled);
+                        }
+                        while queued < steps && queued <= s + 1 {
+                            queue_step(&mut dec, queued)?;
+                            queued += 1;
+                        }
+                        // Waits for step s only (step s + 1 keeps running).
+                        let next_host = dec.copied_ids(s)?;
+                        let now = Instant::now();
+                        step_latencies.push(now - last);
+                        last = now;
+                        keep(&mut tokens, &mut finished, &next_host, &mut generated);
+                        on_step(generated);
+                    }
+                    Ok(())
+                })();
+                let decode_path = match dec.mode() {
+                    DecodeMode::Graph => "cuda-graph",
+                    _ => "fused",
+                };
+                self.state.decoder = Some(dec);
+                self.state.cache = Some(cache);
+                run?;
+                let total = prefill + step_latencies.iter().sum::<Duration>();
+                let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
+                return Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path });
+            }
+        }
+        {
+            let _range = Range::new("decode", &params.model_name);
+            // Steps are timed back to back from the end of prefill, so the host work between them
+            // (bookkeeping, on_step) is billed too and prefill + steps is the batch's wall time.
+            let mut last = prefill_end;
+            for s in 0..steps {
+                if finished.iter().all(Option::is_some) {
+                    break;
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    self.state.cache = Some(cache);
+                    return Err(EngineError::Cancelled);
+                }
+                let ids = next.reshape((b, 1))?;
+                let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
+                let bias = decode_bias.narrow(3, 0, t + s + 1)?;
+                let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+                let (n, next_host) = sampler.next(&logits)?;
+                next = n;
+                let now = Instant::now();
+                step_latencies.push(now - last);
+                last = now;
+                keep(&mut tokens, &mut finished, &next_host, &mut generated);
+                on_step(generated);
+            }
+        }
+        self.state.cache = Some(cache);
+
+        let total = prefill + step_latencies.iter().sum::<Duration>();
+        let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
+        let decode_path = if device.is_cpu() { "cpu" } else { "eager" };
+        Ok(BatchOutput { tokens, finish_reasons, prefill, step_latencies, total, decode_path })
+    }
+}
+
+/// One batch with a fresh [`Generator`] (a new KV cache, not cancellable): for tests and
+/// one-off calls. A job runs its batches through one `Generator`.
+pub fn generate_batch(model: &Model, prompts: &[Vec<u32>], params: &GenerationParams, on_step: &mut dyn FnMut(usize)) -> Result<BatchOutput> {
+    Generator::new(model).generate(prompts, params, &AtomicBool::new(false), on_step)
 }

@@ -2,6 +2,7 @@
 //! synthetic weights, measured generation) and the worker process that pulls benchmark jobs
 //! from the coordinator.
 
+pub mod checkpoint;
 pub mod error;
 pub mod generate;
 pub mod model;

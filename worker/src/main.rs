@@ -39,7 +39,7 @@ struct ExportWeightsArgs {
 fn export_weights(args: ExportWeightsArgs) -> anyhow::Result<()> {
     let entry = tokbench_core::Catalog::get(&args.model)
         .ok_or_else(|| anyhow::anyhow!(tokbench_core::Catalog::unknown_model_message(&args.model)))?;
-    tokbench_worker::weights::save_synthetic_checkpoint(&entry.config(), args.seed, &args.out)?;
+    tokbench_worker::checkpoint::save_synthetic_checkpoint(&entry.config(), args.seed, &args.out)?;
     eprintln!("wrote {}/config.json and model.safetensors (synthetic {}, seed {})", args.out.display(), entry.name, args.seed);
     Ok(())
 }

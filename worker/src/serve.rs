@@ -46,10 +46,12 @@ pub struct ServeArgs {
     /// Stable id of this worker (default: <hostname>-<device>-<pid>). Each worker on a host needs its own.
     #[arg(long)]
     pub worker_id: Option<String>,
-    /// Path of the Nsight Systems `nsys` binary: lets this worker take profiled jobs.
+    /// Path of the Nsight Systems `nsys` binary for profiled jobs. Default: `nsys` on PATH, else
+    /// the usual install folders (/opt/nvidia/nsight-systems/*/bin/nsys, /usr/local/cuda*/bin/nsys,
+    /// ...; see docs/profiling.md). Without one, this worker refuses profiled jobs.
     #[arg(long, value_name = "PATH")]
     pub nsys: Option<PathBuf>,
-    /// Directory with libdw.so.1 and libelf.so.1 for nsys's importer (shared/tools/nsys-libs.sh DIR):
+    /// Directory with libdw.so.1 and libelf.so.1 for nsys's importer (see docs/profiling.md):
     /// without them nsys 2025.3 on some machines writes only a .qdstrm.
     #[arg(long, env = "TOKBENCH_NSYS_LIBS", value_name = "DIR")]
     pub nsys_libs: Option<PathBuf>,
@@ -73,6 +75,8 @@ pub struct WorkerConfig {
     pub device: DeviceSpec,
     pub token: Option<String>,
     pub worker_id: Option<String>,
+    /// The nsys profiled jobs run under (None: this worker refuses them). `serve` finds it with
+    /// `profile::find_nsys` (--nsys, else PATH, else the usual install folders).
     pub nsys_path: Option<PathBuf>,
     /// Exit after N jobs (for tests).
     pub max_jobs: Option<usize>,
@@ -89,12 +93,26 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
         // SAFETY: set before the runtime (and any other thread) starts.
         unsafe { std::env::set_var("TOKBENCH_NSYS_LIBS", dir) };
     }
+    let nsys_path = match crate::profile::find_nsys(args.nsys.as_deref()) {
+        Ok(p) => {
+            tracing::info!(nsys = %p.display(), "profiled jobs run under this nsys");
+            Some(p)
+        }
+        Err(e) => {
+            if args.nsys.is_some() {
+                tracing::warn!("{e}: this worker will refuse profiled jobs");
+            } else {
+                tracing::info!("{e}; this worker will refuse profiled jobs");
+            }
+            None
+        }
+    };
     let config = WorkerConfig {
         coordinator: args.coordinator,
         device: args.device,
         token: args.token,
         worker_id: args.worker_id,
-        nsys_path: args.nsys,
+        nsys_path,
         max_jobs: args.max_jobs,
         ca_cert: args.ca_cert.or_else(|| std::env::var_os("TOKBENCH_TLS_CA").map(PathBuf::from)),
     };
@@ -377,7 +395,7 @@ impl Worker {
         };
         workload.device = self.device;
         if job.profile && !self.nsys_available {
-            self.report_failure(&job, "this worker has no nsys; start it with --nsys PATH".into(), false).await;
+            self.report_failure(&job, "this worker has no nsys (none given with --nsys, on PATH or in the usual install folders); start it with --nsys PATH (see docs/profiling.md)".into(), false).await;
             return None;
         }
         // Profiled jobs run in a child `nsys profile ... tokbench-worker bench` (crate::profile).

@@ -346,3 +346,58 @@ fn run_workload_stops_when_cancelled() {
     assert!(matches!(err, tokbench_worker::EngineError::Cancelled), "{err:?}");
     assert!(!inference_seen, "no timed pass after the cancel");
 }
+
+/// A cancel that arrives while a batch is decoding stops the job at the next decode step, not at
+/// the end of its batch: a thread sets the flag once the timed pass has reported decode progress
+/// (the progress callback waits until it has), and no token is generated after that.
+#[test]
+fn run_workload_cancel_stops_a_running_batch() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    // One batch of 4 sequences x 2000 tokens: far longer than the 100 ms between progress
+    // reports, so the decode phase reports progress long before the batch could finish.
+    let w = tokbench_core::Workload {
+        model: "tiny-opt".into(),
+        weights: tokbench_core::WeightsMode::Synthetic,
+        prompts: tokbench_core::PromptSource::Synthetic { num_prompts: 4, input_len: 8 },
+        batch_size: 4,
+        max_tokens: 2000,
+        warmup: 0,
+        repetitions: 1,
+        ..Default::default()
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (request_tx, request_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let canceller = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            if request_rx.recv().is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+                let _ = done_tx.send(());
+            }
+        })
+    };
+    let mut at_cancel: Option<tokbench_worker::bench::Progress> = None;
+    let mut after_cancel = Vec::new();
+    let result = tokbench_worker::bench::run_workload(&w, &cancel, &mut |p| {
+        if at_cancel.is_some() {
+            after_cancel.push(p.clone());
+        } else if p.phase == "inference" && p.tokens_done > 4 {
+            // More tokens than the prefill's one per sequence: decode steps have run.
+            at_cancel = Some(p.clone());
+            request_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        }
+    });
+    drop(request_tx);
+    canceller.join().unwrap();
+    let at = at_cancel.expect("the timed pass reported decode progress");
+    match result {
+        Err(tokbench_worker::EngineError::Cancelled) => {}
+        Err(e) => panic!("expected Cancelled, got {e:?}"),
+        Ok(_) => panic!("the job finished its batch despite the cancel at {at:?}"),
+    }
+    assert!(at.tokens_done < at.tokens_total, "cancelled at {at:?}: not mid-batch");
+    assert!(after_cancel.is_empty(), "tokens were generated after the cancel at {at:?}: {after_cancel:?}");
+}

@@ -12,7 +12,7 @@
 
 use candle_core::DType;
 use tokbench_core::Catalog;
-use tokbench_worker::generate::{generate_batch, GenerationParams};
+use tokbench_worker::generate::{GenerationParams, Generator};
 use tokbench_worker::model::{DecodeMode, Model};
 use tokbench_worker::weights::WeightSource;
 
@@ -37,8 +37,10 @@ fn run_prompts(name: &str, dtype: DType, mode: DecodeMode, steps: usize, prompts
     model.set_decode_mode(mode);
     let params = GenerationParams::new(&config, name, steps);
     // Twice: the second batch reuses the cache and (graph mode) replays the captured graph.
-    let first = generate_batch(&mut model, prompts, &params, &mut |_| {}).unwrap();
-    let second = generate_batch(&mut model, prompts, &params, &mut |_| {}).unwrap();
+    let mut generator = Generator::new(&model);
+    let no_cancel = std::sync::atomic::AtomicBool::new(false);
+    let first = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
+    let second = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
     assert_eq!(first.tokens, second.tokens, "{name} {dtype:?} {mode:?}: a repeated batch gave other tokens");
     (second.tokens, second.decode_path.to_string())
 }

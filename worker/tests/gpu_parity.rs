@@ -16,7 +16,8 @@ use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 use tokbench_core::{ArchConfig, Catalog};
 use tokbench_worker::model::Model;
-use tokbench_worker::weights::{save_synthetic_checkpoint, WeightSource};
+use tokbench_worker::checkpoint::save_synthetic_checkpoint;
+use tokbench_worker::weights::WeightSource;
 
 /// The committed fixtures: next to the sources this test was built from, or, when the packed
 /// test runs on another machine (scripts/gpu/run.sh), under $TOKBENCH_REPO/worker/tests/fixtures.

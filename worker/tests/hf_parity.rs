@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use tokbench_core::{ArchConfig, Catalog, Sampling};
 use tokbench_worker::generate::{generate_batch, FinishReason, GenerationParams};
 use tokbench_worker::model::Model;
-use tokbench_worker::weights::{save_synthetic_checkpoint, WeightSource};
+use tokbench_worker::checkpoint::save_synthetic_checkpoint;
+use tokbench_worker::weights::WeightSource;
 
 const LOGITS_TOLERANCE: f32 = 1e-4;
 
@@ -116,13 +117,13 @@ fn cut_after_eos(row: &[u32], eos: u32) -> Vec<u32> {
 
 fn check_greedy(name: &str, file: &str) {
     let f = fixture(name);
-    let mut model = load(name, file, &f.config);
-    let out = generate_batch(&mut model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
+    let model = load(name, file, &f.config);
+    let out = generate_batch(&model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
     assert_eq!(out.tokens, f.greedy_ignore_eos, "{name}/{file}: greedy tokens (ignore_eos) differ from transformers");
     assert!(out.finish_reasons.iter().all(|r| *r == FinishReason::Length));
     assert_eq!(out.step_latencies.len(), f.max_new_tokens - 1);
 
-    let out = generate_batch(&mut model, &f.prompts, &params(&f, false), &mut |_| {}).unwrap();
+    let out = generate_batch(&model, &f.prompts, &params(&f, false), &mut |_| {}).unwrap();
     let mut stopped_early = false;
     for (i, row) in out.tokens.iter().enumerate() {
         let expected = cut_after_eos(&f.greedy_ignore_eos[i], f.eos);
@@ -168,14 +169,14 @@ fn check_padded_equals_alone(name: &str) {
     let f = fixture(name);
     let mut model = load(name, "model.safetensors", &f.config);
     let batch_logits = model.forward_full(&tensor2(&f.input_ids), &tensor2(&f.attention_mask)).unwrap();
-    let batch = generate_batch(&mut model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
+    let batch = generate_batch(&model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
     let t = f.input_ids[0].len();
     for (i, p) in f.prompts.iter().enumerate() {
         let alone = model.forward_full(&tensor2(std::slice::from_ref(p)), &tensor2(&[vec![1; p.len()]])).unwrap();
         let padded = batch_logits.narrow(0, i, 1).unwrap().narrow(1, t - p.len(), p.len()).unwrap();
         let diff = (alone - padded).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff <= 1e-5, "{name}: prompt {i} alone vs padded: max |logit diff| {diff}");
-        let out = generate_batch(&mut model, std::slice::from_ref(p), &params(&f, true), &mut |_| {}).unwrap();
+        let out = generate_batch(&model, std::slice::from_ref(p), &params(&f, true), &mut |_| {}).unwrap();
         assert_eq!(out.tokens[0], batch.tokens[i], "{name}: prompt {i} alone vs padded: greedy tokens");
     }
 }
@@ -197,21 +198,21 @@ fn padded_prompt_equals_alone_gpt2() {
 fn sampling_is_deterministic_for_a_seed_and_top_k_1_is_greedy() {
     for name in ["opt_pre", "gpt2"] {
         let f = fixture(name);
-        let mut model = load(name, "model.safetensors", &f.config);
-        let sampled = |model: &mut Model, seed: u64, top_k: Option<usize>| {
+        let model = load(name, "model.safetensors", &f.config);
+        let sampled = |model: &Model, seed: u64, top_k: Option<usize>| {
             let mut p = params(&f, true);
             p.sampling = Sampling { temperature: 1.0, top_p: Some(0.95), top_k, seed };
             generate_batch(model, &f.prompts, &p, &mut |_| {}).unwrap().tokens
         };
-        let a = sampled(&mut model, 42, None);
-        let b = sampled(&mut model, 42, None);
+        let a = sampled(&model, 42, None);
+        let b = sampled(&model, 42, None);
         assert_eq!(a, b, "{name}: same seed, different tokens");
         // Different seeds pick different tokens somewhere (8 tokens x 3 prompts from a
         // 512-token vocabulary at temperature 1).
-        let c = sampled(&mut model, 43, None);
+        let c = sampled(&model, 43, None);
         assert_ne!(a, c, "{name}: seeds 42 and 43 gave identical samples");
         assert_ne!(a, f.greedy_ignore_eos, "{name}: sampling at temperature 1 reproduced greedy exactly");
-        let k1 = sampled(&mut model, 7, Some(1));
+        let k1 = sampled(&model, 7, Some(1));
         assert_eq!(k1, f.greedy_ignore_eos, "{name}: top_k = 1 must equal greedy");
     }
 }
@@ -328,7 +329,7 @@ fn cached_decode_equals_full_recompute() {
         let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 3 }, DType::F32, &Device::Cpu).unwrap();
         let prompts = vec![vec![2u32, 31414, 232, 328], vec![2u32, 100]];
         let p = GenerationParams::new(&config, name, 16);
-        let out = generate_batch(&mut model, &prompts, &p, &mut |_| {}).unwrap();
+        let out = generate_batch(&model, &prompts, &p, &mut |_| {}).unwrap();
         for (i, prompt) in prompts.iter().enumerate() {
             let mut seq = prompt.clone();
             for _ in 0..16 {
@@ -344,22 +345,24 @@ fn cached_decode_equals_full_recompute() {
 #[test]
 fn cancel_stops_generation_between_steps() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokbench_worker::generate::generate_batch_cancellable;
+    use tokbench_worker::generate::Generator;
     let config = Catalog::get("tiny-gpt2").unwrap().config();
-    let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 1 }, DType::F32, &Device::Cpu).unwrap();
+    let model = Model::load(&config, &WeightSource::Synthetic { seed: 1 }, DType::F32, &Device::Cpu).unwrap();
     let params = GenerationParams::new(&config, "tiny-gpt2", 50);
+    let mut generator = Generator::new(&model);
     let cancel = AtomicBool::new(false);
     let mut calls = 0;
-    let err = generate_batch_cancellable(&mut model, &[vec![5, 6, 7]], &params, &cancel, &mut |n| {
-        calls += 1;
-        if n >= 3 {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    })
-    .unwrap_err();
+    let err = generator
+        .generate(&[vec![5, 6, 7]], &params, &cancel, &mut |n| {
+            calls += 1;
+            if n >= 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap_err();
     assert!(matches!(err, tokbench_worker::EngineError::Cancelled), "{err:?}");
     assert_eq!(calls, 3, "cancel must take effect at the next step");
-    // The model stays usable after a cancelled batch.
-    let out = generate_batch(&mut model, &[vec![5, 6, 7]], &params, &mut |_| {}).unwrap();
+    // The generator (and its cache) stays usable after a cancelled batch.
+    let out = generator.generate(&[vec![5, 6, 7]], &params, &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_eq!(out.tokens[0].len(), 50);
 }

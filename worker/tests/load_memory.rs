@@ -9,7 +9,8 @@
 fn loading_safetensors_keeps_peak_host_memory_near_the_weight_size() {
     use candle_core::{DType, Device};
     use tokbench_worker::model::Model;
-    use tokbench_worker::weights::{save_synthetic_checkpoint, WeightSource};
+    use tokbench_worker::checkpoint::save_synthetic_checkpoint;
+    use tokbench_worker::weights::WeightSource;
 
     fn status_kb(field: &str) -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();

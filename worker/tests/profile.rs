@@ -14,7 +14,7 @@ use tokbench_core::report::{GpuTimeCategory, KernelStat};
 use tokbench_core::{DeviceSpec, PromptSource, Sampling, WeightsMode, Workload};
 use tokbench_worker::profile::{
     classify_kernel, nvtx_base_name, parse_kernel_summary, parse_mem_summary, parse_nvtx_summary, run_profiled,
-    ProfileConfig, ProfileError, ProfiledRun, StatsSummary, GPU_MACHINE_NSYS,
+    ProfileConfig, ProfileError, ProfiledRun, StatsSummary,
 };
 
 fn data_dir() -> PathBuf {
@@ -367,7 +367,7 @@ fn qdstrm_only_is_an_error_naming_the_library_fix() {
     let err = profile(&tiny_workload(), "j3", &cfg, &AtomicBool::new(false)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ProfileError::QdstrmOnly { .. }), "{err:?}");
-    assert!(msg.contains("profile_tiny-opt_j3.qdstrm") && msg.contains("libdw.so.1") && msg.contains("nsys-libs.sh"), "{msg}");
+    assert!(msg.contains("profile_tiny-opt_j3.qdstrm") && msg.contains("libdw.so.1") && msg.contains("docs/profiling.md"), "{msg}");
     assert!(msg.contains("Unable to retrieve the importer version"), "nsys output tail missing: {msg}");
     assert!(!err.is_retryable());
 }
@@ -380,7 +380,7 @@ fn missing_nsys_is_a_clear_non_retryable_error() {
         let err = profile(&tiny_workload(), "j4", &cfg, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(err, ProfileError::NsysNotFound { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains(&nsys.display().to_string()) && msg.contains("--nsys") && msg.contains(GPU_MACHINE_NSYS), "{msg}");
+        assert!(msg.contains(&nsys.display().to_string()) && msg.contains("--nsys") && msg.contains("docs/profiling.md"), "{msg}");
         assert!(!err.is_retryable());
     }
     // A file that is not executable is no nsys either.
@@ -388,6 +388,58 @@ fn missing_nsys_is_a_clear_non_retryable_error() {
     fs::write(&plain, "#!/bin/sh\n").unwrap();
     let err = profile(&tiny_workload(), "j4", &config(plain, worker_exe(), dir.path()), &AtomicBool::new(false)).unwrap_err();
     assert!(err.to_string().contains("not executable"), "{err}");
+}
+
+#[test]
+fn nsys_is_found_by_flag_then_path_then_install_folders_newest_first() {
+    use std::ffi::OsString;
+    use tokbench_worker::profile::find_nsys_in;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let exe = |rel: &str| {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_executable(&p, "#!/bin/sh\n");
+        p
+    };
+    let empty_path = OsString::new();
+
+    // Nothing anywhere: a clear, non-retryable error naming where it looked and the docs.
+    let err = find_nsys_in(None, Some(&empty_path), &root).unwrap_err();
+    assert!(matches!(err, ProfileError::NsysNotInstalled), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("PATH") && msg.contains("/opt/nvidia/nsight-systems/*/bin/nsys") && msg.contains("--nsys"), "{msg}");
+    assert!(msg.contains("docs/profiling.md") && !msg.contains("shared/"), "{msg}");
+    assert!(!err.is_retryable());
+
+    // Install folders: the newest version of a pattern wins (2025.10.1 over 2025.9.2 and 2024.6.2:
+    // compared as numbers, not text); Nsight Systems before the CUDA toolkit and Nsight Compute.
+    exe("usr/local/cuda-12.4/bin/nsys");
+    exe("opt/nvidia/nsight-compute/2025.9.9/host/target-linux-x64/nsys");
+    assert_eq!(find_nsys_in(None, Some(&empty_path), &root).unwrap(), root.join("usr/local/cuda-12.4/bin/nsys"));
+    exe("opt/nvidia/nsight-systems/2024.6.2/bin/nsys");
+    exe("opt/nvidia/nsight-systems/2025.9.2/bin/nsys");
+    let newest = exe("opt/nvidia/nsight-systems/2025.10.1/bin/nsys");
+    assert_eq!(find_nsys_in(None, Some(&empty_path), &root).unwrap(), newest);
+    // A version folder whose nsys is not executable is skipped.
+    let broken = root.join("opt/nvidia/nsight-systems/2026.1.0/bin/nsys");
+    fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    fs::write(&broken, "not executable").unwrap();
+    assert_eq!(find_nsys_in(None, Some(&empty_path), &root).unwrap(), newest);
+
+    // PATH before the install folders.
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    write_executable(&bin.join("nsys"), "#!/bin/sh\n");
+    let path_var = std::env::join_paths([dir.path().join("empty"), bin.clone()]).unwrap();
+    assert_eq!(find_nsys_in(None, Some(&path_var), &root).unwrap(), bin.join("nsys"));
+
+    // An explicit path before everything, and no fallback when it is wrong.
+    let explicit = exe("elsewhere/nsys");
+    assert_eq!(find_nsys_in(Some(&explicit), Some(&path_var), &root).unwrap(), explicit);
+    let missing = dir.path().join("no-such-nsys");
+    let err = find_nsys_in(Some(&missing), Some(&path_var), &root).unwrap_err();
+    assert!(matches!(&err, ProfileError::NsysNotFound { path, .. } if *path == missing), "{err:?}");
 }
 
 #[test]
@@ -539,10 +591,10 @@ fn real_nsys_outputs_parse() {
     }
 }
 
-/// The whole path on the GPU machine with the real nsys: run with
-/// `TOKBENCH_NSYS=/opt/nvidia/nsight-compute/2025.3.1/host/target-linux-x64/nsys
+/// The whole path on a GPU machine with the real nsys: run with
+/// `TOKBENCH_NSYS=/path/to/nsys
 ///  TOKBENCH_CUDA_WORKER=/path/to/tokbench-worker (built with --features cuda)
-///  TOKBENCH_NSYS_LIBS=/dir/with/libdw (shared/tools/nsys-libs.sh)
+///  TOKBENCH_NSYS_LIBS=/dir/with/libdw (only where nsys needs it; see docs/profiling.md)
 ///  cargo test -p tokbench-worker --test profile real_nsys_end_to_end -- --ignored`
 /// (or the built test binary with `--ignored real_nsys_end_to_end`).
 #[test]

@@ -41,11 +41,6 @@ pub struct Model {
     dtype: DType,
     num_parameters: u64,
     weight_bytes: u64,
-    /// Kept between batches so equal-shaped batches reuse one allocation.
-    cache: Option<KvCache>,
-    /// Step buffers and captured graph of the fused CUDA decode path, valid for `cache`.
-    #[cfg(feature = "cuda")]
-    decoder: Option<fast_decode::FastDecoder>,
     /// Set by [`Self::set_decode_mode`]; else `TOKBENCH_DECODE` decides.
     #[cfg(feature = "cuda")]
     decode_mode: Option<fast_decode::DecodeMode>,
@@ -72,9 +67,6 @@ impl Model {
             dtype,
             num_parameters: loader.num_parameters(),
             weight_bytes: loader.bytes(),
-            cache: None,
-            #[cfg(feature = "cuda")]
-            decoder: None,
             #[cfg(feature = "cuda")]
             decode_mode: None,
         })
@@ -107,7 +99,7 @@ impl Model {
         self.weight_bytes
     }
 
-    /// Bytes of the KV cache `generate_batch` allocates for `batch` sequences of up to
+    /// Bytes of the KV cache generation allocates for `batch` sequences of up to
     /// `positions` positions (padded prompt + new tokens) in dtype `dtype`.
     pub fn kv_cache_bytes(config: &ArchConfig, batch: usize, positions: usize, dtype: DType) -> u64 {
         (2 * config.num_layers() * batch * positions * config.hidden_size() * dtype.size_in_bytes()) as u64
@@ -180,50 +172,6 @@ impl Model {
         Ok(())
     }
 
-    /// A KV cache for `batch` sequences of up to `positions` positions: the one kept from the
-    /// previous batch when it fits, else a new one. Give it back with [`Self::return_cache`].
-    pub(crate) fn take_cache(&mut self, batch: usize, positions: usize) -> Result<KvCache> {
-        let layers = self.config.num_layers();
-        let heads = self.config.num_heads();
-        let head_dim = self.config.hidden_size() / heads;
-        if let Some(mut c) = self.cache.take() {
-            if c.fits(layers, batch, heads, head_dim, positions, self.dtype) {
-                c.reset();
-                return Ok(c);
-            }
-            // Dropped before allocating the new one, so both never coexist on the device.
-            drop(c);
-        }
-        // The decoder's graph points into the old cache.
-        #[cfg(feature = "cuda")]
-        {
-            self.decoder = None;
-        }
-        KvCache::new(layers, batch, heads, positions, head_dim, self.dtype, &self.device)
-    }
-    pub(crate) fn return_cache(&mut self, cache: KvCache) {
-        self.cache = Some(cache);
-    }
-    /// Frees the KV cache kept between batches.
-    pub fn release_cache(&mut self) {
-        self.cache = None;
-        #[cfg(feature = "cuda")]
-        {
-            self.decoder = None;
-        }
-    }
-
-    /// The fused decode path's state for `batch` sequences over `cache` (kept from the previous
-    /// batch when it matches, so its captured graph is replayed). Give it back with
-    /// [`Self::return_decoder`].
-    #[cfg(feature = "cuda")]
-    pub(crate) fn take_decoder(&mut self, mode: fast_decode::DecodeMode, cache: &KvCache) -> Result<fast_decode::FastDecoder> {
-        let (b, cap) = (cache.batch(), cache.capacity());
-        match self.decoder.take() {
-            Some(d) if d.fits(mode, b, cap) => Ok(d),
-            _ => fast_decode::FastDecoder::new(mode, b, cap, &self.device),
-        }
-    }
     /// How greedy decode steps run on CUDA (overrides `TOKBENCH_DECODE`; tests compare modes).
     #[cfg(feature = "cuda")]
     pub fn set_decode_mode(&mut self, mode: DecodeMode) {
@@ -235,10 +183,6 @@ impl Model {
             Some(m) => Ok(m),
             None => DecodeMode::from_env(),
         }
-    }
-    #[cfg(feature = "cuda")]
-    pub(crate) fn return_decoder(&mut self, decoder: fast_decode::FastDecoder) {
-        self.decoder = Some(decoder);
     }
 }
 
