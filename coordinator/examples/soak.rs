@@ -77,10 +77,10 @@ async fn main() -> anyhow::Result<()> {
             let succeeded_without_run = q("SELECT COUNT(*) FROM jobs j LEFT JOIN runs r ON r.job_id = j.id WHERE j.state = 'succeeded' AND r.id IS NULL").fetch_one(&mut c).await?;
             let retried = q("SELECT COUNT(*) FROM jobs WHERE attempts > 1").fetch_one(&mut c).await?;
             let attempts = q("SELECT COALESCE(SUM(attempts), 0) FROM jobs").fetch_one(&mut c).await?;
-            let samples_orphans = q("SELECT COUNT(*) FROM samples s LEFT JOIN runs r ON r.id = s.run_id WHERE r.id IS NULL").fetch_one(&mut c).await?;
+            let runs_without_report = q("SELECT COUNT(*) FROM runs WHERE length(report_json) = 0").fetch_one(&mut c).await?;
             let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut c).await?;
-            println!("jobs={jobs} succeeded={succeeded} runs={runs} duplicate_runs={dup} runs_without_job={orphan_runs} jobs_without_run={jobs_without_run} succeeded_without_run={succeeded_without_run} jobs_retried={retried} total_attempts={attempts} orphan_samples={samples_orphans} integrity_check={integrity}");
-            let ok = jobs > 0 && succeeded == jobs && runs == jobs && dup == 0 && orphan_runs == 0 && jobs_without_run == 0 && samples_orphans == 0 && integrity == "ok";
+            println!("jobs={jobs} succeeded={succeeded} runs={runs} duplicate_runs={dup} runs_without_job={orphan_runs} jobs_without_run={jobs_without_run} succeeded_without_run={succeeded_without_run} jobs_retried={retried} total_attempts={attempts} runs_without_report={runs_without_report} integrity_check={integrity}");
+            let ok = jobs > 0 && succeeded == jobs && runs == jobs && dup == 0 && orphan_runs == 0 && jobs_without_run == 0 && runs_without_report == 0 && integrity == "ok";
             if !ok {
                 bail!("SOAK CHECK FAILED");
             }

@@ -1,7 +1,6 @@
-//! Runs: the stored result of a job (one per job), with its latency samples and telemetry.
+//! Runs: the stored result of a job (one per job): its report, whole, and summary columns.
 
 use sqlx::sqlite::SqliteConnection;
-use sqlx::Sqlite;
 
 use super::queue::Completion;
 use super::rows::{RunRow, RUN_COLUMNS};
@@ -36,7 +35,7 @@ impl Store {
     }
 }
 
-/// Inserts the run, its latency samples and telemetry; returns the run's summary row.
+/// Inserts the run (its report whole, plus the summary columns); returns the run's summary row.
 pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Completion, sweep_id: &str, model: &str, batch_size: i64, now: i64) -> Result<RunRow> {
     let r = &done.report;
     let im = &r.inference_metrics;
@@ -95,44 +94,6 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
     .execute(&mut *c)
     .await?;
 
-    // Samples: multi-row inserts in chunks (SQLite allows 32766 bound parameters per statement).
-    let mut samples: Vec<(&'static str, i64, i64, f64)> = Vec::new();
-    for rep in &r.repetitions {
-        samples.extend(rep.ttft_ms.iter().enumerate().map(|(i, v)| ("ttft", rep.index as i64, i as i64, *v)));
-        samples.extend(rep.step_latencies_ms.iter().enumerate().map(|(i, v)| ("step", rep.index as i64, i as i64, *v)));
-    }
-    for chunk in samples.chunks(5000) {
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO samples (run_id, kind, repetition, idx, value_ms) ");
-        qb.push_values(chunk, |mut b, (kind, rep, idx, v)| {
-            b.push_bind(run_id).push_bind(*kind).push_bind(*rep).push_bind(*idx).push_bind(*v);
-        });
-        qb.build().execute(&mut *c).await?;
-    }
-
-    if let Some(t) = &r.telemetry {
-        sqlx::query(
-            "INSERT INTO telemetry (run_id, samples, interval_ms, gpu_name, memory_total_mb, memory_used_mb_max, process_memory_mb_max,
-                utilization_percent_mean, utilization_percent_max, power_watts_mean, power_watts_max, energy_joules, tokens_per_joule,
-                sm_clock_mhz_max, temperature_c_max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(run_id)
-        .bind(t.samples as i64)
-        .bind(t.interval_ms as i64)
-        .bind(&t.gpu_name)
-        .bind(t.memory_total_mb)
-        .bind(t.memory_used_mb_max)
-        .bind(t.process_memory_mb_max)
-        .bind(t.utilization_percent_mean)
-        .bind(t.utilization_percent_max)
-        .bind(t.power_watts_mean)
-        .bind(t.power_watts_max)
-        .bind(t.energy_joules)
-        .bind(t.tokens_per_joule)
-        .bind(t.sm_clock_mhz_max.map(|v| v as i64))
-        .bind(t.temperature_c_max.map(|v| v as i64))
-        .execute(&mut *c)
-        .await?;
-    }
     Ok(RunRow {
         id: run_id.to_string(),
         job_id: done.job_id.clone(),
