@@ -1,5 +1,6 @@
 //! Constructed `BenchReport`s with realistic figures, for unit tests of the tables and charts
-//! (and for looking at the charts before real runs exist). Not used by the commands.
+//! (and for looking at the charts before real runs exist: see `tests.rs`). Test-only: compiled
+//! under `#[cfg(test)]`, not part of the library.
 
 use crate::report::RunRecord;
 use tokbench_core::report::*;

@@ -7,13 +7,16 @@ pub mod artifact;
 pub mod client;
 pub mod commands;
 pub mod error;
-pub mod fixtures;
+pub mod export;
+pub mod fetch;
 pub mod local;
 pub mod output;
-pub mod plots;
 pub mod report;
 pub mod show;
+pub mod sweep;
 pub mod watch;
 
+#[cfg(test)]
+mod fixtures;
 #[cfg(test)]
 mod tests;

@@ -16,8 +16,11 @@ pub async fn run(_args: SweepArgs, _ui: &Ui) -> CliResult<u8> {
 
 #[cfg(feature = "local")]
 pub async fn run(mut args: SweepArgs, ui: &Ui) -> CliResult<u8> {
-    use crate::commands::{build_spec, export_records, fetch_records, print_written, submit_and_watch, LOCAL_DEFAULTS};
+    use crate::export::export_records;
+    use crate::fetch::fetch_records;
+    use crate::output::print_written;
     use crate::report;
+    use crate::sweep::{build_spec, submit_and_watch, LOCAL_DEFAULTS};
     use tokbench_proto::v1::{CancelSweepRequest, ListSweepsRequest};
 
     if args.models.is_empty() {

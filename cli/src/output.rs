@@ -2,6 +2,7 @@
 //! JSON forms of the gRPC messages, and small formatting helpers.
 
 use comfy_table::{presets, ContentArrangement, Table};
+use crate::report::{WrittenReport, REGRESSION_THRESHOLD_PERCENT};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use tokbench_proto::v1::{Job, JobState, Run, RunSummary, Sweep, Worker};
@@ -186,4 +187,19 @@ pub fn sweeps_table(ui: &Ui, sweeps: &[Sweep]) -> Table {
         ]);
     }
     t
+}
+
+/// What `write_report` wrote: the file list, or JSON with `--json`.
+pub fn print_written(ui: &Ui, w: &WrittenReport) {
+    if ui.json {
+        ui.print_json(&json!({"timestamp": w.timestamp, "runs": w.rows, "regressions": w.regressions, "files": w.files}));
+    } else {
+        println!("report of {} run(s) written:", w.rows);
+        for f in &w.files {
+            println!("  {}", f.display());
+        }
+        if let Some(n) = w.regressions {
+            println!("{n} regression(s) vs the baseline (worse by more than {:.0}%)", REGRESSION_THRESHOLD_PERCENT);
+        }
+    }
 }

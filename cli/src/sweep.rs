@@ -1,0 +1,131 @@
+//! Submitting a sweep: the workload defaults (remote and `--local`), building and validating
+//! the `SweepSpec` from the flags, and submit + watch + summary. Used by `commands` (remote
+//! sweeps) and `local` (`tokbench sweep --local`).
+
+use crate::args::SweepArgs;
+use crate::client::Conn;
+use crate::error::{CliError, CliResult};
+use crate::fetch::list_runs;
+use crate::output::*;
+use crate::watch::{watch, WatchEnd};
+use serde_json::json;
+use std::path::Path;
+use tokbench_core::{Backend, Catalog, PromptSource, SweepPlan, Workload, WorkloadError};
+use tokbench_proto::v1::*;
+
+/// Defaults of a workload that differ between a remote sweep and `--local` (which must stay
+/// small enough for a laptop CPU: three ~125-350M models in a few minutes).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepDefaults {
+    pub batch_sizes: &'static [usize],
+    pub max_tokens: usize,
+    pub repetitions: usize,
+    pub warmup: usize,
+    /// 0: the built-in prompt set.
+    pub input_len: usize,
+    /// 0: one prompt per batch slot.
+    pub num_prompts: usize,
+}
+
+pub const REMOTE_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 128, repetitions: 3, warmup: 1, input_len: 0, num_prompts: 0 };
+pub const LOCAL_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 32, repetitions: 2, warmup: 1, input_len: 32, num_prompts: 4 };
+
+impl SweepDefaults {
+    fn workload(&self) -> Workload {
+        let prompts = match self.input_len {
+            0 => PromptSource::Builtin { num_prompts: self.num_prompts },
+            input_len => PromptSource::Synthetic { num_prompts: self.num_prompts, input_len },
+        };
+        Workload { prompts, max_tokens: self.max_tokens, repetitions: self.repetitions, warmup: self.warmup, ..Workload::default() }
+    }
+}
+
+/// Builds the sweep from the flags and validates it with the coordinator's own rules
+/// (`SweepPlan::jobs`), so bad input fails here with exit code 2 and the same message, before
+/// anything is submitted.
+pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
+    if args.models.is_empty() {
+        return Err(CliError::Usage(
+            "no models given: name at least one, e.g. `tokbench sweep opt-125m gpt2` (or `tokbench sweep --local` for the default three)".into(),
+        ));
+    }
+    for m in &args.models {
+        // Catalog names, HF repo ids (org/name) and worker paths are accepted; a bare word that
+        // is none of these is a typo.
+        let looks_like_path_or_repo = m.contains('/') || m.starts_with('.') || Path::new(m).is_dir();
+        if Catalog::get(m).is_none() && !looks_like_path_or_repo {
+            return Err(CliError::Usage(Catalog::unknown_model_message(m)));
+        }
+    }
+    let usage = |e: WorkloadError| CliError::Usage(e.to_string());
+    let backend = match args.backend.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(b) => Some(b.parse::<Backend>().map_err(usage)?),
+    };
+    let workload = args.workload.apply(Workload { reuse_model: args.reuse_model, ..d.workload() }).map_err(usage)?;
+    let plan = SweepPlan {
+        models: args.models.clone(),
+        batch_sizes: if args.batch_sizes.is_empty() { d.batch_sizes.to_vec() } else { args.batch_sizes.clone() },
+        workload,
+        backend,
+        profile: args.profile,
+        label: args.label.clone(),
+    };
+    plan.jobs().map_err(usage)?;
+    Ok(SweepSpec::from(&plan))
+}
+
+/// Submits, watches, prints the summary. `local` changes the Ctrl-C text (the embedded
+/// coordinator stops with the process). Returns the exit code and the final sweep when watched.
+pub async fn submit_and_watch(conn: &mut Conn, spec: SweepSpec, detach: bool, ui: &Ui, local: bool) -> CliResult<(u8, Option<Sweep>)> {
+    let resp = conn
+        .client
+        .submit_sweep(SubmitSweepRequest { spec: Some(spec) })
+        .await
+        .map_err(|s| conn.status_error(s, "submitting the sweep"))?
+        .into_inner();
+    let id = resp.sweep_id.clone();
+    if detach {
+        if ui.json {
+            ui.print_json(&json!({"sweep_id": id, "jobs": resp.jobs.iter().map(job_json).collect::<Vec<_>>()}));
+        } else {
+            println!("submitted sweep {id} ({} jobs)", resp.jobs.len());
+            println!("follow it: tokbench watch {id}\ncancel it: tokbench cancel {id}\nreport:    tokbench report --sweep {id}");
+        }
+        return Ok((0, None));
+    }
+    if !ui.json {
+        eprintln!("sweep {id}: {} jobs", resp.jobs.len());
+    }
+    let hint = if local {
+        format!("stopped. Sweep {id} stays in the local database; jobs not finished were left queued. Run `tokbench sweep --local` again for a fresh sweep.")
+    } else {
+        format!("detached; sweep {id} keeps running on the coordinator.\nreattach: tokbench watch {id}\ncancel:   tokbench cancel {id}")
+    };
+    match watch(conn, &id, ui, &hint).await? {
+        WatchEnd::Detached => Ok((if local { 130 } else { 0 }, None)),
+        WatchEnd::Done(sweep) => {
+            let code = finish_summary(conn, &sweep, ui).await?;
+            Ok((code, Some(sweep)))
+        }
+    }
+}
+
+/// Prints the runs of a finished sweep and its failures; 1 when a job failed.
+pub async fn finish_summary(conn: &mut Conn, sweep: &Sweep, ui: &Ui) -> CliResult<u8> {
+    let runs = list_runs(conn, &sweep.sweep_id, "", &[], false).await?;
+    let failed: Vec<&Job> = sweep.jobs.iter().filter(|j| j.state == JobState::Failed as i32).collect();
+    let summaries: Vec<RunSummary> = runs.iter().filter_map(|r| r.summary.clone()).collect();
+    if ui.json {
+        ui.print_json(&json!({"sweep": sweep_json(sweep), "runs": summaries.iter().map(run_summary_json).collect::<Vec<_>>()}));
+    } else {
+        println!("\nsweep {}: {} ({}/{} jobs done)", sweep.sweep_id, sweep.state, sweep.jobs_done, sweep.jobs_total);
+        if !summaries.is_empty() {
+            println!("{}", runs_table(ui, &summaries));
+        }
+        for j in &failed {
+            println!("FAILED {} bs{}: {}", j.model, j.batch_size, j.last_error);
+        }
+    }
+    Ok(if failed.is_empty() { 0 } else { 1 })
+}
