@@ -230,7 +230,7 @@ fn cuda_without_the_feature_says_how_to_rebuild() {
 fn bad_flags_exit_2() {
     let r = run(&["--model", "tiny-gpt2", "--batch-size", "0", "--max-tokens", "2"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("batch_size"), "{}", r.stderr);
+    assert!(r.stderr.contains("batch size"), "{}", r.stderr);
     let r = run(&["--model", "tiny-gpt2", "--dtype", "f64"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("f32, f16 or bf16"), "{}", r.stderr);
