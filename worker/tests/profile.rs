@@ -343,7 +343,7 @@ fn profiled_job_with_fake_nsys_writing_stats_files() {
     let mut lines = log.lines();
     let profile_line = lines.next().unwrap();
     assert!(profile_line.starts_with("profile -o ") && profile_line.contains("--force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none"), "{profile_line}");
-    assert!(profile_line.contains(" bench --model tiny-opt ") && profile_line.contains(" --quiet"), "{profile_line}");
+    assert!(profile_line.contains(" bench --workload-file ") && profile_line.contains(" --quiet"), "{profile_line}");
     let stats_line = lines.next().unwrap();
     assert!(stats_line.starts_with("stats --force-export=true --format csv --report cuda_gpu_kern_sum,nvtx_sum,cuda_gpu_mem_time_sum"), "{stats_line}");
     assert!(stats_line.ends_with(&run.file_name), "{stats_line}");

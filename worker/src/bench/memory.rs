@@ -1,0 +1,91 @@
+//! How much device memory a job needs (weights, KV cache, activations), to refuse hopeless
+//! jobs before loading anything.
+
+use crate::device;
+use crate::error::{EngineError, Result};
+use crate::gpu;
+use device::MIB;
+use tokbench_core::{ArchConfig, DTypeSpec, DeviceSpec};
+
+/// CUDA context, cuBLAS workspace and allocator slack not covered by the tensor estimate.
+const CUDA_OVERHEAD_BYTES: u64 = 512 << 20;
+
+/// Device memory a job needs, by part (bytes). An estimate to refuse hopeless jobs up front.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    /// K and V for every layer, batch row and position (prompt + generated), in the model dtype.
+    pub kv_cache: u64,
+    /// Largest transient activations: prefill logits (f32) and attention scores / FFN input.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    pub fn new(config: &ArchConfig, dtype: DTypeSpec, batch: usize, max_prompt_len: usize, max_tokens: usize) -> MemoryEstimate {
+        let d = device::dtype_size(dtype);
+        let (b, t, s) = (batch as u64, max_prompt_len as u64, (max_prompt_len + max_tokens) as u64);
+        let h = config.hidden_size() as u64;
+        let ffn = match config {
+            ArchConfig::Opt(c) => c.ffn_dim as u64,
+            ArchConfig::Gpt2(c) => c.n_inner() as u64,
+        };
+        let weights = tokbench_core::catalog::estimate_parameters(config) * d;
+        let kv_cache = 2 * config.num_layers() as u64 * b * s * h * d;
+        let logits = b * t * config.vocab_size() as u64 * 4;
+        let scores = b * config.num_heads() as u64 * t * t * d;
+        let ffn_act = 2 * b * t * ffn * d;
+        MemoryEstimate { weights, kv_cache, activations: logits + scores + ffn_act }
+    }
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.activations + CUDA_OVERHEAD_BYTES
+    }
+}
+
+pub(super) fn check_fits(spec: &DeviceSpec, est: &MemoryEstimate, info: &gpu::DeviceInfo) -> Result<()> {
+    // Without NVML the free memory is unknown (0): let candle try and map its OOM instead.
+    if info.memory_total_bytes == 0 {
+        return Ok(());
+    }
+    let needed = est.total();
+    if needed > info.memory_free_bytes {
+        return Err(EngineError::OutOfMemory {
+            device: format!("{spec} ({})", info.gpu_name),
+            needed_mb: needed as f64 / MIB,
+            free_mb: info.memory_free_bytes as f64 / MIB,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokbench_core::Catalog;
+
+    #[test]
+    fn memory_estimate_counts_weights_and_kv() {
+        let cfg = Catalog::get("opt-125m").unwrap().config();
+        let e = MemoryEstimate::new(&cfg, DTypeSpec::F16, 4, 32, 128);
+        assert_eq!(e.weights, 125_239_296 * 2);
+        // 2 (K,V) * 12 layers * 4 rows * 160 positions * 768 * 2 bytes
+        assert_eq!(e.kv_cache, 2 * 12 * 4 * 160 * 768 * 2);
+        assert!(e.total() > e.weights + e.kv_cache);
+    }
+
+    #[test]
+    fn huge_job_is_refused_before_loading() {
+        let cfg = Catalog::get("opt-1.3b").unwrap().config();
+        let e = MemoryEstimate::new(&cfg, DTypeSpec::F32, 256, 1024, 1024);
+        let info = gpu::DeviceInfo {
+            backend: "cuda".into(),
+            device_index: 0,
+            gpu_name: "GTX 1650".into(),
+            memory_total_bytes: 4 << 30,
+            memory_free_bytes: 3 << 30,
+            driver_version: String::new(),
+            cuda_version: String::new(),
+        };
+        let err = check_fits(&DeviceSpec::Cuda(0), &e, &info).unwrap_err();
+        assert!(matches!(err, EngineError::OutOfMemory { free_mb, .. } if free_mb == 3072.0), "{err}");
+    }
+}

@@ -1,0 +1,331 @@
+//! One measured benchmark job, start to finish: resolve the model, load it (timed, NVTX
+//! `model_initialization`), tokenise the prompts, run warm-up passes and timed repetitions
+//! (NVTX `inference`), decode the outputs (NVTX `output_processing`) and fill a `BenchReport`.
+//!
+//! This file runs the job (loading, the model cache, passes, progress); [`memory`] estimates
+//! what it needs on the device, [`report`] turns the measured passes into the report.
+
+use crate::device::{self, MIB};
+use crate::error::{EngineError, Result};
+use crate::generate::{GenerationParams, GenerationState, Generator};
+use crate::gpu;
+use crate::model::Model;
+use crate::nvtx;
+use crate::prompts;
+use crate::resolve;
+use crate::telemetry::TelemetrySampler;
+use crate::tokenizer::Tokenizer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokbench_core::report::{BenchReport, ModelProperties, RepetitionMetrics, REPORT_SCHEMA_VERSION};
+use tokbench_core::{DeviceSpec, Workload};
+
+mod memory;
+mod report;
+
+pub use memory::MemoryEstimate;
+pub(crate) use report::hostname;
+pub use report::environment;
+use memory::check_fits;
+use report::{build_outputs, gpu_metrics, inference_metrics, nsight_metrics, PassResult};
+
+/// Progress of a running job, reported to the caller (the worker service forwards it to the
+/// coordinator; the bench command prints it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// "loading" | "warmup" | "inference" | "output_processing".
+    pub phase: &'static str,
+    /// Generated tokens so far in this phase (all batches, all passes of the phase).
+    pub tokens_done: u64,
+    /// Tokens this phase generates in total (an upper bound when EOS can stop sequences early).
+    pub tokens_total: u64,
+    /// Generated tokens per second so far in this phase (0 while unknown).
+    pub tokens_per_second: f64,
+}
+
+/// NVTX ranges this engine emits (the last two come from generation, per batch).
+pub const NVTX_RANGES: &[&str] = &["model_initialization", "warmup", "inference", "prefill", "decode", "output_processing"];
+
+/// Progress callbacks during generation are throttled to at most this often (10 per second).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// NVML sampling period during timed inference.
+const TELEMETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A loaded model a job left for a later job (`Workload::reuse_model`), with what it was
+/// resolved and tokenised with. A worker process runs one job at a time, so it holds at most one
+/// model per key; several in-process workers (the coordinator overhead benchmark) may each
+/// leave a copy of the same model.
+struct CachedModel {
+    key: String,
+    resolved: resolve::ResolvedModel,
+    tokenizer: Tokenizer,
+    model: Model,
+    /// Its KV cache (and CUDA decode graph), reused by the next job's equal-shaped batches.
+    state: GenerationState,
+}
+
+static MODEL_CACHE: std::sync::Mutex<Vec<CachedModel>> = std::sync::Mutex::new(Vec::new());
+/// At most this many cached copies (in-process workers of the overhead benchmark).
+const MODEL_CACHE_MAX: usize = 32;
+
+/// The cached model for `key` when the job asks for reuse. Otherwise, and on a miss, every cached
+/// model is dropped (its memory freed) so none sits beside the model this job is about to load
+/// or skews its free-memory check.
+fn take_cached_model(key: &str, reuse: bool) -> Option<CachedModel> {
+    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = cache.iter().position(|c| reuse && c.key == key) {
+        return Some(cache.swap_remove(i));
+    }
+    cache.clear();
+    None
+}
+
+fn put_cached_model(entry: CachedModel) {
+    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|c| c.key == entry.key);
+    if cache.len() < MODEL_CACHE_MAX {
+        cache.push(entry);
+    }
+}
+
+/// Runs one benchmark job start to finish (blocking). Checks `cancel` between batches/steps
+/// and returns EngineError::Cancelled if set. Fills every field of BenchReport.
+pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut dyn FnMut(&Progress)) -> Result<BenchReport> {
+    validate(workload)?;
+    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let check_cancel = || if cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) };
+    check_cancel()?;
+    on_progress(&Progress { phase: "loading", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
+    let dtype_spec = workload.effective_dtype();
+    let num_prompts = workload.prompts.num_prompts();
+
+    // ---- loading (timed: config + tokenizer + weights until the model is on the device) ----
+    let load_start = Instant::now();
+    // Named like the later ranges (the repo id for catalog models); the resolved id is not known
+    // before loading starts, and resolving belongs inside this range.
+    let init_name = tokbench_core::Catalog::get(&workload.model).and_then(|e| e.hf_repo).unwrap_or(&workload.model);
+    let init_range = nvtx::Range::new("model_initialization", init_name);
+    let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
+    // A model the previous job of this worker left loaded (only when this job asks for reuse).
+    let cached = take_cached_model(&cache_key, workload.reuse_model);
+    let model_reused = cached.is_some();
+    let (resolved, tokenizer, cached_model) = match cached {
+        Some(c) => (c.resolved, c.tokenizer, Some((c.model, c.state))),
+        None => {
+            let resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
+            tracing::info!(model = %resolved.model_id, weights = resolved.weights_kind.as_str(), source = %resolved.weights_source, "{}", resolved.reason);
+            let tokenizer = Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config)?;
+            tracing::info!(tokenizer = tokenizer.description(), "tokenizer loaded");
+            (resolved, tokenizer, None)
+        }
+    };
+
+    // Prompt preparation is not loading: its time is taken out of the load time.
+    let prep_start = Instant::now();
+    let prepared = prompts::prepare(&workload.prompts, &tokenizer, &resolved.config, workload.max_tokens, &resolved.model_id)?;
+    let prep_time = prep_start.elapsed();
+    let max_prompt_len = prepared.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let batch = workload.batch_size.min(prepared.len());
+    let estimate = MemoryEstimate::new(&resolved.config, dtype_spec, batch, max_prompt_len, workload.max_tokens);
+
+    let dev_info = gpu::device_info(&workload.device);
+    let used_before = match workload.device {
+        DeviceSpec::Cuda(i) => {
+            check_fits(&workload.device, &estimate, &dev_info)?;
+            gpu::device_used_bytes(i as u32)
+        }
+        DeviceSpec::Cpu => None,
+    };
+    let oom = |e: EngineError| device::map_engine_error(e, &workload.device, estimate.total());
+    let (model, state) = match cached_model {
+        Some((m, state)) => {
+            let _ = device::engine_memory_high_water(m.device(), true);
+            (m, state)
+        }
+        None => {
+            let device = device::open(&workload.device)?;
+            // From here on the pools' high-water mark counts this job's allocations (weights included).
+            let _ = device::engine_memory_high_water(&device, true);
+            let model = Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?;
+            (model, GenerationState::default())
+        }
+    };
+    let device = model.device().clone();
+    device::synchronize(&device).map_err(oom)?;
+    drop(init_range);
+    let model_load_time = load_start.elapsed().saturating_sub(prep_time);
+    let num_parameters = model.num_parameters();
+    let weight_bytes = model.weight_bytes();
+    tracing::info!(seconds = model_load_time.as_secs_f64(), parameters = num_parameters, "model loaded");
+    check_cancel()?;
+
+    let params = GenerationParams {
+        max_new_tokens: workload.max_tokens,
+        sampling: workload.sampling.clone(),
+        ignore_eos: workload.ignore_eos,
+        eos_token_id: resolved.config.eos_token_id(),
+        pad_token_id: resolved.config.pad_token_id(),
+        model_name: resolved.model_id.clone(),
+    };
+    let batches: Vec<Vec<Vec<u32>>> = prepared.chunks(workload.batch_size).map(|c| c.iter().map(|p| p.ids.clone()).collect()).collect();
+    let tokens_per_pass = (num_prompts * workload.max_tokens) as u64;
+    let mut generator = Generator::with_state(&model, state);
+
+    // ---- warm-up (untimed) ----
+    if workload.warmup > 0 {
+        let _r = nvtx::Range::new("warmup", &resolved.model_id);
+        let mut tracker = ProgressTracker::new("warmup", tokens_per_pass * workload.warmup as u64, on_progress);
+        for _ in 0..workload.warmup {
+            run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?;
+        }
+        tracker.finish();
+    }
+
+    // ---- timed repetitions ----
+    let sampler = match workload.device {
+        DeviceSpec::Cuda(i) => TelemetrySampler::start(i as u32, TELEMETRY_INTERVAL),
+        DeviceSpec::Cpu => None,
+    };
+    let mut passes = Vec::with_capacity(workload.repetitions);
+    {
+        let _r = nvtx::Range::new("inference", &resolved.model_id);
+        let mut tracker = ProgressTracker::new("inference", tokens_per_pass * workload.repetitions as u64, on_progress);
+        for _ in 0..workload.repetitions {
+            passes.push(run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?);
+        }
+        tracker.finish();
+    }
+    let state = generator.into_state();
+    let total_generated: u64 = passes.iter().map(|p| p.output_tokens() as u64).sum();
+    let telemetry = sampler.map(|s| s.stop(total_generated));
+
+    // ---- output processing ----
+    on_progress(&Progress { phase: "output_processing", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
+    let outputs = {
+        let _r = nvtx::Range::new("output_processing", &resolved.model_id);
+        let last = passes.last().expect("repetitions >= 1");
+        build_outputs(&prepared, last, &tokenizer)?
+    };
+
+    let repetitions: Vec<RepetitionMetrics> = passes.iter().enumerate().map(|(i, p)| p.metrics(i)).collect();
+    let mut inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
+    inference_metrics.model_reused = model_reused;
+    inference_metrics.decode_kernels = crate::model::decode_kernels(&device);
+
+    let engine_peak = device::engine_memory_high_water(&device, false);
+    let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
+    if workload.device != DeviceSpec::Cpu {
+        gpu_metrics.engine_peak_allocated_mb = engine_peak.map(|b| b as f64 / MIB);
+        let logits = (batch * resolved.config.vocab_size() * 4) as u64;
+        gpu_metrics.workload_memory_needed_mb = Some((weight_bytes + estimate.kv_cache + logits) as f64 / MIB);
+    }
+    let config = &resolved.config;
+    let report = BenchReport {
+        schema_version: REPORT_SCHEMA_VERSION,
+        model: workload.model.clone(),
+        model_id: resolved.model_id.clone(),
+        timestamp,
+        model_properties: ModelProperties {
+            total_parameters: num_parameters,
+            num_layers: config.num_layers(),
+            hidden_size: config.hidden_size(),
+            vocab_size: config.vocab_size(),
+            model_size_mb: weight_bytes as f64 / MIB,
+            model_type: config.model_type().to_string(),
+            weights: resolved.weights_kind.as_str().to_string(),
+            weights_source: resolved.weights_source.clone(),
+            dtype: dtype_spec.to_string(),
+            tokenizer: tokenizer.description().to_string(),
+            config: config.to_json_value(),
+        },
+        inference_metrics,
+        gpu_metrics,
+        nsight_metrics: nsight_metrics(&resolved.file_stem, &resolved.weights_kind),
+        workload: workload.clone(),
+        environment: environment(&dev_info.backend),
+        repetitions,
+        outputs,
+        telemetry,
+    };
+    if workload.reuse_model {
+        // Only a job that finished keeps its model: an error above dropped it (and its memory).
+        put_cached_model(CachedModel { key: cache_key, resolved, tokenizer, model, state });
+    }
+    Ok(report)
+}
+
+/// Reject workloads that cannot run, naming the field and the fix (tokbench-core's rules, the
+/// same the CLI and the coordinator apply).
+pub fn validate(w: &Workload) -> Result<()> {
+    w.validate().map_err(|e| EngineError::InvalidWorkload(e.to_string()))
+}
+
+/// Throttled progress for a generation phase.
+struct ProgressTracker<'a> {
+    phase: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Option<Instant>,
+    sink: &'a mut dyn FnMut(&Progress),
+}
+
+impl<'a> ProgressTracker<'a> {
+    fn new(phase: &'static str, total: u64, sink: &'a mut dyn FnMut(&Progress)) -> Self {
+        let mut t = ProgressTracker { phase, total, done: 0, started: Instant::now(), last: None, sink };
+        t.emit();
+        t
+    }
+    fn emit(&mut self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let tps = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
+        (self.sink)(&Progress { phase: self.phase, tokens_done: self.done.min(self.total), tokens_total: self.total, tokens_per_second: tps });
+        self.last = Some(Instant::now());
+    }
+    /// `done` = tokens generated so far in the phase.
+    fn update(&mut self, done: u64) {
+        self.done = done;
+        if self.last.is_none_or(|l| l.elapsed() >= PROGRESS_INTERVAL) {
+            self.emit();
+        }
+    }
+    fn finish(&mut self) {
+        self.emit();
+    }
+}
+
+fn run_pass(generator: &mut Generator, batches: &[Vec<Vec<u32>>], params: &GenerationParams, cancel: &AtomicBool, tracker: &mut ProgressTracker) -> Result<PassResult> {
+    let start = Instant::now();
+    let mut outs = Vec::with_capacity(batches.len());
+    let base = tracker.done;
+    let mut finished_in_pass = 0u64;
+    for batch in batches {
+        // The generator checks `cancel` before prefill and between decode steps: a cancelled job
+        // stops within a step, not at the end of its batch.
+        let offset = base + finished_in_pass;
+        let out = generator.generate(batch, params, cancel, &mut |n| tracker.update(offset + n as u64))?;
+        finished_in_pass += out.tokens.iter().map(|t| t.len() as u64).sum::<u64>();
+        tracker.update(base + finished_in_pass);
+        outs.push(out);
+    }
+    let wall = start.elapsed();
+    if cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    Ok(PassResult { wall, batches: outs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_workloads_are_named() {
+        let w = Workload { batch_size: 0, ..Workload::default() };
+        assert!(validate(&w).unwrap_err().to_string().contains("batch size 0 is out of range"));
+        let mut w = Workload::default();
+        w.sampling.top_p = Some(1.5);
+        assert!(validate(&w).unwrap_err().to_string().contains("top_p"));
+    }
+}
+
