@@ -50,7 +50,7 @@ fn build_ptx() {
     let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
     // decode.ptx for $CUDA_COMPUTE_CAP; decode_sm90.ptx for Hopper and newer, with programmatic
-    // dependent launch compiled in (griddepcontrol needs compute_90; see src/model/cuda_ops.rs).
+    // dependent launch compiled in (griddepcontrol needs compute_90; see src/model/cuda_ops/launch.rs).
     for (file, arch, defines) in [("decode.ptx", cap.as_str(), &[][..]), ("decode_sm90.ptx", "90", &["-DTOKBENCH_PDL"][..])] {
         let out = Path::new(&out_dir).join(file);
         let status = Command::new(&nvcc)

@@ -77,6 +77,8 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             model_reused: false,
             decode_path: if gpu { "cuda-graph".into() } else { "cpu".into() },
             decode_kernels: if gpu { "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues".into() } else { String::new() },
+            kernel_options: tokbench_core::KernelOptions::default(),
+            kernels_run: if gpu { Some(tokbench_core::KernelOptions::default()) } else { None },
             repetitions: 2,
         },
         gpu_metrics: GpuMetrics {

@@ -73,7 +73,13 @@ async fn main() -> anyhow::Result<()> {
                 Ok(r)
             })
         }
-        "real" => Arc::new(|w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&tokbench_worker::bench::Progress)| tokbench_worker::bench::run_workload(w, c, p)),
+        "real" => {
+            // One cache for the in-process workers, each of which may leave its copy of the model.
+            let models = tokbench_worker::bench::ModelCache::for_workers(worker_counts.iter().copied().max().unwrap_or(1));
+            Arc::new(move |w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&tokbench_worker::bench::Progress)| {
+                tokbench_worker::bench::run_workload_with(&models, w, c, p)
+            })
+        }
         other => anyhow::bail!("--engine {other}: use null or real"),
     };
 

@@ -1,8 +1,9 @@
 //! The engine choices of one job: which CUDA kernels run prefill and decode. They used to be
 //! process-wide environment variables (`TOKBENCH_DECODE`, `TOKBENCH_PDL`, ...); now they are part
 //! of the [`crate::Workload`], so a sweep can compare engine paths side by side and every report
-//! records exactly which ran. Defaults are the fastest paths measured (see docs/performance.md).
-//! On the CPU they are ignored (and reports record none).
+//! records exactly which ran (`InferenceMetrics::kernel_options` as asked, `kernels_run` as run).
+//! Defaults are the fastest paths measured (see docs/performance.md). On the CPU they are ignored
+//! (and reports record none as run).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

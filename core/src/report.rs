@@ -5,6 +5,7 @@
 //! Units are in the field names (`_seconds`, `_ms`, `_mb` = MiB = 2^20 bytes, `_percent`).
 
 use crate::workload::Workload;
+use crate::KernelOptions;
 use serde::{Deserialize, Serialize};
 
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -95,13 +96,22 @@ pub struct InferenceMetrics {
     /// captured once and replayed). Empty in reports from before this field.
     #[serde(default)]
     pub decode_path: String,
-    /// On CUDA, which of tokbench's kernel options were on (they follow the environment
-    /// switches TOKBENCH_GEMV / TOKBENCH_GEMV_MAX_M / TOKBENCH_PDL / TOKBENCH_PREFILL_ATTENTION /
-    /// TOKBENCH_LT_EPILOGUE), e.g. "GEMV at 1 row, programmatic dependent launch, fused prefill
-    /// attention, cuBLASLt bias epilogues"; empty on
-    /// the CPU and in reports from before this field.
+    /// On CUDA, [`Self::kernels_run`] in words, e.g. "GEMV at 1 row, programmatic dependent
+    /// launch, fused prefill attention, cuBLASLt bias epilogues"; empty on the CPU and in reports
+    /// from before this field.
     #[serde(default)]
     pub decode_kernels: String,
+    /// The engine options the job asked for (its workload's `kernels`). Reports from before this
+    /// field read as the defaults.
+    #[serde(default)]
+    pub kernel_options: KernelOptions,
+    /// The engine options that actually ran: the asked ones with programmatic dependent launch
+    /// off where the device cannot do it (before compute capability 9.0) and `decode` the path
+    /// the last batch's decode steps took (`fused` after a failed CUDA-graph capture, `eager` for
+    /// sampled decoding). None on the CPU (tokbench's CUDA kernels do not run there) and in
+    /// reports from before this field.
+    #[serde(default)]
+    pub kernels_run: Option<KernelOptions>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -431,5 +441,59 @@ mod nsight_tests {
         assert_eq!(s.percent(GpuTimeCategory::Attention), 0.0);
         let json = serde_json::to_string(&GpuTimeCategory::NormalizationElementwise).unwrap();
         assert_eq!(json, "\"normalization_elementwise\"");
+    }
+}
+
+#[cfg(test)]
+mod kernel_fields_tests {
+    use super::*;
+    use crate::DecodePath;
+
+    fn metrics() -> InferenceMetrics {
+        InferenceMetrics {
+            model_load_time_seconds: 1.0,
+            total_inference_time_seconds: 2.0,
+            tokens_per_second: 3.0,
+            num_prompts: 1,
+            total_input_tokens: 4,
+            total_output_tokens: 5,
+            average_tokens_per_prompt: 4.0,
+            tokens_per_second_min: 3.0,
+            tokens_per_second_max: 3.0,
+            tokens_per_second_cv: 0.0,
+            total_inference_time_seconds_min: 2.0,
+            total_inference_time_seconds_max: 2.0,
+            prefill_tokens_per_second: 6.0,
+            decode_tokens_per_second: 7.0,
+            ttft_ms: LatencyStats::default(),
+            inter_token_latency_ms: LatencyStats::default(),
+            warmup_runs: 0,
+            repetitions: 1,
+            model_reused: false,
+            decode_path: "cuda-graph".into(),
+            decode_kernels: "GEMV at 1 row".into(),
+            kernel_options: KernelOptions { gemv_max_rows: 0, ..KernelOptions::default() },
+            kernels_run: Some(KernelOptions { decode: DecodePath::Fused, pdl: false, gemv_max_rows: 0, ..KernelOptions::default() }),
+        }
+    }
+
+    #[test]
+    fn kernel_options_round_trip_and_old_reports_parse_without_them() {
+        let m = metrics();
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["kernel_options"]["gemv_max_rows"], 0);
+        assert_eq!(json["kernels_run"]["decode"], "fused");
+        assert_eq!(json["kernels_run"]["pdl"], false);
+        assert_eq!(serde_json::from_value::<InferenceMetrics>(json.clone()).unwrap(), m);
+
+        // A report written before the structured fields.
+        let mut old = json;
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("kernel_options");
+        obj.remove("kernels_run");
+        let parsed: InferenceMetrics = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.kernel_options, KernelOptions::default());
+        assert_eq!(parsed.kernels_run, None);
+        assert_eq!(parsed.decode_path, "cuda-graph");
     }
 }

@@ -20,15 +20,17 @@ W=/tmp/work; mkdir -p $W; cd $W
 MODELS="opt-125m opt-350m opt-1.3b gpt2 gpt2-medium gpt2-large distilgpt2"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
 
-# ttft_ab TAG VAR ON OFF: TTFT p50 and engine peak memory of short benchmarks with the switch VAR
-# at 1 (default) and 0, side by side. PREFILL_SPECS: "model batch" pairs separated by commas.
+# ttft_ab TAG FLAG ON OFF: TTFT p50 and engine peak memory of short benchmarks with the bench flag
+# FLAG (a kernel option, e.g. --lt-epilogue) true (default) and false, side by side (files *_1 and
+# *_0). PREFILL_SPECS: "model batch" pairs separated by commas.
 ttft_ab() {
-  local tag=$1 var=$2 on=$3 off=$4
+  local tag=$1 flag=$2 on=$3 off=$4
   IFS=, read -ra SPECS <<< "${PREFILL_SPECS:-opt-125m 1,gpt2 1,opt-1.3b 1,opt-125m 32,gpt2 32,opt-1.3b 8,opt-1.3b 32}"
   for spec in "${SPECS[@]}"; do set -- $spec; for v in 1 0; do
-    env $var=$v tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 \
+    local val=true; [ $v = 0 ] && val=false
+    tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 $flag $val \
       --input-len 128 --max-tokens 8 --warmup 1 --repetitions 5 --json ${tag}_$1_b$2_$v.json --quiet 2> ${tag}_$1_b$2_$v.err \
-      || { echo "FAILED $1 b$2 $var=$v"; tail -5 ${tag}_$1_b$2_$v.err; }
+      || { echo "FAILED $1 b$2 $flag $val"; tail -5 ${tag}_$1_b$2_$v.err; }
   done; done
   TAG=$tag ON=$on OFF=$off $PY - <<'PYEOF'
 import json,glob,os
@@ -52,31 +54,28 @@ parity)
   log "f16/bf16 GPU vs f32 CPU logits"
   TOKBENCH_REPO=$ROOT gpu_parity --nocapture --test-threads 1 2>&1 | tee parity.log | grep -E "GPU_PARITY|test result|panicked|FAILED" ;;
 decode)
-  log "fused / CUDA-graph decode vs candle eager decode (tokens): default (GEMV, arena, PDL on Hopper)"
-  gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN"
-  log "the same f32 check with cuBLAS instead of tokbench's GEMV (TOKBENCH_GEMV=0)"
-  TOKBENCH_GEMV=0 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_cublas.log | grep -E "test result|panicked|FAILED|WARN"
-  log "the same f32 check without programmatic dependent launch (TOKBENCH_PDL=0)"
-  TOKBENCH_PDL=0 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_nopdl.log | grep -E "test result|panicked|FAILED|WARN"
-  log "the same f32 check with the GEMV up to 8 rows (TOKBENCH_GEMV_MAX_M=8; default 1)"
-  TOKBENCH_GEMV_MAX_M=8 gpu_decode --nocapture --test-threads 1 f32 2>&1 | tee decode_gemv8.log | grep -E "test result|panicked|FAILED|WARN" ;;
+  # The f32 tests run every kernel variant themselves (KernelOptions in code): the defaults (GEMV
+  # at 1 row, arena, PDL on Hopper), cuBLAS instead of the GEMV (gemv_max_rows 0), no PDL, and
+  # the GEMV up to 8 rows.
+  log "fused / CUDA-graph decode vs candle eager decode (tokens): defaults and the f32 kernel variants"
+  gpu_decode --nocapture --test-threads 1 2>&1 | tee decode.log | grep -E "GPU_DECODE|test result|panicked|FAILED|WARN" ;;
 chain)
   log "the batch-1 decode step's kernels alone (bench/gemv_chain.cu): opt-1.3b, then gpt2"
   gemv_chain 2>&1 | tee chain_opt-1.3b.log
   gemv_chain 12 768 3072 50257 12 2>&1 | tee chain_gpt2.log ;;
 modes)
   log "decode paths side by side: gpt2 and opt-1.3b, f16, 128 in / 128 out, batch 1 and 32"
-  # graph: the default (CUDA graph, GEMV at 1 row, PDL on Hopper); nopdl: TOKBENCH_PDL=0;
-  # cublas: TOKBENCH_GEMV=0 (cuBLAS + separate norm/bias kernels); fused: no graph; eager: candle ops.
+  # graph: the default (CUDA graph, GEMV at 1 row, PDL on Hopper); nopdl: --pdl false;
+  # cublas: --gemv-max-rows 0 (cuBLAS + separate norm/bias kernels); fused: no graph; eager: candle ops.
   for m in ${MODES_MODELS:-gpt2 opt-1.3b}; do for bs in ${MODES_BATCHES:-1 32}; do for mode in ${MODES:-graph nopdl cublas fused}; do
     case $mode in
-      gemv8) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV_MAX_M=8" ;;
-      nopdl) ENVS="TOKBENCH_DECODE=graph TOKBENCH_PDL=0" ;;
-      cublas) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0" ;;
-      cublas-nopdl) ENVS="TOKBENCH_DECODE=graph TOKBENCH_GEMV=0 TOKBENCH_PDL=0" ;;
-      *) ENVS="TOKBENCH_DECODE=$mode" ;;
+      gemv8) FLAGS="--decode graph --gemv-max-rows 8" ;;
+      nopdl) FLAGS="--decode graph --pdl false" ;;
+      cublas) FLAGS="--decode graph --gemv-max-rows 0" ;;
+      cublas-nopdl) FLAGS="--decode graph --gemv-max-rows 0 --pdl false" ;;
+      *) FLAGS="--decode $mode" ;;
     esac
-    env $ENVS tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs \
+    tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size $bs --num-prompts $bs $FLAGS \
       --input-len 128 --max-tokens 128 --warmup 1 --repetitions 5 --json modes_${m}_b${bs}_$mode.json --quiet 2> modes_${m}_b${bs}_$mode.err \
       || { echo "FAILED $m b$bs $mode"; tail -5 modes_${m}_b${bs}_$mode.err; }
   done; done; done
@@ -89,19 +88,20 @@ for f in sorted(glob.glob("modes_*.json")):
 PYEOF
   ;;
 prefill)
-  log "prefill attention fused (default) vs unfused (TOKBENCH_PREFILL_ATTENTION=0): TTFT, f16, 128-token prompts"
-  ttft_ab pa TOKBENCH_PREFILL_ATTENTION fused unfused ;;
+  log "prefill attention fused (default) vs unfused (--fused-prefill-attention false): TTFT, f16, 128-token prompts"
+  ttft_ab pa --fused-prefill-attention fused unfused ;;
 epilogue)
-  log "prefill GEMMs with bias/activation/residual in cuBLASLt's epilogue (default) vs cuBLAS + bias kernels (TOKBENCH_LT_EPILOGUE=0): TTFT, f16, 128-token prompts"
-  ttft_ab lt TOKBENCH_LT_EPILOGUE cublaslt separate ;;
+  log "prefill GEMMs with bias/activation/residual in cuBLASLt's epilogue (default) vs cuBLAS + bias kernels (--lt-epilogue false): TTFT, f16, 128-token prompts"
+  ttft_ab lt --lt-epilogue cublaslt separate ;;
 kern)
   log "where a decode step and a prefill spend GPU time (nsys, fused path without graph so each kernel shows)"
   # KERN_SPECS: "model batch max_tokens" triples separated by commas; KERN_TAG names the outputs;
-  # TOKBENCH_GEMV / TOKBENCH_PDL pass through (PDL=0 keeps kernel times free of early-start waits).
+  # KERN_FLAGS go to the bench command, e.g. "--gemv-max-rows 0" or "--pdl false" (no PDL keeps
+  # kernel times free of early-start waits).
   IFS=, read -ra SPECS <<< "${KERN_SPECS:-gpt2 1 32,opt-1.3b 1 32,opt-1.3b 32 2}"
   for spec in "${SPECS[@]}"; do set -- $spec; K=kern_$1_b$2${KERN_TAG:+_$KERN_TAG}
-    TOKBENCH_DECODE=fused LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o $K --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
-      tokbench-worker bench --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 --input-len 128 --max-tokens $3 \
+    LD_LIBRARY_PATH=$NSYSLIB $NSYS profile -o $K --force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none \
+      tokbench-worker bench --decode fused ${KERN_FLAGS:-} --model $1 --weights synthetic --device cuda:0 --dtype f16 --batch-size $2 --num-prompts $2 --input-len 128 --max-tokens $3 \
       --warmup 1 --repetitions 2 --json $K.json --quiet > $K.log 2>&1
     echo "--- $1 batch $2, 128 in / $3 out ${KERN_TAG:-}: kernels by total GPU time"
     LD_LIBRARY_PATH=$NSYSLIB $NSYS stats --force-export=true --format csv --report cuda_gpu_kern_sum --output - $K.nsys-rep 2>/dev/null > $K.csv
@@ -118,7 +118,7 @@ for r in rows[:${KERN_ROWS:-18}]: print(f\"{float(r['Time (%)']):5.1f}% {float(r
 ncu)
   log "Nsight Compute on the decode GEMV (opt-1.3b batch 1, f16; 4 launches after 200)"
   ncu --clock-control none -k "regex:${NCU_KERNEL:-gemv_small_m1}" -s 200 -c 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
-    env TOKBENCH_DECODE=fused TOKBENCH_PDL=0 tokbench-worker bench --model opt-1.3b --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
+    tokbench-worker bench --decode fused --pdl false --model opt-1.3b --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
     --input-len 128 --max-tokens 8 --warmup 0 --repetitions 1 --json ncu_bench.json --quiet > ncu_gemv.txt 2>&1
   grep -E "gemv_small|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Grid Size|Stall|Warp Cycles Per Issued|L2 Hit|Mem Busy|Max Bandwidth" ncu_gemv.txt | head -80 ;;
 bench)

@@ -1,5 +1,5 @@
 // tokbench's fused CUDA kernels for the decode step (one new token per sequence), compiled to
-// PTX by worker/build.rs with nvcc when the `cuda` feature is on, loaded by src/model/cuda_ops.rs.
+// PTX by worker/build.rs with nvcc when the `cuda` feature is on, loaded by src/model/cuda_ops/launch.rs.
 //
 // Why: in candle, a decode step of a 12-layer model is ~27 kernel launches per layer (bias adds,
 // head split/merge copies, cache writes, mask add, dtype casts, softmax...). These kernels do the
@@ -11,7 +11,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-// Programmatic dependent launch (compute_90 build, -DTOKBENCH_PDL; see cuda_ops.rs): a kernel
+// Programmatic dependent launch (compute_90 build, -DTOKBENCH_PDL; see cuda_ops/launch.rs): a kernel
 // lets the next one launch at once (its blocks start as this one's drain), and waits for the
 // previous kernel's completion and memory before it reads anything that kernel (or any earlier
 // one) wrote. Every kernel waits in every block, so completion is transitive down the stream.

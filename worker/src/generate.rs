@@ -84,8 +84,10 @@ pub struct BatchOutput {
 #[derive(Default)]
 pub struct GenerationState {
     cache: Option<KvCache>,
+    /// With the engine options it was built (and its graph captured) under: a model kept for a
+    /// job with other options gets a new one.
     #[cfg(feature = "cuda")]
-    decoder: Option<FastDecoder>,
+    decoder: Option<(tokbench_core::KernelOptions, FastDecoder)>,
 }
 
 impl GenerationState {
@@ -160,7 +162,7 @@ impl<'m> Generator<'m> {
     fn take_decoder(&mut self, mode: DecodeMode, cache: &KvCache) -> Result<FastDecoder> {
         let (b, cap) = (cache.batch(), cache.capacity());
         match self.state.decoder.take() {
-            Some(d) if d.fits(mode, b, cap) => Ok(d),
+            Some((kernels, d)) if kernels == *self.model.kernel_options() && d.fits(mode, b, cap) => Ok(d),
             _ => FastDecoder::new(mode, b, cap, self.model.device()),
         }
     }
@@ -334,7 +336,7 @@ impl<'m> Generator<'m> {
                     DecodeMode::Graph => "cuda-graph",
                     _ => "fused",
                 };
-                self.state.decoder = Some(dec);
+                self.state.decoder = Some((*model.kernel_options(), dec));
                 self.state.cache = Some(cache);
                 run?;
                 let total = prefill + step_latencies.iter().sum::<Duration>();

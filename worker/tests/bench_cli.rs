@@ -406,3 +406,18 @@ fn run_workload_cancel_stops_a_running_batch() {
         after_cancel.last()
     );
 }
+
+/// The job's kernel options are recorded as asked; on the CPU none of tokbench's CUDA kernels
+/// run, so nothing is recorded as run and the prose stays empty.
+#[test]
+fn report_records_kernel_options_as_asked_and_none_run_on_cpu() {
+    use std::sync::atomic::AtomicBool;
+    let mut w = tiny_workload();
+    w.kernels = tokbench_core::KernelOptions { decode: tokbench_core::DecodePath::Fused, gemv_max_rows: 0, pdl: false, ..Default::default() };
+    let rep = tokbench_worker::bench::run_workload(&w, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let m = &rep.inference_metrics;
+    assert_eq!(m.kernel_options, w.kernels);
+    assert_eq!(m.kernels_run, None);
+    assert!(m.decode_kernels.is_empty());
+    assert_eq!(m.decode_path, "cpu");
+}

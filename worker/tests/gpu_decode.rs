@@ -1,6 +1,9 @@
-//! The fused CUDA decode path (`TOKBENCH_DECODE=fused`) and its CUDA-graph replay (`graph`, the
-//! default) against candle's eager ops (`eager`) on the same GPU, same weights, same padded
-//! batch (built only with `--features cuda`; run on the GPU machine).
+//! The fused CUDA decode path (`KernelOptions::decode` = `fused`, `--decode fused`) and its
+//! CUDA-graph replay (`graph`, the default) against candle's eager ops (`eager`) on the same GPU,
+//! same weights, same padded batch (built only with `--features cuda`; run on the GPU machine).
+//! The f32 checks run under each kernel variant (`VARIANTS`: the defaults, cuBLAS instead of the
+//! GEMV, no programmatic dependent launch, the GEMV up to 8 rows), set in code as a job's
+//! `KernelOptions`.
 //!
 //! f32: greedy tokens must be identical in all three modes (the arithmetic differs only in
 //! summation order, far below the gaps between logits of random-weight models, so any wrong
@@ -11,7 +14,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::DType;
-use tokbench_core::Catalog;
+use tokbench_core::{Catalog, KernelOptions};
 use tokbench_worker::generate::{GenerationParams, Generator};
 use tokbench_worker::model::{DecodeMode, Model};
 use tokbench_worker::weights::WeightSource;
@@ -21,8 +24,19 @@ fn prompts() -> Vec<Vec<u32>> {
     vec![(0..13).map(|j| 100 + j * 7).collect(), (0..5).map(|j| 900 + j * 31).collect(), vec![2, 50, 60]]
 }
 
+/// The kernel variants the f32 checks run under: (label, options; `decode` is set per run).
+fn variants() -> Vec<(&'static str, KernelOptions)> {
+    let d = KernelOptions::default();
+    vec![
+        ("default", d),
+        ("cublas (gemv_max_rows 0)", KernelOptions { gemv_max_rows: 0, ..d }),
+        ("no pdl", KernelOptions { pdl: false, ..d }),
+        ("gemv up to 8 rows", KernelOptions { gemv_max_rows: 8, ..d }),
+    ]
+}
+
 fn run(name: &str, dtype: DType, mode: DecodeMode, steps: usize) -> (Vec<Vec<u32>>, String) {
-    run_prompts(name, dtype, mode, steps, &prompts())
+    run_prompts(name, dtype, KernelOptions { decode: mode, ..KernelOptions::default() }, steps, &prompts())
 }
 
 /// `n` prompts of lengths 3..=14 (left padding up to the longest).
@@ -30,31 +44,35 @@ fn n_prompts(n: usize) -> Vec<Vec<u32>> {
     (0..n).map(|i| (0..3 + (i * 5) % 12).map(|j| (40 + 97 * i + 13 * j) as u32).collect()).collect()
 }
 
-fn run_prompts(name: &str, dtype: DType, mode: DecodeMode, steps: usize, prompts: &[Vec<u32>]) -> (Vec<Vec<u32>>, String) {
+fn run_prompts(name: &str, dtype: DType, kernels: KernelOptions, steps: usize, prompts: &[Vec<u32>]) -> (Vec<Vec<u32>>, String) {
     let config = Catalog::get(name).unwrap().config();
     let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, dtype, &dev).unwrap();
-    model.set_decode_mode(mode);
+    model.set_kernel_options(kernels);
+    let mode = kernels.decode;
     let params = GenerationParams::new(&config, name, steps);
     // Twice: the second batch reuses the cache and (graph mode) replays the captured graph.
     let mut generator = Generator::new(&model);
     let no_cancel = std::sync::atomic::AtomicBool::new(false);
     let first = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
     let second = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
-    assert_eq!(first.tokens, second.tokens, "{name} {dtype:?} {mode:?}: a repeated batch gave other tokens");
+    assert_eq!(first.tokens, second.tokens, "{name} {dtype:?} {mode:?} {kernels:?}: a repeated batch gave other tokens");
     (second.tokens, second.decode_path.to_string())
 }
 
 #[test]
 fn f32_fused_and_graph_match_eager_exactly() {
-    for name in ["tiny-gpt2", "tiny-opt", "gpt2", "opt-125m", "opt-350m"] {
-        let (eager, p0) = run(name, DType::F32, DecodeMode::Eager, 24);
-        let (fused, p1) = run(name, DType::F32, DecodeMode::Fused, 24);
-        let (graph, p2) = run(name, DType::F32, DecodeMode::Graph, 24);
-        println!("GPU_DECODE {name} f32: paths {p0}/{p1}/{p2}; eager {:?}", &eager[1]);
-        assert_eq!((p0.as_str(), p1.as_str(), p2.as_str()), ("eager", "fused", "cuda-graph"), "{name}");
-        assert_eq!(fused, eager, "{name} f32: fused decode differs from eager");
-        assert_eq!(graph, eager, "{name} f32: graph decode differs from eager");
+    for (label, k) in variants() {
+        for name in ["tiny-gpt2", "tiny-opt", "gpt2", "opt-125m", "opt-350m"] {
+            let with = |decode| KernelOptions { decode, ..k };
+            let (eager, p0) = run_prompts(name, DType::F32, with(DecodeMode::Eager), 24, &prompts());
+            let (fused, p1) = run_prompts(name, DType::F32, with(DecodeMode::Fused), 24, &prompts());
+            let (graph, p2) = run_prompts(name, DType::F32, with(DecodeMode::Graph), 24, &prompts());
+            println!("GPU_DECODE {name} f32 [{label}]: paths {p0}/{p1}/{p2}; eager {:?}", &eager[1]);
+            assert_eq!((p0.as_str(), p1.as_str(), p2.as_str()), ("eager", "fused", "cuda-graph"), "{name} [{label}]");
+            assert_eq!(fused, eager, "{name} f32 [{label}]: fused decode differs from eager");
+            assert_eq!(graph, eager, "{name} f32 [{label}]: graph decode differs from eager");
+        }
     }
 }
 
@@ -77,18 +95,41 @@ fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
 }
 
 /// Batch sizes that take other kernels: 1 row (the GEMV), 8 and 12 (cuBLAS into the step arena;
-/// with TOKBENCH_GEMV_MAX_M=8, as scripts/gpu/run.sh also runs it, 8 rows take the GEMV's largest
-/// instantiation).
+/// in the "gemv up to 8 rows" variant, 8 rows take the GEMV's largest instantiation).
 #[test]
 fn f32_graph_matches_eager_at_batch_1_8_and_12() {
-    for name in ["gpt2", "opt-125m"] {
-        for n in [1, 8, 12] {
-            let prompts = n_prompts(n);
-            let (eager, _) = run_prompts(name, DType::F32, DecodeMode::Eager, 16, &prompts);
-            let (graph, path) = run_prompts(name, DType::F32, DecodeMode::Graph, 16, &prompts);
-            println!("GPU_DECODE {name} f32 batch {n}: {path}");
-            assert_eq!(path, "cuda-graph", "{name} batch {n}");
-            assert_eq!(graph, eager, "{name} f32 batch {n}: graph decode differs from eager");
+    for (label, k) in variants() {
+        for name in ["gpt2", "opt-125m"] {
+            for n in [1, 8, 12] {
+                let prompts = n_prompts(n);
+                let with = |decode| KernelOptions { decode, ..k };
+                let (eager, _) = run_prompts(name, DType::F32, with(DecodeMode::Eager), 16, &prompts);
+                let (graph, path) = run_prompts(name, DType::F32, with(DecodeMode::Graph), 16, &prompts);
+                println!("GPU_DECODE {name} f32 batch {n} [{label}]: {path}");
+                assert_eq!(path, "cuda-graph", "{name} batch {n} [{label}]");
+                assert_eq!(graph, eager, "{name} f32 batch {n} [{label}]: graph decode differs from eager");
+            }
         }
+    }
+}
+
+/// Options are per job: one model switched between variants (as a reused model is between jobs)
+/// decodes as a fresh model of each variant does, and a graph captured under one set of options
+/// is not replayed under another.
+#[test]
+fn kernel_options_switch_on_one_model() {
+    let config = Catalog::get("gpt2").unwrap().config();
+    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
+    let params = GenerationParams::new(&config, "gpt2", 16);
+    let (eager, _) = run("gpt2", DType::F32, DecodeMode::Eager, 16);
+    for (label, k) in variants().into_iter().chain(variants()) {
+        model.set_kernel_options(k);
+        let out = generate_batch(&mut model, &prompts(), &params, &mut |_| {}).unwrap();
+        assert_eq!(out.decode_path, "cuda-graph", "[{label}]");
+        assert_eq!(out.tokens, eager, "gpt2 f32 [{label}] on a switched model: graph decode differs from eager");
+        let active = model.active_kernels().expect("CUDA");
+        assert_eq!((active.gemv_max_rows, active.decode), (k.gemv_max_rows, k.decode), "[{label}]");
+        assert!(!active.pdl || k.pdl, "[{label}]: PDL on though not asked for");
     }
 }

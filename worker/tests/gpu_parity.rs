@@ -131,8 +131,9 @@ fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
 /// the rows after them.
 #[test]
 fn prefill_attention_kernel_matches_f64_reference() {
-    use tokbench_worker::model::cuda_ops::prefill_attention;
+    use tokbench_worker::model::cuda_ops::{prefill_attention, Launch};
     let dev = Device::new_cuda(0).expect("CUDA device 0");
+    let l = &Launch::for_device(&tokbench_core::KernelOptions::default(), &dev);
     for (d, heads, t) in [(64usize, 3usize, 130usize), (32, 2, 70), (64, 2, 5)] {
         let b = 3;
         let h = heads * d;
@@ -204,7 +205,7 @@ fn prefill_attention_kernel_matches_f64_reference() {
             let sentinel = 7.0f64;
             let kc = (Tensor::ones((b, heads, cap, d), dtype, &dev).unwrap() * sentinel).unwrap();
             let vc = (Tensor::ones((b, heads, cap, d), dtype, &dev).unwrap() * sentinel).unwrap();
-            let got = prefill_attention(&qkv_t, &bias_t, Some((&kc, &vc)), heads).unwrap().expect("the kernel applies to this shape");
+            let got = prefill_attention(l, &qkv_t, &bias_t, Some((&kc, &vc)), heads).unwrap().expect("the kernel applies to this shape");
             let got: Vec<f32> = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let (mut num, mut den, mut max_abs) = (0f64, 0f64, 0f64);
             for (g, w) in got.iter().zip(&want) {
@@ -254,8 +255,9 @@ fn prefill_attention_kernel_matches_f64_reference() {
 /// rows, n = 72 output features).
 #[test]
 fn cublaslt_epilogues_match_f64_reference() {
-    use tokbench_worker::model::cuda_ops::{linear_lt, linear_lt_untuned, Act, LtEpilogue};
+    use tokbench_worker::model::cuda_ops::{linear_lt, linear_lt_untuned, Act, Launch, LtEpilogue};
     let dev = Device::new_cuda(0).expect("CUDA device 0");
+    let l = &Launch::for_device(&tokbench_core::KernelOptions::default(), &dev);
     let (m, k, n) = (37usize, 96usize, 72usize);
     let mut seed = 99u64;
     let mut rand = |len: usize, scale: f32| -> Vec<f32> {
@@ -300,16 +302,16 @@ fn cublaslt_epilogues_match_f64_reference() {
                 LtEpilogue::Act(a) => LtEpilogue::Act(*a),
                 LtEpilogue::Residual(r) => LtEpilogue::Residual(r),
             };
-            let got = linear_lt_untuned(&xt, &wt, b, lt_epilogue()).unwrap().unwrap_or_else(|| panic!("{label} {dtype:?}: cuBLASLt path did not apply"));
+            let got = linear_lt_untuned(l, &xt, &wt, b, lt_epilogue()).unwrap().unwrap_or_else(|| panic!("{label} {dtype:?}: cuBLASLt path did not apply"));
             check(label, &got, &*want);
             // The tuned entry point: cuBLASLt's fastest candidate, or None where the plain path
             // measured faster (the caller then runs it); either way, right when it answers.
-            match linear_lt(&xt, &wt, b, lt_epilogue()).unwrap() {
+            match linear_lt(l, &xt, &wt, b, lt_epilogue()).unwrap() {
                 Some(got) => check(&format!("{label} (tuned: cuBLASLt)"), &got, &*want),
                 None => println!("CUBLASLT {label} {dtype:?}: tuned choice is the plain path"),
             }
         }
         // Exact GELU has no cuBLASLt epilogue: the caller's plain path runs instead.
-        assert!(linear_lt_untuned(&xt, &wt, Some(&bt), LtEpilogue::Act(Act::GeluErf)).unwrap().is_none());
+        assert!(linear_lt_untuned(l, &xt, &wt, Some(&bt), LtEpilogue::Act(Act::GeluErf)).unwrap().is_none());
     }
 }

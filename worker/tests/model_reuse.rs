@@ -1,11 +1,11 @@
 //! `Workload::reuse_model`: a job that asks for it takes the model the previous job left loaded
 //! (same model, weights, seed, device, dtype), says so in its report, and generates exactly what
 //! a cold load generates; a job that does not ask, or asks for another seed, loads cold.
-//! One test in its own binary: the cache is per process.
+//! The cache is the caller's (`bench::ModelCache`): one per worker.
 
 use std::sync::atomic::AtomicBool;
 use tokbench_core::{PromptSource, WeightsMode, Workload};
-use tokbench_worker::bench::run_workload;
+use tokbench_worker::bench::{run_workload, run_workload_with, ModelCache};
 
 fn job(seed: u64, reuse: bool) -> Workload {
     Workload {
@@ -24,7 +24,8 @@ fn job(seed: u64, reuse: bool) -> Workload {
 
 #[test]
 fn reuse_model_keeps_the_model_between_jobs_and_says_so() {
-    let run = |w: &Workload| run_workload(w, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let models = ModelCache::default();
+    let run = |w: &Workload| run_workload_with(&models, w, &AtomicBool::new(false), &mut |_| {}).unwrap();
     let tokens = |r: &tokbench_core::BenchReport| r.outputs.iter().map(|o| o.generated_token_ids.clone()).collect::<Vec<_>>();
 
     let cold = run(&job(3, false));
@@ -49,4 +50,14 @@ fn reuse_model_keeps_the_model_between_jobs_and_says_so() {
     // A job that does not ask never takes the cached one.
     let again_cold = run(&job(3, false));
     assert!(!again_cold.inference_metrics.model_reused);
+
+    // A cache belongs to its owner: another worker's cache, or none (`run_workload`), holds
+    // nothing this one's jobs left.
+    assert!(!run(&job(3, true)).inference_metrics.model_reused);
+    let other_worker = ModelCache::default();
+    let r = run_workload_with(&other_worker, &job(3, true), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(!r.inference_metrics.model_reused, "another worker's cache must not hold this worker's model");
+    let r = run_workload(&job(3, true), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(!r.inference_metrics.model_reused, "run_workload keeps no model between calls");
+    assert!(run(&job(3, true)).inference_metrics.model_reused, "this worker's cache still holds its model");
 }

@@ -64,33 +64,60 @@ struct CachedModel {
     state: GenerationState,
 }
 
-static MODEL_CACHE: std::sync::Mutex<Vec<CachedModel>> = std::sync::Mutex::new(Vec::new());
-/// At most this many cached copies (in-process workers of the overhead benchmark).
-const MODEL_CACHE_MAX: usize = 32;
-
-/// The cached model for `key` when the job asks for reuse. Otherwise, and on a miss, every cached
-/// model is dropped (its memory freed) so none sits beside the model this job is about to load
-/// or skews its free-memory check.
-fn take_cached_model(key: &str, reuse: bool) -> Option<CachedModel> {
-    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(i) = cache.iter().position(|c| reuse && c.key == key) {
-        return Some(cache.swap_remove(i));
-    }
-    cache.clear();
-    None
+/// The models jobs left loaded for later jobs (`Workload::reuse_model`), owned by whatever runs
+/// the jobs: the worker service's engine (`serve::run`), or a caller of [`run_workload_with`].
+/// A worker runs one job at a time, so it leaves at most one model; `workers` in-process workers
+/// that share one cache (the coordinator overhead benchmark) may each leave a copy of the same
+/// model.
+pub struct ModelCache {
+    entries: std::sync::Mutex<Vec<CachedModel>>,
+    max: usize,
 }
 
-fn put_cached_model(entry: CachedModel) {
-    let mut cache = MODEL_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|c| c.key == entry.key);
-    if cache.len() < MODEL_CACHE_MAX {
-        cache.push(entry);
+impl Default for ModelCache {
+    /// A cache for one worker.
+    fn default() -> Self {
+        ModelCache::for_workers(1)
     }
 }
 
-/// Runs one benchmark job start to finish (blocking). Checks `cancel` between batches/steps
-/// and returns EngineError::Cancelled if set. Fills every field of BenchReport.
+impl ModelCache {
+    /// A cache shared by `workers` workers of this process (each may leave a copy).
+    pub fn for_workers(workers: usize) -> ModelCache {
+        ModelCache { entries: std::sync::Mutex::new(Vec::new()), max: workers.max(1) }
+    }
+
+    /// The cached model for `key` when the job asks for reuse. Otherwise, and on a miss, every
+    /// cached model is dropped (its memory freed) so none sits beside the model this job is about
+    /// to load or skews its free-memory check.
+    fn take(&self, key: &str, reuse: bool) -> Option<CachedModel> {
+        let mut cache = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().position(|c| reuse && c.key == key) {
+            return Some(cache.swap_remove(i));
+        }
+        cache.clear();
+        None
+    }
+
+    fn put(&self, entry: CachedModel) {
+        let mut cache = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|c| c.key == entry.key);
+        if cache.len() < self.max {
+            cache.push(entry);
+        }
+    }
+}
+
+/// Runs one benchmark job start to finish (blocking) with no model kept from or for other jobs
+/// (`reuse_model` finds nothing cached; see [`run_workload_with`]). Checks `cancel` between
+/// batches/steps and returns EngineError::Cancelled if set. Fills every field of BenchReport.
 pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut dyn FnMut(&Progress)) -> Result<BenchReport> {
+    run_workload_with(&ModelCache::default(), workload, cancel, on_progress)
+}
+
+/// [`run_workload`] taking the model from `models` when the job asks for reuse and the previous
+/// job left a matching one, and leaving this job's model there when it asks for reuse.
+pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &AtomicBool, on_progress: &mut dyn FnMut(&Progress)) -> Result<BenchReport> {
     validate(workload)?;
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let check_cancel = || if cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) };
@@ -107,7 +134,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let init_range = nvtx::Range::new("model_initialization", init_name);
     let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
     // A model the previous job of this worker left loaded (only when this job asks for reuse).
-    let cached = take_cached_model(&cache_key, workload.reuse_model);
+    let cached = models.take(&cache_key, workload.reuse_model);
     let model_reused = cached.is_some();
     let (resolved, tokenizer, cached_model) = match cached {
         Some(c) => (c.resolved, c.tokenizer, Some((c.model, c.state))),
@@ -137,7 +164,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
         DeviceSpec::Cpu => None,
     };
     let oom = |e: EngineError| device::map_engine_error(e, &workload.device, estimate.total());
-    let (model, state) = match cached_model {
+    let (mut model, state) = match cached_model {
         Some((m, state)) => {
             let _ = device::engine_memory_high_water(m.device(), true);
             (m, state)
@@ -150,6 +177,8 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
             (model, GenerationState::default())
         }
     };
+    // This job's engine options (a reused model takes them too).
+    model.set_kernel_options(workload.kernels);
     let device = model.device().clone();
     device::synchronize(&device).map_err(oom)?;
     drop(init_range);
@@ -210,7 +239,8 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     let repetitions: Vec<RepetitionMetrics> = passes.iter().enumerate().map(|(i, p)| p.metrics(i)).collect();
     let mut inference_metrics = inference_metrics(&passes, &repetitions, &prepared, model_load_time, workload);
     inference_metrics.model_reused = model_reused;
-    inference_metrics.decode_kernels = crate::model::decode_kernels(&device);
+    inference_metrics.kernels_run = crate::model::kernels_run(model.active_kernels(), &inference_metrics.decode_path);
+    inference_metrics.decode_kernels = crate::model::decode_kernels(inference_metrics.kernels_run.as_ref());
 
     let engine_peak = device::engine_memory_high_water(&device, false);
     let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
@@ -249,7 +279,7 @@ pub fn run_workload(workload: &Workload, cancel: &AtomicBool, on_progress: &mut 
     };
     if workload.reuse_model {
         // Only a job that finished keeps its model: an error above dropped it (and its memory).
-        put_cached_model(CachedModel { key: cache_key, resolved, tokenizer, model, state });
+        models.put(CachedModel { key: cache_key, resolved, tokenizer, model, state });
     }
     Ok(report)
 }

@@ -128,6 +128,8 @@ pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics
         // The last batch's path (a graph capture that failed falls back for the rest of the run).
         decode_path: passes.last().and_then(|p| p.batches.last()).map(|b| b.decode_path.to_string()).unwrap_or_default(),
         decode_kernels: String::new(),
+        kernel_options: w.kernels,
+        kernels_run: None,
     }
 }
 

@@ -10,37 +10,20 @@
 //! read, so the GPU does not wait for the host between steps. The ids reach the host without a
 //! copy in the stream: the step's last kernel writes them into page-locked host memory.
 //!
-//! Modes (`TOKBENCH_DECODE`): `graph` (default on CUDA), `fused` (the same kernels launched
-//! eagerly every step), `eager` (candle ops, the path CPU runs). A capture that fails falls back
-//! to `fused` with a warning, so a driver that cannot capture still runs.
+//! Modes (the job's `KernelOptions::decode`, `--decode`): `graph` (default on CUDA), `fused` (the
+//! same kernels launched eagerly every step), `eager` (candle ops, the path CPU runs). A capture
+//! that fails falls back to `fused` with a warning, so a driver that cannot capture still runs
+//! (the batch's `decode_path` and the report say which ran).
 
 use super::{KvCache, Model};
 use crate::error::{EngineError, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent, CudaGraph, PinnedHostSlice};
 use candle_core::{DType, Device, Tensor};
+use std::cell::RefCell;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeMode {
-    Eager,
-    Fused,
-    Graph,
-}
-
-impl DecodeMode {
-    /// From `TOKBENCH_DECODE` (eager | fused | graph), default graph. Unknown values are an error
-    /// that lists the valid ones.
-    pub fn from_env() -> Result<DecodeMode> {
-        match std::env::var("TOKBENCH_DECODE").as_deref() {
-            Err(_) | Ok("") | Ok("graph") => Ok(DecodeMode::Graph),
-            Ok("fused") => Ok(DecodeMode::Fused),
-            Ok("eager") => Ok(DecodeMode::Eager),
-            Ok(other) => Err(EngineError::InvalidWorkload(format!(
-                "TOKBENCH_DECODE={other} is not a decode mode: use graph (default), fused or eager"
-            ))),
-        }
-    }
-}
+/// How greedy decode steps run on CUDA: the job's `KernelOptions::decode`.
+pub type DecodeMode = tokbench_core::DecodePath;
 
 /// What a model's fused decode step reads and writes (all on the device): `ids`, `positions`
 /// u32 [b], `slot` u32 [1] (cache column of this token), `pad_bias` [b, cap] f32, the cache,
@@ -69,8 +52,9 @@ pub(crate) struct FastDecoder {
     argmax_keys: Tensor,
     /// Steps run eagerly with candle's graph parameter cache on (fills it before capture).
     warm: bool,
-    /// The step's output buffers, the same every step (so a captured graph allocates nothing).
-    arena: super::cuda_ops::StepArena,
+    /// The step's output buffers, the same every step (so a captured graph allocates nothing);
+    /// lent to the step's launchers through `Launch::with_arena`.
+    arena: RefCell<super::cuda_ops::StepArena>,
     graph: Option<CudaGraph>,
     /// Page-locked host memory, [batch, host_cols] u32, that each step's last kernel writes the
     /// chosen ids into (at the position each id follows), and its device address. Why: a copy
@@ -229,7 +213,7 @@ impl FastDecoder {
                 self.graph = Some(graph);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "CUDA graph capture of the decode step failed; decoding with the fused kernels without a graph (TOKBENCH_DECODE=fused)");
+                tracing::warn!(error = %e, "CUDA graph capture of the decode step failed; decoding with the fused kernels without a graph (--decode fused)");
                 self.mode = DecodeMode::Fused;
                 // Nothing ran during the failed capture: run this step now.
                 self.run_fused(model, cache)?;
@@ -240,10 +224,8 @@ impl FastDecoder {
 
     /// One step on the fused kernels, every output in this decoder's arena.
     fn run_fused(&mut self, model: &Model, cache: &KvCache) -> Result<()> {
-        let mut arena = std::mem::take(&mut self.arena);
-        let r = super::cuda_ops::in_arena(&mut arena, || model.decode_step_fused(self, cache));
-        self.arena = arena;
-        r
+        self.arena.get_mut().rewind();
+        model.decode_step_fused(self, cache)
     }
 }
 
@@ -259,18 +241,20 @@ impl Model {
             cache,
             argmax_keys: &dec.argmax_keys,
         };
+        // Every output of the step's launches goes into the decoder's arena.
+        let l = &self.launch().with_arena(&dec.arena);
         let logits = match &self.arch {
-            super::Arch::Opt(m) => m.decode_logits(&step)?,
-            super::Arch::Gpt2(m) => m.decode_logits(&step)?,
+            super::Arch::Opt(m) => m.decode_logits(l, &step)?,
+            super::Arch::Gpt2(m) => m.decode_logits(l, &step)?,
         };
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
         // eager path's argmax over f32 logits (up to which of exactly equal values wins). Where
         // the lm_head GEMV applies it chose already (argmax keys), without writing the logits.
         use super::cuda_ops::{advance_step, argmax_rows, NextIds};
         match logits {
-            None => advance_step(NextIds::ArgmaxKeys(&dec.argmax_keys), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?,
+            None => advance_step(l, NextIds::ArgmaxKeys(&dec.argmax_keys), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?,
             Some(logits) => {
-                advance_step(NextIds::Ids(&argmax_rows(&logits)?), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?
+                advance_step(l, NextIds::Ids(&argmax_rows(l, &logits)?), &dec.ids, &dec.positions, &dec.slot, Some(dec.host()))?
             }
         }
         Ok(())

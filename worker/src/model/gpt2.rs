@@ -2,7 +2,7 @@
 //! fused qkv projection `c_attn`, Conv1D layers (weights stored [in, out], the transpose of
 //! nn.Linear), gelu_new MLP, final `ln_f`, lm_head tied to `wte`.
 
-use super::{attention, Activation, KvCache, LayerNorm, Linear};
+use super::{attention, Activation, KvCache, Launch, LayerNorm, Linear};
 use crate::error::Result;
 use crate::weights::{Init, WeightLoader, HF_INIT_STD};
 use candle_core::{Module, Tensor};
@@ -89,21 +89,21 @@ impl Gpt2 {
     }
 
     /// Hidden states after ln_f: [b, t, n_embd].
-    pub(crate) fn hidden(&self, ids: &Tensor, position_rows: &Tensor, bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub(crate) fn hidden(&self, l: &Launch, ids: &Tensor, position_rows: &Tensor, bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let h0 = self.hidden;
         let mut h = (self.wte.forward(ids)? + self.wpe.forward(position_rows)?)?;
         for (i, b) in self.blocks.iter().enumerate() {
             // Each intermediate is dropped as soon as it is used: at prefill of a large batch
             // these are what the engine's peak memory holds beyond weights and cache.
-            let qkv = b.c_attn.forward(&b.ln_1.forward(&h)?)?;
+            let qkv = b.c_attn.forward(l, &b.ln_1.forward(l, &h)?)?;
             debug_assert_eq!(qkv.dim(2)?, 3 * h0);
-            let a = attention(qkv, self.heads, bias, cache.as_deref_mut(), i)?;
-            h = b.attn_c_proj.forward_residual(&a, &h)?;
+            let a = attention(l, qkv, self.heads, bias, cache.as_deref_mut(), i)?;
+            h = b.attn_c_proj.forward_residual(l, &a, &h)?;
             drop(a);
-            let f = b.c_fc.forward_act(&b.ln_2.forward(&h)?, self.activation)?;
-            h = b.mlp_c_proj.forward_residual(&f, &h)?;
+            let f = b.c_fc.forward_act(l, &b.ln_2.forward(l, &h)?, self.activation)?;
+            h = b.mlp_c_proj.forward_residual(l, &f, &h)?;
         }
-        self.ln_f.forward(&h)
+        self.ln_f.forward(l, &h)
     }
 
     /// One decode step on the fused CUDA kernels (see `fast_decode::StepInputs`). Returns the
@@ -113,24 +113,24 @@ impl Gpt2 {
     /// c_fc, ln_f in lm_head) where the GEMV applies, so a layer is four GEMVs and one attention
     /// kernel.
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_logits(&self, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
+    pub(crate) fn decode_logits(&self, l: &Launch, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
         let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
-        let mut h = cuda_ops::embed(ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
+        let mut h = cuda_ops::embed(l, ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
         for (i, b) in self.blocks.iter().enumerate() {
-            let qkv = b.c_attn.matmul_no_bias_normed(&h, &b.ln_1)?;
+            let qkv = b.c_attn.matmul_no_bias_normed(l, &h, &b.ln_1)?;
             let (kc, vc) = cache.layer(i);
-            let a = cuda_ops::decode_attention(&qkv, b.c_attn.bias(), kc, vc, slot, pad_bias)?;
-            h = b.attn_c_proj.forward_residual(&a, &h)?;
-            h = b.mlp_c_proj.forward_residual(&b.c_fc.forward_normed(&h, &b.ln_2, Some(self.activation))?, &h)?;
+            let a = cuda_ops::decode_attention(l, &qkv, b.c_attn.bias(), kc, vc, slot, pad_bias)?;
+            h = b.attn_c_proj.forward_residual(l, &a, &h)?;
+            h = b.mlp_c_proj.forward_residual(l, &b.c_fc.forward_normed(l, &h, &b.ln_2, Some(self.activation))?, &h)?;
         }
-        if self.lm_head.argmax_normed(&h, Some(&self.ln_f), argmax_keys)? {
+        if self.lm_head.argmax_normed(l, &h, Some(&self.ln_f), argmax_keys)? {
             return Ok(None);
         }
-        Ok(Some(self.lm_head.forward_normed(&h, &self.ln_f, None)?))
+        Ok(Some(self.lm_head.forward_normed(l, &h, &self.ln_f, None)?))
     }
 
-    pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(hidden)
+    pub(crate) fn logits(&self, l: &Launch, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(l, hidden)
     }
 }

@@ -13,6 +13,8 @@ pub mod cuda_ops;
 pub(crate) mod fast_decode;
 #[cfg(feature = "cuda")]
 pub use fast_decode::DecodeMode;
+#[cfg(feature = "cuda")]
+pub(crate) use cuda_ops::Launch;
 mod gpt2;
 pub mod kv_cache;
 mod opt;
@@ -22,7 +24,14 @@ pub use kv_cache::KvCache;
 use crate::error::{EngineError, Result};
 use crate::weights::{WeightLoader, WeightSource};
 use candle_core::{DType, Device, Module, Tensor};
-use tokbench_core::ArchConfig;
+use tokbench_core::{ArchConfig, KernelOptions};
+
+/// What a forward pass hands every CUDA launcher (the job's kernel options and, in a decode step,
+/// the step's arena: `cuda_ops::Launch`). A build without CUDA launches nothing of its own, so
+/// there it carries nothing.
+#[cfg(not(feature = "cuda"))]
+#[derive(Clone, Copy)]
+pub(crate) struct Launch<'a>(std::marker::PhantomData<&'a ()>);
 
 /// Added to the attention scores of masked keys. Finite (as transformers' `finfo.min`) so a
 /// row whose keys are all masked (a padding query) gives uniform weights, not NaN that would
@@ -41,9 +50,11 @@ pub struct Model {
     dtype: DType,
     num_parameters: u64,
     weight_bytes: u64,
-    /// Set by [`Self::set_decode_mode`]; else `TOKBENCH_DECODE` decides.
-    #[cfg(feature = "cuda")]
-    decode_mode: Option<fast_decode::DecodeMode>,
+    /// The job's CUDA engine options ([`Self::set_kernel_options`]); ignored on the CPU.
+    kernels: KernelOptions,
+    /// Whether the device can launch with programmatic dependent launch (CUDA, compute
+    /// capability 9.0+).
+    pdl_supported: bool,
 }
 
 impl Model {
@@ -67,8 +78,8 @@ impl Model {
             dtype,
             num_parameters: loader.num_parameters(),
             weight_bytes: loader.bytes(),
-            #[cfg(feature = "cuda")]
-            decode_mode: None,
+            kernels: KernelOptions::default(),
+            pdl_supported: pdl_supported(device),
         })
     }
 
@@ -97,6 +108,37 @@ impl Model {
     /// Bytes of the loaded weight tensors.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
+    }
+
+    /// The engine options of the job about to run (a model kept for a later job takes that job's).
+    /// (A generator's decoder built under other options is rebuilt: [`crate::generate`].)
+    pub fn set_kernel_options(&mut self, kernels: KernelOptions) {
+        self.kernels = kernels;
+    }
+    /// The engine options as asked for ([`Self::set_kernel_options`]).
+    pub fn kernel_options(&self) -> &KernelOptions {
+        &self.kernels
+    }
+    /// The options as they run on this model's device: None on the CPU (tokbench's CUDA kernels
+    /// do not run there); on CUDA the asked ones with programmatic dependent launch off where the
+    /// device cannot do it. (The decode path a batch actually took, after a failed graph capture
+    /// or for sampling, is the batch's `decode_path`.)
+    pub fn active_kernels(&self) -> Option<KernelOptions> {
+        if !cfg!(feature = "cuda") || !self.device.is_cuda() {
+            return None;
+        }
+        Some(KernelOptions { pdl: self.kernels.pdl && self.pdl_supported, ..self.kernels })
+    }
+    /// What this model's forward passes hand the CUDA launchers (outside any decode step arena).
+    pub(crate) fn launch(&self) -> Launch<'static> {
+        #[cfg(feature = "cuda")]
+        {
+            Launch::new(self.active_kernels().unwrap_or(self.kernels))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Launch(std::marker::PhantomData)
+        }
     }
 
     /// Bytes of the KV cache generation allocates for `batch` sequences of up to
@@ -138,17 +180,18 @@ impl Model {
         last_only: bool,
     ) -> Result<Tensor> {
         let t = ids.dim(1)?;
+        let l = &self.launch();
         let hidden = match &self.arch {
-            Arch::Opt(m) => m.hidden(ids, position_rows, bias, cache.as_deref_mut())?,
-            Arch::Gpt2(m) => m.hidden(ids, position_rows, bias, cache.as_deref_mut())?,
+            Arch::Opt(m) => m.hidden(l, ids, position_rows, bias, cache.as_deref_mut())?,
+            Arch::Gpt2(m) => m.hidden(l, ids, position_rows, bias, cache.as_deref_mut())?,
         };
         if let Some(c) = cache {
             c.advance(t);
         }
         let hidden = if last_only && t > 1 { hidden.narrow(1, t - 1, 1)?.contiguous()? } else { hidden };
         let logits = match &self.arch {
-            Arch::Opt(m) => m.logits(&hidden)?,
-            Arch::Gpt2(m) => m.logits(&hidden)?,
+            Arch::Opt(m) => m.logits(l, &hidden)?,
+            Arch::Gpt2(m) => m.logits(l, &hidden)?,
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
@@ -172,18 +215,26 @@ impl Model {
         Ok(())
     }
 
-    /// How greedy decode steps run on CUDA (overrides `TOKBENCH_DECODE`; tests compare modes).
+    /// How greedy decode steps run on CUDA (the `decode` of [`Self::set_kernel_options`]; tests
+    /// compare modes).
     #[cfg(feature = "cuda")]
     pub fn set_decode_mode(&mut self, mode: DecodeMode) {
-        self.decode_mode = Some(mode);
+        self.set_kernel_options(KernelOptions { decode: mode, ..self.kernels });
     }
     #[cfg(feature = "cuda")]
     pub(crate) fn decode_mode(&self) -> Result<DecodeMode> {
-        match self.decode_mode {
-            Some(m) => Ok(m),
-            None => DecodeMode::from_env(),
-        }
+        Ok(self.kernels.decode)
     }
+}
+
+/// Whether `device` can launch with programmatic dependent launch (false off CUDA).
+fn pdl_supported(device: &Device) -> bool {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        return cuda_ops::pdl_supported(d);
+    }
+    let _ = device;
+    false
 }
 
 fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
@@ -307,13 +358,14 @@ impl LayerNorm {
         };
         Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps), eps))
     }
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() && x.is_contiguous() && x.dim(candle_core::D::Minus1)? <= cuda_ops::MAX_ROW {
             if let Some(b) = self.0.bias() {
-                return Ok(cuda_ops::layer_norm(x, self.0.weight(), b, self.1)?);
+                return Ok(cuda_ops::layer_norm(l, x, self.0.weight(), b, self.1)?);
             }
         }
+        let _ = l;
         Ok(self.0.forward(x)?)
     }
 
@@ -339,11 +391,12 @@ impl Linear {
         };
         Ok(Linear(candle_nn::Linear::new(weight, bias)))
     }
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return self.forward_cuda(x, None, None);
+            return self.forward_cuda(l, x, None, None);
         }
+        let _ = l;
         let w = self.0.weight();
         if x.device().is_cpu() && x.dtype() == DType::F32 && w.is_contiguous() && cpu_matmul::available() {
             let k = x.dim(candle_core::D::Minus1)?;
@@ -360,28 +413,28 @@ impl Linear {
         Ok(self.0.forward(x)?)
     }
     /// `act(x @ W^T + b)`: on CUDA the bias and activation are one kernel after the matmul.
-    pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+    pub(crate) fn forward_act(&self, l: &Launch, x: &Tensor, act: Activation) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return self.forward_cuda(x, Some(act), None);
+            return self.forward_cuda(l, x, Some(act), None);
         }
-        act.apply(&self.forward(x)?)
+        act.apply(&self.forward(l, x)?)
     }
 
     /// `(x @ W^T + b) + residual`: on CUDA the bias and the residual add are one kernel.
-    pub(crate) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward_residual(&self, l: &Launch, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return self.forward_cuda(x, None, Some(residual));
+            return self.forward_cuda(l, x, None, Some(residual));
         }
-        Ok((residual + self.forward(x)?)?)
+        Ok((residual + self.forward(l, x)?)?)
     }
 
     /// One matmul over all rows (leading dims flattened), then bias (+ activation or + residual)
     /// in place by one fused kernel, instead of candle's broadcast bias add (a strided kernel,
     /// ~15x slower than a plain pass at prefill sizes) and separate activation/add kernels.
     #[cfg(feature = "cuda")]
-    fn forward_cuda(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
+    fn forward_cuda(&self, l: &Launch, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
         let mut out_dims = x.dims().to_vec();
         let k = *out_dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
         let rows = x.elem_count() / k.max(1);
@@ -399,7 +452,7 @@ impl Linear {
                 None => None,
             };
             if let Some(epilogue) = epilogue {
-                if let Some(y) = cuda_ops::linear_small_m(&x2, self.0.weight(), self.0.bias(), epilogue, None)? {
+                if let Some(y) = cuda_ops::linear_small_m(l, &x2, self.0.weight(), self.0.bias(), epilogue, None)? {
                     return Ok(y.reshape(out_dims)?);
                 }
             }
@@ -410,14 +463,14 @@ impl Linear {
                 Some(r) => cuda_ops::LtEpilogue::Residual(r),
                 None => cuda_ops::LtEpilogue::Act(act_fused),
             };
-            if let Some(y) = cuda_ops::linear_lt(&x2, self.0.weight(), self.0.bias(), epilogue)? {
+            if let Some(y) = cuda_ops::linear_lt(l, &x2, self.0.weight(), self.0.bias(), epilogue)? {
                 return Ok(y.reshape(out_dims)?);
             }
         }
-        let y = self.matmul_no_bias(&x2)?;
+        let y = self.matmul_no_bias(l, &x2)?;
         match (&r2, self.0.bias(), act) {
-            (Some(r), bias, _) => cuda_ops::bias_residual(&y, bias, r)?,
-            (None, Some(b), _) => cuda_ops::bias_act(&y, b, act_fused)?,
+            (Some(r), bias, _) => cuda_ops::bias_residual(l, &y, bias, r)?,
+            (None, Some(b), _) => cuda_ops::bias_act(l, &y, b, act_fused)?,
             (None, None, Some(act)) => return Ok(act.apply(&y)?.reshape(out_dims)?),
             (None, None, None) => {}
         }
@@ -427,12 +480,12 @@ impl Linear {
     /// `x` [rows, in] @ W^T without the bias: [rows, out], a fresh contiguous tensor (the
     /// fused decode kernels add the bias in place).
     #[cfg(feature = "cuda")]
-    pub(crate) fn matmul_no_bias(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None, None)? {
+    pub(crate) fn matmul_no_bias(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), None, cuda_ops::Epilogue::None, None)? {
             return Ok(y);
         }
         // candle's own cuBLAS call, but into the decode step's arena buffer (see cuda_ops).
-        if let Some(y) = cuda_ops::matmul_nt(x, self.0.weight())? {
+        if let Some(y) = cuda_ops::matmul_nt(l, x, self.0.weight())? {
             return Ok(y);
         }
         Ok(x.matmul(&self.0.weight().t()?)?)
@@ -441,25 +494,25 @@ impl Linear {
     /// `norm(x)` [rows, in] @ W^T without the bias (decode steps of pre-LN layers): the norm runs
     /// inside the GEMV when it can, else as its own kernel first.
     #[cfg(feature = "cuda")]
-    pub(crate) fn matmul_no_bias_normed(&self, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
+    pub(crate) fn matmul_no_bias_normed(&self, l: &Launch, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
         if let Some(pre) = norm.pre_norm() {
-            if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), None, cuda_ops::Epilogue::None, Some(pre))? {
+            if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), None, cuda_ops::Epilogue::None, Some(pre))? {
                 return Ok(y);
             }
         }
-        self.matmul_no_bias(&norm.forward(x)?)
+        self.matmul_no_bias(l, &norm.forward(l, x)?)
     }
 
     /// Greedy choice over `norm(x) @ W^T + b` (the lm_head of a decode step) without the logits:
     /// the GEMV folds each row's largest value into `keys` (see `cuda_ops::Epilogue::ArgmaxKeys`).
     /// `Ok(false)` when the GEMV does not apply (the caller computes logits and their argmax).
     #[cfg(feature = "cuda")]
-    pub(crate) fn argmax_normed(&self, x: &Tensor, norm: Option<&LayerNorm>, keys: &Tensor) -> Result<bool> {
+    pub(crate) fn argmax_normed(&self, l: &Launch, x: &Tensor, norm: Option<&LayerNorm>, keys: &Tensor) -> Result<bool> {
         let pre = match norm.map(LayerNorm::pre_norm) {
             Some(None) => return Ok(false), // a norm without bias: not fusable
             pre => pre.flatten(),
         };
-        let done = cuda_ops::linear_small_m(x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
+        let done = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
         Ok(done.is_some())
     }
 
@@ -467,19 +520,19 @@ impl Linear {
     /// no activation): one GEMV when it can, else the norm, then [`Self::forward_act`] /
     /// [`Self::forward`].
     #[cfg(feature = "cuda")]
-    pub(crate) fn forward_normed(&self, x: &Tensor, norm: &LayerNorm, act: Option<Activation>) -> Result<Tensor> {
+    pub(crate) fn forward_normed(&self, l: &Launch, x: &Tensor, norm: &LayerNorm, act: Option<Activation>) -> Result<Tensor> {
         // Without a bias the activation is candle's (see forward_cuda): not fused here.
         let fusable = self.0.bias().is_some() || act.is_none();
         if let (Some(pre), true) = (norm.pre_norm(), fusable) {
             let epilogue = cuda_ops::Epilogue::Act(act.map_or(cuda_ops::Act::None, Activation::fused));
-            if let Some(y) = cuda_ops::linear_small_m(x, self.0.weight(), self.0.bias(), epilogue, Some(pre))? {
+            if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), epilogue, Some(pre))? {
                 return Ok(y);
             }
         }
-        let xn = norm.forward(x)?;
+        let xn = norm.forward(l, x)?;
         match act {
-            Some(a) => self.forward_act(&xn, a),
-            None => self.forward(&xn),
+            Some(a) => self.forward_act(l, &xn, a),
+            None => self.forward(l, &xn),
         }
     }
     #[cfg(feature = "cuda")]
@@ -488,23 +541,34 @@ impl Linear {
     }
 }
 
-/// The CUDA kernel options in force for this process on `device` (see
-/// `InferenceMetrics::decode_kernels`); empty on the CPU.
-pub fn decode_kernels(device: &candle_core::Device) -> String {
-    #[cfg(feature = "cuda")]
-    if let candle_core::Device::Cuda(d) = device {
-        let gemv = match cuda_ops::gemv_max_rows() {
-            0 => "cuBLAS only (GEMV off)".to_string(),
-            1 => "GEMV at 1 row".to_string(),
-            n => format!("GEMV up to {n} rows"),
-        };
-        let pdl = if cuda_ops::pdl_enabled(d) { "programmatic dependent launch" } else { "no programmatic dependent launch" };
-        let prefill = if cuda_ops::prefill_attention_enabled() { "fused prefill attention" } else { "unfused prefill attention" };
-        let epilogue = if cuda_ops::lt_epilogue_enabled() { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
-        return format!("{gemv}, {pdl}, {prefill}, {epilogue}");
-    }
-    let _ = device;
-    String::new()
+/// The kernel options that ran, for `InferenceMetrics::kernels_run`: the model's
+/// [`Model::active_kernels`] (None on the CPU) with `decode` the path the batch's decode steps
+/// took, from its `decode_path` ("cuda-graph", "fused", "eager"; after a failed capture a graph
+/// job runs "fused").
+pub fn kernels_run(active: Option<KernelOptions>, decode_path: &str) -> Option<KernelOptions> {
+    let mut k = active?;
+    k.decode = match decode_path {
+        "cuda-graph" => tokbench_core::DecodePath::Graph,
+        "fused" => tokbench_core::DecodePath::Fused,
+        "eager" => tokbench_core::DecodePath::Eager,
+        _ => k.decode,
+    };
+    Some(k)
+}
+
+/// The kernel options that ran (`InferenceMetrics::kernels_run`) in words, for
+/// `InferenceMetrics::decode_kernels`; empty on the CPU (None).
+pub fn decode_kernels(active: Option<&KernelOptions>) -> String {
+    let Some(k) = active else { return String::new() };
+    let gemv = match k.gemv_max_rows.min(tokbench_core::kernel_options::GEMV_MAX_ROWS_LIMIT) {
+        0 => "cuBLAS only (GEMV off)".to_string(),
+        1 => "GEMV at 1 row".to_string(),
+        n => format!("GEMV up to {n} rows"),
+    };
+    let pdl = if k.pdl { "programmatic dependent launch" } else { "no programmatic dependent launch" };
+    let prefill = if k.fused_prefill_attention { "fused prefill attention" } else { "unfused prefill attention" };
+    let epilogue = if k.lt_epilogue { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
+    format!("{gemv}, {pdl}, {prefill}, {epilogue}")
 }
 
 /// Multi-head attention core. `qkv`: [b, t, 3 * hidden], q|k|v, q already scaled (the scale is
@@ -513,14 +577,15 @@ pub fn decode_kernels(device: &candle_core::Device) -> String {
 /// activation). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
 /// Every caller passes `PrefillInputs::bias` when the cache is empty (a prompt attends only to
 /// itself, causally), which the fused CUDA prefill kernel relies on.
-pub(crate) fn attention(qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<&mut KvCache>, layer: usize) -> Result<Tensor> {
+pub(crate) fn attention(l: &Launch, qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<&mut KvCache>, layer: usize) -> Result<Tensor> {
     let (b, t, h3) = qkv.dims3()?;
+    let _ = l; // (read by the CUDA paths only)
     #[cfg(feature = "cuda")]
-    if qkv.device().is_cuda() && t > 1 && cache.as_ref().is_none_or(|c| c.is_empty()) && cuda_ops::prefill_attention_enabled() {
+    if qkv.device().is_cuda() && t > 1 && cache.as_ref().is_none_or(|c| c.is_empty()) && cuda_ops::prefill_attention_enabled(l) {
         if let Some(c) = cache.as_ref() {
             c.check_room(t)?;
         }
-        if let Some(out) = cuda_ops::prefill_attention(&qkv, bias, cache.as_ref().map(|c| c.layer(layer)), heads)? {
+        if let Some(out) = cuda_ops::prefill_attention(l, &qkv, bias, cache.as_ref().map(|c| c.layer(layer)), heads)? {
             return Ok(out);
         }
     }
@@ -542,7 +607,7 @@ pub(crate) fn attention(qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<
     if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_SOFTMAX_ROW {
         // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic),
         // written over the scores (a fresh tensor nothing else holds).
-        let probs = cuda_ops::masked_softmax_in_place(scores, bias)?;
+        let probs = cuda_ops::masked_softmax_in_place(l, scores, bias)?;
         let out = probs.matmul(&v)?;
         drop(probs);
         return Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?);
@@ -557,4 +622,36 @@ pub(crate) fn attention(qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<
 /// The same scaled into the query projection: `W_q * s`, `b_q * s`.
 pub(crate) fn scaled(t: Tensor, scale: f64) -> Result<Tensor> {
     Ok((t * scale)?)
+}
+
+#[cfg(test)]
+mod kernel_report_tests {
+    use super::*;
+    use tokbench_core::DecodePath;
+
+    #[test]
+    fn kernels_run_takes_the_decode_path_that_ran_and_none_on_cpu() {
+        let asked = KernelOptions::default();
+        assert_eq!(kernels_run(None, "cpu"), None);
+        assert_eq!(kernels_run(Some(asked), "cuda-graph"), Some(asked));
+        assert_eq!(kernels_run(Some(asked), "fused").unwrap().decode, DecodePath::Fused);
+        assert_eq!(kernels_run(Some(asked), "eager").unwrap().decode, DecodePath::Eager);
+        assert_eq!(decode_kernels(None), "");
+        assert_eq!(
+            decode_kernels(Some(&asked)),
+            "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues"
+        );
+        let off = KernelOptions { pdl: false, gemv_max_rows: 0, fused_prefill_attention: false, lt_epilogue: false, ..asked };
+        assert_eq!(decode_kernels(Some(&off)), "cuBLAS only (GEMV off), no programmatic dependent launch, unfused prefill attention, separate bias kernels");
+    }
+
+    #[test]
+    fn a_cpu_model_runs_no_cuda_kernels_whatever_it_is_asked() {
+        let config = tokbench_core::Catalog::get("tiny-opt").unwrap().config();
+        let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 1 }, DType::F32, &Device::Cpu).unwrap();
+        let asked = KernelOptions { gemv_max_rows: 4, ..KernelOptions::default() };
+        model.set_kernel_options(asked);
+        assert_eq!(model.kernel_options(), &asked);
+        assert_eq!(model.active_kernels(), None);
+    }
 }

@@ -2,7 +2,7 @@
 //! `project_in`/`project_out` (opt-350m: 512-wide embeddings, 1024-wide layers), pre-LN or
 //! post-LN (`do_layer_norm_before`), ReLU FFN, lm_head tied to `embed_tokens`.
 
-use super::{attention, scaled, Activation, KvCache, LayerNorm, Linear};
+use super::{attention, scaled, Activation, KvCache, Launch, LayerNorm, Linear};
 use crate::error::{EngineError, Result};
 use crate::weights::{Init, WeightLoader, HF_INIT_STD};
 use candle_core::{Module, Tensor};
@@ -123,38 +123,38 @@ impl Opt {
     }
 
     /// Hidden states after the decoder (final norm and project_out applied): [b, t, word_embed_proj_dim].
-    pub(crate) fn hidden(&self, ids: &Tensor, position_rows: &Tensor, bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub(crate) fn hidden(&self, l: &Launch, ids: &Tensor, position_rows: &Tensor, bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let mut x = self.embed_tokens.forward(ids)?;
         if let Some(p) = &self.project_in {
-            x = p.forward(&x)?;
+            x = p.forward(l, &x)?;
         }
         let mut h = (x + self.embed_positions.forward(position_rows)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = &h;
             // Intermediates are dropped as soon as they are used (prefill peak memory).
-            let qkv = if self.pre_ln { layer.qkv_proj.forward(&layer.self_attn_layer_norm.forward(&h)?)? } else { layer.qkv_proj.forward(&h)? };
-            let a = attention(qkv, self.heads, bias, cache.as_deref_mut(), i)?;
-            let mut h1 = layer.out_proj.forward_residual(&a, residual)?;
+            let qkv = if self.pre_ln { layer.qkv_proj.forward(l, &layer.self_attn_layer_norm.forward(l, &h)?)? } else { layer.qkv_proj.forward(l, &h)? };
+            let a = attention(l, qkv, self.heads, bias, cache.as_deref_mut(), i)?;
+            let mut h1 = layer.out_proj.forward_residual(l, &a, residual)?;
             drop(a);
             if !self.pre_ln {
-                h1 = layer.self_attn_layer_norm.forward(&h1)?;
+                h1 = layer.self_attn_layer_norm.forward(l, &h1)?;
             }
             let f = if self.pre_ln {
-                layer.fc1.forward_act(&layer.final_layer_norm.forward(&h1)?, self.activation)?
+                layer.fc1.forward_act(l, &layer.final_layer_norm.forward(l, &h1)?, self.activation)?
             } else {
-                layer.fc1.forward_act(&h1, self.activation)?
+                layer.fc1.forward_act(l, &h1, self.activation)?
             };
-            h = layer.fc2.forward_residual(&f, &h1)?;
+            h = layer.fc2.forward_residual(l, &f, &h1)?;
             drop(f);
             if !self.pre_ln {
-                h = layer.final_layer_norm.forward(&h)?;
+                h = layer.final_layer_norm.forward(l, &h)?;
             }
         }
         if let Some(n) = &self.final_layer_norm {
-            h = n.forward(&h)?;
+            h = n.forward(l, &h)?;
         }
         if let Some(p) = &self.project_out {
-            h = p.forward(&h)?;
+            h = p.forward(l, &h)?;
         }
         Ok(h)
     }
@@ -164,36 +164,36 @@ impl Opt {
     /// inside the lm_head GEMV. In pre-LN models each norm runs inside the GEMV that consumes it
     /// where the GEMV applies (post-LN norms follow a residual add: own kernel).
     #[cfg(feature = "cuda")]
-    pub(crate) fn decode_logits(&self, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
+    pub(crate) fn decode_logits(&self, l: &Launch, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
         let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
         let mut h = match &self.project_in {
-            None => cuda_ops::embed(ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
+            None => cuda_ops::embed(l, ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
             Some(p) => {
-                let x = p.matmul_no_bias(&self.embed_tokens.forward(ids)?)?;
+                let x = p.matmul_no_bias(l, &self.embed_tokens.forward(ids)?)?;
                 (x + self.embed_positions.forward(positions)?)?
             }
         };
         for (i, layer) in self.layers.iter().enumerate() {
             let qkv = if self.pre_ln {
-                layer.qkv_proj.matmul_no_bias_normed(&h, &layer.self_attn_layer_norm)?
+                layer.qkv_proj.matmul_no_bias_normed(l, &h, &layer.self_attn_layer_norm)?
             } else {
-                layer.qkv_proj.matmul_no_bias(&h)?
+                layer.qkv_proj.matmul_no_bias(l, &h)?
             };
             let (kc, vc) = cache.layer(i);
-            let a = cuda_ops::decode_attention(&qkv, layer.qkv_proj.bias(), kc, vc, slot, pad_bias)?;
-            let mut h1 = layer.out_proj.forward_residual(&a, &h)?;
+            let a = cuda_ops::decode_attention(l, &qkv, layer.qkv_proj.bias(), kc, vc, slot, pad_bias)?;
+            let mut h1 = layer.out_proj.forward_residual(l, &a, &h)?;
             if !self.pre_ln {
-                h1 = layer.self_attn_layer_norm.forward(&h1)?;
+                h1 = layer.self_attn_layer_norm.forward(l, &h1)?;
             }
             let f = if self.pre_ln {
-                layer.fc1.forward_normed(&h1, &layer.final_layer_norm, Some(self.activation))?
+                layer.fc1.forward_normed(l, &h1, &layer.final_layer_norm, Some(self.activation))?
             } else {
-                layer.fc1.forward_act(&h1, self.activation)?
+                layer.fc1.forward_act(l, &h1, self.activation)?
             };
-            h = layer.fc2.forward_residual(&f, &h1)?;
+            h = layer.fc2.forward_residual(l, &f, &h1)?;
             if !self.pre_ln {
-                h = layer.final_layer_norm.forward(&h)?;
+                h = layer.final_layer_norm.forward(l, &h)?;
             }
         }
         // The final norm goes into the lm_head GEMV unless project_out sits between them.
@@ -201,24 +201,24 @@ impl Opt {
             (Some(n), None) => Some(n),
             (norm, project_out) => {
                 if let Some(n) = norm {
-                    h = n.forward(&h)?;
+                    h = n.forward(l, &h)?;
                 }
                 if let Some(p) = project_out {
-                    h = p.matmul_no_bias(&h)?;
+                    h = p.matmul_no_bias(l, &h)?;
                 }
                 None
             }
         };
-        if self.lm_head.argmax_normed(&h, head_norm, argmax_keys)? {
+        if self.lm_head.argmax_normed(l, &h, head_norm, argmax_keys)? {
             return Ok(None);
         }
         Ok(Some(match head_norm {
-            Some(n) => self.lm_head.forward_normed(&h, n, None)?,
-            None => self.lm_head.forward(&h)?,
+            Some(n) => self.lm_head.forward_normed(l, &h, n, None)?,
+            None => self.lm_head.forward(l, &h)?,
         }))
     }
 
-    pub(crate) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(hidden)
+    pub(crate) fn logits(&self, l: &Launch, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(l, hidden)
     }
 }

@@ -87,8 +87,9 @@ pub struct WorkerConfig {
     pub ca_cert: Option<PathBuf>,
 }
 
-/// The function that runs one job (the real engine is `bench::run_workload`; the coordinator
-/// overhead benchmark plugs in one that does no inference).
+/// The function that runs one job (the real engine is `bench::run_workload_with` and the
+/// worker's own `bench::ModelCache`; the coordinator overhead benchmark plugs in one that does no
+/// inference).
 pub type Engine = Arc<dyn Fn(&Workload, &AtomicBool, &mut dyn FnMut(&Progress)) -> crate::Result<BenchReport> + Send + Sync>;
 
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
@@ -142,7 +143,9 @@ pub async fn shutdown_signal() {
 
 /// Serves jobs with the real engine until `shutdown` resolves (or `max_jobs` are done).
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    let engine: Engine = Arc::new(|w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&Progress)| crate::bench::run_workload(w, c, p));
+    // The models this worker's jobs leave loaded for its later jobs (`reuse_model`).
+    let models = crate::bench::ModelCache::default();
+    let engine: Engine = Arc::new(move |w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&Progress)| crate::bench::run_workload_with(&models, w, c, p));
     run_with_engine(config, shutdown, engine).await
 }
 

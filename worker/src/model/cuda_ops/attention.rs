@@ -1,0 +1,159 @@
+//! Attention kernels: one new token per sequence (decode) and a whole prompt (prefill).
+
+use super::*;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig};
+use candle_core::cuda_backend::CudaDType;
+use candle_core::{bail, DType, Result, Tensor};
+use half::{bf16, f16};
+
+/// Attention of one new token per sequence. `qkv` [b, 3h] (q pre-scaled, bias not yet added),
+/// `qkv_bias` [3h]; `k_cache`/`v_cache` [b, heads, cap, d]: this token's k, v are written at
+/// `slot` (u32 [1] on the device) and positions 0..=slot attended with `pad_bias` [b, cap] f32.
+/// Returns [b, h], heads merged.
+pub fn decode_attention(
+    l: &Launch,
+    qkv: &Tensor,
+    qkv_bias: Option<&Tensor>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    slot: &Tensor,
+    pad_bias: &Tensor,
+) -> Result<Tensor> {
+    by_dtype!(qkv.dtype(), decode_attention_t, l, qkv, qkv_bias, k_cache, v_cache, slot, pad_bias)
+}
+
+fn decode_attention_t<T: CudaDType + DeviceRepr>(
+    l: &Launch,
+    qkv: &Tensor,
+    qkv_bias: Option<&Tensor>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    slot: &Tensor,
+    pad_bias: &Tensor,
+) -> Result<Tensor> {
+    let dev = cuda_dev(qkv)?;
+    let (b, three_h) = qkv.dims2()?;
+    let (cb, heads, cap, d) = k_cache.dims4()?;
+    let h = three_h / 3;
+    if cb != b || heads * d != h || v_cache.dims() != k_cache.dims() || pad_bias.dims() != [b, cap] {
+        bail!(
+            "decode_attention: shapes qkv {:?}, cache {:?}/{:?}, pad_bias {:?} do not fit together",
+            qkv.dims(),
+            k_cache.dims(),
+            v_cache.dims(),
+            pad_bias.dims()
+        );
+    }
+    if slot.dtype() != DType::U32 || pad_bias.dtype() != DType::F32 {
+        bail!("decode_attention: slot must be u32 and pad_bias f32");
+    }
+    if let Some(bias) = qkv_bias {
+        if bias.dims() != [three_h] || bias.dtype() != qkv.dtype() {
+            bail!("decode_attention: qkv bias {:?} {:?} does not fit qkv {:?}", bias.dims(), bias.dtype(), qkv.dims());
+        }
+    }
+    // Head sizes with a compiled fast kernel (16-byte loads, rows in flight); others take the
+    // generic one.
+    let fast = matches!(d, 16 | 32 | 64 | 128);
+    let name = if fast { format!("decode_attention_d{d}_{}", suffix(qkv.dtype())?) } else { format!("decode_attention_{}", suffix(qkv.dtype())?) };
+    let out = output::<T>(l, &dev, qkv.dtype(), &[b, h])?;
+    let (threads, smem) = if fast {
+        let per = 16 / std::mem::size_of::<T>();
+        let groups = 256 / (d / per);
+        (256u32, (d + groups * d + cap + 2 * d) * 4)
+    } else {
+        ((if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) }) as u32, (cap + d) * 4)
+    };
+    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem as u32 };
+    let mut args = vec![
+        ptr::<T>(qkv, "qkv")?,
+        opt_ptr::<T>(qkv_bias, "qkv_bias")?,
+        ptr::<T>(k_cache, "k_cache")?,
+        ptr::<T>(v_cache, "v_cache")?,
+        ptr::<u32>(slot, "slot")?,
+        ptr::<f32>(pad_bias, "pad_bias")?,
+        ptr::<T>(&out, "out")?,
+        Arg::I32(heads as i32),
+    ];
+    if !fast {
+        args.push(Arg::I32(d as i32));
+    }
+    args.push(Arg::I32(cap as i32));
+    // SAFETY: shapes checked above; the kernel stays inside them.
+    unsafe { launch(l, &dev, &name, cfg, &args)? };
+    Ok(out)
+}
+
+/// Whether [`prefill_attention`] runs: the job's `fused_prefill_attention` option; off, the model
+/// takes the unfused candle path (head-split copies, two batched cuBLAS matmuls,
+/// [`masked_softmax_in_place`]).
+pub fn prefill_attention_enabled(l: &Launch) -> bool {
+    l.kernels().fused_prefill_attention
+}
+
+/// Attention of a whole prompt in one kernel (`prefill_attention_mma_d64` on tensor cores for
+/// f16/bf16, else `prefill_attention_d*`, in decode.cu): `qkv`
+/// [b, t, 3h] (q pre-scaled, bias added), `bias` [b, 1, t, t] f32, the prefill's causal ⊕
+/// key-padding bias (`PrefillInputs::bias`; the kernel relies on that structure); `cache`: the
+/// layer's empty key and value tensors [b, heads, cap, d] (cap ≥ t), into whose rows 0..t this
+/// prompt's keys and values are written. Returns [b, t, h], heads merged. `Ok(None)` where the
+/// kernel does not apply (head size other than 32 or 64, or layouts it does not take): the
+/// caller runs the unfused path.
+pub fn prefill_attention(l: &Launch, qkv: &Tensor, bias: &Tensor, cache: Option<(&Tensor, &Tensor)>, heads: usize) -> Result<Option<Tensor>> {
+    by_dtype!(qkv.dtype(), prefill_attention_t, l, qkv, bias, cache, heads)
+}
+
+fn prefill_attention_t<T: CudaDType + DeviceRepr>(l: &Launch, qkv: &Tensor, bias: &Tensor, cache: Option<(&Tensor, &Tensor)>, heads: usize) -> Result<Option<Tensor>> {
+    let dev = cuda_dev(qkv)?;
+    let (b, t, three_h) = qkv.dims3()?;
+    let h = three_h / 3;
+    if heads == 0 || h % heads != 0 || three_h != 3 * h || t == 0 {
+        return Ok(None);
+    }
+    let d = h / heads;
+    if !matches!(d, 32 | 64) || !qkv.is_contiguous() || !bias.is_contiguous() || bias.dims() != [b, 1, t, t] || bias.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let q = ptr::<T>(qkv, "qkv")?;
+    if matches!(q, Arg::Ptr(p) if p % 16 != 0) {
+        return Ok(None);
+    }
+    let (kc, vc, cap) = match cache {
+        Some((k, v)) => {
+            let (cb, ch, cap, cd) = k.dims4()?;
+            if (cb, ch, cd) != (b, heads, d) || v.dims() != k.dims() || k.dtype() != qkv.dtype() || v.dtype() != qkv.dtype() {
+                bail!("prefill_attention: cache {:?}/{:?} does not fit qkv {:?} with {heads} heads", k.dims(), v.dims(), qkv.dims());
+            }
+            if cap < t {
+                bail!("prefill_attention: the cache holds {cap} positions, the prompt has {t}");
+            }
+            let (kp, vp) = (ptr::<T>(k, "k_cache")?, ptr::<T>(v, "v_cache")?);
+            if matches!(kp, Arg::Ptr(p) if p % 16 != 0) || matches!(vp, Arg::Ptr(p) if p % 16 != 0) {
+                return Ok(None);
+            }
+            (kp, vp, cap)
+        }
+        None => (Arg::Ptr(0), Arg::Ptr(0), t),
+    };
+    let out = output::<T>(l, &dev, qkv.dtype(), &[b, t, h])?;
+    // f16/bf16 with 64-wide heads: the tensor-core kernel (4 warps, 16 queries each); else the
+    // CUDA-core one (one query per thread). Both take 64 queries per block.
+    const QUERIES_PER_BLOCK: u32 = 64;
+    let sfx = suffix(qkv.dtype())?;
+    let (name, threads) = if d == 64 && qkv.dtype() != DType::F32 {
+        (format!("prefill_attention_mma_d64_{sfx}"), 128)
+    } else {
+        (format!("prefill_attention_d{d}_{sfx}"), QUERIES_PER_BLOCK)
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (heads as u32, b as u32, (t as u32).div_ceil(QUERIES_PER_BLOCK)),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = [q, ptr::<f32>(bias, "bias")?, kc, vc, ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(t as i32), Arg::I32(cap as i32)];
+    // SAFETY: shapes, dtypes and 16-byte alignment checked above (rows of d = 32 or 64 values
+    // keep every 16-byte access aligned); the kernel stays inside them.
+    unsafe { launch(l, &dev, &name, cfg, &args)? };
+    Ok(Some(out))
+}
+
