@@ -498,3 +498,24 @@ impl WorkerQueue for Service {
         Ok(Response::new(artifact_proto(&row)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// The status codes and messages clients see for storage errors.
+    #[test]
+    fn store_errors_map_to_the_statuses_clients_see() {
+        let s = Status::from(StoreError::NotFound("no job with id \"x\"".into()));
+        assert_eq!((s.code(), s.message()), (Code::NotFound, "no job with id \"x\""));
+        let s = Status::from(StoreError::InvalidArgument("attempt 3 was never leased".into()));
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "attempt 3 was never leased"));
+        let s = Status::from(StoreError::WorkerNotRegistered { worker_id: "w1".into() });
+        assert_eq!((s.code(), s.message()), (Code::FailedPrecondition, "worker \"w1\" is not registered with this coordinator: call Register first"));
+        let s = Status::from(StoreError::Closed);
+        assert_eq!((s.code(), s.message()), (Code::Unavailable, "the coordinator's database is closed: the coordinator is shutting down"));
+        let s = Status::from(StoreError::NotCommitted("commit failed: disk full".into()));
+        assert_eq!((s.code(), s.message()), (Code::Internal, "coordinator storage error: the change was not stored: commit failed: disk full"));
+    }
+}
