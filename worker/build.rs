@@ -61,7 +61,7 @@ fn build_ptx() {
             .arg("-o")
             .arg(&out)
             .status()
-            .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see GPU.md)"));
+            .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see docs/cuda.md)"));
         assert!(status.success(), "nvcc failed on kernels/decode.cu for compute_{arch} ({status})");
     }
 }

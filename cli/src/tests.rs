@@ -235,3 +235,47 @@ fn a_reused_model_load_is_marked_in_the_table_and_csv() {
     let flags: Vec<&str> = lines.map(|l| l.split(',').nth(col).unwrap()).collect();
     assert_eq!(flags.iter().filter(|f| **f == "true").count(), 1, "{flags:?}");
 }
+
+/// GPU runs carry their NVML readings over time: the report draws them (one line per run, four
+/// panels) and CPU runs, which have none, get no telemetry chart.
+#[test]
+fn telemetry_chart_for_runs_with_readings() {
+    use tokbench_core::report::TelemetryPoint;
+    let (_t, dir) = out_dir("telemetry");
+    let series = |watts: f64| -> Vec<TelemetryPoint> {
+        (0..50)
+            .map(|i| TelemetryPoint {
+                t_ms: i as f64 * 100.0,
+                memory_used_mb: 3000.0 + 20.0 * i as f64,
+                process_memory_mb: Some(2500.0),
+                utilization_percent: Some(if i < 5 { 10 } else { 95 }),
+                power_watts: Some(watts + i as f64),
+                sm_clock_mhz: Some(1980),
+                temperature_c: Some(50),
+            })
+            .collect()
+    };
+    let mut runs = Vec::new();
+    for (m, w) in [("opt-125m", 200.0), ("opt-1.3b", 450.0)] {
+        let mut r = report(m, 8, Dev::H100, 1000.0);
+        r.telemetry.as_mut().expect("GPU fixtures have telemetry").series = series(w);
+        runs.push(record("s1", &format!("r-{m}"), r));
+    }
+    let lines = crate::report::charts::telemetry_lines(&runs);
+    assert_eq!(lines.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(), ["opt-125m b8", "opt-1.3b b8"]);
+    let ts = "20261206_190000";
+    let opts = ReportOptions { out_dir: dir.clone(), svg: true, timestamp: Some(ts.into()), ..Default::default() };
+    let w = write_report(&runs, None, &opts).unwrap();
+    let png = dir.join(format!("telemetry_{ts}.png"));
+    assert!(w.files.contains(&png) && w.files.contains(&dir.join(format!("telemetry_{ts}.svg"))), "{:?}", w.files);
+    assert_real_png(&png);
+    let svg = std::fs::read_to_string(dir.join(format!("telemetry_{ts}.svg"))).unwrap();
+    for text in ["Power draw", "SM clock", "Device memory used", "SM utilisation", "opt-1.3b b8"] {
+        assert!(svg.contains(text), "the telemetry SVG lacks {text:?}");
+    }
+
+    let (_t2, dir2) = out_dir("no_telemetry");
+    let opts = ReportOptions { out_dir: dir2, timestamp: Some(ts.into()), ..Default::default() };
+    let w = write_report(&three_models_cpu(), None, &opts).unwrap();
+    assert!(!w.files.iter().any(|f| f.to_string_lossy().contains("telemetry_")), "{:?}", w.files);
+}

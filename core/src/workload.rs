@@ -140,6 +140,21 @@ pub const MAX_INPUT_LEN: usize = 8192;
 #[error("{0}")]
 pub struct WorkloadError(pub String);
 
+impl Workload {
+    /// Parses a workload from its JSON (the form the proto carries and `--workload-file` holds);
+    /// missing fields take their defaults. Errors name the field at fault, e.g.
+    /// "dtype: unknown variant `int4`, expected one of `f32`, `f16`, `bf16`". Not validated: see
+    /// [`Workload::validate`].
+    pub fn from_json(text: &str) -> Result<Workload, WorkloadError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            WorkloadError(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+        })
+    }
+}
+
 pub(crate) fn refuse<T>(message: String) -> Result<T, WorkloadError> {
     Err(WorkloadError(message))
 }
@@ -315,5 +330,21 @@ impl fmt::Display for WeightsMode {
             WeightsMode::Real => "real",
             WeightsMode::Synthetic => "synthetic",
         })
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn from_json_names_the_field_at_fault_and_fills_defaults() {
+        let err = Workload::from_json(r#"{"dtype":"int4"}"#).unwrap_err().to_string();
+        assert!(err.starts_with("dtype: unknown variant `int4`") && err.contains("bf16"), "{err}");
+        let err = Workload::from_json(r#"{"sampling":{"top_k":"many"}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("sampling.top_k:"), "{err}");
+        let w = Workload::from_json(r#"{"model":"gpt2","max_tokens":7}"#).unwrap();
+        assert_eq!((w.model.as_str(), w.max_tokens, w.repetitions), ("gpt2", 7, Workload::default().repetitions));
+        assert!(Workload::from_json("not json").is_err());
     }
 }

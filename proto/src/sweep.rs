@@ -24,7 +24,7 @@ impl TryFrom<&SweepSpec> for SweepPlan {
         let workload: Workload = if spec.workload_json.trim().is_empty() {
             Workload::default()
         } else {
-            serde_json::from_str(&spec.workload_json).map_err(|e| {
+            Workload::from_json(&spec.workload_json).map_err(|e| {
                 WorkloadError(format!(
                     "workload_json is not a valid workload: {e}. Send tokbench-core's Workload as JSON, e.g. {{\"max_tokens\":64,\"repetitions\":3}}"
                 ))

@@ -82,7 +82,7 @@ pub fn read_workload_file(path: &std::path::Path) -> crate::Result<Workload> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         EngineError::InvalidWorkload(format!("cannot read the workload file {}: {e}", path.display()))
     })?;
-    serde_json::from_str(&text).map_err(|e| {
+    Workload::from_json(&text).map_err(|e| {
         EngineError::InvalidWorkload(format!(
             "the workload file {} is not a tokbench workload: {e}. Write tokbench-core's Workload as JSON, e.g. {{\"model\":\"gpt2\",\"max_tokens\":64}}",
             path.display()

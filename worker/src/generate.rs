@@ -299,7 +299,7 @@ impl<'m> Generator<'m> {
                     // One step ahead: step s + 1 is queued before step s's ids are read (the step's
                     // last kernel writes them to page-locked host memory), so the GPU runs the steps
                     // back to back instead of idling for a copy, a host wake-up and a launch between
-                    // two (bench/NOTES.md, v9).
+                    // two.
                     // When every sequence has finished, the one step queued beyond is discarded; the
                     // next batch synchronises the device before its clock starts.
                     let mut queued = 0;

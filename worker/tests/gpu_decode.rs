@@ -123,9 +123,15 @@ fn kernel_options_switch_on_one_model() {
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
     let params = GenerationParams::new(&config, "gpt2", 16);
     let (eager, _) = run("gpt2", DType::F32, DecodeMode::Eager, 16);
+    // The generation state (cache, decoder, captured graph) goes from one job to the next, as a
+    // reused model's does.
+    let mut state = tokbench_worker::generate::GenerationState::default();
+    let no_cancel = std::sync::atomic::AtomicBool::new(false);
     for (label, k) in variants().into_iter().chain(variants()) {
         model.set_kernel_options(k);
-        let out = generate_batch(&mut model, &prompts(), &params, &mut |_| {}).unwrap();
+        let mut generator = Generator::with_state(&model, state);
+        let out = generator.generate(&prompts(), &params, &no_cancel, &mut |_| {}).unwrap();
+        state = generator.into_state();
         assert_eq!(out.decode_path, "cuda-graph", "[{label}]");
         assert_eq!(out.tokens, eager, "gpt2 f32 [{label}] on a switched model: graph decode differs from eager");
         let active = model.active_kernels().expect("CUDA");

@@ -2,7 +2,7 @@
 //! the same data as Markdown, CSV and JSON.
 
 use crate::report::baseline::compare_baseline;
-use crate::report::charts::{save_png, save_svg, BaselineChart, BatchScaling, Chart, ComparisonTable, GpuTimeChart, PerformanceGraphs};
+use crate::report::charts::{save_png, save_svg, telemetry_lines, BaselineChart, BatchScaling, Chart, ComparisonTable, GpuTimeChart, PerformanceGraphs, TelemetryChart};
 use crate::report::csv::csv_bytes;
 use crate::report::error::ReportError;
 use crate::report::gpu_time::gpu_time_entries;
@@ -39,7 +39,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 
 /// Writes the whole report into `opts.out_dir`: comparison table and performance graphs
 /// (PNG, + SVG with `svg`), batch scaling when several batch sizes, baseline comparison when a
-/// baseline is given, and the same data as Markdown, CSV and JSON. Returns the files written.
+/// baseline is given, GPU time split when profiled, telemetry over time when runs carry NVML
+/// readings, and the same data as Markdown, CSV and JSON. Returns the files written.
 pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])>, opts: &ReportOptions) -> Result<WrittenReport, ReportError> {
     let ts = opts.timestamp.clone().unwrap_or_else(now_timestamp);
     let data = ReportData::new(records, opts.group_by, &ts)?;
@@ -69,6 +70,10 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
     }
     if !gpu_time.is_empty() {
         charts.push((p("gpu_time"), Box::new(GpuTimeChart::new(&data, &gpu_time))));
+    }
+    let telemetry = telemetry_lines(records);
+    if !telemetry.is_empty() {
+        charts.push((p("telemetry"), Box::new(TelemetryChart::new(telemetry, data.subtitle()))));
     }
     for (stem, chart) in &charts {
         let png = stem.with_extension("png");

@@ -59,7 +59,7 @@ pub(crate) struct FastDecoder {
     /// Page-locked host memory, [batch, host_cols] u32, that each step's last kernel writes the
     /// chosen ids into (at the position each id follows), and its device address. Why: a copy
     /// back in the stream is a node the next step's graph waits behind (on an H200, nsys: a 1.4
-    /// us copy, then 6 us until the next graph's first kernel; bench/NOTES.md, v9).
+    /// us copy, then 6 us until the next graph's first kernel).
     host_ids: PinnedHostSlice<u32>,
     host_ids_dev: u64,
     host_cols: usize,
@@ -72,7 +72,7 @@ pub(crate) struct FastDecoder {
 
 // SAFETY: a CUDA graph (raw driver handles) may be launched from any thread that binds its
 // context, which cudarc does on every call; the decoder is only ever used by one thread at a time
-// (it moves with its Model, e.g. into the worker's model cache between jobs).
+// (it moves with its generation state, e.g. into the worker's model cache between jobs).
 unsafe impl Send for FastDecoder {}
 
 impl FastDecoder {

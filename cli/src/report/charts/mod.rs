@@ -13,6 +13,7 @@ pub mod performance_graphs;
 pub mod batch_scaling;
 pub mod baseline;
 pub mod gpu_time;
+pub mod telemetry;
 
 pub use self::baseline::BaselineChart;
 pub use self::batch_scaling::BatchScaling;
@@ -21,3 +22,4 @@ pub use self::comparison_table::ComparisonTable;
 pub use self::draw::{ensure_fonts, PALETTE};
 pub use self::gpu_time::GpuTimeChart;
 pub use self::performance_graphs::PerformanceGraphs;
+pub use self::telemetry::{telemetry_lines, TelemetryChart};

@@ -39,7 +39,7 @@ const GEMV_SMEM_X: usize = 32 * 1024;
 /// [`SMALL_M`]); 0 turns it off (cuBLAS plus separate norm, bias and epilogue kernels). Default 1.
 /// Why 1: on an H200 the GEMV beats cuBLAS at batch 1 (opt-1.3b 1.22 vs 1.54 ms per
 /// step) but at 8 rows it is ~2× slower than cuBLAS (each weight chunk meets 8 input chunks read
-/// from shared memory); 2..7 rows were not measured (bench/NOTES.md, v5).
+/// from shared memory); 2..7 rows were not measured (engine v5, docs/performance.md).
 pub fn gemv_max_rows(l: &Launch) -> usize {
     l.kernels().gemv_max_rows.min(SMALL_M)
 }
@@ -47,7 +47,7 @@ pub fn gemv_max_rows(l: &Launch) -> usize {
 /// Warps that share one output row of `chunks` 16-byte chunks, of `rows`, on a grid of
 /// `resident_warps`. One warp per row when the rows alone keep nearly every resident warp busy:
 /// no cross-warp sum, no block barrier per row (opt-1.3b's fc2, 2048 rows of 16 KiB: 12.7 →
-/// 10.3 us per launch on an H200, bench/NOTES.md v8). Otherwise enough warps that none has more
+/// 10.3 us per launch on an H200, engine v8). Otherwise enough warps that none has more
 /// than 256 chunks of a row (8 loads per lane, all issued before any arithmetic).
 fn warps_per_row(chunks: usize, rows: usize, resident_warps: usize) -> usize {
     if rows * 10 >= resident_warps * 9 {
