@@ -113,6 +113,18 @@ pub fn run_summary_json(r: &RunSummary) -> Value {
         "total_inference_time_seconds": r.total_inference_time_seconds,
         "peak_memory_mb": if r.peak_memory_mb > 0.0 { json!(r.peak_memory_mb) } else { Value::Null },
         "created_at_ms": r.created_at_ms, "attempt": r.attempt,
+        "model_id": r.model_id, "total_parameters": r.total_parameters, "num_layers": r.num_layers,
+        "model_size_mb": r.model_size_mb, "num_prompts": r.num_prompts,
+        "total_input_tokens": r.total_input_tokens, "total_output_tokens": r.total_output_tokens,
+        "gpu_memory_allocated_mb": r.gpu_memory_allocated_mb,
+        "gpu_memory_utilization_percent": r.gpu_memory_utilization_percent,
+        "ttft_p99_ms": r.ttft_p99_ms, "inter_token_p99_ms": r.inter_token_p99_ms,
+        "prefill_tokens_per_second": r.prefill_tokens_per_second,
+        "decode_tokens_per_second": r.decode_tokens_per_second,
+        "energy_joules": r.energy_joules, "tokens_per_joule": r.tokens_per_joule,
+        "tokbench_version": r.tokbench_version, "git_commit": r.git_commit, "hostname": r.hostname,
+        "driver_version": r.driver_version, "cuda_version": r.cuda_version,
+        "started_at": r.started_at, "worker_total_ns": r.worker_total_ns,
     })
 }
 

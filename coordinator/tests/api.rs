@@ -161,7 +161,19 @@ async fn complete_twice_with_the_same_attempt_stores_one_run() {
     // Typed columns come from the JSON as sent (serde_json's default float parsing may differ
     // from the in-memory f64 in the last bit, so compare against the parsed JSON).
     let sent: tokbench_core::BenchReport = serde_json::from_str(&report_json).unwrap();
-    assert_eq!(run.summary.unwrap().tokens_per_second, sent.inference_metrics.tokens_per_second);
+    let s = run.summary.unwrap();
+    assert_eq!(s.tokens_per_second, sent.inference_metrics.tokens_per_second);
+    // Every stored summary column comes back, equal to the report's figure.
+    let im = &sent.inference_metrics;
+    assert_eq!((s.ttft_p99_ms, s.inter_token_p99_ms), (im.ttft_ms.p99, im.inter_token_latency_ms.p99));
+    assert_eq!((s.prefill_tokens_per_second, s.decode_tokens_per_second), (im.prefill_tokens_per_second, im.decode_tokens_per_second));
+    assert_eq!((s.num_prompts as usize, s.total_input_tokens as usize, s.total_output_tokens as usize), (im.num_prompts, im.total_input_tokens, im.total_output_tokens));
+    assert_eq!((s.total_parameters, s.num_layers as usize), (sent.model_properties.total_parameters as u64, sent.model_properties.num_layers));
+    assert_eq!((s.model_id.as_str(), s.model_size_mb), (sent.model_id.as_str(), sent.model_properties.model_size_mb));
+    assert_eq!((s.tokbench_version.as_str(), s.hostname.as_str(), s.started_at.as_str()), (sent.environment.tokbench_version.as_str(), sent.environment.hostname.as_str(), sent.timestamp.as_str()));
+    // A CPU run: no GPU memory, no energy (absent, not zero).
+    assert_eq!((s.gpu_memory_allocated_mb, s.energy_joules, s.tokens_per_joule), (None, None, None));
+    assert!(s.num_prompts > 0 && s.total_output_tokens > 0);
     assert_eq!(db_counts(&dir.path().join("api.db")).await, (1, 1, 0));
     // Every latency sample comes back with the report (the one record of them).
     let back: usize = sent.repetitions.iter().map(|r| r.ttft_ms.len() + r.step_latencies_ms.len()).sum();

@@ -64,10 +64,33 @@ pub struct RunRow {
     pub total_inference_time_seconds: f64,
     pub peak_memory_mb: Option<f64>,
     pub created_at: i64,
+    pub model_id: String,
+    pub total_parameters: i64,
+    pub num_layers: i64,
+    pub model_size_mb: f64,
+    pub num_prompts: i64,
+    pub total_input_tokens: i64,
+    pub total_output_tokens: i64,
+    pub gpu_memory_allocated_mb: Option<f64>,
+    pub gpu_memory_utilization_percent: Option<f64>,
+    pub ttft_p99_ms: f64,
+    pub itl_p99_ms: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    pub energy_joules: Option<f64>,
+    pub tokens_per_joule: Option<f64>,
+    pub tokbench_version: String,
+    pub git_commit: Option<String>,
+    pub hostname: String,
+    pub driver_version: Option<String>,
+    pub cuda_version: Option<String>,
+    pub started_at: String,
+    pub worker_total_ns: i64,
     pub report_json: Option<String>,
 }
 
-pub(super) const RUN_COLUMNS: &str = "id, job_id, attempt, sweep_id, model, batch_size, worker_id, device, gpu_name, weights, dtype, tokens_per_second, ttft_p50_ms, itl_p50_ms, model_load_time_seconds, total_inference_time_seconds, peak_memory_mb, created_at";
+/// Every summary column of `runs` (all but `report_json`): each reaches clients in `RunSummary`.
+pub(super) const RUN_COLUMNS: &str = "id, job_id, attempt, sweep_id, model, batch_size, worker_id, device, gpu_name, weights, dtype, tokens_per_second, ttft_p50_ms, itl_p50_ms, model_load_time_seconds, total_inference_time_seconds, peak_memory_mb, created_at, model_id, total_parameters, num_layers, model_size_mb, num_prompts, total_input_tokens, total_output_tokens, gpu_memory_allocated_mb, gpu_memory_utilization_percent, ttft_p99_ms, itl_p99_ms, prefill_tokens_per_second, decode_tokens_per_second, energy_joules, tokens_per_joule, tokbench_version, git_commit, hostname, driver_version, cuda_version, started_at, worker_total_ns";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
