@@ -1,9 +1,8 @@
 //! The two architectures tokbench implements on candle: OPT and GPT-2, numerically matching
 //! transformers' `modeling_opt.py` / `modeling_gpt2.py` (checked by `tests/hf_parity.rs`).
 //!
-//! Both share the attention core below: scores in the model dtype, mask added and softmax done
-//! in f32 (f16 softmax over long rows loses too much), keys/values from a preallocated
-//! [`KvCache`] when one is given.
+//! Both are built from the shared layers in `layers` (linear, layer norm, activations, the
+//! attention core); this file holds the `Model` they load into and its forward pass.
 
 #[doc(hidden)]
 pub mod cpu_matmul;
@@ -17,13 +16,15 @@ pub use fast_decode::DecodeMode;
 pub(crate) use cuda_ops::Launch;
 mod gpt2;
 pub mod kv_cache;
+mod layers;
 mod opt;
 
 pub use kv_cache::KvCache;
+pub(crate) use layers::{attention, scaled, Activation, LayerNorm, Linear};
 
 use crate::error::{EngineError, Result};
 use crate::weights::{WeightLoader, WeightSource};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use tokbench_core::{ArchConfig, KernelOptions};
 
 /// What a forward pass hands every CUDA launcher (the job's kernel options and, in a decode step,
@@ -302,245 +303,6 @@ impl PrefillInputs {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Activation {
-    Relu,
-    /// Exact GELU (erf).
-    Gelu,
-    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-}
-
-impl Activation {
-    pub(crate) fn from_name(name: &str) -> Result<Activation> {
-        match name {
-            "relu" => Ok(Activation::Relu),
-            "gelu" => Ok(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            other => Err(EngineError::InvalidWorkload(format!(
-                "activation_function \"{other}\" in config.json is not supported: use relu, gelu or gelu_new"
-            ))),
-        }
-    }
-    #[cfg(feature = "cuda")]
-    pub(crate) fn fused(self) -> cuda_ops::Act {
-        match self {
-            Activation::Relu => cuda_ops::Act::Relu,
-            Activation::Gelu => cuda_ops::Act::GeluErf,
-            Activation::GeluTanh => cuda_ops::Act::GeluTanh,
-        }
-    }
-    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Relu => x.relu()?,
-            Activation::Gelu => x.gelu_erf()?,
-            // candle's `gelu` is the tanh approximation, i.e. transformers' gelu_new.
-            Activation::GeluTanh => x.gelu()?,
-        })
-    }
-}
-
-/// Layer norm over the last dim (candle's fused kernel on the CPU; tokbench's on CUDA, see
-/// `cuda_ops::layer_norm`).
-/// (The eps is read by the CUDA kernel path only.)
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) struct LayerNorm(candle_nn::LayerNorm, f64);
-
-impl LayerNorm {
-    pub(crate) fn load(loader: &mut WeightLoader, name: &str, size: usize, affine: bool, eps: f64) -> Result<LayerNorm> {
-        use crate::weights::Init;
-        let (w, b) = if affine {
-            (loader.get(&format!("{name}.weight"), &[size], Init::Ones)?, loader.get(&format!("{name}.bias"), &[size], Init::Zeros)?)
-        } else {
-            // No parameters in the checkpoint: identity affine, not counted as parameters.
-            let (dtype, device) = loader.target();
-            (Tensor::ones(size, dtype, &device)?, Tensor::zeros(size, dtype, &device)?)
-        };
-        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps), eps))
-    }
-    pub(crate) fn forward(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() && x.is_contiguous() && x.dim(candle_core::D::Minus1)? <= cuda_ops::MAX_ROW {
-            if let Some(b) = self.0.bias() {
-                return Ok(cuda_ops::layer_norm(l, x, self.0.weight(), b, self.1)?);
-            }
-        }
-        let _ = l;
-        Ok(self.0.forward(x)?)
-    }
-
-    /// This norm as the GEMV's fused pre-norm (`None` without a bias tensor).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn pre_norm(&self) -> Option<cuda_ops::PreNorm<'_>> {
-        Some(cuda_ops::PreNorm { weight: self.0.weight(), bias: self.0.bias()?, eps: self.1 })
-    }
-}
-
-/// x @ W^T + b with W stored [out, in] (nn.Linear layout).
-pub(crate) struct Linear(candle_nn::Linear);
-
-impl Linear {
-    /// `weight` [out, in], possibly a transposed view (GPT-2's Conv1D). On the CPU in f32 it is
-    /// made contiguous [out, in] once here, the layout the few-row decode kernel streams.
-    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
-        // On CUDA too: the few-row GEMV kernel (cuda_ops::linear_small_m) streams [out, in] rows.
-        let weight = if (weight.device().is_cuda() || weight.dtype() == DType::F32) && !weight.is_contiguous() {
-            weight.contiguous()?
-        } else {
-            weight
-        };
-        Ok(Linear(candle_nn::Linear::new(weight, bias)))
-    }
-    pub(crate) fn forward(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            return self.forward_cuda(l, x, None, None);
-        }
-        let _ = l;
-        let w = self.0.weight();
-        if x.device().is_cpu() && x.dtype() == DType::F32 && w.is_contiguous() && cpu_matmul::available() {
-            let k = x.dim(candle_core::D::Minus1)?;
-            if k > 0 && x.elem_count() / k <= cpu_matmul::MAX_M {
-                // Decode step (a few rows): one streaming pass over the weights instead of gemm's
-                // packing (see cpu_matmul).
-                let x = x.contiguous()?;
-                return Ok(match self.0.bias() {
-                    Some(b) => x.apply_op3_no_bwd(w, b, &cpu_matmul::SmallMLinear)?,
-                    None => x.apply_op2_no_bwd(w, &cpu_matmul::SmallMLinear)?,
-                });
-            }
-        }
-        Ok(self.0.forward(x)?)
-    }
-    /// `act(x @ W^T + b)`: on CUDA the bias and activation are one kernel after the matmul.
-    pub(crate) fn forward_act(&self, l: &Launch, x: &Tensor, act: Activation) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            return self.forward_cuda(l, x, Some(act), None);
-        }
-        act.apply(&self.forward(l, x)?)
-    }
-
-    /// `(x @ W^T + b) + residual`: on CUDA the bias and the residual add are one kernel.
-    pub(crate) fn forward_residual(&self, l: &Launch, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            return self.forward_cuda(l, x, None, Some(residual));
-        }
-        Ok((residual + self.forward(l, x)?)?)
-    }
-
-    /// One matmul over all rows (leading dims flattened), then bias (+ activation or + residual)
-    /// in place by one fused kernel, instead of candle's broadcast bias add (a strided kernel,
-    /// ~15x slower than a plain pass at prefill sizes) and separate activation/add kernels.
-    #[cfg(feature = "cuda")]
-    fn forward_cuda(&self, l: &Launch, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
-        let mut out_dims = x.dims().to_vec();
-        let k = *out_dims.last().ok_or_else(|| EngineError::InvalidWorkload("linear layer on a 0-d tensor".into()))?;
-        let rows = x.elem_count() / k.max(1);
-        let x2 = x.reshape((rows, k))?;
-        let n = self.0.weight().dim(0)?;
-        *out_dims.last_mut().expect("dims") = n;
-        // The residual as [rows, n], made once for whichever path runs.
-        let r2 = residual.map(|r| r.contiguous()?.reshape((rows, n))).transpose()?;
-        let act_fused = act.map_or(cuda_ops::Act::None, Activation::fused);
-        if rows <= cuda_ops::SMALL_M {
-            let epilogue = match &r2 {
-                Some(r) => Some(cuda_ops::Epilogue::Residual(r)),
-                // Without a bias the activation is applied by candle below.
-                None if self.0.bias().is_some() || act.is_none() => Some(cuda_ops::Epilogue::Act(act_fused)),
-                None => None,
-            };
-            if let Some(epilogue) = epilogue {
-                if let Some(y) = cuda_ops::linear_small_m(l, &x2, self.0.weight(), self.0.bias(), epilogue, None)? {
-                    return Ok(y.reshape(out_dims)?);
-                }
-            }
-        } else {
-            // Prefill (more rows than the GEMV takes): bias, activation and residual in the GEMM's
-            // epilogue where cuBLASLt offers them.
-            let epilogue = match &r2 {
-                Some(r) => cuda_ops::LtEpilogue::Residual(r),
-                None => cuda_ops::LtEpilogue::Act(act_fused),
-            };
-            if let Some(y) = cuda_ops::linear_lt(l, &x2, self.0.weight(), self.0.bias(), epilogue)? {
-                return Ok(y.reshape(out_dims)?);
-            }
-        }
-        let y = self.matmul_no_bias(l, &x2)?;
-        match (&r2, self.0.bias(), act) {
-            (Some(r), bias, _) => cuda_ops::bias_residual(l, &y, bias, r)?,
-            (None, Some(b), _) => cuda_ops::bias_act(l, &y, b, act_fused)?,
-            (None, None, Some(act)) => return Ok(act.apply(&y)?.reshape(out_dims)?),
-            (None, None, None) => {}
-        }
-        Ok(y.reshape(out_dims)?)
-    }
-
-    /// `x` [rows, in] @ W^T without the bias: [rows, out], a fresh contiguous tensor (the
-    /// fused decode kernels add the bias in place).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn matmul_no_bias(&self, l: &Launch, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), None, cuda_ops::Epilogue::None, None)? {
-            return Ok(y);
-        }
-        // candle's own cuBLAS call, but into the decode step's arena buffer (see cuda_ops).
-        if let Some(y) = cuda_ops::matmul_nt(l, x, self.0.weight())? {
-            return Ok(y);
-        }
-        Ok(x.matmul(&self.0.weight().t()?)?)
-    }
-
-    /// `norm(x)` [rows, in] @ W^T without the bias (decode steps of pre-LN layers): the norm runs
-    /// inside the GEMV when it can, else as its own kernel first.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn matmul_no_bias_normed(&self, l: &Launch, x: &Tensor, norm: &LayerNorm) -> Result<Tensor> {
-        if let Some(pre) = norm.pre_norm() {
-            if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), None, cuda_ops::Epilogue::None, Some(pre))? {
-                return Ok(y);
-            }
-        }
-        self.matmul_no_bias(l, &norm.forward(l, x)?)
-    }
-
-    /// Greedy choice over `norm(x) @ W^T + b` (the lm_head of a decode step) without the logits:
-    /// the GEMV folds each row's largest value into `keys` (see `cuda_ops::Epilogue::ArgmaxKeys`).
-    /// `Ok(false)` when the GEMV does not apply (the caller computes logits and their argmax).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn argmax_normed(&self, l: &Launch, x: &Tensor, norm: Option<&LayerNorm>, keys: &Tensor) -> Result<bool> {
-        let pre = match norm.map(LayerNorm::pre_norm) {
-            Some(None) => return Ok(false), // a norm without bias: not fusable
-            pre => pre.flatten(),
-        };
-        let done = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
-        Ok(done.is_some())
-    }
-
-    /// `act(norm(x) @ W^T + b)` for `x` [rows, in] (decode steps of pre-LN layers; `act` None:
-    /// no activation): one GEMV when it can, else the norm, then [`Self::forward_act`] /
-    /// [`Self::forward`].
-    #[cfg(feature = "cuda")]
-    pub(crate) fn forward_normed(&self, l: &Launch, x: &Tensor, norm: &LayerNorm, act: Option<Activation>) -> Result<Tensor> {
-        // Without a bias the activation is candle's (see forward_cuda): not fused here.
-        let fusable = self.0.bias().is_some() || act.is_none();
-        if let (Some(pre), true) = (norm.pre_norm(), fusable) {
-            let epilogue = cuda_ops::Epilogue::Act(act.map_or(cuda_ops::Act::None, Activation::fused));
-            if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), epilogue, Some(pre))? {
-                return Ok(y);
-            }
-        }
-        let xn = norm.forward(l, x)?;
-        match act {
-            Some(a) => self.forward_act(l, &xn, a),
-            None => self.forward(l, &xn),
-        }
-    }
-    #[cfg(feature = "cuda")]
-    pub(crate) fn bias(&self) -> Option<&Tensor> {
-        self.0.bias()
-    }
-}
-
 /// The kernel options that ran, for `InferenceMetrics::kernels_run`: the model's
 /// [`Model::active_kernels`] (None on the CPU) with `decode` the path the batch's decode steps
 /// took, from its `decode_path` ("cuda-graph", "fused", "eager"; after a failed capture a graph
@@ -569,59 +331,6 @@ pub fn decode_kernels(active: Option<&KernelOptions>) -> String {
     let prefill = if k.fused_prefill_attention { "fused prefill attention" } else { "unfused prefill attention" };
     let epilogue = if k.lt_epilogue { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
     format!("{gemv}, {pdl}, {prefill}, {epilogue}")
-}
-
-/// Multi-head attention core. `qkv`: [b, t, 3 * hidden], q|k|v, q already scaled (the scale is
-/// folded into the query weights at load); taken by value so its memory goes back to the pool
-/// as soon as the heads are split out (at prefill of a large batch it is the largest
-/// activation). `bias`: [b, 1, t, L] f32. Returns [b, t, hidden].
-/// Every caller passes `PrefillInputs::bias` when the cache is empty (a prompt attends only to
-/// itself, causally), which the fused CUDA prefill kernel relies on.
-pub(crate) fn attention(l: &Launch, qkv: Tensor, heads: usize, bias: &Tensor, cache: Option<&mut KvCache>, layer: usize) -> Result<Tensor> {
-    let (b, t, h3) = qkv.dims3()?;
-    let _ = l; // (read by the CUDA paths only)
-    #[cfg(feature = "cuda")]
-    if qkv.device().is_cuda() && t > 1 && cache.as_ref().is_none_or(|c| c.is_empty()) && cuda_ops::prefill_attention_enabled(l) {
-        if let Some(c) = cache.as_ref() {
-            c.check_room(t)?;
-        }
-        if let Some(out) = cuda_ops::prefill_attention(l, &qkv, bias, cache.as_ref().map(|c| c.layer(layer)), heads)? {
-            return Ok(out);
-        }
-    }
-    let hidden = h3 / 3;
-    let head_dim = hidden / heads;
-    let split = |i: usize| -> Result<Tensor> {
-        Ok(qkv.narrow(2, i * hidden, hidden)?.reshape((b, t, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
-    };
-    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-    drop(qkv);
-    let (k, v) = match cache {
-        Some(c) => c.append(layer, &k, &v)?,
-        None => (k, v),
-    };
-    let dtype = q.dtype();
-    let scores = q.matmul(&k.t()?)?;
-    drop((q, k));
-    #[cfg(feature = "cuda")]
-    if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, scores.dim(3)?] && scores.dim(3)? <= cuda_ops::MAX_SOFTMAX_ROW {
-        // One pass instead of cast + broadcast add + softmax + cast (same f32 arithmetic),
-        // written over the scores (a fresh tensor nothing else holds).
-        let probs = cuda_ops::masked_softmax_in_place(l, scores, bias)?;
-        let out = probs.matmul(&v)?;
-        drop(probs);
-        return Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?);
-    }
-    let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-    drop(scores);
-    let out = probs.matmul(&v)?;
-    Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?)
-}
-
-/// The same scaled into the query projection: `W_q * s`, `b_q * s`.
-pub(crate) fn scaled(t: Tensor, scale: f64) -> Result<Tensor> {
-    Ok((t * scale)?)
 }
 
 #[cfg(test)]
