@@ -1,6 +1,6 @@
 //! What one benchmark job runs: one model, one batch size, one prompt set, one decoding setup,
 //! one engine configuration. This is the one description of a job: `tokbench sweep` and
-//! `tokbench-worker bench` build it from the same flags ([`crate::args`]), the proto carries it as
+//! `tokbench-worker bench` build it from the same flags (the `args` module), the proto carries it as
 //! JSON, the coordinator stores it, the worker runs it, and the report records it. Its validation
 //! lives here, so every entry point refuses the same mistake with the same message.
 

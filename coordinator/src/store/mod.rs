@@ -27,7 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
-pub use queue::{CompleteOutcome, Completion, FailOutcome, HeartbeatOutcome, Leased, NextLease};
+pub use queue::{CompleteOutcome, FailOutcome, HeartbeatOutcome, Leased, NextLease};
+pub use runs::Completion;
 pub use rows::{ArtifactRow, Changes, JobRow, RunRow, SweepRow, WorkerRow};
 pub use states::{JobState, SweepState, UnknownState};
 pub use writer::{CommitCounts, CommitStats};

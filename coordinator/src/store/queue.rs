@@ -4,10 +4,9 @@ use std::sync::LazyLock;
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
-use tokbench_core::BenchReport;
 
 use super::rows::{Changes, JobRow, JOB_COLUMNS, JOB_RETURNING};
-use super::runs::insert_run;
+use super::runs::{insert_run, Completion};
 use super::states::JobState;
 use super::sweeps::finish_sweep_if_done;
 use super::{job_by_id, now_ms, Result, Store, StoreError};
@@ -36,16 +35,6 @@ pub enum CompleteOutcome {
 pub enum FailOutcome {
     Applied { will_retry: bool, changes: Changes },
     Stale { reason: String },
-}
-
-/// A worker's report of a finished job (CompleteJob).
-pub struct Completion {
-    pub worker_id: String,
-    pub job_id: String,
-    pub attempt: u32,
-    pub report: BenchReport,
-    pub report_json: String,
-    pub worker_total_ns: u64,
 }
 
 /// "And lease me my next job" with a completion.

@@ -2,9 +2,9 @@
 
 use sqlx::sqlite::SqliteConnection;
 
-use super::queue::Completion;
 use super::rows::{RunRow, RUN_COLUMNS};
 use super::{Result, Store, StoreError};
+use tokbench_core::BenchReport;
 
 impl Store {
     pub async fn list_runs(&self, sweep_id: &str, model: &str, run_ids: &[String], limit: u32, include_reports: bool) -> Result<Vec<RunRow>> {
@@ -33,6 +33,16 @@ impl Store {
         let sql = format!("SELECT {RUN_COLUMNS}, NULL AS report_json FROM runs WHERE job_id = ?");
         Ok(sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql)).bind(job_id).fetch_optional(&self.reader).await?)
     }
+}
+
+/// A worker's report of a finished job (CompleteJob).
+pub struct Completion {
+    pub worker_id: String,
+    pub job_id: String,
+    pub attempt: u32,
+    pub report: BenchReport,
+    pub report_json: String,
+    pub worker_total_ns: u64,
 }
 
 /// Inserts the run (its report whole, plus the summary columns); returns the run's summary row.

@@ -112,7 +112,7 @@ impl Model {
     }
 
     /// The engine options of the job about to run (a model kept for a later job takes that job's).
-    /// (A generator's decoder built under other options is rebuilt: [`crate::generate`].)
+    /// (A generator whose decoder was built under other options rebuilds it.)
     pub fn set_kernel_options(&mut self, kernels: KernelOptions) {
         self.kernels = kernels;
     }
