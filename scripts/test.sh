@@ -4,6 +4,7 @@
 # processes from target/debug/. Ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 scripts/check-module-cycles.py
 cargo build --workspace --bins --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
