@@ -2,6 +2,9 @@
 //! really runs the `tokbench-worker bench` child and serves recorded `nsys stats` CSVs, so the
 //! child-process path, the output handling and the parsers all run for real. The parsers are
 //! also run on real nsys output saved in tests/data/nsys/real/ when it is there.
+//!
+//! Longer than 600 lines on purpose: one test file per subsystem, and these tests share the
+//! fake-nsys harness and the recorded CSV fixtures (splitting them would copy the harness).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
