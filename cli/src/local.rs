@@ -27,6 +27,13 @@ pub async fn run(mut args: SweepArgs, ui: &Ui) -> CliResult<u8> {
         args.models = DEFAULT_LOCAL_MODELS.iter().map(|s| s.to_string()).collect();
     }
     // Check everything the user typed before starting anything.
+    if args.profile {
+        // A profiled job runs `nsys profile tokbench-worker bench ...` as a child process, and the
+        // embedded worker lives inside this `tokbench` binary, which has no `bench`.
+        return Err(CliError::Usage(
+            "--profile does not work with --local: profiling runs each job in a separate tokbench-worker process under nsys. Run `nsys profile tokbench-worker bench --model M ...` directly, or start tokbench-coordinator and `tokbench-worker serve` and submit without --local (see docs/profiling.md)".into(),
+        ));
+    }
     let spec = build_spec(&args, &LOCAL_DEFAULTS)?;
     let device: tokbench_core::DeviceSpec = args.device.parse().map_err(|e| CliError::Usage(format!("--device: {e}")))?;
     if args.detach {

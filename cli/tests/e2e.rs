@@ -156,6 +156,12 @@ fn unreachable_coordinator_is_exit_3_with_the_fix() {
     let o = tokbench(tmp.path(), &["--coordinator", "http://127.0.0.1:1", "sweep", "opt-12m"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Did you mean \"opt-125m\""));
+    // --local cannot profile (the embedded worker has no nsys child): said at once, exit 2,
+    // nothing created.
+    let o = tokbench(tmp.path(), &["sweep", "--local", "tiny-opt", "--profile"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--profile does not work with --local"), "{}", text(&o));
+    assert!(!tmp.path().join("tokbench-local.db").exists(), "nothing is started for a refused sweep");
 }
 
 struct Cluster {
