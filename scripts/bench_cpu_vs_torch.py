@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """tokbench-worker vs Hugging Face transformers (torch) on this machine's CPU, one workload.
 
-Same architecture on both sides (opt-125m by default: tokbench's catalog config, read back
-from tokbench's own report, is given to transformers' OPTConfig), random weights (synthetic on
+Same architecture on both sides (opt-125m by default, or MODEL=smollm2-135m, any OPT, GPT-2,
+Llama, Qwen2/3 or Mistral catalog model: tokbench's catalog config, read back from tokbench's own
+report, is given to transformers' config class), random weights (synthetic on
 tokbench's side, transformers' random init on torch's: speed does not depend on the values),
 batch 4, prompts of exactly 32 tokens, 64 new tokens, greedy, EOS ignored
 (min_new_tokens = max_new_tokens), one warm-up then the median of 3 timed runs, f32.
@@ -61,6 +62,13 @@ def run_torch(cfg):
         conf = transformers.OPTConfig(**{k: cfg[k] for k in keys if k in cfg})
         model = transformers.OPTForCausalLM(conf)
         pad = cfg["pad_token_id"]
+    elif cfg["model_type"] in ("llama", "mistral", "qwen2", "qwen3"):
+        # The rotary families: tokbench's config as written in its report, given to AutoConfig as is.
+        fields = {k: v for k, v in cfg.items() if k != "model_type" and v is not None}
+        conf = transformers.AutoConfig.for_model(cfg["model_type"], **fields)
+        model = transformers.AutoModelForCausalLM.from_config(conf)
+        eos = cfg.get("eos_token_id")
+        pad = cfg.get("pad_token_id") or (eos[0] if isinstance(eos, list) else eos) or 0
     else:
         keys = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
                 "layer_norm_epsilon", "bos_token_id", "eos_token_id"]
@@ -69,7 +77,7 @@ def run_torch(cfg):
         pad = cfg["eos_token_id"]
     model = model.to(torch.float32).eval()
     g = torch.Generator().manual_seed(1234)
-    ids = torch.randint(100, 50000, (BATCH, INPUT_LEN), generator=g)
+    ids = torch.randint(100, min(50000, cfg["vocab_size"]), (BATCH, INPUT_LEN), generator=g)
     mask = torch.ones_like(ids)
     kw = dict(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1, use_cache=True, pad_token_id=pad,
               max_new_tokens=NEW, min_new_tokens=NEW)

@@ -63,6 +63,10 @@ pub enum Command {
     /// Write one benchmark_<model>_<timestamp>.json per run (the demo's schema, extended).
     #[command(after_help = "Examples:\n  tokbench export --out results/\n  tokbench export --sweep <ID> --out results/")]
     Export(ExportArgs),
+    /// The model catalog: every short name with its family, parameters, f16 weight size, max
+    /// positions and Hugging Face repo (needs no coordinator).
+    #[command(after_help = "Examples:\n  tokbench models\n  tokbench models --json")]
+    Models,
     /// Files a run left on the coordinator (Nsight Systems profiles of `sweep --profile`): list or download them.
     #[command(subcommand)]
     Artifact(ArtifactCmd),
@@ -98,8 +102,8 @@ pub struct ArtifactGetArgs {
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:\n  tokbench sweep --local                                  # opt-125m opt-350m gpt2 on this CPU, report in plots/\n  tokbench sweep --local tiny-opt tiny-gpt2 --max-tokens 8\n  tokbench sweep --local gpt2 --device cuda:0              # needs a build with --features cuda\n  tokbench sweep opt-125m opt-350m --batch-sizes 1,8,32 --backend cuda --label nightly\n  tokbench sweep gpt2 --prompts prompts.txt --max-tokens 64 --stop-at-eos --detach\n  tokbench sweep opt-1.3b --dtype bf16 --temperature 0.8 --top-p 0.95 --seed 7 --profile")]
 pub struct SweepArgs {
-    /// Models: catalog names (opt-125m, opt-350m, opt-1.3b, gpt2, gpt2-medium, gpt2-large,
-    /// distilgpt2, tiny-opt, tiny-gpt2), HF repo ids, or directories on the worker.
+    /// Models: catalog names (`tokbench models` lists them: OPT, GPT-2, Llama 3.x, SmolLM2,
+    /// TinyLlama, Qwen2.5, Qwen3, Mistral), HF repo ids, or directories on the worker.
     /// Default with --local: opt-125m opt-350m gpt2.
     pub models: Vec<String>,
     /// Run here: embedded coordinator (SQLite file --database) and an in-process worker, then

@@ -21,6 +21,9 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
             return crate::local::run(args.clone(), &ui).await;
         }
     }
+    if let Command::Models = &cli.command {
+        return Ok(models(&ui));
+    }
     // Bad flags are reported before trying the network.
     let spec = match &cli.command {
         Command::Sweep(args) => Some(build_spec(args, &REMOTE_DEFAULTS)?),
@@ -38,6 +41,7 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
         Command::Report(a) => report_cmd(&mut conn, &a, &ui).await,
         Command::Export(a) => export(&mut conn, &a, &ui).await,
         Command::Artifact(a) => crate::artifact::run(&mut conn, &a, &ui).await,
+        Command::Models => Ok(models(&ui)),
     }
 }
 
@@ -201,4 +205,16 @@ async fn export(conn: &mut Conn, a: &ExportArgs, ui: &Ui) -> CliResult<u8> {
         }
     }
     Ok(0)
+}
+
+/// `tokbench models`: the catalog (no coordinator needed).
+fn models(ui: &Ui) -> u8 {
+    let entries = tokbench_core::Catalog::entries();
+    if ui.json {
+        let rows: Vec<serde_json::Value> = entries.iter().map(|e| model_json(e)).collect();
+        ui.print_json(&json!(rows));
+    } else {
+        println!("{}", models_table(ui, entries));
+    }
+    0
 }

@@ -20,10 +20,8 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
     let entry = Catalog::get(model).expect("fixture models are catalog models");
     let params = tokbench_core::catalog::estimate_parameters(&entry.config());
     let cfg = entry.config();
-    let (layers, hidden, vocab) = match &cfg {
-        tokbench_core::ArchConfig::Opt(c) => (c.num_hidden_layers, c.hidden_size, c.vocab_size),
-        tokbench_core::ArchConfig::Gpt2(c) => (c.n_layer, c.n_embd, c.vocab_size),
-    };
+    let spec = cfg.spec();
+    let (layers, hidden, vocab) = (spec.num_layers, spec.hidden_size, spec.vocab_size);
     let gpu = dev != Dev::Cpu;
     let bytes_per = if gpu { 2.0 } else { 4.0 };
     let size_mb = params as f64 * bytes_per / 1048576.0;

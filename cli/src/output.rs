@@ -215,3 +215,34 @@ pub fn print_written(ui: &Ui, w: &WrittenReport) {
         }
     }
 }
+
+/// One catalog entry as `tokbench models --json` prints it.
+pub fn model_json(e: &tokbench_core::CatalogEntry) -> Value {
+    let spec = e.config().spec();
+    json!({
+        "name": e.name, "family": spec.family, "hf_repo": e.hf_repo, "parameters": spec.parameters(),
+        "f16_weights_bytes": spec.parameters() * 2, "max_positions": spec.max_positions,
+        "layers": spec.num_layers, "heads": spec.num_heads, "kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
+        "description": e.description,
+    })
+}
+
+/// The catalog as a table: name, family, parameters, f16 weight size, max positions, heads.
+pub fn models_table(ui: &Ui, entries: &[tokbench_core::CatalogEntry]) -> Table {
+    let mut t = ui.table(&["Model", "Family", "Parameters", "f16 weights", "Max positions", "Heads (q/kv)", "Hugging Face repo"]);
+    for e in entries {
+        let spec = e.config().spec();
+        let n = spec.parameters();
+        let params = if n >= 1_000_000_000 { format!("{:.2} B", n as f64 / 1e9) } else { format!("{:.1} M", n as f64 / 1e6) };
+        t.add_row(vec![
+            e.name.to_string(),
+            spec.family.to_string(),
+            params,
+            format!("{:.2} GiB", (2 * n) as f64 / (1u64 << 30) as f64),
+            spec.max_positions.to_string(),
+            format!("{}/{}", spec.num_heads, spec.num_kv_heads),
+            e.hf_repo.unwrap_or("-").to_string(),
+        ]);
+    }
+    t
+}

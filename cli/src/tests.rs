@@ -72,7 +72,7 @@ fn cpu_report_writes_all_files_with_na_gpu_fields() {
     assert_real_png(&dir.join("comparison_table_20261128_041500.png"));
     assert_real_png(&dir.join("performance_graphs_20261128_041500.png"));
     let md = std::fs::read_to_string(dir.join("report_20261128_041500.md")).unwrap();
-    assert!(md.contains("| opt-125m (125M) |"), "{md}");
+    assert!(md.contains("| opt-125m (125M, opt) |"), "{md}");
     assert!(md.contains("n/a"));
     let csv = std::fs::read_to_string(dir.join("report_20261128_041500.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);

@@ -502,3 +502,46 @@ async fn cli_talks_to_a_tls_coordinator_with_its_ca_and_says_what_is_wrong_witho
     assert!(err.contains("no CA certificate was given") && err.contains("--ca-cert"), "{err}");
     coordinator.shutdown().await.unwrap();
 }
+
+/// The rotary families through the whole local system: a Llama and a Qwen3 architecture with
+/// synthetic weights and no tokenizer files (prompts are token ids), stored, reported, with the
+/// family in the table.
+#[test]
+fn local_mode_runs_the_rotary_families() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tokbench(
+        tmp.path(),
+        &[
+            "sweep", "--local", "tiny-llama", "tiny-qwen3", "--max-tokens", "4", "--input-len", "8", "--num-prompts", "2",
+            "--batch-sizes", "2", "--repetitions", "1", "--warmup", "0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plots = tmp.path().join("plots");
+    assert_real_png(&files_with_prefix(&plots, "comparison_table_", ".png")[0]);
+    let md = std::fs::read_to_string(&files_with_prefix(&plots, "report_", ".md")[0]).unwrap();
+    assert!(md.contains(", llama) |") && md.contains(", qwen3) |"), "the table names the family: {md}");
+    for f in files_with_prefix(&plots, "benchmark_", ".json") {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        check_demo_schema(&v, true);
+        assert_eq!(v["model_properties"]["tokenizer"], "none (synthetic token ids)");
+        assert!(["llama", "qwen3"].contains(&v["model_properties"]["model_type"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn models_lists_the_catalog_without_a_coordinator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = tokbench(tmp.path(), &["--coordinator", "http://127.0.0.1:1", "models", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap_or_else(|| panic!("{n} missing"));
+    assert_eq!(row("llama-3.2-1b")["parameters"], 1_235_814_400u64);
+    assert_eq!(row("llama-3.2-1b")["family"], "llama");
+    assert_eq!(row("qwen3-0.6b")["parameters"], 596_049_920u64);
+    assert_eq!(row("smollm2-135m")["max_positions"], 8192);
+    assert_eq!(row("mistral-7b-v0.3")["hf_repo"], "mistralai/Mistral-7B-v0.3");
+    let o = tokbench(tmp.path(), &["models"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("qwen2.5-7b") && table.contains("qwen2") && table.contains("f16 weights"), "{table}");
+}

@@ -1,19 +1,13 @@
-//! Model configs as Hugging Face writes them in `config.json`, for the two architectures
-//! tokbench implements. Field names follow transformers so a real `config.json` parses as is.
+//! Model configs as Hugging Face writes them in `config.json`, for the families tokbench
+//! implements (the family registry: [`ArchConfig::SUPPORTED_MODEL_TYPES`]). Field names follow
+//! transformers so a real `config.json` parses as is. Each maps into the normalised
+//! [`ArchSpec`] ([`ArchConfig::spec`]).
 
+use crate::arch::{ArchSpec, MlpKind, NormKind, PositionKind};
+use crate::rotary_config::LlamaConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config.json is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("config.json has no \"model_type\" field; tokbench needs it to pick the architecture (supported: opt, gpt2)")]
-    MissingModelType,
-    #[error("model_type \"{0}\" is not supported; tokbench implements \"opt\" and \"gpt2\" (OPT and GPT-2 families)")]
-    UnsupportedModelType(String),
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
+pub use crate::config_error::ConfigError;
 
 /// OPT (facebook/opt-*) as in transformers' `OPTConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +95,8 @@ impl Gpt2Config {
 pub enum ArchConfig {
     Opt(OptConfig),
     Gpt2(Gpt2Config),
+    /// Llama, Mistral, Qwen2, Qwen3 (one layer recipe; `LlamaConfig::family` says which).
+    Llama(LlamaConfig),
 }
 
 impl ArchConfig {
@@ -115,19 +111,28 @@ impl ArchConfig {
             .get("model_type")
             .and_then(|v| v.as_str())
             .ok_or(ConfigError::MissingModelType)?;
+        let fields = |e: serde_json::Error| ConfigError::Fields { model_type: model_type.to_string(), detail: e.to_string() };
         let cfg = match model_type {
-            "opt" => ArchConfig::Opt(serde_json::from_value(value.clone())?),
-            "gpt2" => ArchConfig::Gpt2(serde_json::from_value(value.clone())?),
+            "opt" => ArchConfig::Opt(serde_json::from_value(value.clone()).map_err(fields)?),
+            "gpt2" => ArchConfig::Gpt2(serde_json::from_value(value.clone()).map_err(fields)?),
+            "llama" | "mistral" | "qwen2" | "qwen3" => ArchConfig::Llama(LlamaConfig::from_json_value(value).map_err(|e| match e {
+                ConfigError::Json(e) => fields(e),
+                other => other,
+            })?),
             other => return Err(ConfigError::UnsupportedModelType(other.to_string())),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// The `model_type`s tokbench implements (the family registry).
+    pub const SUPPORTED_MODEL_TYPES: &'static [&'static str] = &["opt", "gpt2", "llama", "mistral", "qwen2", "qwen3"];
+
     fn validate(&self) -> Result<(), ConfigError> {
         let (hidden, heads, layers, vocab) = match self {
             ArchConfig::Opt(c) => (c.hidden_size, c.num_attention_heads, c.num_hidden_layers, c.vocab_size),
             ArchConfig::Gpt2(c) => (c.n_embd, c.n_head, c.n_layer, c.vocab_size),
+            ArchConfig::Llama(c) => return c.validate(),
         };
         if hidden == 0 || heads == 0 || layers == 0 || vocab == 0 {
             return Err(ConfigError::Invalid("hidden size, heads, layers and vocab size must all be > 0".into()));
@@ -144,57 +149,140 @@ impl ArchConfig {
         match self {
             ArchConfig::Opt(_) => "opt",
             ArchConfig::Gpt2(_) => "gpt2",
+            ArchConfig::Llama(c) => c.family.model_type(),
         }
     }
-    pub fn num_layers(&self) -> usize {
+
+    /// The normalised architecture (see [`ArchSpec`]).
+    pub fn spec(&self) -> ArchSpec {
         match self {
-            ArchConfig::Opt(c) => c.num_hidden_layers,
-            ArchConfig::Gpt2(c) => c.n_layer,
+            ArchConfig::Opt(c) => ArchSpec {
+                family: "opt",
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                embed_dim: c.word_embed_proj_dim(),
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                num_kv_heads: c.num_attention_heads,
+                head_dim: c.head_dim(),
+                intermediate_size: c.ffn_dim,
+                norm: NormKind::LayerNorm { eps: OptConfig::LAYER_NORM_EPS },
+                position: PositionKind::Learned { rows: c.max_position_embeddings + OptConfig::POSITION_OFFSET, offset: OptConfig::POSITION_OFFSET },
+                mlp: MlpKind::Plain,
+                qkv_bias: c.enable_bias,
+                o_bias: c.enable_bias,
+                mlp_bias: c.enable_bias,
+                qk_norm: false,
+                tied_embeddings: c.tie_word_embeddings != Some(false),
+                final_norm: c.do_layer_norm_before,
+                max_positions: c.max_position_embeddings,
+                sliding_window: None,
+                bos_token_id: Some(c.bos_token_id),
+                eos_token_ids: vec![c.eos_token_id],
+                pad_token_id: Some(c.pad_token_id),
+            },
+            ArchConfig::Gpt2(c) => ArchSpec {
+                family: "gpt2",
+                vocab_size: c.vocab_size,
+                hidden_size: c.n_embd,
+                embed_dim: c.n_embd,
+                num_layers: c.n_layer,
+                num_heads: c.n_head,
+                num_kv_heads: c.n_head,
+                head_dim: c.head_dim(),
+                intermediate_size: c.n_inner(),
+                norm: NormKind::LayerNorm { eps: c.layer_norm_epsilon },
+                position: PositionKind::Learned { rows: c.n_positions, offset: 0 },
+                mlp: MlpKind::Plain,
+                qkv_bias: true,
+                o_bias: true,
+                mlp_bias: true,
+                qk_norm: false,
+                tied_embeddings: true,
+                final_norm: true,
+                max_positions: c.n_positions,
+                sliding_window: None,
+                bos_token_id: Some(c.bos_token_id),
+                eos_token_ids: vec![c.eos_token_id],
+                pad_token_id: None,
+            },
+            ArchConfig::Llama(c) => {
+                let (theta, scaling) = c.rope().expect("validated at parse");
+                ArchSpec {
+                    family: c.family.model_type(),
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.hidden_size,
+                    embed_dim: c.hidden_size,
+                    num_layers: c.num_hidden_layers,
+                    num_heads: c.num_attention_heads,
+                    num_kv_heads: c.num_kv_heads(),
+                    head_dim: c.head_dim(),
+                    intermediate_size: c.intermediate_size,
+                    norm: NormKind::RmsNorm { eps: c.rms_norm_eps },
+                    position: PositionKind::Rotary { theta, scaling },
+                    mlp: MlpKind::GatedSilu,
+                    qkv_bias: c.qkv_bias(),
+                    o_bias: c.o_bias(),
+                    mlp_bias: c.mlp_bias,
+                    qk_norm: c.qk_norm(),
+                    tied_embeddings: c.tied_embeddings(),
+                    final_norm: true,
+                    max_positions: c.max_position_embeddings,
+                    sliding_window: c.effective_sliding_window(),
+                    bos_token_id: c.bos(),
+                    eos_token_ids: c.eos_ids(),
+                    pad_token_id: c.pad_token_id,
+                }
+            }
         }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.spec().num_layers
     }
     pub fn hidden_size(&self) -> usize {
-        match self {
-            ArchConfig::Opt(c) => c.hidden_size,
-            ArchConfig::Gpt2(c) => c.n_embd,
-        }
+        self.spec().hidden_size
     }
     pub fn num_heads(&self) -> usize {
-        match self {
-            ArchConfig::Opt(c) => c.num_attention_heads,
-            ArchConfig::Gpt2(c) => c.n_head,
-        }
+        self.spec().num_heads
+    }
+    pub fn num_kv_heads(&self) -> usize {
+        self.spec().num_kv_heads
+    }
+    pub fn head_dim(&self) -> usize {
+        self.spec().head_dim
     }
     pub fn vocab_size(&self) -> usize {
-        match self {
-            ArchConfig::Opt(c) => c.vocab_size,
-            ArchConfig::Gpt2(c) => c.vocab_size,
-        }
+        self.spec().vocab_size
     }
     /// Longest sequence (prompt + generated tokens) the model's positions allow.
     pub fn max_positions(&self) -> usize {
-        match self {
-            ArchConfig::Opt(c) => c.max_position_embeddings,
-            ArchConfig::Gpt2(c) => c.n_positions,
-        }
+        self.spec().max_positions
     }
+    /// The config's first EOS id (generation stops at any of [`ArchSpec::eos_token_ids`]).
+    /// A config without one gets u32::MAX, an id no model emits.
     pub fn eos_token_id(&self) -> u32 {
-        match self {
-            ArchConfig::Opt(c) => c.eos_token_id,
-            ArchConfig::Gpt2(c) => c.eos_token_id,
-        }
+        self.spec().eos_token_ids.first().copied().unwrap_or(u32::MAX)
     }
-    /// Token used to fill padded positions (never attended to).
+    /// Token used to fill padded positions (never attended to): the config's pad, else its
+    /// first EOS (as transformers' generate), else 0.
     pub fn pad_token_id(&self) -> u32 {
+        let spec = self.spec();
         match self {
-            ArchConfig::Opt(c) => c.pad_token_id,
             ArchConfig::Gpt2(c) => c.eos_token_id,
+            _ => spec.pad_token_id.or(spec.eos_token_ids.first().copied()).unwrap_or(0),
         }
     }
-    /// Token prepended to every prompt by the model's own tokenizer (OPT: `</s>`), if any.
+    /// BOS that the family's tokenizer prepends, for when the checkpoint's tokenizer files say
+    /// nothing (OPT: `</s>`; Llama, Mistral: `<s>`; GPT-2, Qwen: none).
     pub fn bos_prefix(&self) -> Option<u32> {
         match self {
             ArchConfig::Opt(c) => Some(c.bos_token_id),
             ArchConfig::Gpt2(_) => None,
+            ArchConfig::Llama(c) => match c.family {
+                crate::rotary_config::RotaryFamily::Llama | crate::rotary_config::RotaryFamily::Mistral => c.bos(),
+                _ => None,
+            },
         }
     }
 
@@ -203,6 +291,7 @@ impl ArchConfig {
         let (mut v, ty) = match self {
             ArchConfig::Opt(c) => (serde_json::to_value(c).expect("serialize"), "opt"),
             ArchConfig::Gpt2(c) => (serde_json::to_value(c).expect("serialize"), "gpt2"),
+            ArchConfig::Llama(c) => (serde_json::to_value(c).expect("serialize"), c.family.model_type()),
         };
         v.as_object_mut()
             .expect("object")
@@ -239,9 +328,11 @@ mod tests {
 
     #[test]
     fn unsupported_model_type_is_named() {
-        let err = ArchConfig::from_json_str(r#"{"model_type":"llama"}"#).unwrap_err();
-        assert!(err.to_string().contains("llama"), "{err}");
-        assert!(err.to_string().contains("opt"), "{err}");
+        let err = ArchConfig::from_json_str(r#"{"model_type":"falcon"}"#).unwrap_err();
+        assert!(err.to_string().contains("falcon"), "{err}");
+        for family in ArchConfig::SUPPORTED_MODEL_TYPES {
+            assert!(err.to_string().contains(family), "{err}");
+        }
     }
 
     #[test]

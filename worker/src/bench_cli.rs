@@ -13,6 +13,8 @@ const EXAMPLES: &str = "\
 Examples:
   # the demo's run: opt-125m, 4 built-in prompts, 128 new tokens, real weights if cached
   tokbench-worker bench --model opt-125m
+  # a Qwen3 / Llama 3 architecture with synthetic weights (prompts are token ids without tokenizer files)
+  tokbench-worker bench --model qwen3-0.6b --input-len 32 --max-tokens 32
   # GPU, half precision, throughput-style synthetic prompts of 32 tokens
   tokbench-worker bench --model facebook/opt-1.3b --device cuda:0 --dtype f16 --batch-size 16 --num-prompts 64 --input-len 32
   # your own prompts (UTF-8, one per line), sampling, stop at EOS
@@ -22,8 +24,8 @@ Examples:
   # profile with Nsight Systems (build with --features cuda for NVTX ranges)
   nsys profile -o profile_facebook_opt-125m --force-overwrite true tokbench-worker bench --model opt-125m --device cuda:0
 
-Models: a catalog name (opt-125m, opt-350m, opt-1.3b, gpt2, gpt2-medium, gpt2-large, distilgpt2,
-tiny-opt, tiny-gpt2), a Hugging Face repo id already in the local cache (HF_HOME / HF_HUB_CACHE;
+Models: a catalog name (`tokbench models` lists them: opt-125m .. opt-1.3b, gpt2 .., smollm2-135m,
+tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, qwen3-0.6b, mistral-7b-v0.3, ...), a Hugging Face repo id already in the local cache (HF_HOME / HF_HUB_CACHE;
 nothing is ever downloaded), or a local directory with config.json.
 Exit codes: 0 ok, 2 bad input (unknown model, bad prompt file, prompt too long, ...), 1 other errors.";
 

@@ -67,6 +67,7 @@ pub fn save_synthetic_checkpoint(config: &ArchConfig, seed: u64, dir: &Path) -> 
     let arch = match config {
         ArchConfig::Opt(_) => "OPTForCausalLM",
         ArchConfig::Gpt2(_) => "GPT2LMHeadModel",
+        ArchConfig::Llama(c) => c.family.hf_class(),
     };
     cfg["architectures"] = serde_json::json!([arch]);
     let text = serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Io(std::io::Error::other(e)))?;

@@ -22,7 +22,9 @@ pub struct GenerationParams {
     pub sampling: Sampling,
     /// true: every sequence produces exactly max_new_tokens.
     pub ignore_eos: bool,
-    pub eos_token_id: u32,
+    /// A sequence finishes at any of these (Llama 3 and Qwen checkpoints list several in
+    /// generation_config.json).
+    pub eos_token_ids: Vec<u32>,
     pub pad_token_id: u32,
     /// Shown in the NVTX ranges (`prefill [NAME]`, `decode [NAME]`) and in errors; use
     /// `CatalogEntry::file_stem()` style names (`facebook_opt-125m`) or the model id.
@@ -36,7 +38,7 @@ impl GenerationParams {
             max_new_tokens,
             sampling: Sampling::default(),
             ignore_eos: true,
-            eos_token_id: config.eos_token_id(),
+            eos_token_ids: config.spec().eos_token_ids,
             pad_token_id: config.pad_token_id(),
             model_name: model_name.into(),
         }
@@ -134,10 +136,11 @@ impl<'m> Generator<'m> {
     /// A KV cache for `batch` sequences of up to `positions` positions: the one kept from the
     /// previous batch when it fits, else a new one. Put it back in `self.state.cache` after use.
     fn take_cache(&mut self, batch: usize, positions: usize) -> Result<KvCache> {
-        let config = self.model.config();
-        let layers = config.num_layers();
-        let heads = config.num_heads();
-        let head_dim = config.hidden_size() / heads;
+        let spec = self.model.config().spec();
+        let layers = spec.num_layers;
+        // Only the key/value heads are cached (grouped-query attention).
+        let heads = spec.num_kv_heads;
+        let head_dim = spec.head_dim;
         let dtype = self.model.dtype();
         if let Some(mut c) = self.state.cache.take() {
             if c.fits(layers, batch, heads, head_dim, positions, dtype) {
@@ -185,6 +188,7 @@ impl<'m> Generator<'m> {
             return Err(EngineError::InvalidWorkload("generate_batch got an empty batch: pass at least one prompt".into()));
         }
         let max_positions = model.config().max_positions();
+        let window = model.config().spec().sliding_window;
         for (index, p) in prompts.iter().enumerate() {
             if p.is_empty() {
                 return Err(EngineError::InvalidWorkload(format!(
@@ -201,6 +205,14 @@ impl<'m> Generator<'m> {
                     max_positions,
                     model: params.model_name.clone(),
                 });
+            }
+            if let Some(window) = window.filter(|&w| needed > w) {
+                return Err(EngineError::InvalidWorkload(format!(
+                    "prompt {index} has {} tokens and max_tokens is {}: {needed} positions, but {} attends over a sliding window of {window}                      positions, which tokbench does not implement. Keep prompt + max_tokens within {window}",
+                    p.len(),
+                    params.max_new_tokens,
+                    params.model_name
+                )));
             }
             model.check_ids(p)?;
         }
@@ -258,7 +270,7 @@ impl<'m> Generator<'m> {
                 }
                 tokens[i].push(tok);
                 *generated += 1;
-                if !params.ignore_eos && tok == params.eos_token_id {
+                if !params.ignore_eos && params.eos_token_ids.contains(&tok) {
                     finished[i] = Some(FinishReason::Eos);
                 }
             }

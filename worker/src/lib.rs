@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generate;
+pub mod generation_config;
 pub mod model;
 pub mod nvtx;
 pub mod sampling;

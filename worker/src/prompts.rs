@@ -25,6 +25,10 @@ const SYNTHETIC_WORDS: &[&str] = &[
     " many", " trees", " grow", " under", " bright", " sun", " while", " birds", " sing", " songs", " of", " summer", " light",
 ];
 
+/// Length of the token-id prompts that stand in for the built-in texts when a model has no
+/// tokenizer (the built-in prompts are 5 to 11 tokens in GPT-2's BPE).
+pub const BUILTIN_IDS_LEN: usize = 8;
+
 /// A prompt ready for generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedPrompt {
@@ -53,6 +57,12 @@ pub fn parse_prompts(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
 /// Tokenise the job's prompts and check each fits the model with `max_tokens` new tokens.
 pub fn prepare(source: &PromptSource, tok: &Tokenizer, config: &ArchConfig, max_tokens: usize, model: &str) -> Result<Vec<PreparedPrompt>> {
     let prompts = match source {
+        // Without a tokenizer the built-in texts cannot be encoded: token-id prompts of about
+        // their length instead (the report's tokenizer says "none (synthetic token ids)").
+        PromptSource::Builtin { num_prompts } if !tok.has_vocabulary() => {
+            tracing::warn!("{model} has no tokenizer files: the built-in prompts become {num_prompts} prompts of {BUILTIN_IDS_LEN} synthetic token ids");
+            synthetic(*num_prompts, BUILTIN_IDS_LEN, tok)?
+        }
         PromptSource::Builtin { num_prompts } => encode_all(&builtin(*num_prompts), tok)?,
         PromptSource::Inline { prompts } => encode_all(prompts, tok)?,
         PromptSource::Synthetic { num_prompts, input_len } => synthetic(*num_prompts, *input_len, tok)?,
@@ -84,6 +94,9 @@ fn encode_all(texts: &[String], tok: &Tokenizer) -> Result<Vec<PreparedPrompt>> 
 /// `n` prompts of exactly `input_len` token ids each (BOS included), deterministic: prompt i
 /// cycles the word list starting at word i, so prompts differ but are reproducible.
 pub fn synthetic(n: usize, input_len: usize, tok: &Tokenizer) -> Result<Vec<PreparedPrompt>> {
+    if !tok.has_vocabulary() {
+        return synthetic_ids(n, input_len, tok);
+    }
     let bos_len = usize::from(tok.bos().is_some());
     if input_len <= bos_len {
         return Err(EngineError::InvalidWorkload(format!(
@@ -112,6 +125,35 @@ pub fn synthetic(n: usize, input_len: usize, tok: &Tokenizer) -> Result<Vec<Prep
             ids.extend(tok.bos());
             ids.extend(body);
             Ok(PreparedPrompt { text, ids })
+        })
+        .collect()
+}
+
+/// Without a tokenizer: `n` prompts of `input_len` token ids drawn deterministically (prompt i
+/// from its own splitmix64 stream) from the model's vocabulary, after its BOS when the family
+/// has one. Low ids (where vocabularies keep their special tokens) are skipped.
+fn synthetic_ids(n: usize, input_len: usize, tok: &Tokenizer) -> Result<Vec<PreparedPrompt>> {
+    let bos_len = usize::from(tok.bos().is_some());
+    if input_len <= bos_len {
+        return Err(EngineError::InvalidWorkload(format!("input_len {input_len} is too short: it must be at least {}", bos_len + 1)));
+    }
+    let vocab = tok.vocab_size() as u64;
+    let low = 256.min(vocab / 2);
+    (0..n)
+        .map(|i| {
+            let mut state = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
+            let mut next = || {
+                // splitmix64
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            let mut ids = Vec::with_capacity(input_len);
+            ids.extend(tok.bos());
+            ids.extend((bos_len..input_len).map(|_| (low + next() % (vocab - low)) as u32));
+            Ok(PreparedPrompt { text: format!("[{input_len} synthetic token ids]"), ids })
         })
         .collect()
 }

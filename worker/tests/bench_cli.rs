@@ -205,10 +205,17 @@ fn real_weights_not_cached_exits_2() {
 #[test]
 fn local_dir_with_unsupported_or_malformed_config_exits_2() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"falcon","hidden_size":4096,"num_hidden_layers":32}"#).unwrap();
+    let r = run(&["--model", dir.path().to_str().unwrap(), "--max-tokens", "2"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("model_type \"falcon\" is not supported") && r.stderr.contains("config.json"), "{}", r.stderr);
+    assert!(r.stderr.contains("llama, mistral, qwen2 and qwen3"), "lists the supported families: {}", r.stderr);
+
+    // A supported family with fields missing: the field is named.
     std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama","hidden_size":4096,"num_hidden_layers":32}"#).unwrap();
     let r = run(&["--model", dir.path().to_str().unwrap(), "--max-tokens", "2"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("model_type \"llama\" is not supported") && r.stderr.contains("config.json"), "{}", r.stderr);
+    assert!(r.stderr.contains("missing field `vocab_size`") && r.stderr.contains("model_type \"llama\""), "{}", r.stderr);
 
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2", "n_embd": "#).unwrap();
     let r = run(&["--model", dir.path().to_str().unwrap(), "--max-tokens", "2"]);

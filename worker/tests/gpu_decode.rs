@@ -139,3 +139,29 @@ fn kernel_options_switch_on_one_model() {
         assert!(!active.pdl || k.pdl, "[{label}]: PDL on though not asked for");
     }
 }
+
+/// The rotary families (Llama, Qwen3) have no fused decode step yet: a job asking for the graph
+/// path decodes eagerly and says so, and its f32 greedy tokens on CUDA equal the CPU's from the
+/// same checkpoint (grouped-query attention, rotary and RMSNorm on the GPU against the path
+/// checked against transformers).
+#[test]
+fn rotary_families_decode_eagerly_on_cuda_like_the_cpu() {
+    use candle_core::Device;
+    for name in ["tiny-llama", "tiny-qwen3"] {
+        let config = Catalog::get(name).unwrap().config();
+        let dir = std::env::temp_dir().join(format!("tokbench-gpu-decode-{name}-{}", std::process::id()));
+        tokbench_worker::checkpoint::save_synthetic_checkpoint(&config, 5, &dir).unwrap();
+        let files = WeightSource::Files(vec![dir.join("model.safetensors")]);
+        let params = GenerationParams::new(&config, name, 16);
+        let cpu = Model::load(&config, &files, DType::F32, &Device::Cpu).unwrap();
+        let cpu_out = tokbench_worker::generate::generate_batch(&cpu, &prompts(), &params, &mut |_| {}).unwrap();
+        let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+        let mut gpu = Model::load(&config, &files, DType::F32, &dev).unwrap();
+        gpu.set_kernel_options(KernelOptions { decode: DecodeMode::Graph, ..KernelOptions::default() });
+        let gpu_out = tokbench_worker::generate::generate_batch(&gpu, &prompts(), &params, &mut |_| {}).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("GPU_DECODE {name}: cuda f32 {:?} cpu f32 {:?}", gpu_out.tokens, cpu_out.tokens);
+        assert_eq!(gpu_out.decode_path, "eager", "{name}: the rotary families have no fused step");
+        assert_eq!(gpu_out.tokens, cpu_out.tokens, "{name}: CUDA f32 greedy tokens differ from the CPU's");
+    }
+}

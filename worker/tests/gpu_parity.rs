@@ -1,7 +1,9 @@
 //! GPU numerics (built only with `--features cuda`, run on the GPU machine): the engine in f16
 //! and bf16 on CUDA against the same engine in f32 on the CPU (which matches transformers within
-//! 1e-4, see hf_parity.rs), on the committed transformers fixtures and on full-size synthetic
-//! gpt2 / opt-125m checkpoints written to disk first (so both devices read identical weights).
+//! 1e-4, see hf_parity.rs), on the committed transformers fixtures (OPT, GPT-2, and the rotary
+//! families Llama, Qwen2, Qwen3, Mistral) and on full-size synthetic gpt2 / opt-125m / opt-350m /
+//! smollm2-135m / qwen2.5-0.5b / qwen3-0.6b checkpoints written to disk first (so both devices
+//! read identical weights).
 //!
 //! Bound: f16 keeps an 11-bit significand (unit roundoff u = 2^-11 ~ 4.9e-4) and bf16 an 8-bit one
 //! (u = 2^-8 ~ 3.9e-3). Every matmul accumulates in f32 (cuBLAS), so the error is dominated by
@@ -45,12 +47,17 @@ fn batch() -> (Tensor, Tensor) {
     (Tensor::new(ids, &Device::Cpu).unwrap(), Tensor::new(mask, &Device::Cpu).unwrap())
 }
 
-fn compare(label: &str, config: &ArchConfig, file: &Path, dtype: DType) -> (f64, f64) {
+/// A checkpoint directory's weight files (one file, or the shards its index lists).
+fn weight_files(dir: &Path) -> Vec<PathBuf> {
+    tokbench_worker::resolve::find_weight_files(dir).unwrap().expect("weights in the fixture")
+}
+
+fn compare(label: &str, config: &ArchConfig, dir: &Path, dtype: DType) -> (f64, f64) {
     let (ids, mask) = batch();
-    let mut cpu = Model::load(config, &WeightSource::Files(vec![file.to_path_buf()]), DType::F32, &Device::Cpu).unwrap();
+    let mut cpu = Model::load(config, &WeightSource::Files(weight_files(dir)), DType::F32, &Device::Cpu).unwrap();
     let want = cpu.forward_full(&ids, &mask).unwrap();
     let dev = Device::new_cuda(0).expect("CUDA device 0");
-    let mut gpu = Model::load(config, &WeightSource::Files(vec![file.to_path_buf()]), dtype, &dev).unwrap();
+    let mut gpu = Model::load(config, &WeightSource::Files(weight_files(dir)), dtype, &dev).unwrap();
     let got = gpu
         .forward_full(&ids.to_device(&dev).unwrap(), &mask.to_device(&dev).unwrap())
         .unwrap()
@@ -98,11 +105,11 @@ fn compare(label: &str, config: &ArchConfig, file: &Path, dtype: DType) -> (f64,
 
 #[test]
 fn fixtures_f16_and_bf16_match_cpu_f32() {
-    for name in ["opt_pre", "opt_post", "gpt2"] {
+    for name in ["opt_pre", "opt_post", "gpt2", "llama", "qwen2", "qwen3", "mistral"] {
         let dir = fixture_dir(name);
         let config = ArchConfig::from_json_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         for dtype in [DType::F16, DType::BF16] {
-            compare(name, &config, &dir.join("model.safetensors"), dtype);
+            compare(name, &config, &dir, dtype);
         }
     }
 }
@@ -110,13 +117,14 @@ fn fixtures_f16_and_bf16_match_cpu_f32() {
 #[test]
 fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
     let tmp = std::env::temp_dir().join(format!("tokbench-gpu-parity-{}", std::process::id()));
-    for name in ["gpt2", "opt-125m", "opt-350m"] {
+    for name in ["gpt2", "opt-125m", "opt-350m", "smollm2-135m", "qwen2.5-0.5b", "qwen3-0.6b"] {
         let config = Catalog::get(name).unwrap().config();
         let dir = tmp.join(name);
         save_synthetic_checkpoint(&config, 7, &dir).unwrap();
         for dtype in [DType::F16, DType::BF16] {
-            compare(name, &config, &dir.join("model.safetensors"), dtype);
+            compare(name, &config, &dir, dtype);
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -1,8 +1,11 @@
 //! The engine against Hugging Face transformers. The fixtures (worker/tests/fixtures/, made by
-//! scripts/make_fixtures.py with transformers 5.17 / torch 2.11 on CPU) hold three small random
-//! checkpoints -- OPT pre-LN, OPT post-LN with project_in/out (the opt-350m layout), GPT-2 --
-//! as safetensors and as pytorch_model.bin, with transformers' f32 logits for a left-padded
-//! batch of three prompts and its greedy continuations. No Python is needed to run these.
+//! scripts/make_fixtures.py with transformers 5.17 / torch 2.11 on CPU) hold small random
+//! checkpoints -- OPT pre-LN, OPT post-LN with project_in/out (the opt-350m layout), GPT-2 as
+//! safetensors and as pytorch_model.bin; Llama (GQA, llama3 rope scaling, untied head), Qwen2
+//! (qkv bias, tied), Qwen3 (q/k norm, head_dim != hidden/heads) and Mistral (one KV head) as
+//! sharded safetensors with their tokenizer files -- with transformers' f32 logits for a
+//! left-padded batch of three prompts and its greedy continuations. No Python is needed to run
+//! these.
 
 use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -24,7 +27,8 @@ struct Fixture {
     input_ids: Vec<Vec<u32>>,
     attention_mask: Vec<Vec<u32>>,
     pad: u32,
-    eos: u32,
+    /// The EOS ids generation stops at (the fixture's generation_config.json list).
+    eos_ids: Vec<u32>,
     max_new_tokens: usize,
     greedy_ignore_eos: Vec<Vec<u32>>,
     greedy_with_eos: Vec<Vec<u32>>,
@@ -44,7 +48,10 @@ fn fixture(name: &str) -> Fixture {
         input_ids: rows("input_ids"),
         attention_mask: rows("attention_mask"),
         pad: e["pad_token_id"].as_u64().unwrap() as u32,
-        eos: e["eos_token_id"].as_u64().unwrap() as u32,
+        eos_ids: match e.get("eos_token_ids") {
+            Some(ids) => serde_json::from_value(ids.clone()).unwrap(),
+            None => vec![e["eos_token_id"].as_u64().unwrap() as u32],
+        },
         max_new_tokens: e["max_new_tokens"].as_u64().unwrap() as usize,
         greedy_ignore_eos: rows("greedy_ignore_eos"),
         greedy_with_eos: rows("greedy_with_eos"),
@@ -52,9 +59,26 @@ fn fixture(name: &str) -> Fixture {
     }
 }
 
+/// The fixture's weight files: `file`, or "sharded" for every shard its index lists (found by
+/// the same code that reads a user's model directory).
+fn weight_files(name: &str, file: &str) -> Vec<PathBuf> {
+    if file == "sharded" {
+        let files = tokbench_worker::resolve::find_weight_files(&fixture_dir(name)).unwrap().expect("the fixture has weights");
+        assert!(files.len() >= 2, "{name}: the fixture should be sharded, found {files:?}");
+        files
+    } else {
+        vec![fixture_dir(name).join(file)]
+    }
+}
+
 fn load(name: &str, file: &str, config: &ArchConfig) -> Model {
-    Model::load(config, &WeightSource::Files(vec![fixture_dir(name).join(file)]), DType::F32, &Device::Cpu)
+    Model::load(config, &WeightSource::Files(weight_files(name, file)), DType::F32, &Device::Cpu)
         .unwrap_or_else(|e| panic!("loading {name}/{file}: {e}"))
+}
+
+/// The file a fixture's other tests load: model.safetensors, or its shards.
+fn main_file(name: &str) -> &'static str {
+    if fixture_dir(name).join("model.safetensors").is_file() { "model.safetensors" } else { "sharded" }
 }
 
 fn tensor2(rows: &[Vec<u32>]) -> Tensor {
@@ -66,7 +90,7 @@ fn params(f: &Fixture, ignore_eos: bool) -> GenerationParams {
         max_new_tokens: f.max_new_tokens,
         sampling: Sampling::default(),
         ignore_eos,
-        eos_token_id: f.eos,
+        eos_token_ids: f.eos_ids.clone(),
         pad_token_id: f.pad,
         model_name: "fixture".into(),
     }
@@ -108,8 +132,8 @@ fn check_logits(name: &str, file: &str) {
 }
 
 /// transformers' tokens cut after the first EOS (inclusive), as the engine reports them.
-fn cut_after_eos(row: &[u32], eos: u32) -> Vec<u32> {
-    match row.iter().position(|&t| t == eos) {
+fn cut_after_eos(row: &[u32], eos: &[u32]) -> Vec<u32> {
+    match row.iter().position(|t| eos.contains(t)) {
         Some(k) => row[..=k].to_vec(),
         None => row.to_vec(),
     }
@@ -126,11 +150,11 @@ fn check_greedy(name: &str, file: &str) {
     let out = generate_batch(&model, &f.prompts, &params(&f, false), &mut |_| {}).unwrap();
     let mut stopped_early = false;
     for (i, row) in out.tokens.iter().enumerate() {
-        let expected = cut_after_eos(&f.greedy_ignore_eos[i], f.eos);
+        let expected = cut_after_eos(&f.greedy_ignore_eos[i], &f.eos_ids);
         assert_eq!(row, &expected, "{name}/{file}: sequence {i} with EOS stopping");
         // transformers' with-EOS run agrees: the same tokens, then pads.
         assert_eq!(&f.greedy_with_eos[i][..row.len()], row.as_slice());
-        let eos_hit = row.last() == Some(&f.eos);
+        let eos_hit = row.last().is_some_and(|t| f.eos_ids.contains(t));
         assert_eq!(out.finish_reasons[i], if eos_hit { FinishReason::Eos } else { FinishReason::Length });
         stopped_early |= row.len() < f.max_new_tokens;
     }
@@ -161,13 +185,17 @@ parity_tests! {
     opt_post_bin: "opt_post", "pytorch_model.bin";
     gpt2_safetensors: "gpt2", "model.safetensors";
     gpt2_bin: "gpt2", "pytorch_model.bin";
+    llama_sharded: "llama", "sharded";
+    qwen2_sharded: "qwen2", "sharded";
+    qwen3_sharded: "qwen3", "sharded";
+    mistral_sharded: "mistral", "sharded";
 }
 
 /// Each prompt alone (no padding) gives the same logits at its positions and the same greedy
 /// tokens as inside the padded batch.
 fn check_padded_equals_alone(name: &str) {
     let f = fixture(name);
-    let mut model = load(name, "model.safetensors", &f.config);
+    let mut model = load(name, main_file(name), &f.config);
     let batch_logits = model.forward_full(&tensor2(&f.input_ids), &tensor2(&f.attention_mask)).unwrap();
     let batch = generate_batch(&model, &f.prompts, &params(&f, true), &mut |_| {}).unwrap();
     let t = f.input_ids[0].len();
@@ -193,12 +221,47 @@ fn padded_prompt_equals_alone_opt_post() {
 fn padded_prompt_equals_alone_gpt2() {
     check_padded_equals_alone("gpt2");
 }
+#[test]
+fn padded_prompt_equals_alone_rotary_families() {
+    for name in ["llama", "qwen2", "qwen3", "mistral"] {
+        check_padded_equals_alone(name);
+    }
+}
+
+/// Tokenisation follows the checkpoint's files, as transformers' AutoTokenizer does: BOS from
+/// Llama's and Mistral's post-processor / add_bos_token, none for Qwen; byte fallback; NFC.
+#[test]
+fn tokenizer_files_encode_like_transformers() {
+    for name in ["llama", "qwen2", "qwen3", "mistral"] {
+        let f = fixture(name);
+        let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("expected.json")).unwrap()).unwrap();
+        let texts: Vec<String> = serde_json::from_value(e["text_prompts"].clone()).unwrap();
+        let expected: Vec<Vec<u32>> = serde_json::from_value(e["text_prompt_ids"].clone()).unwrap();
+        let tok = tokbench_worker::tokenizer::Tokenizer::load(Some(&fixture_dir(name)), &f.config).unwrap();
+        assert!(tok.description().starts_with("tokenizer.json at"), "{}", tok.description());
+        for (text, ids) in texts.iter().zip(&expected) {
+            assert_eq!(&tok.encode(text).unwrap(), ids, "{name}: {text:?}");
+        }
+        let adds_bos = matches!(name, "llama" | "mistral");
+        assert_eq!(tok.bos(), if adds_bos { Some(1) } else { None }, "{name}");
+    }
+}
+
+#[test]
+fn eos_ids_come_from_generation_config() {
+    for name in ["llama", "qwen3"] {
+        let f = fixture(name);
+        let ids = tokbench_worker::generation_config::eos_token_ids(Some(&fixture_dir(name)), &f.config).unwrap();
+        assert_eq!(ids, f.eos_ids, "{name}");
+        assert_eq!(ids.len(), 2, "{name}: the fixture lists two EOS ids");
+    }
+}
 
 #[test]
 fn sampling_is_deterministic_for_a_seed_and_top_k_1_is_greedy() {
-    for name in ["opt_pre", "gpt2"] {
+    for name in ["opt_pre", "gpt2", "llama"] {
         let f = fixture(name);
-        let model = load(name, "model.safetensors", &f.config);
+        let model = load(name, main_file(name), &f.config);
         let sampled = |model: &Model, seed: u64, top_k: Option<usize>| {
             let mut p = params(&f, true);
             p.sampling = Sampling { temperature: 1.0, top_p: Some(0.95), top_k, seed };
@@ -272,7 +335,7 @@ fn synthetic_logits(config: &ArchConfig, seed: u64) -> Tensor {
 
 #[test]
 fn synthetic_weights_are_seeded() {
-    for name in ["tiny-opt", "tiny-gpt2"] {
+    for name in ["tiny-opt", "tiny-gpt2", "tiny-llama", "tiny-qwen3"] {
         let config = Catalog::get(name).unwrap().config();
         let a = synthetic_logits(&config, 7);
         let b = synthetic_logits(&config, 7);
@@ -285,7 +348,7 @@ fn synthetic_weights_are_seeded() {
 
 #[test]
 fn synthetic_parameter_counts_match_the_catalog_estimate() {
-    for name in ["tiny-opt", "tiny-gpt2"] {
+    for name in ["tiny-opt", "tiny-gpt2", "tiny-llama", "tiny-qwen3"] {
         let config = Catalog::get(name).unwrap().config();
         let model = Model::load(&config, &WeightSource::Synthetic { seed: 1 }, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.num_parameters(), tokbench_core::catalog::estimate_parameters(&config), "{name}");
@@ -302,7 +365,7 @@ fn synthetic_parameter_counts_match_the_catalog_estimate() {
 
 #[test]
 fn synthetic_checkpoint_round_trips_through_safetensors() {
-    for name in ["tiny-opt", "tiny-gpt2"] {
+    for name in ["tiny-opt", "tiny-gpt2", "tiny-llama", "tiny-qwen3"] {
         let config = Catalog::get(name).unwrap().config();
         let dir = tempfile::tempdir().unwrap();
         save_synthetic_checkpoint(&config, 11, dir.path()).unwrap();
@@ -324,7 +387,7 @@ fn synthetic_checkpoint_round_trips_through_safetensors() {
 fn cached_decode_equals_full_recompute() {
     // 16 greedy steps with the KV cache against re-running the whole sequence without a cache
     // each step (argmax of the last position), for a left-padded batch.
-    for name in ["tiny-opt", "tiny-gpt2"] {
+    for name in ["tiny-opt", "tiny-gpt2", "tiny-llama", "tiny-qwen3"] {
         let config = Catalog::get(name).unwrap().config();
         let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 3 }, DType::F32, &Device::Cpu).unwrap();
         let prompts = vec![vec![2u32, 31414, 232, 328], vec![2u32, 100]];

@@ -144,11 +144,15 @@ fn local_dir_config_errors_name_the_file() {
     let msg = resolve::resolve(name, WeightsMode::Auto, 0).unwrap_err().to_string();
     assert!(msg.contains("config.json") && msg.contains("not found"), "{msg}");
 
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama","hidden_size":4096}"#).unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"falcon","hidden_size":4096}"#).unwrap();
     let err = resolve::resolve(name, WeightsMode::Auto, 0).unwrap_err();
     assert!(matches!(err, EngineError::ConfigFile { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("llama") && msg.contains("opt") && msg.contains("config.json"), "{msg}");
+    assert!(msg.contains("falcon") && msg.contains("qwen3") && msg.contains("config.json"), "{msg}");
+
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama","hidden_size":4096}"#).unwrap();
+    let msg = resolve::resolve(name, WeightsMode::Auto, 0).unwrap_err().to_string();
+    assert!(msg.contains("missing field `vocab_size`") && msg.contains("config.json"), "{msg}");
 
     std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"opt\",").unwrap();
     let msg = resolve::resolve(name, WeightsMode::Synthetic, 0).unwrap_err().to_string();

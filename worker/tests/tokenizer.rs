@@ -97,8 +97,32 @@ fn tokenizer_json_is_preferred() {
     std::fs::write(dir.path().join("merges.txt"), "garbage").unwrap();
     let tok = Tokenizer::load(Some(dir.path()), &cfg).unwrap();
     assert!(tok.description().starts_with("tokenizer.json at"), "{}", tok.description());
-    // OPT config: BOS 2 prepended.
-    assert_eq!(tok.encode(" the").unwrap(), vec![2, vocab["Ġthe"]]);
+    // The checkpoint's tokenizer adds no BOS (no post-processor): neither does tokbench, even
+    // for an OPT config (transformers encodes it so too; a family rule would change the ids).
+    assert_eq!(tok.encode(" the").unwrap(), vec![vocab["Ġthe"]]);
+    assert_eq!(tok.bos(), None);
+
+    // A post-processor that prepends </s> (OPT's published tokenizer does): it is followed.
+    let mut with_template = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    with_template.add_special_tokens(&[tokenizers::AddedToken::from("<s>", true)]);
+    let s_id = with_template.token_to_id("<s>").unwrap();
+    let template = tokenizers::processors::template::TemplateProcessing::builder()
+        .try_single("<s> $A")
+        .unwrap()
+        .special_tokens(vec![("<s>", s_id)])
+        .build()
+        .unwrap();
+    with_template.with_post_processor(Some(template));
+    with_template.save(dir.path().join("tokenizer.json"), false).unwrap();
+    let tok = Tokenizer::load(Some(dir.path()), &cfg).unwrap();
+    assert_eq!(tok.encode(" the").unwrap(), vec![s_id, vocab["Ġthe"]]);
+    assert_eq!(tok.bos(), Some(s_id));
+
+    // tokenizer_config.json's add_bos_token: false overrides the post-processor (transformers
+    // rebuilds the template from it).
+    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"add_bos_token": false}"#).unwrap();
+    let tok = Tokenizer::load(Some(dir.path()), &cfg).unwrap();
+    assert_eq!(tok.encode(" the").unwrap(), vec![vocab["Ġthe"]]);
 }
 
 #[test]

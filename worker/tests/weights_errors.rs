@@ -170,3 +170,56 @@ fn bf16_on_cpu_is_refused_with_a_fix() {
         .expect("must fail");
     assert!(err.to_string().contains("use f32 or f16"), "{err}");
 }
+
+/// A Qwen3 checkpoint without one layer's q/k norm (a Qwen2 checkpoint relabelled qwen3, say):
+/// the error names the tensor the family needs.
+#[test]
+fn rotary_family_missing_tensor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let files = tokbench_worker::resolve::find_weight_files(&src).unwrap().unwrap();
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let mut tensors = candle_core::safetensors::load(f, &Device::Cpu).unwrap();
+        tensors.remove("model.layers.1.self_attn.k_norm.weight");
+        let dst = dir.path().join(format!("part{i}.safetensors"));
+        candle_core::safetensors::save(&tensors, &dst).unwrap();
+        out.push(dst);
+    }
+    let err = load(&config("qwen3"), out).err().expect("must fail");
+    assert!(matches!(err, EngineError::TensorMissing { .. }), "{err:?}");
+    assert!(err.to_string().contains("model.layers.1.self_attn.k_norm.weight"), "{err}");
+}
+
+/// An untied Llama checkpoint without its lm_head: named, with the config field that asks for it.
+#[test]
+fn untied_rotary_checkpoint_without_lm_head_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama");
+    let mut all = std::collections::HashMap::new();
+    for f in tokbench_worker::resolve::find_weight_files(&src).unwrap().unwrap() {
+        all.extend(candle_core::safetensors::load(&f, &Device::Cpu).unwrap());
+    }
+    assert!(all.remove("lm_head.weight").is_some());
+    let dst = dir.path().join("model.safetensors");
+    candle_core::safetensors::save(&all, &dst).unwrap();
+    let err = load(&config("llama"), vec![dst]).err().expect("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("lm_head.weight") && msg.contains("tie_word_embeddings"), "{msg}");
+}
+
+/// Mistral v0.1's 4096-position sliding window is not implemented: longer sequences are refused
+/// with the window named, shorter ones run.
+#[test]
+fn sliding_window_longer_sequences_are_refused() {
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("mistral", "config.json")).unwrap()).unwrap();
+    cfg["sliding_window"] = serde_json::json!(12);
+    let config = ArchConfig::from_json_value(&cfg).unwrap();
+    let files = tokbench_worker::resolve::find_weight_files(&fixture("mistral", "")).unwrap().unwrap();
+    let model = load(&config, files).unwrap();
+    let params = tokbench_worker::generate::GenerationParams::new(&config, "mistral-window-test", 8);
+    let err = tokbench_worker::generate::generate_batch(&model, &[vec![1, 5, 6, 7, 8]], &params, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("sliding window of 12") && err.contains("13 positions"), "{err}");
+    let ok = tokbench_worker::generate::generate_batch(&model, &[vec![1, 5, 6, 7]], &params, &mut |_| {}).unwrap();
+    assert_eq!(ok.tokens[0].len(), 8);
+}

@@ -34,7 +34,9 @@ pub struct Row {
     pub worker_id: String,
     /// Catalog short name when the model is in the catalog, else as requested.
     pub model: String,
-    /// "opt-125m (125M)": the demo's Model column.
+    /// The architecture family (config.json `model_type`: opt, gpt2, llama, mistral, qwen2, qwen3).
+    pub family: String,
+    /// "opt-125m (125M, opt)": the demo's Model column, with the family.
     pub model_label: String,
     pub total_parameters: u64,
     pub num_layers: usize,
@@ -85,7 +87,8 @@ impl Row {
             run_id: rec.run_id.clone(),
             sweep_id: rec.sweep_id.clone(),
             worker_id: rec.worker_id.clone(),
-            model_label: format!("{model} ({})", human_params(r.model_properties.total_parameters)),
+            model_label: format!("{model} ({}, {})", human_params(r.model_properties.total_parameters), r.model_properties.model_type),
+            family: r.model_properties.model_type.clone(),
             model,
             total_parameters: r.model_properties.total_parameters,
             num_layers: r.model_properties.num_layers,

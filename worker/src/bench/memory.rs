@@ -24,16 +24,18 @@ impl MemoryEstimate {
     pub fn new(config: &ArchConfig, dtype: DTypeSpec, batch: usize, max_prompt_len: usize, max_tokens: usize) -> MemoryEstimate {
         let d = device::dtype_size(dtype);
         let (b, t, s) = (batch as u64, max_prompt_len as u64, (max_prompt_len + max_tokens) as u64);
-        let h = config.hidden_size() as u64;
-        let ffn = match config {
-            ArchConfig::Opt(c) => c.ffn_dim as u64,
-            ArchConfig::Gpt2(c) => c.n_inner() as u64,
+        let spec = config.spec();
+        let ffn = spec.intermediate_size as u64;
+        let weights = spec.parameters() * d;
+        // Key/value heads only (grouped-query attention caches fewer heads than it queries).
+        let kv_cache = spec.kv_bytes_per_token(d as usize) * b * s;
+        let logits = b * t * spec.vocab_size as u64 * 4;
+        let scores = b * spec.num_heads as u64 * t * t * d;
+        // The gated MLP holds gate and up (2 * ffn) and their product at once.
+        let ffn_act = match spec.mlp {
+            tokbench_core::arch::MlpKind::Plain => 2 * b * t * ffn * d,
+            tokbench_core::arch::MlpKind::GatedSilu => 3 * b * t * ffn * d,
         };
-        let weights = tokbench_core::catalog::estimate_parameters(config) * d;
-        let kv_cache = 2 * config.num_layers() as u64 * b * s * h * d;
-        let logits = b * t * config.vocab_size() as u64 * 4;
-        let scores = b * config.num_heads() as u64 * t * t * d;
-        let ffn_act = 2 * b * t * ffn * d;
         MemoryEstimate { weights, kv_cache, activations: logits + scores + ffn_act }
     }
     pub fn total(&self) -> u64 {

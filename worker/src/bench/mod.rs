@@ -192,7 +192,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
         max_new_tokens: workload.max_tokens,
         sampling: workload.sampling.clone(),
         ignore_eos: workload.ignore_eos,
-        eos_token_id: resolved.config.eos_token_id(),
+        eos_token_ids: crate::generation_config::eos_token_ids(resolved.model_dir.as_deref(), &resolved.config)?,
         pad_token_id: resolved.config.pad_token_id(),
         model_name: resolved.model_id.clone(),
     };

@@ -302,3 +302,100 @@ pub(crate) fn scaled(t: Tensor, scale: f64) -> Result<Tensor> {
     Ok((t * scale)?)
 }
 
+
+/// RMSNorm over the last dim (transformers' `LlamaRMSNorm`: in f32, weight applied after the
+/// cast back; candle-nn's fused kernel on CPU and CUDA).
+pub(crate) struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub(crate) fn load(loader: &mut WeightLoader, name: &str, size: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm { weight: loader.get(&format!("{name}.weight"), &[size], crate::weights::Init::Ones)?, eps })
+    }
+    /// The same norm with its weight multiplied by `s` (a scale folded into it).
+    pub(crate) fn scaled(self, s: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm { weight: scaled(self.weight, s)?, eps: self.eps })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = if x.is_contiguous() { x.clone() } else { x.contiguous()? };
+        Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?)
+    }
+}
+
+/// The shapes of grouped-query attention: `heads` query heads share `kv_heads` key/value heads
+/// (`heads / kv_heads` each; MHA when equal), each `head_dim` wide.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadLayout {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Rotary grouped-query attention core. `qkv`: [b, t, (heads + 2 kv_heads) * head_dim], q|k|v,
+/// with the softmax scale folded into q (its projection, or its norm when `q_norm` is given).
+/// `q_norm`/`k_norm`: per-head RMSNorm before rotary (Qwen3). `cos`/`sin` [b, t, head_dim/2].
+/// `bias` [b, 1, t, L] f32. Keys/values (rotated) are appended to `cache` under kv_heads.
+/// Returns [b, t, heads * head_dim].
+///
+/// The query heads of one key/value head are folded into the rows of one matmul ([b, kv, g*t, d]
+/// x [b, kv, d, L]) rather than the keys repeated g times (transformers' `repeat_kv` copies them):
+/// query head h reads key/value head h / g either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grouped_attention(
+    l: &Launch,
+    qkv: Tensor,
+    layout: HeadLayout,
+    q_norm: Option<&RmsNorm>,
+    k_norm: Option<&RmsNorm>,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    cache: Option<&mut KvCache>,
+    layer: usize,
+) -> Result<Tensor> {
+    let _ = l; // (read by the CUDA paths only)
+    let HeadLayout { heads, kv_heads, head_dim: d } = layout;
+    let (b, t, _) = qkv.dims3()?;
+    let g = heads / kv_heads;
+    let split = |offset: usize, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+        let x = qkv.narrow(2, offset * d, n * d)?.reshape((b, t, n, d))?;
+        let x = match norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        Ok(x.transpose(1, 2)?.contiguous()?)
+    };
+    let q = super::rotary::apply(&split(0, heads, q_norm)?, cos, sin)?;
+    let k = super::rotary::apply(&split(heads, kv_heads, k_norm)?, cos, sin)?;
+    let v = split(heads + kv_heads, kv_heads, None)?;
+    drop(qkv);
+    let (k, v) = match cache {
+        Some(c) => c.append(layer, &k, &v)?,
+        None => (k, v),
+    };
+    let len = k.dim(2)?;
+    let scores = q.reshape((b, kv_heads, g * t, d))?.matmul(&k.t()?)?.reshape((b, heads, t, len))?;
+    drop((q, k));
+    let probs = masked_softmax(l, scores, bias)?;
+    let out = probs.reshape((b, kv_heads, g * t, len))?.matmul(&v)?;
+    Ok(out.reshape((b, heads, t, d))?.transpose(1, 2)?.reshape((b, t, heads * d))?)
+}
+
+/// softmax(scores + bias) over the last dim: `scores` [b, heads, t, L] in the model dtype (a fresh
+/// tensor, overwritten on CUDA), `bias` [b, 1, t, L] f32; the sum and softmax in f32, the result
+/// in the model dtype. One fused kernel on CUDA where the row fits it.
+pub(crate) fn masked_softmax(l: &Launch, scores: Tensor, bias: &Tensor) -> Result<Tensor> {
+    let _ = l; // (read by the CUDA path only)
+    let dtype = scores.dtype();
+    #[cfg(feature = "cuda")]
+    {
+        let (b, _, t, len) = scores.dims4()?;
+        if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, len] && len <= cuda_ops::MAX_SOFTMAX_ROW {
+            return cuda_ops::masked_softmax_in_place(l, scores, bias);
+        }
+    }
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
+    Ok(candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?)
+}

@@ -1,8 +1,11 @@
-//! The two architectures tokbench implements on candle: OPT and GPT-2, numerically matching
-//! transformers' `modeling_opt.py` / `modeling_gpt2.py` (checked by `tests/hf_parity.rs`).
+//! The families tokbench implements on candle, one file each, numerically matching
+//! transformers (checked by `tests/hf_parity.rs`): OPT (`opt`), GPT-2 (`gpt2`), and the rotary
+//! decoders Llama / Mistral / Qwen2 / Qwen3 (`llama`, one file for the four: same names and
+//! layer recipe, the config says what differs).
 //!
-//! Both are built from the shared layers in `layers` (linear, layer norm, activations, the
-//! attention core); this file holds the `Model` they load into and its forward pass.
+//! All are built from the shared layers in `layers` (linear, layer norm, RMSNorm, activations,
+//! the attention cores, MHA and grouped) and `rotary`; this file holds the `Model` they load
+//! into and its forward pass.
 
 #[doc(hidden)]
 pub mod cpu_matmul;
@@ -17,7 +20,9 @@ pub(crate) use cuda_ops::Launch;
 mod gpt2;
 pub mod kv_cache;
 mod layers;
+mod llama;
 mod opt;
+mod rotary;
 
 pub use kv_cache::KvCache;
 pub(crate) use layers::{attention, scaled, Activation, LayerNorm, Linear};
@@ -42,6 +47,7 @@ pub(crate) const MASKED: f32 = f32::MIN;
 enum Arch {
     Opt(opt::Opt),
     Gpt2(gpt2::Gpt2),
+    Llama(llama::Llama),
 }
 
 pub struct Model {
@@ -71,6 +77,7 @@ impl Model {
         let arch = match config {
             ArchConfig::Opt(c) => Arch::Opt(opt::Opt::load(c, loader)?),
             ArchConfig::Gpt2(c) => Arch::Gpt2(gpt2::Gpt2::load(c, loader)?),
+            ArchConfig::Llama(c) => Arch::Llama(llama::Llama::load(c, loader)?),
         };
         Ok(Model {
             arch,
@@ -143,9 +150,10 @@ impl Model {
     }
 
     /// Bytes of the KV cache generation allocates for `batch` sequences of up to
-    /// `positions` positions (padded prompt + new tokens) in dtype `dtype`.
+    /// `positions` positions (padded prompt + new tokens) in dtype `dtype` (key/value heads
+    /// only: a grouped-query model caches `num_kv_heads * head_dim` per token and layer).
     pub fn kv_cache_bytes(config: &ArchConfig, batch: usize, positions: usize, dtype: DType) -> u64 {
-        (2 * config.num_layers() * batch * positions * config.hidden_size() * dtype.size_in_bytes()) as u64
+        config.spec().kv_bytes_per_token(dtype.size_in_bytes()) * (batch * positions) as u64
     }
 
     /// Full forward pass of a left-padded batch without cache: `input_ids` [b, t] u32,
@@ -185,6 +193,7 @@ impl Model {
         let hidden = match &self.arch {
             Arch::Opt(m) => m.hidden(l, ids, position_rows, bias, cache.as_deref_mut())?,
             Arch::Gpt2(m) => m.hidden(l, ids, position_rows, bias, cache.as_deref_mut())?,
+            Arch::Llama(m) => m.hidden(l, ids, position_rows, bias, cache.as_deref_mut())?,
         };
         if let Some(c) = cache {
             c.advance(t);
@@ -193,15 +202,17 @@ impl Model {
         let logits = match &self.arch {
             Arch::Opt(m) => m.logits(l, &hidden)?,
             Arch::Gpt2(m) => m.logits(l, &hidden)?,
+            Arch::Llama(m) => m.logits(l, &hidden)?,
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
 
-    /// Row of the position table for logical position p is p + this (OPT's fairseq offset 2).
+    /// Row of the position table for logical position p is p + this (OPT's fairseq offset 2;
+    /// rotary families take the position itself).
     pub(crate) fn position_offset(&self) -> u32 {
-        match self.config {
-            ArchConfig::Opt(_) => tokbench_core::OptConfig::POSITION_OFFSET as u32,
-            ArchConfig::Gpt2(_) => 0,
+        match self.config.spec().position {
+            tokbench_core::arch::PositionKind::Learned { offset, .. } => offset as u32,
+            tokbench_core::arch::PositionKind::Rotary { .. } => 0,
         }
     }
 
@@ -225,6 +236,24 @@ impl Model {
     #[cfg(feature = "cuda")]
     pub(crate) fn decode_mode(&self) -> Result<DecodeMode> {
         Ok(self.kernels.decode)
+    }
+
+    /// The rotary families' static decode step (see `Llama::decode_step_static`): logits
+    /// [b, vocab] from device-side ids, positions, slot and padding bias [b, capacity]; None for
+    /// the families whose CUDA step is `decode_logits` on the fused kernels.
+    pub(crate) fn decode_step_static(
+        &self,
+        l: &Launch,
+        ids: &Tensor,
+        positions: &Tensor,
+        slot: &Tensor,
+        pad_bias: &Tensor,
+        cache: &KvCache,
+    ) -> Result<Option<Tensor>> {
+        match &self.arch {
+            Arch::Llama(m) => Ok(Some(m.decode_step_static(l, ids, positions, slot, pad_bias, cache)?)),
+            _ => Ok(None),
+        }
     }
 }
 
