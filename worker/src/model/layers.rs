@@ -393,7 +393,7 @@ pub(crate) fn masked_softmax(l: &Launch, scores: Tensor, bias: &Tensor) -> Resul
     {
         let (b, _, t, len) = scores.dims4()?;
         if scores.device().is_cuda() && bias.is_contiguous() && bias.dims() == [b, 1, t, len] && len <= cuda_ops::MAX_SOFTMAX_ROW {
-            return cuda_ops::masked_softmax_in_place(l, scores, bias);
+            return Ok(cuda_ops::masked_softmax_in_place(l, scores, bias)?);
         }
     }
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
