@@ -89,3 +89,30 @@ fn builtin_prompts_are_tokenised_with_the_real_bpe() {
     // GPT-2: "Hello" "," " my" " name" " is"
     assert_eq!(p[0].ids, vec![15496, 11, 616, 1438, 318]);
 }
+
+/// A rotary-family model without tokenizer files gets no tokenizer of another family: prompts of
+/// `--input-len` are token ids from its own vocabulary (deterministic, BOS first for Llama), and
+/// text prompts are refused with what to do.
+#[test]
+fn without_tokenizer_files_prompts_are_token_ids_and_text_is_refused() {
+    for (name, bos) in [("tiny-llama", Some(0u32)), ("tiny-qwen3", None)] {
+        let cfg = Catalog::get(name).unwrap().config();
+        let tok = Tokenizer::fallback(&cfg);
+        assert_eq!(tok.description(), "none (synthetic token ids)");
+        let a = prompts::prepare(&PromptSource::Synthetic { num_prompts: 3, input_len: 16 }, &tok, &cfg, 8, name).unwrap();
+        let b = prompts::prepare(&PromptSource::Synthetic { num_prompts: 3, input_len: 16 }, &tok, &cfg, 8, name).unwrap();
+        assert_eq!(a, b, "{name}: deterministic");
+        assert_ne!(a[0].ids, a[1].ids, "{name}: prompts differ");
+        for p in &a {
+            assert_eq!(p.ids.len(), 16);
+            assert!(p.ids.iter().all(|&id| (id as usize) < cfg.vocab_size()));
+            assert_eq!(p.ids.first().copied().filter(|_| bos.is_some()), bos, "{name}");
+        }
+        let err = prompts::prepare(&PromptSource::Inline { prompts: vec!["Hello".into()] }, &tok, &cfg, 8, name).unwrap_err().to_string();
+        assert!(err.contains("need a tokenizer") && err.contains("tokenizer.json") && err.contains("--input-len"), "{err}");
+        // The default (built-in) prompts become token-id prompts rather than failing.
+        let builtin = prompts::prepare(&PromptSource::Builtin { num_prompts: 2 }, &tok, &cfg, 8, name).unwrap();
+        assert_eq!(builtin.len(), 2);
+        assert_eq!(builtin[0].ids.len(), prompts::BUILTIN_IDS_LEN);
+    }
+}
