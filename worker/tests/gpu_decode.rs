@@ -140,12 +140,12 @@ fn kernel_options_switch_on_one_model() {
     }
 }
 
-/// The rotary families (Llama, Qwen3) have no fused decode step yet: a job asking for the graph
-/// path decodes eagerly and says so, and its f32 greedy tokens on CUDA equal the CPU's from the
-/// same checkpoint (grouped-query attention, rotary and RMSNorm on the GPU against the path
-/// checked against transformers).
+/// The rotary families (Llama, Qwen3) decode through their static step (device-side ids,
+/// positions and cache column) captured as a CUDA graph. In f32 its greedy tokens equal the
+/// eager path's on the same GPU and the CPU's from the same checkpoint (grouped-query attention,
+/// rotary and RMSNorm on the GPU against the path checked against transformers).
 #[test]
-fn rotary_families_decode_eagerly_on_cuda_like_the_cpu() {
+fn rotary_families_graph_decode_matches_eager_and_the_cpu() {
     use candle_core::Device;
     for name in ["tiny-llama", "tiny-qwen3"] {
         let config = Catalog::get(name).unwrap().config();
@@ -157,11 +157,23 @@ fn rotary_families_decode_eagerly_on_cuda_like_the_cpu() {
         let cpu_out = tokbench_worker::generate::generate_batch(&cpu, &prompts(), &params, &mut |_| {}).unwrap();
         let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
         let mut gpu = Model::load(&config, &files, DType::F32, &dev).unwrap();
-        gpu.set_kernel_options(KernelOptions { decode: DecodeMode::Graph, ..KernelOptions::default() });
-        let gpu_out = tokbench_worker::generate::generate_batch(&gpu, &prompts(), &params, &mut |_| {}).unwrap();
+        let no_cancel = std::sync::atomic::AtomicBool::new(false);
+        let mut by_mode = Vec::new();
+        for mode in [DecodeMode::Eager, DecodeMode::Fused, DecodeMode::Graph] {
+            gpu.set_kernel_options(KernelOptions { decode: mode, ..KernelOptions::default() });
+            // Twice: the second batch replays the captured graph.
+            let mut generator = Generator::new(&gpu);
+            let first = generator.generate(&prompts(), &params, &no_cancel, &mut |_| {}).unwrap();
+            let second = generator.generate(&prompts(), &params, &no_cancel, &mut |_| {}).unwrap();
+            println!("GPU_DECODE {name} {mode:?}: path {} tokens {:?}", second.decode_path, second.tokens);
+            assert_eq!(first.tokens, second.tokens, "{name} {mode:?}: a repeated batch gave other tokens");
+            by_mode.push((mode, second.decode_path, second.tokens));
+        }
         let _ = std::fs::remove_dir_all(&dir);
-        println!("GPU_DECODE {name}: cuda f32 {:?} cpu f32 {:?}", gpu_out.tokens, cpu_out.tokens);
-        assert_eq!(gpu_out.decode_path, "eager", "{name}: the rotary families have no fused step");
-        assert_eq!(gpu_out.tokens, cpu_out.tokens, "{name}: CUDA f32 greedy tokens differ from the CPU's");
+        println!("GPU_DECODE {name} cpu f32 tokens {:?}", cpu_out.tokens);
+        assert_eq!(by_mode[2].1, "cuda-graph", "{name}: the graph decode should have been captured");
+        for (mode, _, tokens) in &by_mode {
+            assert_eq!(tokens, &cpu_out.tokens, "{name} {mode:?}: CUDA f32 greedy tokens differ from the CPU's");
+        }
     }
 }
