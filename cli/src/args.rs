@@ -118,7 +118,7 @@ pub struct SweepArgs {
     #[arg(long)]
     pub reuse_model: bool,
     /// The workload of every job. Defaults: 128 new tokens, 3 repetitions, 1 warm-up, the built-in
-    /// prompts, one per batch slot; with --local: 32 new tokens, 2 repetitions, 4 synthetic
+    /// prompts, one per batch slot; with --local: 32 new tokens, 3 repetitions, 4 synthetic
     /// prompts of 32 tokens.
     #[command(flatten)]
     pub workload: tokbench_core::args::WorkloadArgs,

@@ -28,7 +28,7 @@ pub struct SweepDefaults {
 }
 
 pub const REMOTE_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 128, repetitions: 3, warmup: 1, input_len: 0, num_prompts: 0 };
-pub const LOCAL_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 32, repetitions: 2, warmup: 1, input_len: 32, num_prompts: 4 };
+pub const LOCAL_DEFAULTS: SweepDefaults = SweepDefaults { batch_sizes: &[4], max_tokens: 32, repetitions: 3, warmup: 1, input_len: 32, num_prompts: 4 };
 
 impl SweepDefaults {
     fn workload(&self) -> Workload {

@@ -279,3 +279,42 @@ fn telemetry_chart_for_runs_with_readings() {
     let w = write_report(&three_models_cpu(), None, &opts).unwrap();
     assert!(!w.files.iter().any(|f| f.to_string_lossy().contains("telemetry_")), "{:?}", w.files);
 }
+
+/// With repetitions on both sides, a change beyond 5% counts only when Welch's t-test finds it
+/// significant: a noisy 8% drop is "no significant change", a steady 20% drop a regression.
+#[test]
+fn baseline_verdicts_need_statistical_significance() {
+    use tokbench_core::report::RepetitionMetrics;
+    let with_runs = |run: &str, sweep: &str, tps: &[f64]| {
+        let mean = tps.iter().sum::<f64>() / tps.len() as f64;
+        let mut r = report("gpt2", 1, Dev::H100, mean);
+        r.repetitions = tps
+            .iter()
+            .enumerate()
+            .map(|(index, &t)| RepetitionMetrics {
+                index,
+                total_inference_time_seconds: 1.0,
+                tokens_per_second: t,
+                prefill_seconds: 0.1,
+                decode_seconds: 0.9,
+                total_output_tokens: 100,
+                ttft_ms: vec![],
+                step_latencies_ms: vec![],
+            })
+            .collect();
+        record(sweep, run, r)
+    };
+    let verdict = |base: &[f64], cur: &[f64]| {
+        let current = vec![with_runs("c", "new", cur)];
+        let data = ReportData::new(&current, GroupBy::Model, "20261206_000000").unwrap();
+        let cmp = compare_baseline(&data, &[with_runs("b", "old", base)], "old");
+        cmp.changes.into_iter().find(|c| c.metric == "tokens/s").unwrap()
+    };
+    let noisy = verdict(&[100.0, 130.0, 70.0, 100.0], &[92.0, 120.0, 64.0, 92.0]);
+    assert!(noisy.change_percent.unwrap() < -5.0, "{noisy:?}");
+    assert!(!noisy.regression && !noisy.welch.unwrap().significant, "{noisy:?}");
+    let steady = verdict(&[100.0, 101.0, 99.0, 100.0], &[80.0, 81.0, 79.0, 80.0]);
+    assert!(steady.regression && steady.welch.unwrap().significant, "{steady:?}");
+    let faster = verdict(&[100.0, 101.0, 99.0, 100.0], &[120.0, 121.0, 119.0, 120.0]);
+    assert!(faster.improvement && !faster.regression, "{faster:?}");
+}

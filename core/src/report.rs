@@ -75,6 +75,13 @@ pub struct InferenceMetrics {
     pub tokens_per_second_max: f64,
     /// Coefficient of variation of tokens/s over repetitions (stddev / mean), 0..1.
     pub tokens_per_second_cv: f64,
+    /// 95% confidence interval of the mean tokens/s over the repetitions (Student's t),
+    /// [low, high]; None with fewer than two repetitions or in older reports.
+    #[serde(default)]
+    pub tokens_per_second_ci95: Option<[f64; 2]>,
+    /// 95% confidence interval of the mean pass time (s) over the repetitions.
+    #[serde(default)]
+    pub total_inference_time_seconds_ci95: Option<[f64; 2]>,
     pub total_inference_time_seconds_min: f64,
     pub total_inference_time_seconds_max: f64,
     /// Input tokens / prefill time (prefill = prompt forward pass up to first token on host).
@@ -83,8 +90,13 @@ pub struct InferenceMetrics {
     pub decode_tokens_per_second: f64,
     /// Time to first token per request (ms), over all requests of all timed repetitions.
     pub ttft_ms: LatencyStats,
-    /// Per-token decode latency (ms): wall time of one decode step of a batch.
+    /// Per-token decode latency (ms): wall time of one decode step of a batch, one sample per
+    /// sequence still generating in that step.
     pub inter_token_latency_ms: LatencyStats,
+    /// TTFT, TPOT, ITL, E2E latency and queueing under vLLM's names (`mean_ttft_ms`,
+    /// `median_tpot_ms`, `p99_itl_ms`, ...), at the top level of `inference_metrics`.
+    #[serde(flatten)]
+    pub request_latencies: RequestLatencies,
     pub warmup_runs: usize,
     pub repetitions: usize,
     /// true when the model came from the worker's cache of the previous job (the sweep asked
@@ -118,15 +130,102 @@ pub struct InferenceMetrics {
 pub struct LatencyStats {
     pub mean: f64,
     pub min: f64,
+    /// The median (midpoint of the two middle samples for an even count, as everywhere in
+    /// tokbench: [`median`]).
     pub p50: f64,
+    /// Nearest-rank percentiles.
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
     pub count: usize,
+    /// Sample standard deviation (n - 1); 0 for fewer than two samples or older reports.
+    #[serde(default)]
+    pub std: f64,
+}
+
+/// The median of `samples`: the middle value, or the midpoint of the two middle values for an
+/// even count (NaN for none). The one median rule of every tokbench figure.
+pub fn median(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Sample standard deviation (n - 1 in the denominator); 0 for fewer than two samples.
+pub fn sample_std(samples: &[f64]) -> f64 {
+    let n = samples.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = samples.iter().sum::<f64>() / n as f64;
+    (samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+}
+
+/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom (for 95% intervals).
+pub fn student_t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
+        2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => TABLE[df - 1],
+        31..=60 => 2.042 - (df - 30) as f64 * (2.042 - 2.000) / 30.0,
+        61..=120 => 2.000 - (df - 60) as f64 * (2.000 - 1.980) / 60.0,
+        _ => 1.960,
+    }
+}
+
+/// 95% confidence interval of the mean of `samples` (Student's t, n - 1 degrees of freedom):
+/// `[low, high]`, or None for fewer than two samples.
+pub fn confidence_interval_95(samples: &[f64]) -> Option<[f64; 2]> {
+    let n = samples.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = samples.iter().sum::<f64>() / n as f64;
+    let half = student_t_975(n - 1) * sample_std(samples) / (n as f64).sqrt();
+    Some([mean - half, mean + half])
+}
+
+/// Welch's t-test of two independent samples: whether their means differ at p < 0.05 (two-sided),
+/// with the statistic and the Welch–Satterthwaite degrees of freedom. None with fewer than two
+/// samples on either side, or with no variance on both.
+pub fn welch_test(a: &[f64], b: &[f64]) -> Option<WelchTest> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let (va, vb) = (sample_std(a).powi(2) / a.len() as f64, sample_std(b).powi(2) / b.len() as f64);
+    if va + vb <= 0.0 {
+        return None;
+    }
+    let t = (mean(a) - mean(b)) / (va + vb).sqrt();
+    let df = (va + vb).powi(2) / (va.powi(2) / (a.len() - 1) as f64 + vb.powi(2) / (b.len() - 1) as f64);
+    // The critical value of the whole degrees of freedom below df (conservative).
+    let critical = student_t_975((df.floor() as usize).max(1));
+    Some(WelchTest { t, df, critical, significant: t.abs() > critical })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WelchTest {
+    pub t: f64,
+    pub df: f64,
+    /// |t| beyond this is significant at p < 0.05 (two-sided).
+    pub critical: f64,
+    pub significant: bool,
 }
 
 impl LatencyStats {
-    /// Nearest-rank percentiles of the given samples.
+    /// Mean, median, nearest-rank p90/p99, min/max and sample std of the given samples.
     pub fn from_samples(samples: &[f64]) -> LatencyStats {
         if samples.is_empty() {
             return LatencyStats::default();
@@ -140,11 +239,85 @@ impl LatencyStats {
         LatencyStats {
             mean: s.iter().sum::<f64>() / s.len() as f64,
             min: s[0],
-            p50: pct(50.0),
+            p50: median(&s),
             p90: pct(90.0),
             p99: pct(99.0),
             max: s[s.len() - 1],
             count: s.len(),
+            std: sample_std(&s),
+        }
+    }
+}
+
+/// Per-request latencies under the names vLLM's benchmarks print (`benchmark_serving.py`), over
+/// every request of every timed repetition, in ms:
+/// - TTFT: from the start of the request's batch to its first token on the host (prefill);
+/// - TPOT: (E2E - TTFT) / (output tokens - 1), requests with at least two output tokens;
+/// - ITL: one sample per live sequence per decode step (the step's wall time);
+/// - E2EL: from the start of its batch to its last token on the host;
+/// - queue: how long the request waited behind earlier batches of the same pass (offline runs
+///   submit every prompt at the start of a pass).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestLatencies {
+    pub mean_ttft_ms: f64,
+    pub median_ttft_ms: f64,
+    pub std_ttft_ms: f64,
+    pub p90_ttft_ms: f64,
+    pub p99_ttft_ms: f64,
+    pub mean_tpot_ms: f64,
+    pub median_tpot_ms: f64,
+    pub std_tpot_ms: f64,
+    pub p90_tpot_ms: f64,
+    pub p99_tpot_ms: f64,
+    pub mean_itl_ms: f64,
+    pub median_itl_ms: f64,
+    pub std_itl_ms: f64,
+    pub p90_itl_ms: f64,
+    pub p99_itl_ms: f64,
+    pub mean_e2el_ms: f64,
+    pub median_e2el_ms: f64,
+    pub std_e2el_ms: f64,
+    pub p90_e2el_ms: f64,
+    pub p99_e2el_ms: f64,
+    pub mean_queue_ms: f64,
+    pub median_queue_ms: f64,
+    pub p99_queue_ms: f64,
+}
+
+impl RequestLatencies {
+    pub fn from_samples(ttft: &[f64], tpot: &[f64], itl: &[f64], e2el: &[f64], queue: &[f64]) -> RequestLatencies {
+        let (t, p, i, e, q) = (
+            LatencyStats::from_samples(ttft),
+            LatencyStats::from_samples(tpot),
+            LatencyStats::from_samples(itl),
+            LatencyStats::from_samples(e2el),
+            LatencyStats::from_samples(queue),
+        );
+        RequestLatencies {
+            mean_ttft_ms: t.mean,
+            median_ttft_ms: t.p50,
+            std_ttft_ms: t.std,
+            p90_ttft_ms: t.p90,
+            p99_ttft_ms: t.p99,
+            mean_tpot_ms: p.mean,
+            median_tpot_ms: p.p50,
+            std_tpot_ms: p.std,
+            p90_tpot_ms: p.p90,
+            p99_tpot_ms: p.p99,
+            mean_itl_ms: i.mean,
+            median_itl_ms: i.p50,
+            std_itl_ms: i.std,
+            p90_itl_ms: i.p90,
+            p99_itl_ms: i.p99,
+            mean_e2el_ms: e.mean,
+            median_e2el_ms: e.p50,
+            std_e2el_ms: e.std,
+            p90_e2el_ms: e.p90,
+            p99_e2el_ms: e.p99,
+            mean_queue_ms: q.mean,
+            median_queue_ms: q.p50,
+            p99_queue_ms: q.p99,
         }
     }
 }
@@ -449,6 +622,10 @@ mod kernel_fields_tests {
     use super::*;
     use crate::DecodePath;
 
+    pub(super) fn metrics_for_tests() -> InferenceMetrics {
+        metrics()
+    }
+
     fn metrics() -> InferenceMetrics {
         InferenceMetrics {
             model_load_time_seconds: 1.0,
@@ -461,12 +638,15 @@ mod kernel_fields_tests {
             tokens_per_second_min: 3.0,
             tokens_per_second_max: 3.0,
             tokens_per_second_cv: 0.0,
+            tokens_per_second_ci95: Some([2.5, 3.5]),
+            total_inference_time_seconds_ci95: None,
             total_inference_time_seconds_min: 2.0,
             total_inference_time_seconds_max: 2.0,
             prefill_tokens_per_second: 6.0,
             decode_tokens_per_second: 7.0,
             ttft_ms: LatencyStats::default(),
             inter_token_latency_ms: LatencyStats::default(),
+            request_latencies: RequestLatencies::from_samples(&[10.0, 20.0], &[1.0, 3.0], &[1.0, 2.0, 3.0, 4.0], &[30.0, 50.0], &[0.0, 25.0]),
             warmup_runs: 0,
             repetitions: 1,
             model_reused: false,
@@ -496,4 +676,68 @@ mod kernel_fields_tests {
         assert_eq!(parsed.kernels_run, None);
         assert_eq!(parsed.decode_path, "cuda-graph");
     }
+}
+
+#[cfg(test)]
+mod statistics_tests {
+    use super::*;
+
+    #[test]
+    fn welch_separates_a_real_change_from_noise() {
+        let base = [100.0, 101.0, 99.0, 100.5, 99.5];
+        let slower = [90.0, 91.0, 89.0, 90.5, 89.5];
+        let w = welch_test(&base, &slower).unwrap();
+        assert!(w.significant && w.t > 0.0, "{w:?}");
+        let noisy = [95.0, 105.0, 100.0, 98.0, 103.0];
+        assert!(!welch_test(&base, &noisy).unwrap().significant);
+        assert_eq!(welch_test(&base, &[100.0]), None);
+        assert_eq!(welch_test(&[1.0, 1.0], &[1.0, 1.0]), None);
+    }
+
+    #[test]
+    fn one_median_rule_midpoint_for_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(LatencyStats::from_samples(&[1.0, 2.0, 3.0, 10.0]).p50, 2.5);
+    }
+
+    #[test]
+    fn confidence_interval_uses_students_t() {
+        // mean 10, sample std 1 (n - 1), n = 4: half width t(3) * 1 / 2 = 3.182 / 2.
+        let s = [9.0, 10.0, 11.0, 10.0];
+        let sd = sample_std(&s);
+        assert!((sd - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        let [lo, hi] = confidence_interval_95(&s).unwrap();
+        let half = 3.182 * sd / 2.0;
+        assert!((lo - (10.0 - half)).abs() < 1e-9 && (hi - (10.0 + half)).abs() < 1e-9, "{lo} {hi}");
+        assert_eq!(confidence_interval_95(&[1.0]), None);
+        assert_eq!(student_t_975(1), 12.706);
+        assert_eq!(student_t_975(1000), 1.960);
+    }
+
+    #[test]
+    fn vllm_names_are_at_the_top_of_inference_metrics_and_old_reports_parse() {
+        let r = RequestLatencies::from_samples(&[10.0, 20.0], &[1.0, 3.0], &[1.0, 2.0, 3.0, 4.0], &[30.0, 50.0], &[0.0, 25.0]);
+        assert_eq!((r.mean_ttft_ms, r.median_ttft_ms, r.median_tpot_ms, r.median_itl_ms, r.p99_e2el_ms), (15.0, 15.0, 2.0, 2.5, 50.0));
+        let m = super::kernel_fields_tests_metrics();
+        let json = serde_json::to_value(&m).unwrap();
+        for key in ["mean_ttft_ms", "median_ttft_ms", "std_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "median_queue_ms"] {
+            assert!(json.get(key).is_some(), "{key} missing: {json}");
+        }
+        assert_eq!(json["tokens_per_second_ci95"][0], 2.5);
+        assert_eq!(serde_json::from_value::<InferenceMetrics>(json.clone()).unwrap(), m);
+        let mut old = json;
+        let obj = old.as_object_mut().unwrap();
+        obj.retain(|k, _| !k.ends_with("_ms") || k == "ttft_ms" || k == "inter_token_latency_ms");
+        obj.remove("tokens_per_second_ci95");
+        let parsed: InferenceMetrics = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.request_latencies, RequestLatencies::default());
+        assert_eq!(parsed.tokens_per_second_ci95, None);
+    }
+}
+
+#[cfg(test)]
+fn kernel_fields_tests_metrics() -> InferenceMetrics {
+    kernel_fields_tests::metrics_for_tests()
 }

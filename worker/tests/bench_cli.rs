@@ -58,17 +58,33 @@ fn check_consistent(rep: &BenchReport, num_prompts: usize, max_tokens: usize, re
     assert_eq!(m.average_tokens_per_prompt, max_tokens as f64);
     assert_eq!(m.repetitions, reps);
     assert_eq!(rep.repetitions.len(), reps);
-    let tps = m.total_output_tokens as f64 / m.total_inference_time_seconds;
-    assert!((tps - m.tokens_per_second).abs() <= 1e-6 * tps, "tokens/s {} vs tokens/time {tps}", m.tokens_per_second);
+    // One median rule: the midpoint of the repetitions' values for an even count.
+    let runs_tps: Vec<f64> = rep.repetitions.iter().map(|r| r.tokens_per_second).collect();
+    let runs_time: Vec<f64> = rep.repetitions.iter().map(|r| r.total_inference_time_seconds).collect();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    assert!(close(m.tokens_per_second, tokbench_core::report::median(&runs_tps)), "{} vs {runs_tps:?}", m.tokens_per_second);
+    assert!(close(m.total_inference_time_seconds, tokbench_core::report::median(&runs_time)), "{runs_time:?}");
+    if reps % 2 == 1 {
+        let tps = m.total_output_tokens as f64 / m.total_inference_time_seconds;
+        assert!((tps - m.tokens_per_second).abs() <= 1e-6 * tps, "tokens/s {} vs tokens/time {tps}", m.tokens_per_second);
+    }
+    assert_eq!(m.tokens_per_second_ci95.is_some(), reps >= 2);
     assert!(m.tokens_per_second_min <= m.tokens_per_second && m.tokens_per_second <= m.tokens_per_second_max);
     assert!(m.total_inference_time_seconds_min <= m.total_inference_time_seconds && m.total_inference_time_seconds <= m.total_inference_time_seconds_max);
     assert!(m.tokens_per_second_cv >= 0.0 && m.tokens_per_second_cv < 1.0);
     assert!(m.model_load_time_seconds > 0.0);
     assert!(m.prefill_tokens_per_second > 0.0 && m.decode_tokens_per_second > 0.0);
-    // TTFT: one per request per repetition; ITL: (max_tokens - 1) decode steps per batch.
+    // TTFT: one per request per repetition; ITL: one per live sequence per decode step (every
+    // sequence lives max_tokens - 1 steps under ignore_eos).
     assert_eq!(m.ttft_ms.count, num_prompts * reps);
-    let batches = num_prompts.div_ceil(rep.workload.batch_size);
-    assert_eq!(m.inter_token_latency_ms.count, batches * (max_tokens - 1) * reps);
+    assert_eq!(m.inter_token_latency_ms.count, num_prompts * (max_tokens - 1) * reps);
+    // vLLM's names agree with the distributions they summarise.
+    let l = &m.request_latencies;
+    assert_eq!((l.median_ttft_ms, l.p99_ttft_ms, l.mean_ttft_ms), (m.ttft_ms.p50, m.ttft_ms.p99, m.ttft_ms.mean));
+    assert_eq!((l.median_itl_ms, l.p99_itl_ms), (m.inter_token_latency_ms.p50, m.inter_token_latency_ms.p99));
+    if max_tokens > 1 {
+        assert!(l.median_tpot_ms > 0.0 && l.median_e2el_ms >= l.median_ttft_ms, "{l:?}");
+    }
     assert!(m.ttft_ms.min <= m.ttft_ms.p50 && m.ttft_ms.p50 <= m.ttft_ms.p99 && m.ttft_ms.p99 <= m.ttft_ms.max);
     for r in &rep.repetitions {
         assert_eq!(r.total_output_tokens, num_prompts * max_tokens);

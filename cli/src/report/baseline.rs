@@ -38,6 +38,15 @@ impl Metric {
             Metric::PeakMemory => r.peak_memory_allocated_mb,
         }
     }
+    /// The metric per timed repetition, for the significance test (None: one value per run).
+    pub fn runs(self, r: &Row) -> Option<&[f64]> {
+        match self {
+            Metric::TokensPerSecond => Some(&r.tokens_per_second_runs),
+            Metric::TtftP50 => Some(&r.ttft_p50_runs_ms),
+            Metric::ItlP50 => Some(&r.itl_p50_runs_ms),
+            Metric::LoadTime | Metric::PeakMemory => None,
+        }
+    }
 }
 
 /// Worse than the baseline by more than this (percent) counts as a regression.
@@ -54,8 +63,13 @@ pub struct BaselineChange {
     pub current: Option<f64>,
     /// (current - baseline) / baseline * 100; None when either side has no value.
     pub change_percent: Option<f64>,
-    /// Worse than the baseline by more than 5 %.
+    /// Worse than the baseline by more than 5 %, and (where both sides have repetitions)
+    /// significantly so by Welch's t-test at p < 0.05.
     pub regression: bool,
+    /// Better by more than 5 % and, where testable, significantly so.
+    pub improvement: bool,
+    /// Welch's t-test of the repetitions (None: fewer than two on a side, or a one-value metric).
+    pub welch: Option<tokbench_core::report::WelchTest>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,13 +112,17 @@ pub fn compare_baseline(current: &ReportData, baseline: &[RunRecord], baseline_s
                 (Some(bv), Some(cv)) if bv.abs() > f64::EPSILON => Some((cv - bv) / bv * 100.0),
                 _ => None,
             };
-            let regression = change.is_some_and(|c| {
-                if m.higher_is_better() {
-                    c < -REGRESSION_THRESHOLD_PERCENT
-                } else {
-                    c > REGRESSION_THRESHOLD_PERCENT
-                }
-            });
+            let welch = match (m.runs(b), m.runs(r)) {
+                (Some(a), Some(c)) => tokbench_core::report::welch_test(a, c),
+                _ => None,
+            };
+            // A change counts only beyond the threshold and, where the repetitions allow a test,
+            // when it is significant.
+            let significant = welch.is_none_or(|w| w.significant);
+            let worse = change.is_some_and(|c| if m.higher_is_better() { c < -REGRESSION_THRESHOLD_PERCENT } else { c > REGRESSION_THRESHOLD_PERCENT });
+            let better = change.is_some_and(|c| if m.higher_is_better() { c > REGRESSION_THRESHOLD_PERCENT } else { c < -REGRESSION_THRESHOLD_PERCENT });
+            let regression = worse && significant;
+            let improvement = better && significant;
             changes.push(BaselineChange {
                 model: r.model.clone(),
                 batch_size: r.batch_size,
@@ -115,6 +133,8 @@ pub fn compare_baseline(current: &ReportData, baseline: &[RunRecord], baseline_s
                 current: cv,
                 change_percent: change,
                 regression,
+                improvement,
+                welch,
             });
         }
     }

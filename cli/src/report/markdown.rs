@@ -1,7 +1,7 @@
 //! The Markdown report: comparison and detail tables, the baseline comparison and where the GPU
 //! time goes.
 
-use crate::report::baseline::{BaselineComparison, REGRESSION_THRESHOLD_PERCENT};
+use crate::report::baseline::BaselineComparison;
 use crate::report::gpu_time::{GpuTimeEntry, TOP_KERNELS};
 use crate::report::model::ReportData;
 use crate::report::table::{comparison_table, fmt_opt, truncate_name};
@@ -79,7 +79,7 @@ pub fn baseline_markdown(b: &BaselineComparison) -> String {
     let _ = writeln!(out, "## Change vs baseline sweep {}\n", b.baseline_sweep);
     let _ = writeln!(
         out,
-        "Change = (current - baseline) / baseline, in %. **REGRESSION** = worse by more than {:.0}% (tokens/s lower; latencies, load time, memory higher).\n",
+        "Change = (current - baseline) / baseline, in %. **REGRESSION** = worse by more than {:.0}% (tokens/s lower; latencies, load time, memory higher) and, where both runs have two or more repetitions, significant by Welch's t-test at p < 0.05 (|t| above the critical value shown); otherwise \"no significant change\".\n",
         b.threshold_percent
     );
     let header = ["Model", "Batch", "Device", "Metric", "Baseline", "Current", "Change (%)", "Verdict"];
@@ -87,12 +87,12 @@ pub fn baseline_markdown(b: &BaselineComparison) -> String {
         .changes
         .iter()
         .map(|c| {
+            let test = c.welch.map(|w| format!(" (Welch |t| {:.2} vs {:.2})", w.t.abs(), w.critical)).unwrap_or_default();
             let verdict = match c.change_percent {
                 None => "n/a".to_string(),
-                Some(_) if c.regression => "**REGRESSION**".to_string(),
-                Some(p) if (c.higher_is_better && p > REGRESSION_THRESHOLD_PERCENT) || (!c.higher_is_better && p < -REGRESSION_THRESHOLD_PERCENT) => {
-                    "improved".to_string()
-                }
+                Some(_) if c.regression => format!("**REGRESSION**{test}"),
+                Some(_) if c.improvement => format!("improved{test}"),
+                Some(_) if c.welch.is_some_and(|w| !w.significant) => format!("no significant change{test}"),
                 Some(_) => "same (within 5%)".to_string(),
             };
             vec![

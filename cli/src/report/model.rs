@@ -58,6 +58,12 @@ pub struct Row {
     pub inter_token_latency_p90_ms: f64,
     /// Coefficient of variation of tokens/s over the timed repetitions, in percent.
     pub tokens_per_second_cv_percent: f64,
+    /// 95% confidence interval of the mean tokens/s over the repetitions (Student's t).
+    pub tokens_per_second_ci95: Option<[f64; 2]>,
+    /// Per timed repetition: tokens/s, TTFT median and ITL median (ms), for significance tests.
+    pub tokens_per_second_runs: Vec<f64>,
+    pub ttft_p50_runs_ms: Vec<f64>,
+    pub itl_p50_runs_ms: Vec<f64>,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
     pub tokens_per_joule: Option<f64>,
@@ -105,6 +111,15 @@ impl Row {
             inter_token_latency_p50_ms: im.inter_token_latency_ms.p50,
             inter_token_latency_p90_ms: im.inter_token_latency_ms.p90,
             tokens_per_second_cv_percent: im.tokens_per_second_cv * 100.0,
+            tokens_per_second_ci95: im.tokens_per_second_ci95,
+            tokens_per_second_runs: r.repetitions.iter().map(|x| x.tokens_per_second).collect(),
+            ttft_p50_runs_ms: r.repetitions.iter().filter(|x| !x.ttft_ms.is_empty()).map(|x| tokbench_core::report::median(&x.ttft_ms)).collect(),
+            itl_p50_runs_ms: r
+                .repetitions
+                .iter()
+                .filter(|x| !x.step_latencies_ms.is_empty())
+                .map(|x| tokbench_core::report::median(&x.step_latencies_ms))
+                .collect(),
             prefill_tokens_per_second: im.prefill_tokens_per_second,
             decode_tokens_per_second: im.decode_tokens_per_second,
             tokens_per_joule: r.telemetry.as_ref().and_then(|t| t.tokens_per_joule),

@@ -32,6 +32,36 @@ impl PassResult {
     fn decode(&self) -> Duration {
         self.batches.iter().flat_map(|b| b.step_latencies.iter()).sum()
     }
+    /// Per request in prompt order: (queue, TTFT, E2E, TPOT) in ms. Batches of a pass run one
+    /// after another, so a request waits for the batches before its own; TTFT and E2E count from
+    /// the start of its batch; TPOT needs two output tokens.
+    fn request_timings(&self) -> Vec<(f64, f64, f64, Option<f64>)> {
+        let mut start = Duration::ZERO;
+        let mut out = Vec::new();
+        for b in &self.batches {
+            for tokens in &b.tokens {
+                let n = tokens.len();
+                let e2e = b.prefill + b.step_latencies.iter().take(n.saturating_sub(1)).sum::<Duration>();
+                let tpot = (n >= 2).then(|| ms(e2e - b.prefill) / (n - 1) as f64);
+                out.push((ms(start), ms(b.prefill), ms(e2e), tpot));
+            }
+            start += b.prefill + b.step_latencies.iter().sum::<Duration>();
+        }
+        out
+    }
+    /// One ITL sample per sequence still generating in each decode step (step s produced token
+    /// s + 1 of every sequence with more than s + 1 tokens), so sequences that stopped early, or
+    /// a small last batch, do not weigh like full ones.
+    fn itl_samples(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        for b in &self.batches {
+            for (s, d) in b.step_latencies.iter().enumerate() {
+                let live = b.tokens.iter().filter(|t| t.len() > s + 1).count();
+                out.extend(std::iter::repeat_n(ms(*d), live));
+            }
+        }
+        out
+    }
     /// Tokens produced by decode steps: every token after each sequence's first.
     fn decode_tokens(&self) -> usize {
         self.batches.iter().flat_map(|b| b.tokens.iter()).map(|t| t.len().saturating_sub(1)).sum()
@@ -77,17 +107,15 @@ pub(super) fn build_outputs(prompts: &[PreparedPrompt], pass: &PassResult, tok: 
         .collect()
 }
 
-/// Index of the median repetition by wall time (nearest rank, so it is a real run and its
-/// time and tokens/s are consistent with each other).
+/// Index of the median repetition by wall time (nearest rank: a real run, whose output tokens
+/// the report counts).
 fn median_index(passes: &[PassResult]) -> usize {
     let mut idx: Vec<usize> = (0..passes.len()).collect();
     idx.sort_by(|&a, &b| passes[a].wall.cmp(&passes[b].wall));
     idx[passes.len().div_ceil(2) - 1]
 }
 
-fn median(v: &[f64]) -> f64 {
-    LatencyStats::from_samples(v).p50
-}
+use tokbench_core::report::{confidence_interval_95, median, RequestLatencies};
 
 pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics], prompts: &[PreparedPrompt], load: Duration, w: &Workload) -> InferenceMetrics {
     let m = &reps[median_index(passes)];
@@ -103,11 +131,21 @@ pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics
         .map(|p| p.decode_tokens() as f64 / p.decode().as_secs_f64())
         .collect();
     let ttft: Vec<f64> = reps.iter().flat_map(|r| r.ttft_ms.iter().copied()).collect();
-    let itl: Vec<f64> = reps.iter().flat_map(|r| r.step_latencies_ms.iter().copied()).collect();
+    let itl: Vec<f64> = passes.iter().flat_map(PassResult::itl_samples).collect();
+    let timings: Vec<(f64, f64, f64, Option<f64>)> = passes.iter().flat_map(PassResult::request_timings).collect();
+    let column = |f: fn(&(f64, f64, f64, Option<f64>)) -> Option<f64>| -> Vec<f64> { timings.iter().filter_map(f).collect() };
+    let request_latencies = RequestLatencies::from_samples(
+        &column(|t| Some(t.1)),
+        &column(|t| t.3),
+        &itl,
+        &column(|t| Some(t.2)),
+        &column(|t| Some(t.0)),
+    );
     InferenceMetrics {
         model_load_time_seconds: load.as_secs_f64(),
-        total_inference_time_seconds: m.total_inference_time_seconds,
-        tokens_per_second: m.tokens_per_second,
+        // One median rule everywhere: the midpoint for an even number of repetitions.
+        total_inference_time_seconds: median(&times),
+        tokens_per_second: median(&tps),
         num_prompts: prompts.len(),
         total_input_tokens,
         total_output_tokens: m.total_output_tokens,
@@ -115,6 +153,8 @@ pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics
         tokens_per_second_min: tps.iter().copied().fold(f64::INFINITY, f64::min),
         tokens_per_second_max: tps.iter().copied().fold(0.0, f64::max),
         tokens_per_second_cv: if mean > 0.0 { var.sqrt() / mean } else { 0.0 },
+        tokens_per_second_ci95: confidence_interval_95(&tps),
+        total_inference_time_seconds_ci95: confidence_interval_95(&times),
         total_inference_time_seconds_min: times.iter().copied().fold(f64::INFINITY, f64::min),
         total_inference_time_seconds_max: times.iter().copied().fold(0.0, f64::max),
         prefill_tokens_per_second: median(&prefill_tps),
@@ -122,6 +162,7 @@ pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics
         decode_tokens_per_second: if decode_tps.is_empty() { 0.0 } else { median(&decode_tps) },
         ttft_ms: LatencyStats::from_samples(&ttft),
         inter_token_latency_ms: LatencyStats::from_samples(&itl),
+        request_latencies,
         warmup_runs: w.warmup,
         repetitions: w.repetitions,
         model_reused: false,
@@ -265,4 +306,36 @@ fn cpu_description() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{model} ({threads} threads available)")
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    fn batch(prefill_ms: u64, steps_ms: &[u64], lens: &[usize]) -> BatchOutput {
+        BatchOutput {
+            tokens: lens.iter().map(|&n| vec![7; n]).collect(),
+            finish_reasons: lens.iter().map(|_| FinishReason::Length).collect(),
+            prefill: Duration::from_millis(prefill_ms),
+            step_latencies: steps_ms.iter().map(|&m| Duration::from_millis(m)).collect(),
+            total: Duration::ZERO,
+            decode_path: "cpu",
+        }
+    }
+
+    /// Two batches one after another; in the first, one sequence stops after 2 tokens while the
+    /// other runs 4 (3 steps of 10, 20, 30 ms); the second batch has one sequence of 2 tokens.
+    #[test]
+    fn per_request_ttft_tpot_e2e_queue_and_itl_per_live_sequence() {
+        let pass = PassResult { wall: Duration::from_millis(200), batches: vec![batch(100, &[10, 20, 30], &[2, 4]), batch(50, &[5], &[2])] };
+        let t = pass.request_timings();
+        // (queue, ttft, e2e, tpot)
+        assert_eq!(t[0], (0.0, 100.0, 110.0, Some(10.0)));
+        assert_eq!(t[1], (0.0, 100.0, 160.0, Some(20.0)));
+        assert_eq!(t[2], (160.0, 50.0, 55.0, Some(5.0)));
+        // Step 1 (10 ms) served both sequences, steps 2 and 3 only the long one.
+        let mut itl = pass.itl_samples();
+        itl.sort_by(f64::total_cmp);
+        assert_eq!(itl, vec![5.0, 10.0, 10.0, 20.0, 30.0]);
+    }
 }

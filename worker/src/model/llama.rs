@@ -38,6 +38,7 @@ struct Layer {
 pub(crate) struct Llama {
     /// Column numbers 0..capacity (u32, on the model's device) of the last static decode step's
     /// cache, kept so a captured step copies nothing from the host.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     columns: std::sync::Mutex<Option<Tensor>>,
     embed_tokens: candle_nn::Embedding,
     layers: Vec<Layer>,
@@ -185,6 +186,7 @@ impl Llama {
     /// columns after the slot masked, so no value of the step lives on the host and its shapes
     /// never change: the step can be captured as a CUDA graph and replayed. Returns the logits
     /// [b, vocab] (model dtype). The caller advances ids, positions and slot.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn decode_step_static(
         &self,
         l: &Launch,

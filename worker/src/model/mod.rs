@@ -241,6 +241,7 @@ impl Model {
     /// The rotary families' static decode step (see `Llama::decode_step_static`): logits
     /// [b, vocab] from device-side ids, positions, slot and padding bias [b, capacity]; None for
     /// the families whose CUDA step is `decode_logits` on the fused kernels.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // (the CUDA decoder's; CPU tests drive it too)
     pub(crate) fn decode_step_static(
         &self,
         l: &Launch,
