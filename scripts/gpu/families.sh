@@ -52,7 +52,7 @@ profile)
   sleep 1
   tokbench-worker serve --coordinator http://127.0.0.1:50061 --device cuda:0 ${NSYS:+--nsys $NSYS} --nsys-libs $ROOT/.gpu/nsys-libs > worker.log 2>&1 & WK=$!
   log "profiled sweep of three rotary-family models"
-  tokbench --coordinator http://127.0.0.1:50061 sweep smollm2-135m qwen3-0.6b llama-3.2-1b --batch-sizes 1 --input-len 128 --max-tokens 32 \
+  tokbench --coordinator http://127.0.0.1:50061 sweep ${PROFILE_MODELS:-smollm2-135m qwen3-0.6b llama-3.2-1b} --batch-sizes 1 --input-len 128 --max-tokens 32 \
     --repetitions 2 --dtype f16 --weights synthetic --backend cuda --profile --label families-profiled > sweep.log 2>&1
   tail -15 sweep.log
   tokbench --coordinator http://127.0.0.1:50061 report --latest --out plots > report.log 2>&1; tail -12 report.log
