@@ -216,10 +216,17 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
         DeviceSpec::Cpu => None,
     };
     let mut passes = Vec::with_capacity(workload.repetitions);
+    if workload.warmup == 0 && matches!(workload.device, DeviceSpec::Cuda(_)) {
+        tracing::warn!(
+            "--warmup 0 on CUDA: the first timed repetition includes cuBLAS(Lt) tuning, CUDA-graph capture and first-use allocations; use --warmup 1 or more for steady-state figures"
+        );
+    }
     {
-        let _r = nvtx::Range::new("inference", &resolved.model_id);
         let mut tracker = ProgressTracker::new("inference", tokens_per_pass * workload.repetitions as u64, on_progress);
         for _ in 0..workload.repetitions {
+            // One `inference` NVTX range per timed pass, so a profile's per-range time is a
+            // pass time (what `total_inference_time_seconds` measures).
+            let _r = nvtx::Range::new("inference", &resolved.model_id);
             passes.push(run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?);
         }
         tracker.finish();
