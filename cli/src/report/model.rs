@@ -49,8 +49,11 @@ pub struct Row {
     pub tokens_per_second: f64,
     /// The demo's "GPU Mem (MB)": memory allocated by the model on the GPU; None on CPU.
     pub gpu_memory_allocated_mb: Option<f64>,
-    /// The demo's "GPU Util (%)": GPU memory utilization; None on CPU.
+    /// The demo's "GPU Util (%)", which is GPU memory used / total (labelled "GPU Mem Used (%)"
+    /// in tokbench's tables); None on CPU.
     pub gpu_memory_utilization_percent: Option<f64>,
+    /// SM utilisation (NVML, mean over the job's telemetry samples); None without NVML / on CPU.
+    pub sm_utilization_percent: Option<f64>,
     pub peak_memory_allocated_mb: Option<f64>,
     pub ttft_p50_ms: f64,
     pub ttft_p90_ms: f64,
@@ -105,6 +108,7 @@ impl Row {
             tokens_per_second: im.tokens_per_second,
             gpu_memory_allocated_mb: gm.gpu_memory_allocated_mb,
             gpu_memory_utilization_percent: gm.gpu_memory_utilization_percent,
+            sm_utilization_percent: r.telemetry.as_ref().map(|t| t.utilization_percent_mean),
             peak_memory_allocated_mb: gm.peak_memory_allocated_mb,
             ttft_p50_ms: im.ttft_ms.p50,
             ttft_p90_ms: im.ttft_ms.p90,

@@ -97,7 +97,7 @@ impl<'a> ComparisonTable<'a> {
             x += w;
         }
         let note_y = y0 + Self::ROW_H * nrows + 14;
-        let mut notes = vec!["Times are medians over the timed repetitions. GPU Mem = memory allocated by the model; GPU Util = GPU memory utilization."];
+        let mut notes = vec!["Times are medians over the timed repetitions. GPU Mem = memory allocated by the model; GPU Mem Used = device memory used / total; SM Util = NVML SM utilisation, mean over the job."];
         if self.data.rows.iter().any(|r| !r.on_gpu()) {
             notes.push("n/a: not measured — CPU runs have no GPU; tokens/J needs GPU power telemetry (NVML).");
         }

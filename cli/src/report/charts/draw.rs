@@ -150,12 +150,16 @@ pub(super) struct Bars<'a> {
     pub(super) threshold: Option<(f64, String)>,
     pub(super) y_max: Option<f64>,
     pub(super) value_suffix: &'a str,
+    /// Error bars (95% confidence intervals), errors[category][series] = [low, high]; empty: none.
+    pub(super) errors: Vec<Vec<Option<[f64; 2]>>>,
 }
 
 pub(super) fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, area: &DrawingArea<DB, Shift>, b: &Bars) -> PResult {
     let ncat = b.categories.len().max(1);
     let nser = b.series.len().max(1);
-    let max_val = b.values.iter().flatten().flatten().filter(|v| !v.is_nan()).fold(0.0f64, |m, v| m.max(*v));
+    let max_bar = b.values.iter().flatten().flatten().filter(|v| !v.is_nan()).fold(0.0f64, |m, v| m.max(*v));
+    let max_err = b.errors.iter().flatten().flatten().map(|[_, hi]| *hi).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    let max_val = max_bar.max(max_err);
     let mut y_top = b.y_max.unwrap_or(0.0).max(max_val * 1.18);
     if let Some((t, _)) = &b.threshold {
         y_top = y_top.max(t * 1.12);
@@ -211,12 +215,27 @@ pub(super) fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, area:
                 Some(v) => {
                     rects.push(Rectangle::new([(x0, 0.0), (x1, v)], c.filled()));
                     rects.push(Rectangle::new([(x0, 0.0), (x1, v)], TEXT.mix(0.55).stroke_width(1)));
-                    labels.push(((x0 + x1) / 2.0, v, format!("{}{}", num(v), b.value_suffix)));
+                    // Above the error bar when there is one, so the two do not collide.
+                    let top = b.errors.get(ci).and_then(|r| r.get(s).copied().flatten()).map_or(v, |[_, hi]| hi.max(v));
+                    labels.push(((x0 + x1) / 2.0, top, format!("{}{}", num(v), b.value_suffix)));
                 }
                 None => {}
             }
         }
         chart.draw_series(rects).map_err(e)?;
+        // The interval as a vertical line with caps across the middle half of the bar.
+        let mut whiskers = Vec::new();
+        for (ci, row) in b.errors.iter().enumerate() {
+            if let Some([lo, hi]) = row.get(s).copied().flatten().filter(|[lo, hi]| lo.is_finite() && hi.is_finite()) {
+                let x0 = ci as f64 + (1.0 - group_w) / 2.0 + s as f64 * bar_w;
+                let (xm, cap) = (x0 + bar_w * 0.46, bar_w * 0.2);
+                let lo = lo.max(0.0);
+                whiskers.push(PathElement::new(vec![(xm, lo), (xm, hi)], TEXT.stroke_width(2)));
+                whiskers.push(PathElement::new(vec![(xm - cap, lo), (xm + cap, lo)], TEXT.stroke_width(2)));
+                whiskers.push(PathElement::new(vec![(xm - cap, hi), (xm + cap, hi)], TEXT.stroke_width(2)));
+            }
+        }
+        chart.draw_series(whiskers).map_err(e)?;
         chart
             .draw_series(labels.into_iter().map(|(x, y, t)| EmptyElement::at((x, y)) + Text::new(t, (0, -4), value_style.clone())))
             .map_err(e)?;
@@ -266,4 +285,9 @@ pub(super) fn message_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, t
 /// values[category][series]: None = no run in that cell; Some(NaN) = a run without this value.
 pub(super) fn grouped_values(g: &Grouping, rows: &[Row], f: impl Fn(&Row) -> Option<f64>) -> Vec<Vec<Option<f64>>> {
     g.cells.iter().map(|cells| cells.iter().map(|c| c.map(|i| f(&rows[i]).unwrap_or(f64::NAN))).collect()).collect()
+}
+
+/// Per cell of the grouping, an interval of its run (error bars).
+pub(super) fn grouped_intervals(g: &Grouping, rows: &[Row], f: impl Fn(&Row) -> Option<[f64; 2]>) -> Vec<Vec<Option<[f64; 2]>>> {
+    g.cells.iter().map(|cells| cells.iter().map(|c| c.and_then(|i| f(&rows[i]))).collect()).collect()
 }

@@ -35,7 +35,7 @@ impl<'a> PerformanceGraphs<'a> {
             &panels[0],
             &Bars {
                 title: "Inference speed — higher is better".into(),
-                y_desc: "throughput (tokens/s)".into(),
+                y_desc: "throughput (tokens/s; whiskers: 95% CI)".into(),
                 categories: g.categories.clone(),
                 series: series_note(&g.series),
                 values: grouped_values(&g, rows, |r| Some(r.tokens_per_second)),
@@ -43,6 +43,7 @@ impl<'a> PerformanceGraphs<'a> {
                 threshold: None,
                 y_max: None,
                 value_suffix: "",
+                errors: grouped_intervals(&g, rows, |r| r.tokens_per_second_ci95),
             },
         )?;
         // 2. Inference time.
@@ -59,6 +60,7 @@ impl<'a> PerformanceGraphs<'a> {
                 threshold: None,
                 y_max: None,
                 value_suffix: " s",
+                errors: Vec::new(),
             },
         )?;
         // 3. GPU memory utilization, or a clear "no GPU" on CPU runs (never zero bars).
@@ -76,6 +78,7 @@ impl<'a> PerformanceGraphs<'a> {
                     threshold: Some((80.0, "80% threshold".into())),
                     y_max: Some(100.0),
                     value_suffix: "%",
+                    errors: Vec::new(),
                 },
             )?;
         } else {
@@ -110,6 +113,7 @@ impl<'a> PerformanceGraphs<'a> {
                 threshold: None,
                 y_max: None,
                 value_suffix: " s",
+                errors: Vec::new(),
             },
         )?;
         Ok(())
