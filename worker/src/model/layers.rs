@@ -359,17 +359,7 @@ pub(crate) fn grouped_attention(
     let HeadLayout { heads, kv_heads, head_dim: d } = layout;
     let (b, t, _) = qkv.dims3()?;
     let g = heads / kv_heads;
-    let split = |offset: usize, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
-        let x = qkv.narrow(2, offset * d, n * d)?.reshape((b, t, n, d))?;
-        let x = match norm {
-            Some(norm) => norm.forward(&x)?,
-            None => x,
-        };
-        Ok(x.transpose(1, 2)?.contiguous()?)
-    };
-    let q = super::rotary::apply(&split(0, heads, q_norm)?, cos, sin)?;
-    let k = super::rotary::apply(&split(heads, kv_heads, k_norm)?, cos, sin)?;
-    let v = split(heads + kv_heads, kv_heads, None)?;
+    let (q, k, v) = rotary_qkv(&qkv, layout, q_norm, k_norm, cos, sin)?;
     drop(qkv);
     let (k, v) = match cache {
         Some(c) => c.append(layer, &k, &v)?,
@@ -381,6 +371,33 @@ pub(crate) fn grouped_attention(
     let probs = masked_softmax(l, scores, bias)?;
     let out = probs.reshape((b, kv_heads, g * t, len))?.matmul(&v)?;
     Ok(out.reshape((b, heads, t, d))?.transpose(1, 2)?.reshape((b, t, heads * d))?)
+}
+
+/// q, k, v [b, heads | kv_heads, t, head_dim] (contiguous) from a fused projection `qkv`
+/// [b, t, (heads + 2 kv_heads) * head_dim]: each split into heads, q and k through their per-head
+/// norms (Qwen3) and rotary (`cos`/`sin` [b, t, head_dim/2]). Shared by the prefix attention and
+/// the static decode step.
+pub(crate) fn rotary_qkv(
+    qkv: &Tensor,
+    layout: HeadLayout,
+    q_norm: Option<&RmsNorm>,
+    k_norm: Option<&RmsNorm>,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let HeadLayout { heads, kv_heads, head_dim: d } = layout;
+    let (b, t, _) = qkv.dims3()?;
+    let split = |offset: usize, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+        let x = qkv.narrow(2, offset * d, n * d)?.reshape((b, t, n, d))?;
+        let x = match norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        Ok(x.transpose(1, 2)?.contiguous()?)
+    };
+    let q = super::rotary::apply(&split(0, heads, q_norm)?, cos, sin)?;
+    let k = super::rotary::apply(&split(heads, kv_heads, k_norm)?, cos, sin)?;
+    Ok((q, k, split(heads + kv_heads, kv_heads, None)?))
 }
 
 /// softmax(scores + bias) over the last dim: `scores` [b, heads, t, L] in the model dtype (a fresh

@@ -13,7 +13,7 @@
 //! value (ids, positions, the cache column) read from device tensors and every shape fixed, so
 //! the CUDA decoder (`fast_decode`) can capture it once as a CUDA graph and replay it.
 
-use super::layers::{grouped_attention, scaled, HeadLayout, RmsNorm};
+use super::layers::{grouped_attention, rotary_qkv, scaled, HeadLayout, RmsNorm};
 use super::rotary::RotaryEmbedding;
 use super::{KvCache, Launch, Linear};
 use crate::error::{EngineError, Result};
@@ -220,17 +220,7 @@ impl Llama {
         let index = slot.reshape((1, 1, 1, 1))?.broadcast_as((b, kv_heads, 1, d))?.contiguous()?;
         for (i, layer) in self.layers.iter().enumerate() {
             let qkv = layer.qkv_proj.forward(l, &layer.input_layernorm.forward(&h)?)?;
-            let split = |offset: usize, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
-                let x = qkv.narrow(2, offset * d, n * d)?.reshape((b, 1, n, d))?;
-                let x = match norm {
-                    Some(norm) => norm.forward(&x)?,
-                    None => x,
-                };
-                Ok(x.transpose(1, 2)?.contiguous()?)
-            };
-            let q = super::rotary::apply(&split(0, heads, layer.q_norm.as_ref())?, &cos, &sin)?;
-            let k = super::rotary::apply(&split(heads, kv_heads, layer.k_norm.as_ref())?, &cos, &sin)?;
-            let v = split(heads + kv_heads, kv_heads, None)?;
+            let (q, k, v) = rotary_qkv(&qkv, self.layout, layer.q_norm.as_ref(), layer.k_norm.as_ref(), &cos, &sin)?;
             let (kc, vc) = cache.layer(i);
             kc.scatter_set(&index, &k, 2)?;
             vc.scatter_set(&index, &v, 2)?;
