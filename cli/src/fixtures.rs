@@ -90,7 +90,8 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             gpu_memory_utilization_percent: total.zip(reserved).map(|(t, r)| r / t * 100.0),
             peak_memory_allocated_mb: total.map(|_| size_mb + 40.0 + batch as f64 * 8.0),
             memory_source: if gpu { "nvml process + candle allocations".into() } else { "none (cpu)".into() },
-            engine_peak_allocated_mb: if gpu { Some(size_mb * 1.1) } else { None },
+            engine_peak_allocated_mb: total.map(|_| size_mb + 40.0 + batch as f64 * 8.0),
+            process_memory_peak_mb: reserved,
             workload_memory_needed_mb: if gpu { Some(size_mb * 1.05) } else { None },
             device: device.clone(),
             driver_version: total.map(|_| "580.159.04".into()),
@@ -167,9 +168,11 @@ pub fn profiled(mut r: BenchReport, scale: f64) -> BenchReport {
         attention_ns: (ms(14.0) * 1e6) as u64,
         normalization_elementwise_ns: (ms(17.5) * 1e6) as u64,
         memcpy_memset_ns: (ms(4.5) * 1e6) as u64,
-        other_ns: (ms(3.0) * 1e6) as u64,
+        sampling_ns: (ms(1.0) * 1e6) as u64,
+        other_ns: (ms(2.0) * 1e6) as u64,
     };
     let all = ms(96.5);
+    r.nsight_metrics.summary_scope = "timed passes: GPU work that started inside the 3 `inference` NVTX ranges".into();
     r.nsight_metrics.kernels = vec![
         kernel("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas", Gemm, ms(38.2), 4608, all),
         kernel("ampere_fp16_s16816gemm_fp16_64x64_sliced1x2_ldg8_f2f_stages_64x5_tn", Gemm, ms(19.4), 2304, all),
@@ -182,5 +185,40 @@ pub fn profiled(mut r: BenchReport, scale: f64) -> BenchReport {
     r.nsight_metrics.inference_range_seconds = Some(ms(0.12));
     r.nsight_metrics.profile_file = Some(format!("profile_{}.nsys-rep", r.model));
     r.nsight_metrics.notes = "profiled with nsys".into();
+    r
+}
+
+/// Gives `r` `n` timed repetitions with deterministic jitter (tokens/s, TTFT and step
+/// latencies), consistent with its aggregate figures, so per-repetition statistics (95% CIs of
+/// the latency medians) have samples. `seed` varies the jitter between reports.
+pub fn with_repetitions(mut r: BenchReport, n: usize, seed: u64) -> BenchReport {
+    use tokbench_core::report::RepetitionMetrics;
+    let im = &r.inference_metrics;
+    let (tok_s, infer_s, itl, ttft) = (im.tokens_per_second, im.total_inference_time_seconds, im.inter_token_latency_ms.p50, im.ttft_ms.p50);
+    let out_tokens = im.total_output_tokens;
+    // A small linear congruential generator: the same jitter on every machine.
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut jitter = move |spread: f64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        1.0 + spread * (((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0)
+    };
+    r.repetitions = (0..n)
+        .map(|index| {
+            let f = jitter(0.03);
+            let steps: Vec<f64> = (0..31).map(|_| itl * f * jitter(0.05)).collect();
+            let ttfts: Vec<f64> = (0..r.inference_metrics.num_prompts).map(|_| ttft * jitter(0.08)).collect();
+            RepetitionMetrics {
+                index,
+                total_inference_time_seconds: infer_s * f,
+                tokens_per_second: tok_s / f,
+                prefill_seconds: infer_s * f * 0.1,
+                decode_seconds: infer_s * f * 0.9,
+                total_output_tokens: out_tokens,
+                ttft_ms: ttfts,
+                step_latencies_ms: steps,
+            }
+        })
+        .collect();
+    r.inference_metrics.repetitions = n;
     r
 }

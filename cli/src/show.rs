@@ -157,10 +157,12 @@ pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
         ("gpu_name", gm.gpu_name.clone()),
         ("device", gm.device.clone()),
         ("gpu_memory_total_mb (MiB)", fmt_opt(gm.gpu_memory_total_mb, 1)),
-        ("gpu_memory_allocated_mb (MiB)", fmt_opt(gm.gpu_memory_allocated_mb, 1)),
-        ("gpu_memory_reserved_mb (MiB)", fmt_opt(gm.gpu_memory_reserved_mb, 1)),
+        ("gpu_memory_allocated_mb (MiB, engine pools now)", fmt_opt(gm.gpu_memory_allocated_mb, 1)),
+        ("peak_memory_allocated_mb (MiB, engine pools' high-water)", fmt_opt(gm.peak_memory_allocated_mb, 1)),
+        ("gpu_memory_reserved_mb (MiB, NVML process incl. context)", fmt_opt(gm.gpu_memory_reserved_mb, 1)),
+        ("process_memory_peak_mb (MiB, NVML sampled)", fmt_opt(gm.process_memory_peak_mb, 1)),
+        ("workload_memory_needed_mb (MiB, computed)", fmt_opt(gm.workload_memory_needed_mb, 1)),
         ("gpu_memory_utilization_percent (%)", fmt_opt(gm.gpu_memory_utilization_percent, 1)),
-        ("peak_memory_allocated_mb (MiB)", fmt_opt(gm.peak_memory_allocated_mb, 1)),
         ("memory_source", gm.memory_source.clone()),
         ("driver / CUDA", format!("{} / {}", gm.driver_version.clone().unwrap_or_else(|| "n/a".into()), gm.cuda_version.clone().unwrap_or_else(|| "n/a".into()))),
     ];
@@ -183,8 +185,13 @@ pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
         vec![
             ("profile_file", ns.profile_file.clone().unwrap_or_else(|| "none (not profiled)".into())),
             ("profile_name", ns.profile_name.clone()),
+            ("summary covers", if ns.summary_scope.is_empty() { "-".into() } else { ns.summary_scope.clone() }),
+            (
+                "inference range / pass time",
+                ns.inference_range_vs_pass_time.map_or("-".into(), |r| format!("{r:.4} (NVTX median {:.4} s)", ns.inference_range_seconds.unwrap_or(f64::NAN))),
+            ),
             ("notes", ns.notes.clone()),
-            ("NVTX ranges", if ns.nvtx_ranges.is_empty() { "-".into() } else { ns.nvtx_ranges.join(", ") }),
+            ("NVTX ranges seen", if ns.nvtx_ranges.is_empty() { "- (not profiled)".into() } else { ns.nvtx_ranges.join(", ") }),
             ("artifacts", if artifacts.is_empty() { "-".into() } else { artifacts.join(", ") }),
         ],
     );

@@ -163,6 +163,8 @@ fn gpu_time_chart_and_markdown_for_profiled_runs() {
     // Two profiled models, one with kernels only (split derived from them), one unprofiled.
     let mut kernels_only = profiled(report("opt-350m", 8, Dev::H100, 520.0), 2.4);
     kernels_only.nsight_metrics.gpu_time_split = None;
+    // An older report: no scope recorded, so its summary is taken as the whole process's.
+    kernels_only.nsight_metrics.summary_scope.clear();
     let runs = vec![
         record("s1", "p1", profiled(report("opt-125m", 8, Dev::H100, 900.0), 1.0)),
         record("s1", "p2", kernels_only),
@@ -195,7 +197,8 @@ fn gpu_time_chart_and_markdown_for_profiled_runs() {
 
     let md = std::fs::read_to_string(dir.join(format!("report_{ts}.md"))).unwrap();
     assert!(md.contains("## Where the GPU time goes"), "{md}");
-    assert!(md.contains("| opt-125m · bs 8 | 61.0% | 14.0% | 17.5% | 4.5% | 3.0% | 100.00 |"), "{md}");
+    assert!(md.contains("| opt-125m · bs 8 | timed passes | 61.0% | 14.0% | 17.5% | 4.5% | 1.0% | 2.0% | 100.00 |"), "{md}");
+    assert_eq!((entries[0].scope, entries[1].scope), ("timed passes", "whole process"));
     assert!(md.contains("`softmax_f16` | attention | 9.100 | 1152 |"), "{md}");
     assert!(!md.contains("ucopy_f16"), "only the top 5 kernels: {md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("report_{ts}.json"))).unwrap()).unwrap();

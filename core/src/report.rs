@@ -327,23 +327,33 @@ impl RequestLatencies {
 pub struct GpuMetrics {
     pub gpu_name: String,
     pub gpu_memory_total_mb: Option<f64>,
-    /// Bytes held by live tensors of this process after loading (weights + buffers).
+    /// MiB in the engine's live device allocations after inference, measured: the CUDA memory
+    /// pools' current usage (candle's stream-ordered pool + the CUDA-graph pool): weights, KV
+    /// caches and buffers kept for the next job. Like torch.cuda.memory_allocated; it excludes
+    /// the CUDA context, cuBLAS workspace and pool slack. None on the CPU or where the driver
+    /// gives no pool statistics.
     pub gpu_memory_allocated_mb: Option<f64>,
-    /// Bytes this process holds on the device per NVML (context + allocator pools + tensors).
+    /// MiB this process holds on the device per NVML after inference: CUDA context + pools +
+    /// everything else (what nvidia-smi shows for the process).
     pub gpu_memory_reserved_mb: Option<f64>,
-    /// reserved / total * 100.
+    /// gpu_memory_reserved_mb / total * 100: the share of the GPU's memory this process holds.
     pub gpu_memory_utilization_percent: Option<f64>,
-    /// Peak of the process's device memory during inference.
+    /// Peak MiB of the engine's live device allocations over the job, measured: the pools'
+    /// high-water mark (so transient prefill peaks count; sampling cannot miss them). Like
+    /// torch.cuda.max_memory_allocated. The table's and the memory graph's "GPU Mem".
     pub peak_memory_allocated_mb: Option<f64>,
     /// How the memory figures were obtained (so readers know what is counted).
     pub memory_source: String,
-    /// Peak bytes (MiB) of device memory the engine itself allocated over the job (weights,
-    /// KV cache, activations, logits, CUDA-graph memory), from the CUDA memory pools' high-water
-    /// marks: comparable to torch.cuda.max_memory_allocated. None on the CPU / older reports.
+    /// The same pool high-water mark as peak_memory_allocated_mb (its explicit name).
     #[serde(default)]
     pub engine_peak_allocated_mb: Option<f64>,
-    /// What the workload needs at least (MiB): weights + KV cache for batch × (input + output)
-    /// positions + f32 logits of one step.
+    /// Max of the process's NVML device memory (CUDA context included) sampled every 100 ms
+    /// during the timed passes; short peaks between samples are missed.
+    #[serde(default)]
+    pub process_memory_peak_mb: Option<f64>,
+    /// What the workload needs at least (MiB), computed: weights + KV cache for every batch
+    /// shape the job runs (batch × (prompt + max_tokens − 1) positions; the last generated
+    /// token is never fed back) + f32 logits of one step.
     #[serde(default)]
     pub workload_memory_needed_mb: Option<f64>,
     pub device: String,
@@ -356,7 +366,8 @@ pub struct NsightMetrics {
     pub profile_file: Option<String>,
     pub profile_name: String,
     pub notes: String,
-    /// NVTX ranges this run emitted (when built with the nvtx feature).
+    /// NVTX ranges (base names) an nsys profile of this run saw; empty when it was not
+    /// profiled or emitted none (a worker built without the nvtx feature).
     pub nvtx_ranges: Vec<String>,
     pub nvtx_enabled: bool,
     // --- filled from `nsys stats` when the job ran under Nsight Systems (profile = true);
@@ -377,6 +388,20 @@ pub struct NsightMetrics {
     /// over the prompts); compare with inference_metrics.total_inference_time_seconds.
     #[serde(default)]
     pub inference_range_seconds: Option<f64>,
+    /// What `kernels`, `memory_ops` and `gpu_time_split` cover: "timed passes" (the GPU work
+    /// that started inside the `inference` NVTX ranges, read from the profile's SQLite export)
+    /// or "whole process" (when the ranges could not be read; the reason follows). The
+    /// `.nsys-rep` itself always holds the whole process.
+    #[serde(default)]
+    pub summary_scope: String,
+    /// Each timed pass as nsys saw it: the `inference` NVTX ranges' durations, seconds, in order.
+    #[serde(default)]
+    pub inference_range_pass_seconds: Vec<f64>,
+    /// inference_range_seconds / the worker's median pass time
+    /// (inference_metrics.total_inference_time_seconds): how closely the profile's per-pass
+    /// time and the worker's clock agree (1.0 = exactly).
+    #[serde(default)]
+    pub inference_range_vs_pass_time: Option<f64>,
 }
 
 /// What a GPU kernel (or memory operation) spends its time on, from its name.
@@ -391,15 +416,19 @@ pub enum GpuTimeCategory {
     NormalizationElementwise,
     /// Memory copies and memsets.
     MemcpyMemset,
+    /// Choosing the next tokens and the step's bookkeeping (argmax, top-k sort, advancing ids
+    /// and positions).
+    Sampling,
     Other,
 }
 
 impl GpuTimeCategory {
-    pub const ALL: [GpuTimeCategory; 5] = [
+    pub const ALL: [GpuTimeCategory; 6] = [
         GpuTimeCategory::Gemm,
         GpuTimeCategory::Attention,
         GpuTimeCategory::NormalizationElementwise,
         GpuTimeCategory::MemcpyMemset,
+        GpuTimeCategory::Sampling,
         GpuTimeCategory::Other,
     ];
 
@@ -409,6 +438,7 @@ impl GpuTimeCategory {
             GpuTimeCategory::Attention => "attention",
             GpuTimeCategory::NormalizationElementwise => "normalization+elementwise",
             GpuTimeCategory::MemcpyMemset => "memcpy+memset",
+            GpuTimeCategory::Sampling => "sampling",
             GpuTimeCategory::Other => "other",
         }
     }
@@ -471,6 +501,8 @@ pub struct GpuTimeSplit {
     pub attention_ns: u64,
     pub normalization_elementwise_ns: u64,
     pub memcpy_memset_ns: u64,
+    #[serde(default)]
+    pub sampling_ns: u64,
     pub other_ns: u64,
 }
 
@@ -481,6 +513,7 @@ impl GpuTimeSplit {
             GpuTimeCategory::Attention => self.attention_ns,
             GpuTimeCategory::NormalizationElementwise => self.normalization_elementwise_ns,
             GpuTimeCategory::MemcpyMemset => self.memcpy_memset_ns,
+            GpuTimeCategory::Sampling => self.sampling_ns,
             GpuTimeCategory::Other => self.other_ns,
         }
     }
@@ -491,6 +524,7 @@ impl GpuTimeSplit {
             GpuTimeCategory::Attention => &mut self.attention_ns,
             GpuTimeCategory::NormalizationElementwise => &mut self.normalization_elementwise_ns,
             GpuTimeCategory::MemcpyMemset => &mut self.memcpy_memset_ns,
+            GpuTimeCategory::Sampling => &mut self.sampling_ns,
             GpuTimeCategory::Other => &mut self.other_ns,
         };
         *slot = slot.saturating_add(ns);

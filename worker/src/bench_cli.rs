@@ -214,11 +214,12 @@ pub fn summary(r: &BenchReport) -> String {
     out.push_str(&format!("TTFT ms          {}\n", lat(&m.ttft_ms)));
     out.push_str(&format!("ITL ms           {}\n", lat(&m.inter_token_latency_ms)));
     out.push_str(&format!(
-        "memory           total {}, allocated {}, reserved {}, peak {}\n",
+        "memory           total {}; engine pools: now {}, peak {}; NVML process (context included): now {}, sampled peak {}\n",
         mb(g.gpu_memory_total_mb),
         mb(g.gpu_memory_allocated_mb),
+        mb(g.peak_memory_allocated_mb),
         mb(g.gpu_memory_reserved_mb),
-        mb(g.peak_memory_allocated_mb)
+        mb(g.process_memory_peak_mb)
     ));
     if let (Some(e), Some(n)) = (g.engine_peak_allocated_mb, g.workload_memory_needed_mb) {
         out.push_str(&format!("engine memory    peak {e:.0} MiB allocated by the engine; the workload needs {n:.0} MiB (weights + KV cache + logits), ratio {:.2}\n", e / n));

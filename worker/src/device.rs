@@ -43,12 +43,27 @@ fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
     Device::new_cuda(ordinal)
 }
 
+/// Which figure of the engine's memory pools [`engine_memory`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolFigure {
+    /// Bytes in live allocations now.
+    Current,
+    /// The high-water mark of live bytes since the last reset.
+    HighWater { reset: bool },
+}
+
 /// High-water mark of the device memory this engine has allocated (bytes), since the last
-/// call with `reset`: candle allocates every tensor stream-ordered from the device's default
-/// CUDA memory pool, and a replayed CUDA graph from the graph memory pool; this is the sum of
-/// both pools' `USED_MEM_HIGH` (bytes in live allocations, not the CUDA context, cuBLAS
-/// workspace or pool slack, which NVML's per-process figure includes). None on the CPU.
+/// call with `reset` ([`engine_memory`] with [`PoolFigure::HighWater`]).
 pub fn engine_memory_high_water(device: &Device, reset: bool) -> Option<u64> {
+    engine_memory(device, PoolFigure::HighWater { reset })
+}
+
+/// Device memory this engine holds in live allocations (bytes): candle allocates every tensor
+/// stream-ordered from the device's default CUDA memory pool, and a replayed CUDA graph from
+/// the graph memory pool; this is the sum of both pools' `USED_MEM_CURRENT` or `USED_MEM_HIGH`
+/// (bytes in live allocations, not the CUDA context, cuBLAS workspace or pool slack, which
+/// NVML's per-process figure includes). None on the CPU.
+pub fn engine_memory(device: &Device, figure: PoolFigure) -> Option<u64> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = device {
         use candle_core::cuda_backend::cudarc::driver::sys;
@@ -56,29 +71,31 @@ pub fn engine_memory_high_water(device: &Device, reset: bool) -> Option<u64> {
         let ctx = stream.context();
         ctx.bind_to_thread().ok()?;
         let cu_dev = ctx.cu_device();
+        let (attr, gattr, reset) = match figure {
+            PoolFigure::Current => (sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT, false),
+            PoolFigure::HighWater { reset } => (sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH, reset),
+        };
         // SAFETY: plain attribute queries on this context's device with valid out-pointers.
         unsafe {
             let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
             if sys::cuDeviceGetDefaultMemPool(&mut pool, cu_dev) != sys::CUresult::CUDA_SUCCESS {
                 return None;
             }
-            let mut pool_high: u64 = 0;
-            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
-            if sys::cuMemPoolGetAttribute(pool, attr, (&mut pool_high as *mut u64).cast()) != sys::CUresult::CUDA_SUCCESS {
+            let mut pool_bytes: u64 = 0;
+            if sys::cuMemPoolGetAttribute(pool, attr, (&mut pool_bytes as *mut u64).cast()) != sys::CUresult::CUDA_SUCCESS {
                 return None;
             }
-            let mut graph_high: u64 = 0;
-            let gattr = sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH;
-            let _ = sys::cuDeviceGetGraphMemAttribute(cu_dev, gattr, (&mut graph_high as *mut u64).cast());
+            let mut graph_bytes: u64 = 0;
+            let _ = sys::cuDeviceGetGraphMemAttribute(cu_dev, gattr, (&mut graph_bytes as *mut u64).cast());
             if reset {
                 let mut zero: u64 = 0;
                 let _ = sys::cuMemPoolSetAttribute(pool, attr, (&mut zero as *mut u64).cast());
                 let _ = sys::cuDeviceSetGraphMemAttribute(cu_dev, gattr, (&mut zero as *mut u64).cast());
             }
-            return Some(pool_high + graph_high);
+            return Some(pool_bytes + graph_bytes);
         }
     }
-    let _ = (device, reset);
+    let _ = (device, figure);
     None
 }
 

@@ -78,24 +78,53 @@ pub struct BatchOutput {
     pub decode_path: &'static str,
 }
 
-/// Generation's own state for one model, kept between batches: the KV cache (equal-shaped
-/// batches reuse one allocation) and, on CUDA, the fused decode path's step buffers and
-/// captured graph (valid for that cache). A [`Generator`] works with it; a job that keeps its
-/// model for a later job keeps this beside it ([`Generator::into_state`],
-/// [`Generator::with_state`]).
+/// Generation's own state for one model, kept between batches: per batch shape, a KV cache and,
+/// on CUDA, the fused decode path's step buffers and captured graph (valid for that cache). A
+/// job whose prompt count is not a multiple of its batch size runs two shapes (full batches and
+/// the remainder); keeping both means a timed pass never re-allocates a cache or re-captures a
+/// graph. A [`Generator`] works with it; a job that keeps its model for a later job keeps this
+/// beside it ([`Generator::into_state`], [`Generator::with_state`]).
 #[derive(Default)]
 pub struct GenerationState {
-    cache: Option<KvCache>,
+    /// Least recently used first; at most [`MAX_CACHED_SHAPES`].
+    slots: Vec<ShapeSlot>,
+    /// KV caches allocated so far (for checks that timed passes allocate none).
+    cache_allocations: u64,
+    /// Fused decoders built (and, in graph mode, CUDA graphs captured) so far.
+    #[cfg(feature = "cuda")]
+    decoder_builds: u64,
+}
+
+/// What one batch shape keeps between batches.
+struct ShapeSlot {
+    cache: KvCache,
     /// With the engine options it was built (and its graph captured) under: a model kept for a
     /// job with other options gets a new one.
     #[cfg(feature = "cuda")]
     decoder: Option<(tokbench_core::KernelOptions, FastDecoder)>,
 }
 
+/// Batch shapes kept at once: a job's full batches and its last, partial one.
+pub const MAX_CACHED_SHAPES: usize = 2;
+
 impl GenerationState {
-    /// Bytes of the KV cache held for the next batch (0 when none is held).
+    /// Bytes of the KV caches held for the next batches (0 when none is held).
     pub fn cache_bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, KvCache::bytes)
+        self.slots.iter().map(|s| s.cache.bytes()).sum()
+    }
+
+    /// KV caches allocated over this state's life.
+    pub fn cache_allocations(&self) -> u64 {
+        self.cache_allocations
+    }
+
+    /// Fused decoders built over this state's life (each graph-mode build captures a CUDA
+    /// graph); 0 without the CUDA feature.
+    pub fn decoder_builds(&self) -> u64 {
+        #[cfg(feature = "cuda")]
+        return self.decoder_builds;
+        #[cfg(not(feature = "cuda"))]
+        0
     }
 }
 
@@ -128,45 +157,63 @@ impl<'m> Generator<'m> {
         self.model
     }
 
-    /// Frees the KV cache (and decoder) kept between batches.
+    /// Frees the KV caches (and decoders) kept between batches.
     pub fn release(&mut self) {
-        self.state = GenerationState::default();
+        self.state.slots.clear();
     }
 
-    /// A KV cache for `batch` sequences of up to `positions` positions: the one kept from the
-    /// previous batch when it fits, else a new one. Put it back in `self.state.cache` after use.
-    fn take_cache(&mut self, batch: usize, positions: usize) -> Result<KvCache> {
+    /// The allocation and capture counts so far ([`GenerationState::cache_allocations`],
+    /// [`GenerationState::decoder_builds`]).
+    pub fn allocation_counts(&self) -> (u64, u64) {
+        (self.state.cache_allocations(), self.state.decoder_builds())
+    }
+
+    /// The slot for `batch` sequences of up to `positions` positions: the one kept for this
+    /// shape when its cache fits, else a new one (dropping a too-small cache of the same batch
+    /// size, and the least recently used shape beyond [`MAX_CACHED_SHAPES`], first, so they never
+    /// coexist with the new one). Give it back with [`Self::put_slot`].
+    fn take_slot(&mut self, batch: usize, positions: usize) -> Result<ShapeSlot> {
         let spec = self.model.config().spec();
         let layers = spec.num_layers;
         // Only the key/value heads are cached (grouped-query attention).
         let heads = spec.num_kv_heads;
         let head_dim = spec.head_dim;
         let dtype = self.model.dtype();
-        if let Some(mut c) = self.state.cache.take() {
-            if c.fits(layers, batch, heads, head_dim, positions, dtype) {
-                c.reset();
-                return Ok(c);
-            }
-            // Dropped before allocating the new one, so both never coexist on the device.
-            drop(c);
+        let slots = &mut self.state.slots;
+        if let Some(i) = slots.iter().position(|s| s.cache.fits(layers, batch, heads, head_dim, positions, dtype)) {
+            let mut slot = slots.remove(i);
+            slot.cache.reset();
+            return Ok(slot);
         }
-        // The decoder's graph points into the old cache.
-        #[cfg(feature = "cuda")]
-        {
-            self.state.decoder = None;
+        slots.retain(|s| s.cache.batch() != batch);
+        while slots.len() >= MAX_CACHED_SHAPES {
+            slots.remove(0);
         }
-        KvCache::new(layers, batch, heads, positions, head_dim, dtype, self.model.device())
+        let cache = KvCache::new(layers, batch, heads, positions, head_dim, dtype, self.model.device())?;
+        self.state.cache_allocations += 1;
+        Ok(ShapeSlot {
+            cache,
+            #[cfg(feature = "cuda")]
+            decoder: None,
+        })
     }
 
-    /// The fused decode path's state for `batch` sequences over `cache` (kept from the previous
-    /// batch when it matches, so its captured graph is replayed). Put it back in
-    /// `self.state.decoder` after use.
+    /// Keeps `slot` as the most recently used shape.
+    fn put_slot(&mut self, slot: ShapeSlot) {
+        self.state.slots.push(slot);
+    }
+
+    /// The fused decode path's state for `slot`'s cache (the one kept with it when it matches,
+    /// so its captured graph is replayed). Put it back in `slot.decoder` after use.
     #[cfg(feature = "cuda")]
-    fn take_decoder(&mut self, mode: DecodeMode, cache: &KvCache) -> Result<FastDecoder> {
-        let (b, cap) = (cache.batch(), cache.capacity());
-        match self.state.decoder.take() {
+    fn take_decoder(&mut self, mode: DecodeMode, slot: &mut ShapeSlot) -> Result<FastDecoder> {
+        let (b, cap) = (slot.cache.batch(), slot.cache.capacity());
+        match slot.decoder.take() {
             Some((kernels, d)) if kernels == *self.model.kernel_options() && d.fits(mode, b, cap) => Ok(d),
-            _ => FastDecoder::new(mode, b, cap, self.model.device()),
+            _ => {
+                self.state.decoder_builds += 1;
+                FastDecoder::new(mode, b, cap, self.model.device())
+            }
         }
     }
 
@@ -243,8 +290,8 @@ impl<'m> Generator<'m> {
         let prefill_inputs = PrefillInputs::new(&mask, offset);
         let steps = max_new - 1; // the prefill produces the first token
         // The last generated token is never fed back, so the cache holds t + max_new - 1 positions.
-        let mut cache = self.take_cache(b, t + steps)?;
-        let width = cache.capacity();
+        let mut slot = self.take_slot(b, t + steps)?;
+        let width = slot.cache.capacity();
         let mut decode_bias = vec![0f32; b * width];
         for (i, p) in prompts.iter().enumerate() {
             decode_bias[i * width..i * width + (t - p.len())].fill(MASKED);
@@ -277,7 +324,7 @@ impl<'m> Generator<'m> {
         };
 
         if cancel.load(Ordering::Relaxed) {
-            self.state.cache = Some(cache);
+            self.put_slot(slot);
             return Err(EngineError::Cancelled);
         }
         // Prefill. Work queued on the device before this call must not be billed to it.
@@ -290,7 +337,7 @@ impl<'m> Generator<'m> {
             let bias = prefill_inputs.bias(&device)?;
             let decode_bias = Tensor::from_vec(decode_bias, (b, 1, 1, width), &device)?;
             let decode_positions = if steps > 0 { Some(Tensor::from_vec(decode_positions, (steps, b), &device)?) } else { None };
-            let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+            let logits = model.forward(&ids, &positions, &bias, Some(&mut slot.cache), true)?.squeeze(1)?;
             let (next, next_host) = sampler.next(&logits)?;
             (next, next_host, decode_bias, decode_positions, Instant::now())
         };
@@ -303,7 +350,8 @@ impl<'m> Generator<'m> {
         if steps > 0 && sampler.is_greedy() && device.is_cuda() {
             let mode = model.decode_mode()?;
             if mode != DecodeMode::Eager {
-                let mut dec = self.take_decoder(mode, &cache)?;
+                let mut dec = self.take_decoder(mode, &mut slot)?;
+                let cache = &mut slot.cache;
                 let first_positions: Vec<u32> = prompts.iter().map(|p| offset + p.len() as u32).collect();
                 let run = (|| -> Result<()> {
                     dec.start(&next, &first_positions, t as u32, &pad_host)?;
@@ -316,7 +364,7 @@ impl<'m> Generator<'m> {
                     // next batch synchronises the device before its clock starts.
                     let mut queued = 0;
                     let mut queue_step = |dec: &mut FastDecoder, k: usize| -> Result<()> {
-                        dec.step(model, &cache)?;
+                        dec.step(model, cache)?;
                         cache.advance(1);
                         dec.record_step(k)
                     };
@@ -348,8 +396,8 @@ impl<'m> Generator<'m> {
                     DecodeMode::Graph => "cuda-graph",
                     _ => "fused",
                 };
-                self.state.decoder = Some((*model.kernel_options(), dec));
-                self.state.cache = Some(cache);
+                slot.decoder = Some((*model.kernel_options(), dec));
+                self.put_slot(slot);
                 run?;
                 let total = prefill + step_latencies.iter().sum::<Duration>();
                 let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();
@@ -366,13 +414,13 @@ impl<'m> Generator<'m> {
                     break;
                 }
                 if cancel.load(Ordering::Relaxed) {
-                    self.state.cache = Some(cache);
+                    self.put_slot(slot);
                     return Err(EngineError::Cancelled);
                 }
                 let ids = next.reshape((b, 1))?;
                 let positions = decode_positions.as_ref().expect("steps > 0").narrow(0, s, 1)?.reshape((b, 1))?;
                 let bias = decode_bias.narrow(3, 0, t + s + 1)?;
-                let logits = model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+                let logits = model.forward(&ids, &positions, &bias, Some(&mut slot.cache), true)?.squeeze(1)?;
                 let (n, next_host) = sampler.next(&logits)?;
                 next = n;
                 let now = Instant::now();
@@ -382,7 +430,7 @@ impl<'m> Generator<'m> {
                 on_step(generated);
             }
         }
-        self.state.cache = Some(cache);
+        self.put_slot(slot);
 
         let total = prefill + step_latencies.iter().sum::<Duration>();
         let finish_reasons = finished.into_iter().map(|f| f.unwrap_or(FinishReason::Length)).collect();

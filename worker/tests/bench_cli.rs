@@ -129,7 +129,8 @@ fn tiny_opt_synthetic_end_to_end() {
     assert_eq!(rep.outputs[0].prompt, "Hello, my name is");
     assert_eq!(rep.outputs[0].prompt_tokens, 6);
     assert_eq!(rep.nsight_metrics.profile_name, "profile_tiny-opt");
-    assert!(rep.nsight_metrics.nvtx_ranges.iter().any(|r| r == "inference"));
+    // Nobody profiled this run: no NVTX range was seen (the list comes from nsys, not a constant).
+    assert!(rep.nsight_metrics.nvtx_ranges.is_empty(), "{:?}", rep.nsight_metrics.nvtx_ranges);
     // The demo's field names are all there.
     for f in ["total_parameters", "num_layers", "hidden_size", "vocab_size", "model_size_mb"] {
         assert!(raw["model_properties"].get(f).is_some(), "{f}");

@@ -177,3 +177,26 @@ fn rotary_families_graph_decode_matches_eager_and_the_cpu() {
         }
     }
 }
+
+/// Five prompts in batches of two (shapes 2, 2, 1): after the first pass, graph replay
+/// captures no graph and allocates no cache (the partial last batch keeps its own).
+#[test]
+fn graph_mode_captures_once_per_batch_shape() {
+    let config = Catalog::get("gpt2").unwrap().config();
+    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F16, &dev).unwrap();
+    let params = GenerationParams::new(&config, "gpt2", 16);
+    let no_cancel = std::sync::atomic::AtomicBool::new(false);
+    let prompts = n_prompts(5);
+    let mut generator = Generator::new(&model);
+    let pass = |g: &mut Generator| prompts.chunks(2).map(|b| g.generate(b, &params, &no_cancel, &mut |_| {}).unwrap().tokens).collect::<Vec<_>>();
+    let first = pass(&mut generator);
+    let counts = generator.allocation_counts();
+    // At least one per shape (more when a later batch of the same size has longer prompts and
+    // needs a larger cache: the first pass grows it once).
+    assert!(counts.0 >= 2 && counts.1 >= 2, "one cache and one captured graph per batch shape at least: {counts:?}");
+    assert_eq!(pass(&mut generator), first);
+    assert_eq!(pass(&mut generator), first);
+    assert_eq!(generator.allocation_counts(), counts, "timed passes must not re-allocate caches or re-capture graphs");
+}
+

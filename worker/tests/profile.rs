@@ -109,7 +109,7 @@ fn kernel_summary_parses_recorded_sample() {
     let by_name = |n: &str| kernels.iter().find(|k| k.name == n).unwrap_or_else(|| panic!("no {n}"));
     assert_eq!(by_name("softmax_f16").category, GpuTimeCategory::Attention);
     assert_eq!(by_name("ucopy_f16").category, GpuTimeCategory::NormalizationElementwise);
-    assert_eq!(by_name("asort_desc_f32").category, GpuTimeCategory::Other);
+    assert_eq!(by_name("asort_desc_f32").category, GpuTimeCategory::Sampling);
     let top = &kernels[0];
     assert_eq!(top.name, "nvjet_sm90_hsh_64x8_64x16_4x1_v_bz_splitK_TNT");
     assert_eq!(top.total_time_ns, 127_813_222);
@@ -145,7 +145,7 @@ fn nvtx_and_memory_summaries_parse_recorded_samples() {
     assert_eq!(split.memcpy_memset_ns, mem_total);
     // GEMMs dominate this decode-heavy profile; every category but "other" is non-trivial.
     assert!(split.gemm_ns > split.attention_ns && split.gemm_ns > split.memcpy_memset_ns, "{split:?}");
-    assert!(split.attention_ns > 0 && split.normalization_elementwise_ns > 0 && split.other_ns > 0, "{split:?}");
+    assert!(split.attention_ns > 0 && split.normalization_elementwise_ns > 0 && split.sampling_ns > 0, "{split:?}");
 }
 
 #[test]
@@ -248,10 +248,26 @@ fn kernel_classification_rules() {
         ("is_u32_f16", NormalizationElementwise),
         ("fast_max_f32", NormalizationElementwise),
         ("fast_sum_f16", NormalizationElementwise),
-        ("fast_argmax_f32", NormalizationElementwise),
+        ("fast_argmax_f32", Sampling),
         ("copy2d_f16", NormalizationElementwise),
         ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::Half, float>(int, float, const T1 *)", NormalizationElementwise),
-        ("asort_desc_f32", Other),
+        ("asort_desc_f32", Sampling),
+        // tokbench's own decode kernels (worker/kernels/decode.cu).
+        ("gemv_small_m1_f16", Gemm),
+        ("gemv_small_m8_bf16", Gemm),
+        ("decode_attention_d64_f16", Attention),
+        ("decode_attention_f32", Attention),
+        ("prefill_attention_mma_d64_f16", Attention),
+        ("prefill_attention_d32_bf16", Attention),
+        ("masked_softmax_f16", Attention),
+        ("layer_norm_f16", NormalizationElementwise),
+        ("bias_act_f16", NormalizationElementwise),
+        ("bias_residual_bf16", NormalizationElementwise),
+        ("embed_f16", NormalizationElementwise),
+        ("argmax_rows_f16", Sampling),
+        ("advance_step", Sampling),
+        ("advance_step_keys", Sampling),
+        ("spin_ns", Other),
         // Seen on the H100 with synthetic weights: cuRAND, not a normalisation ("curand_normal").
         ("void gen_sequenced<curandStateXORWOW, float2, normal_args_st, &curand_normal_scaled2<curandStateXORWOW>, rng_config<curandStateXORWOW, (curandOrdering)101>>(T1 *, T2 *, unsigned long, unsigned long, T3)", Other),
         ("void generate_seed_pseudo<rng_config<curandStateXORWOW, (curandOrdering)101>>(unsigned long long, unsigned long long, unsigned long long, curandOrdering, curandStateXORWOW *, unsigned int *)", Other),
@@ -328,6 +344,10 @@ fn assert_profiled(run: &ProfiledRun, job: &str, w: &Workload) {
     let all: u64 = m.kernels.iter().map(|k: &KernelStat| k.total_time_ns).sum::<u64>() + m.memory_ops.iter().map(|o| o.total_time_ns).sum::<u64>();
     assert_eq!(split.total_ns(), all);
     assert!(m.notes.contains("gemm") && m.notes.contains("memcpy Host-to-Device"), "{}", m.notes);
+    // The fake's SQLite export is no database: the summary says it covers the whole process, and why.
+    assert!(m.summary_scope.starts_with("whole process") && m.summary_scope.contains("SQLite"), "{}", m.summary_scope);
+    // The NVTX ranges nsys saw, by base name.
+    assert_eq!(m.nvtx_ranges, ["inference", "decode", "model_initialization", "prefill", "output_processing"]);
     // Only the report is left: scratch (prompt file, stats CSVs, bench JSON, logs) and the
     // SQLite export are removed.
     let leftovers: Vec<String> = fs::read_dir(run.nsys_rep.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -345,11 +365,109 @@ fn profiled_job_with_fake_nsys_writing_stats_files() {
     let log = fs::read_to_string(dir.path().join("nsys-args.log")).unwrap();
     let mut lines = log.lines();
     let profile_line = lines.next().unwrap();
-    assert!(profile_line.starts_with("profile -o ") && profile_line.contains("--force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none"), "{profile_line}");
+    assert!(profile_line.starts_with("profile -o ") && profile_line.contains("--force-overwrite true -t cuda,nvtx -s none --cpuctxsw=none --cuda-graph-trace=node"), "{profile_line}");
     assert!(profile_line.contains(" bench --workload-file ") && profile_line.contains(" --quiet"), "{profile_line}");
     let stats_line = lines.next().unwrap();
     assert!(stats_line.starts_with("stats --force-export=true --format csv --report cuda_gpu_kern_sum,nvtx_sum,cuda_gpu_mem_time_sum"), "{stats_line}");
     assert!(stats_line.ends_with(&run.file_name), "{stats_line}");
+}
+
+/// A SQLite file in nsys's export schema (the tables and columns timed.rs reads) with a
+/// made-up timeline: loading (cuRAND, a host-to-device copy), cuBLASLt tuning (`spin_ns`), a
+/// warm-up pass, two timed passes (`inference` ranges, one inline-named and one a registered
+/// string) whose decode kernels ran node by node from a CUDA graph, and output processing.
+fn write_nsys_sqlite(path: &Path) {
+    use sqlx::{ConnectOptions, Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true).connect().await.unwrap();
+        c.execute(
+            "CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE NVTX_EVENTS (start INTEGER NOT NULL, end INTEGER, eventType INTEGER NOT NULL, rangeId INTEGER, category INTEGER, color INTEGER, text TEXT, globalTid INTEGER, endGlobalTid INTEGER, textId INTEGER, domainId INTEGER, uint64Value INTEGER, int64Value INTEGER, doubleValue REAL, uint32Value INTEGER, int32Value INTEGER, floatValue REAL, jsonTextId INTEGER, jsonText TEXT);
+             CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER NOT NULL, end INTEGER NOT NULL, deviceId INTEGER NOT NULL, contextId INTEGER NOT NULL, streamId INTEGER NOT NULL, correlationId INTEGER, globalPid INTEGER, demangledName INTEGER NOT NULL, shortName INTEGER NOT NULL, mangledName INTEGER, graphNodeId INTEGER);
+             CREATE TABLE CUPTI_ACTIVITY_KIND_MEMCPY (start INTEGER NOT NULL, end INTEGER NOT NULL, deviceId INTEGER NOT NULL, contextId INTEGER NOT NULL, streamId INTEGER NOT NULL, correlationId INTEGER, globalPid INTEGER, bytes INTEGER NOT NULL, copyKind INTEGER NOT NULL);
+             INSERT INTO StringIds VALUES (1, 'void gen_sequenced<curandStateXORWOW, float2>(T1 *)'), (2, 'spin_ns'), (3, 'gemv_small_m1_f16'),
+               (4, 'decode_attention_d64_f16'), (5, 'advance_step_keys'), (6, 'inference [openai-community/gpt2]'), (7, 'layer_norm_f16'), (8, 'nvjet_sm90_hsh_64x8');
+             INSERT INTO NVTX_EVENTS (start, end, eventType, text, textId) VALUES
+               (0, 1000, 60, 'model_initialization [openai-community/gpt2]', NULL),
+               (1000, 2000, 60, 'warmup [openai-community/gpt2]', NULL),
+               (2000, 3000, 60, 'inference [openai-community/gpt2]', NULL),
+               (2010, 2090, 60, 'prefill [openai-community/gpt2]', NULL),
+               (3000, 4000, 60, NULL, 6),
+               (4000, 4100, 60, 'output_processing [openai-community/gpt2]', NULL),
+               (4050, NULL, 34, 'a mark', NULL);
+             INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL (start, end, deviceId, contextId, streamId, demangledName, shortName, graphNodeId) VALUES
+               (100, 400, 0, 1, 7, 1, 1, NULL), (500, 900, 0, 1, 7, 2, 2, NULL), (1500, 1600, 0, 1, 7, 3, 3, NULL),
+               (2050, 2080, 0, 1, 7, 8, 8, NULL),
+               (2100, 2140, 0, 1, 7, 3, 3, 11), (2150, 2160, 0, 1, 7, 4, 4, 12), (2160, 2162, 0, 1, 7, 5, 5, 13), (2162, 2168, 0, 1, 7, 7, 7, 14),
+               (3100, 3150, 0, 1, 7, 3, 3, 11), (3150, 3162, 0, 1, 7, 4, 4, 12), (3162, 3164, 0, 1, 7, 5, 5, 13), (3164, 3170, 0, 1, 7, 7, 7, 14),
+               (4010, 4020, 0, 1, 7, 3, 3, NULL);
+             INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY (start, end, deviceId, contextId, streamId, bytes, copyKind) VALUES
+               (50, 90, 0, 1, 7, 1000000, 1), (2005, 2007, 0, 1, 7, 512, 1), (2170, 2171, 0, 1, 7, 4, 2), (3170, 3172, 0, 1, 7, 4, 2);",
+        )
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    });
+}
+
+#[test]
+fn timed_passes_are_read_from_the_sqlite_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("profile.sqlite");
+    write_nsys_sqlite(&db);
+    let t = tokbench_worker::profile::read_timed_passes(&db).unwrap();
+    assert_eq!(t.pass_ns, [1000, 1000]);
+    // Ranges only (a mark has no end).
+    assert_eq!(t.range_names, ["model_initialization", "warmup", "inference", "prefill", "output_processing"]);
+    // Only kernels that started inside an `inference` range: not cuRAND, spin_ns, the warm-up's or output processing's.
+    let names: Vec<(&str, u64, u64)> = t.kernels.iter().map(|k| (k.name.as_str(), k.instances, k.total_time_ns)).collect();
+    assert_eq!(names, [("gemv_small_m1_f16", 2, 90), ("nvjet_sm90_hsh_64x8", 1, 30), ("decode_attention_d64_f16", 2, 22), ("layer_norm_f16", 2, 12), ("advance_step_keys", 2, 4)]);
+    let gemv = &t.kernels[0];
+    assert_eq!((gemv.med_ns, gemv.min_ns, gemv.max_ns, gemv.category), (45.0, 40, 50, GpuTimeCategory::Gemm));
+    assert!((gemv.time_percent - 90.0 * 100.0 / 158.0).abs() < 1e-9);
+    assert_eq!(t.kernels[4].category, GpuTimeCategory::Sampling);
+    // Kernel time outside: cuRAND 300 + spin_ns 400 + warm-up 100 + output processing 10.
+    assert_eq!(t.outside_kernel_ns, 810);
+    let ops: Vec<(&str, u64, u64)> = t.memory_ops.iter().map(|o| (o.operation.as_str(), o.count, o.total_time_ns)).collect();
+    assert_eq!(ops, [("[CUDA memcpy Device-to-Host]", 2, 3), ("[CUDA memcpy Host-to-Device]", 1, 2)]);
+
+    // Not a database, or no inference range: errors that say so.
+    fs::write(dir.path().join("bad.sqlite"), "fake").unwrap();
+    assert!(tokbench_worker::profile::read_timed_passes(&dir.path().join("bad.sqlite")).is_err());
+}
+
+#[test]
+fn profiled_job_summarises_the_timed_passes_from_the_sqlite_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("export.sqlite");
+    write_nsys_sqlite(&db);
+    let nsys = fake_nsys(dir.path(), "files");
+    // The wrapper passes FAKE_NSYS_SQLITE on to the fake.
+    let text = fs::read_to_string(&nsys).unwrap().replace("exec '", &format!("FAKE_NSYS_SQLITE='{}' exec '", db.display()));
+    write_executable(&nsys, &text);
+    let cfg = config(nsys, worker_exe(), dir.path());
+    let w = tiny_workload();
+    let run = profile(&w, "job-t", &cfg, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
+    let m = &run.report.nsight_metrics;
+    assert!(m.summary_scope.starts_with("timed passes") && m.summary_scope.contains("2 `inference`"), "{}", m.summary_scope);
+    assert_eq!(m.kernels.len(), 5, "{:?}", m.kernels);
+    assert_eq!(m.kernels[0].name, "gemv_small_m1_f16");
+    assert!(!m.kernels.iter().any(|k| k.name == "spin_ns" || k.name.contains("curand")));
+    let split = m.gpu_time_split.as_ref().unwrap();
+    assert_eq!(split.total_ns(), 158 + 5);
+    assert_eq!(split.get(GpuTimeCategory::Sampling), 4);
+    assert_eq!(m.inference_range_pass_seconds, [1e-6, 1e-6]);
+    assert_eq!(m.inference_range_seconds, Some(1e-6));
+    let pass = run.report.inference_metrics.total_inference_time_seconds;
+    assert!((m.inference_range_vs_pass_time.unwrap() - 1e-6 / pass).abs() < 1e-12);
+    // What the profile saw: the CSV's ranges, then the export's others.
+    for r in ["inference", "warmup", "model_initialization", "output_processing"] {
+        assert!(m.nvtx_ranges.iter().any(|n| n == r), "{r} missing from {:?}", m.nvtx_ranges);
+    }
+    assert!(m.notes.starts_with("Summary of the timed passes only (2 passes"), "{}", m.notes);
+    // The export is removed with the scratch.
+    assert!(!run.nsys_rep.with_extension("sqlite").exists());
 }
 
 #[test]
@@ -609,27 +727,53 @@ fn real_nsys_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(nsys, exe, dir.path());
     cfg.extra_ld_library_path = var("TOKBENCH_NSYS_LIBS");
+    // The issue's case: gpt2 at batch 1 with the default CUDA-graph decode.
     let w = Workload {
-        model: "opt-125m".into(),
+        model: "gpt2".into(),
         device: DeviceSpec::Cuda(0),
-        prompts: PromptSource::Builtin { num_prompts: 4 },
-        max_tokens: 16,
+        prompts: PromptSource::Synthetic { num_prompts: 2, input_len: 128 },
+        max_tokens: 32,
         warmup: 1,
-        repetitions: 2,
-        batch_size: 4,
+        repetitions: 3,
+        batch_size: 1,
         weights: WeightsMode::Synthetic,
         ..tiny_workload()
     };
     let run = run_profiled(&w, "gpu-e2e", &cfg, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
     let m = &run.report.nsight_metrics;
     eprintln!("{}", serde_json::to_string_pretty(m).unwrap());
+    eprintln!("PROFILE_E2E scope: {}", m.summary_scope);
+    for k in m.kernels.iter().take(8) {
+        eprintln!("PROFILE_E2E kernel {:>6.2}% {:>8} x {:?} {}", k.time_percent, k.instances, k.category, k.name);
+    }
+    eprintln!(
+        "PROFILE_E2E passes nvtx {:?} s, median {:?} s; worker median pass {} s; ratio {:?}",
+        m.inference_range_pass_seconds, m.inference_range_seconds, run.report.inference_metrics.total_inference_time_seconds, m.inference_range_vs_pass_time
+    );
     assert!(run.nsys_rep.is_file());
-    assert!(!m.kernels.is_empty(), "no kernels parsed from the real profile");
+    assert!(m.summary_scope.starts_with("timed passes"), "{}", m.summary_scope);
+    assert_eq!(m.inference_range_pass_seconds.len(), 3, "one inference range per timed pass");
+    assert!(!m.kernels.is_empty(), "no kernels in the timed passes");
+    // Loading and tuning are outside the timed passes.
+    assert!(!m.kernels.iter().any(|k| k.name.contains("spin_ns") || k.name.contains("curand")), "{:?}", m.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    // The top kernels are the decode step's (graph nodes traced one by one): its GEMV and
+    // attention first (on an H100: gemv_small_m1_f16 79.5%, decode_attention_d64_f16 15.0%,
+    // then advance_step_keys, the step's bookkeeping), and nothing unclassified near the top.
+    for k in m.kernels.iter().take(2) {
+        assert!(matches!(k.category, GpuTimeCategory::Gemm | GpuTimeCategory::Attention), "top kernel {} is {:?}", k.name, k.category);
+    }
+    for k in m.kernels.iter().take(8) {
+        assert_ne!(k.category, GpuTimeCategory::Other, "unclassified kernel {} among the top 8", k.name);
+    }
+    assert!(m.kernels.iter().any(|k| k.name.starts_with("gemv_small_m1_")), "the batch-1 GEMV is missing: {:?}", m.kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    let ratio = m.inference_range_vs_pass_time.expect("NVTX vs worker pass time");
+    assert!((ratio - 1.0).abs() <= 0.01, "NVTX per-pass time / worker pass time = {ratio}");
     let split = m.gpu_time_split.as_ref().expect("time split");
     assert!(split.gemm_ns > 0 && split.normalization_elementwise_ns > 0 && split.attention_ns > 0, "{split:?}");
     let names: Vec<&str> = m.nvtx.iter().map(|r| nvtx_base_name(&r.range)).collect();
     for want in ["model_initialization", "inference", "prefill", "decode"] {
         assert!(names.contains(&want), "NVTX range {want} missing from {names:?}");
+        assert!(m.nvtx_ranges.iter().any(|r| r == want), "nvtx_ranges lacks {want}: {:?}", m.nvtx_ranges);
     }
     assert!(m.inference_range_seconds.is_some_and(|s| s > 0.0));
     // The real kernels must be recognised: little GPU time may fall into "other".

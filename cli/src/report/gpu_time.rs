@@ -16,6 +16,9 @@ pub struct GpuTimeEntry {
     pub split: tokbench_core::report::GpuTimeSplit,
     /// The top kernels by total time, longest first.
     pub kernels: Vec<tokbench_core::report::KernelStat>,
+    /// What the split covers: "timed passes", or "whole process" (loading, tuning and warm-up
+    /// included: the profile's timed passes could not be read, or the report predates that).
+    pub scope: &'static str,
 }
 
 impl GpuTimeEntry {
@@ -52,7 +55,8 @@ pub fn gpu_time_entries(records: &[RunRecord], data: &ReportData) -> Vec<GpuTime
         if several_devices {
             label = format!("{label} · {}", row.device_key);
         }
-        out.push(GpuTimeEntry { run_id: row.run_id.clone(), label, split, kernels });
+        let scope = if ns.summary_scope.starts_with("timed passes") { "timed passes" } else { "whole process" };
+        out.push(GpuTimeEntry { run_id: row.run_id.clone(), label, split, kernels, scope });
     }
     out
 }

@@ -122,13 +122,17 @@ pub fn gpu_time_markdown(entries: &[GpuTimeEntry]) -> String {
         return out;
     }
     let _ = writeln!(out, "## Where the GPU time goes\n");
-    let mut header = vec!["Run"];
+    let _ = writeln!(
+        out,
+        "\"Covers\": timed passes = the GPU work that started inside the timed `inference` NVTX ranges; whole process = loading, cuBLASLt tuning and warm-up included.\n"
+    );
+    let mut header = vec!["Run", "Covers"];
     header.extend(tokbench_core::report::GpuTimeCategory::ALL.iter().map(|c| c.label()));
     header.push("GPU time (ms)");
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let mut r = vec![e.label.clone()];
+            let mut r = vec![e.label.clone(), e.scope.to_string()];
             r.extend(e.percents().iter().map(|(_, p)| format!("{p:.1}%")));
             r.push(format!("{:.2}", e.split.total_ns() as f64 / 1e6));
             r

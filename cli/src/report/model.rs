@@ -47,13 +47,15 @@ pub struct Row {
     pub model_reused: bool,
     pub total_inference_time_seconds: f64,
     pub tokens_per_second: f64,
-    /// The demo's "GPU Mem (MB)": memory allocated by the model on the GPU; None on CPU.
+    /// The engine's live device allocations after inference (CUDA pools, measured); None on CPU.
     pub gpu_memory_allocated_mb: Option<f64>,
     /// The demo's "GPU Util (%)", which is GPU memory used / total (labelled "GPU Mem Used (%)"
     /// in tokbench's tables); None on CPU.
     pub gpu_memory_utilization_percent: Option<f64>,
     /// SM utilisation (NVML, mean over the job's telemetry samples); None without NVML / on CPU.
     pub sm_utilization_percent: Option<f64>,
+    /// The engine's peak device allocations over the job (the pools' high-water mark, measured):
+    /// the table's "GPU Mem Peak" and the memory graph.
     pub peak_memory_allocated_mb: Option<f64>,
     pub ttft_p50_ms: f64,
     pub ttft_p90_ms: f64,
@@ -63,6 +65,8 @@ pub struct Row {
     pub tokens_per_second_cv_percent: f64,
     /// 95% confidence interval of the mean tokens/s over the repetitions (Student's t).
     pub tokens_per_second_ci95: Option<[f64; 2]>,
+    /// 95% CI of the mean pass time over the repetitions, seconds (the report's own figure).
+    pub total_inference_time_seconds_ci95: Option<[f64; 2]>,
     /// Per timed repetition: tokens/s, TTFT median and ITL median (ms), for significance tests.
     pub tokens_per_second_runs: Vec<f64>,
     pub ttft_p50_runs_ms: Vec<f64>,
@@ -116,6 +120,7 @@ impl Row {
             inter_token_latency_p90_ms: im.inter_token_latency_ms.p90,
             tokens_per_second_cv_percent: im.tokens_per_second_cv * 100.0,
             tokens_per_second_ci95: im.tokens_per_second_ci95,
+            total_inference_time_seconds_ci95: im.total_inference_time_seconds_ci95,
             tokens_per_second_runs: r.repetitions.iter().map(|x| x.tokens_per_second).collect(),
             ttft_p50_runs_ms: r.repetitions.iter().filter(|x| !x.ttft_ms.is_empty()).map(|x| tokbench_core::report::median(&x.ttft_ms)).collect(),
             itl_p50_runs_ms: r

@@ -18,12 +18,15 @@ pub struct MemoryEstimate {
     pub kv_cache: u64,
     /// Largest transient activations: prefill logits (f32) and attention scores / FFN input.
     pub activations: u64,
+    /// Sequences the kv_cache figure was computed for.
+    batch_rows: u64,
 }
 
 impl MemoryEstimate {
     pub fn new(config: &ArchConfig, dtype: DTypeSpec, batch: usize, max_prompt_len: usize, max_tokens: usize) -> MemoryEstimate {
         let d = device::dtype_size(dtype);
-        let (b, t, s) = (batch as u64, max_prompt_len as u64, (max_prompt_len + max_tokens) as u64);
+        // The last generated token is never fed back: the cache holds prompt + max_tokens - 1.
+        let (b, t, s) = (batch as u64, max_prompt_len as u64, (max_prompt_len + max_tokens).saturating_sub(1) as u64);
         let spec = config.spec();
         let ffn = spec.intermediate_size as u64;
         let weights = spec.parameters() * d;
@@ -36,8 +39,17 @@ impl MemoryEstimate {
             tokbench_core::arch::MlpKind::Plain => 2 * b * t * ffn * d,
             tokbench_core::arch::MlpKind::GatedSilu => 3 * b * t * ffn * d,
         };
-        MemoryEstimate { weights, kv_cache, activations: logits + scores + ffn_act }
+        MemoryEstimate { weights, kv_cache, activations: logits + scores + ffn_act, batch_rows: b }
     }
+    /// Adds the KV cache of a second batch shape of `batch` sequences (a job's partial last
+    /// batch, which the generator keeps beside the full batches' cache); 0 adds nothing.
+    pub fn with_second_batch(mut self, batch: usize) -> MemoryEstimate {
+        if let Some(per_row) = self.kv_cache.checked_div(self.batch_rows) {
+            self.kv_cache += per_row * batch as u64;
+        }
+        self
+    }
+
     pub fn total(&self) -> u64 {
         self.weights + self.kv_cache + self.activations + CUDA_OVERHEAD_BYTES
     }
@@ -69,8 +81,11 @@ mod tests {
         let cfg = Catalog::get("opt-125m").unwrap().config();
         let e = MemoryEstimate::new(&cfg, DTypeSpec::F16, 4, 32, 128);
         assert_eq!(e.weights, 125_239_296 * 2);
-        // 2 (K,V) * 12 layers * 4 rows * 160 positions * 768 * 2 bytes
-        assert_eq!(e.kv_cache, 2 * 12 * 4 * 160 * 768 * 2);
+        // 2 (K,V) * 12 layers * 4 rows * 159 positions (32 + 128 - 1) * 768 * 2 bytes
+        assert_eq!(e.kv_cache, 2 * 12 * 4 * 159 * 768 * 2);
+        // A partial last batch of 3 keeps its own cache.
+        assert_eq!(e.clone().with_second_batch(3).kv_cache, 2 * 12 * 7 * 159 * 768 * 2);
+        assert_eq!(e.clone().with_second_batch(0), e);
         assert!(e.total() > e.weights + e.kv_cache);
     }
 

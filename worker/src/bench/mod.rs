@@ -27,7 +27,7 @@ pub use memory::MemoryEstimate;
 pub(crate) use report::hostname;
 pub use report::environment;
 use memory::check_fits;
-use report::{build_outputs, gpu_metrics, inference_metrics, nsight_metrics, PassResult};
+use report::{build_outputs, gpu_metrics, inference_metrics, nsight_metrics, EngineMemory, PassResult};
 
 /// Progress of a running job, reported to the caller (the worker service forwards it to the
 /// coordinator; the bench command prints it).
@@ -43,7 +43,9 @@ pub struct Progress {
     pub tokens_per_second: f64,
 }
 
-/// NVTX ranges this engine emits (the last two come from generation, per batch).
+/// NVTX ranges this engine emits with the `nvtx` feature (prefill and decode come from
+/// generation, per batch; inference is one range per timed pass). A report's
+/// `nsight_metrics.nvtx_ranges` lists those an nsys profile actually saw.
 pub const NVTX_RANGES: &[&str] = &["model_initialization", "warmup", "inference", "prefill", "decode", "output_processing"];
 
 /// Progress callbacks during generation are throttled to at most this often (10 per second).
@@ -153,7 +155,9 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     let prep_time = prep_start.elapsed();
     let max_prompt_len = prepared.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     let batch = workload.batch_size.min(prepared.len());
-    let estimate = MemoryEstimate::new(&resolved.config, dtype_spec, batch, max_prompt_len, workload.max_tokens);
+    // A partial last batch keeps its own cache beside the full batches' (see GenerationState).
+    let remainder = if prepared.len() > batch { prepared.len() % batch } else { 0 };
+    let estimate = MemoryEstimate::new(&resolved.config, dtype_spec, batch, max_prompt_len, workload.max_tokens).with_second_batch(remainder);
 
     let dev_info = gpu::device_info(&workload.device);
     let used_before = match workload.device {
@@ -221,6 +225,9 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
             "--warmup 0 on CUDA: the first timed repetition includes cuBLAS(Lt) tuning, CUDA-graph capture and first-use allocations; use --warmup 1 or more for steady-state figures"
         );
     }
+    // Timed passes must find every batch shape's cache (and captured graph) ready: counted here
+    // and checked after them.
+    let counts_before_timed = generator.allocation_counts();
     {
         let mut tracker = ProgressTracker::new("inference", tokens_per_pass * workload.repetitions as u64, on_progress);
         for _ in 0..workload.repetitions {
@@ -230,6 +237,14 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
             passes.push(run_pass(&mut generator, &batches, &params, cancel, &mut tracker).map_err(oom)?);
         }
         tracker.finish();
+    }
+    let counts_after_timed = generator.allocation_counts();
+    if workload.warmup > 0 && counts_after_timed != counts_before_timed {
+        tracing::warn!(
+            before = ?counts_before_timed,
+            after = ?counts_after_timed,
+            "timed passes allocated a KV cache or built a decoder (cache allocations, decoder builds): their time includes it"
+        );
     }
     let state = generator.into_state();
     let total_generated: u64 = passes.iter().map(|p| p.output_tokens() as u64).sum();
@@ -249,13 +264,12 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     inference_metrics.kernels_run = crate::model::kernels_run(model.active_kernels(), &inference_metrics.decode_path);
     inference_metrics.decode_kernels = crate::model::decode_kernels(inference_metrics.kernels_run.as_ref());
 
-    let engine_peak = device::engine_memory_high_water(&device, false);
-    let mut gpu_metrics = gpu_metrics(workload, &dev_info, weight_bytes, &estimate, used_before, telemetry.as_ref());
-    if workload.device != DeviceSpec::Cpu {
-        gpu_metrics.engine_peak_allocated_mb = engine_peak.map(|b| b as f64 / MIB);
-        let logits = (batch * resolved.config.vocab_size() * 4) as u64;
-        gpu_metrics.workload_memory_needed_mb = Some((weight_bytes + estimate.kv_cache + logits) as f64 / MIB);
-    }
+    let engine = EngineMemory {
+        current: device::engine_memory(&device, device::PoolFigure::Current),
+        peak: device::engine_memory_high_water(&device, false),
+        needed: (batch * resolved.config.vocab_size() * 4) as u64 + weight_bytes + estimate.kv_cache,
+    };
+    let gpu_metrics = gpu_metrics(workload, &dev_info, &engine, used_before, telemetry.as_ref());
     let config = &resolved.config;
     let report = BenchReport {
         schema_version: REPORT_SCHEMA_VERSION,

@@ -1,7 +1,7 @@
 //! From measured passes to the report: per-repetition and median metrics, request outputs,
 //! device memory and telemetry figures, the profiling notes and where the job ran.
 
-use super::{NVTX_RANGES, TELEMETRY_INTERVAL};
+use super::TELEMETRY_INTERVAL;
 use crate::device::MIB;
 use crate::error::Result;
 use crate::generate::{BatchOutput, FinishReason};
@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokbench_core::report::{Environment, GpuMetrics, InferenceMetrics, LatencyStats, NsightMetrics, RepetitionMetrics, RequestOutput};
 use tokbench_core::{DeviceSpec, Workload};
 
-use super::memory::MemoryEstimate;
 
 /// One pass over all prompts.
 pub(super) struct PassResult {
@@ -174,15 +173,23 @@ pub(super) fn inference_metrics(passes: &[PassResult], reps: &[RepetitionMetrics
     }
 }
 
+/// The engine's own device memory (bytes): its pools now and at their high-water mark, and
+/// what the workload needs by computation.
+pub(super) struct EngineMemory {
+    pub current: Option<u64>,
+    pub peak: Option<u64>,
+    pub needed: u64,
+}
+
 pub(super) fn gpu_metrics(
     w: &Workload,
     info: &gpu::DeviceInfo,
-    weight_bytes: u64,
-    est: &MemoryEstimate,
+    engine: &EngineMemory,
     used_before: Option<u64>,
     telemetry: Option<&tokbench_core::report::TelemetrySummary>,
 ) -> GpuMetrics {
     let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let mib = |b: u64| b as f64 / MIB;
     let DeviceSpec::Cuda(i) = w.device else {
         return GpuMetrics {
             gpu_name: gpu::CPU_GPU_NAME.into(),
@@ -193,6 +200,7 @@ pub(super) fn gpu_metrics(
             peak_memory_allocated_mb: None,
             memory_source: "cpu run: there is no device memory to report (host RAM is not tracked)".into(),
             engine_peak_allocated_mb: None,
+            process_memory_peak_mb: None,
             workload_memory_needed_mb: None,
             device: w.device.to_string(),
             driver_version: None,
@@ -200,8 +208,6 @@ pub(super) fn gpu_metrics(
         };
     };
     let total = (info.memory_total_bytes > 0).then_some(info.memory_total_bytes as f64 / MIB);
-    // candle has no allocator statistics: count the tensors we know are live.
-    let allocated = (weight_bytes + est.kv_cache) as f64 / MIB;
     let (reserved, reserved_src) = match gpu::process_memory_bytes(i as u32) {
         Some(b) => (Some(b as f64 / MIB), "NVML per-process used memory"),
         None => match (used_before, gpu::device_used_bytes(i as u32)) {
@@ -209,31 +215,33 @@ pub(super) fn gpu_metrics(
             _ => (None, "unavailable (no NVML)"),
         },
     };
-    // Peak: this process's memory sampled during inference; where the driver hides per-process
+    // The process's NVML figure sampled during inference; where the driver hides per-process
     // figures, the device's used memory peak minus what was used before loading.
-    let (peak, peak_src) = match (telemetry.and_then(|t| t.process_memory_mb_max), telemetry, used_before) {
+    let (process_peak, process_peak_src) = match (telemetry.and_then(|t| t.process_memory_mb_max), telemetry, used_before) {
         (Some(p), _, _) => (Some(p), "max of NVML per-process memory"),
         (None, Some(t), Some(before)) if t.samples > 0 => {
             (Some((t.memory_used_mb_max - before as f64 / MIB).max(0.0)), "max of NVML device used memory minus its value before loading")
         }
         _ => (None, "unavailable (no NVML samples)"),
     };
+    let pools = if engine.current.is_some() { "the CUDA memory pools' (candle's stream-ordered pool + the CUDA-graph pool)" } else { "unavailable (the driver gave no memory-pool statistics):" };
     GpuMetrics {
         gpu_name: info.gpu_name.clone(),
         gpu_memory_total_mb: total,
-        gpu_memory_allocated_mb: Some(allocated),
+        gpu_memory_allocated_mb: engine.current.map(mib),
         gpu_memory_reserved_mb: reserved,
         gpu_memory_utilization_percent: match (reserved, total) {
             (Some(r), Some(t)) if t > 0.0 => Some(r / t * 100.0),
             _ => None,
         },
-        peak_memory_allocated_mb: peak,
+        peak_memory_allocated_mb: engine.peak.map(mib),
         memory_source: format!(
-            "allocated = loaded weight tensors + KV cache of the largest batch (candle has no allocator statistics); reserved = {reserved_src} after inference (CUDA context + candle's buffers); peak = {peak_src}, sampled every {} ms during inference; total = NVML",
+            "allocated = {pools} live bytes after inference; peak allocated = the same pools' high-water mark over the job (transient prefill peaks included); reserved = {reserved_src} after inference (CUDA context included); process peak = {process_peak_src}, sampled every {} ms during inference; needed = computed (weights + KV cache of every batch shape + one step's f32 logits); total = NVML",
             TELEMETRY_INTERVAL.as_millis()
         ),
-        engine_peak_allocated_mb: None,
-        workload_memory_needed_mb: None,
+        engine_peak_allocated_mb: engine.peak.map(mib),
+        process_memory_peak_mb: process_peak,
+        workload_memory_needed_mb: Some(mib(engine.needed)),
         device: w.device.to_string(),
         driver_version: opt(&info.driver_version),
         cuda_version: opt(&info.cuda_version),
@@ -251,7 +259,8 @@ pub(super) fn nsight_metrics(file_stem: &str, weights: &resolve::WeightsKind) ->
         notes: format!(
             "{transfers}; during inference each batch's prompt ids go host-to-device once, the KV cache stays on the device (device-to-device writes) and one token id per sequence per step comes back device-to-host. Profile with: nsys profile -o profile_{file_stem} --force-overwrite true tokbench-worker bench ... (needs a build with --features cuda for NVTX ranges)"
         ),
-        nvtx_ranges: NVTX_RANGES.iter().map(|s| s.to_string()).collect(),
+        // Filled from what nsys saw when the job ran under it: a run nobody profiled saw none.
+        nvtx_ranges: Vec::new(),
         nvtx_enabled: nvtx::enabled(),
         // The nsys-derived fields are filled by profile.rs when the job ran under nsys.
         ..NsightMetrics::default()

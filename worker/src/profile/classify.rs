@@ -27,6 +27,12 @@ const ELEMENTWISE_WORDS: &[&str] = &[
     "copy", "gelu", "relu", "fill",
 ];
 
+/// tokbench's decode.cu kernels that pick tokens or advance the step, and candle's sampling ops.
+const SAMPLING_PREFIXES: &[&str] = &["argmax_rows_", "advance_step", "asort_", "fast_argmax_"];
+
+/// tokbench's decode.cu kernels that are normalisation or elementwise work.
+const TOKBENCH_ELEMENTWISE_PREFIXES: &[&str] = &["layer_norm_", "bias_act_", "bias_residual_", "embed_"];
+
 const DTYPE_TOKENS: &[&str] = &["f16", "f32", "f64", "bf16", "u8", "u32", "i16", "i32", "i64", "f8", "e4m3", "e5m2", "fp8", "f8e4m3"];
 
 /// `<op>_<dtype>[_<dtype>...]` with `op` in CANDLE_ELEMENTWISE_OPS.
@@ -52,11 +58,19 @@ fn is_candle_elementwise(name: &str) -> bool {
 ///    containing `layernorm`/`layer_norm`/`rmsnorm`/`rms_norm`/`batch_norm`/`group_norm`,
 ///    `elementwise`, `reduce`, `copy`, `gelu`, `relu`, `fill` (not bare `norm`: cuRAND's
 ///    `curand_normal` would match);
-/// 4. memcpy/memset kernels by name (`*memcpy*`, `*memset*`) — transfers themselves come
+/// 4. tokbench's own decode kernels (worker/kernels/decode.cu), by name prefix: GEMV
+///    (`gemv_small_m<rows>_<dtype>`) is caught by rule 2 and its attention kernels
+///    (`decode_attention*`, `prefill_attention*`, `masked_softmax_*`) by rule 1;
+///    `layer_norm_*`, `bias_act_*` (GEMM epilogue: bias + activation), `bias_residual_*`
+///    (bias + residual add) and `embed_*` (token + position embedding) are
+///    normalization+elementwise; `argmax_rows_*` and `advance_step*` (the chosen ids become
+///    the next step's input) are sampling, as are candle's `asort_*` (top-k) and `fast_argmax_*`;
+///    `spin_ns` (cuBLASLt tuning's stream filler) is other;
+/// 5. memcpy/memset kernels by name (`*memcpy*`, `*memset*`) — transfers themselves come
 ///    from cuda_gpu_mem_time_sum and always count as memcpy+memset;
-/// 5. anything else: other. On the GPU machine that is cuRAND (`gen_sequenced<curandState...>`,
+/// 6. anything else: other. On the GPU machine that is cuRAND (`gen_sequenced<curandState...>`,
 ///    `generate_seed_pseudo`: synthetic weights drawn on the device during
-///    model_initialization, not inference work) and candle's `asort_*` (top-k sampling).
+///    model_initialization, not inference work) and `spin_ns`.
 pub fn classify_kernel(name: &str) -> GpuTimeCategory {
     let lower = name.to_ascii_lowercase();
     // Demangled C++ names start with the return type ("void "); the base name follows.
@@ -66,9 +80,11 @@ pub fn classify_kernel(name: &str) -> GpuTimeCategory {
         GpuTimeCategory::Attention
     } else if base.starts_with("nvjet") || base.starts_with("cutlass") || ["gemm", "gemv", "xmma", "splitkreduce"].iter().any(|s| has(s)) {
         GpuTimeCategory::Gemm
-    } else if has("curand") {
+    } else if has("curand") || base.starts_with("spin_ns") {
         GpuTimeCategory::Other
-    } else if is_candle_elementwise(base) || ELEMENTWISE_WORDS.iter().any(|s| has(s)) {
+    } else if SAMPLING_PREFIXES.iter().any(|p| base.starts_with(p)) {
+        GpuTimeCategory::Sampling
+    } else if TOKBENCH_ELEMENTWISE_PREFIXES.iter().any(|p| base.starts_with(p)) || is_candle_elementwise(base) || ELEMENTWISE_WORDS.iter().any(|s| has(s)) {
         GpuTimeCategory::NormalizationElementwise
     } else if has("memcpy") || has("memset") {
         GpuTimeCategory::MemcpyMemset

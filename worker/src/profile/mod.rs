@@ -8,7 +8,8 @@
 //!
 //! One concern per file: [`nsys`] finds the nsys executable, [`run`] runs the job under it and
 //! then `nsys stats`, [`csv`] parses the stats CSV, [`summary`] turns the parsed tables into
-//! the report's fields, [`classify`] sorts kernels into kinds of work. This file holds what
+//! the report's fields, [`timed`] restricts it to the timed passes (from the profile's SQLite
+//! export), [`classify`] sorts kernels into kinds of work. This file holds what
 //! they share: the configuration, the result, the errors and the profile's file names.
 //! Setting up nsys on a machine: docs/profiling.md.
 
@@ -21,12 +22,14 @@ mod csv;
 mod nsys;
 mod run;
 mod summary;
+mod timed;
 
 pub use classify::classify_kernel;
 pub use csv::{parse_kernel_summary, parse_mem_summary, parse_nvtx_summary};
 pub use nsys::{find_nsys, find_nsys_in, NSYS_INSTALL_GLOBS};
 pub use run::{run_profiled, strip_ansi};
 pub use summary::{nvtx_base_name, StatsSummary};
+pub use timed::{fill_scope, read_timed_passes, restricted_to, TimedPasses, TIMED_RANGE};
 
 /// The `nsys stats` reports run_profiled asks for, in this order.
 pub const STATS_REPORTS: [&str; 3] = ["cuda_gpu_kern_sum", "nvtx_sum", "cuda_gpu_mem_time_sum"];

@@ -19,6 +19,7 @@ use tokbench_core::{BenchReport, Workload};
 
 use super::nsys::resolve_nsys;
 use super::summary::StatsSummary;
+use super::timed::{fill_scope, read_timed_passes, restricted_to};
 use super::{io_err, profile_name, ProfileConfig, ProfileError, ProfiledRun, STATS_REPORTS};
 
 /// How many bytes of a child's output are kept for error messages.
@@ -155,7 +156,9 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     let mut args: Vec<OsString> = ["profile", "-o"].map(OsString::from).to_vec();
     args.push(prefix.clone().into_os_string());
     // -t/-s/--cpuctxsw keep the capture small: without them a short torch run gave a 2 GB .qdstrm.
-    for a in ["--force-overwrite", "true", "-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none"] {
+    // --cuda-graph-trace=node: a replayed CUDA graph's kernels show one by one (by default nsys
+    // traces a graph launch as one unit, and the decode kernels vanish from the summary).
+    for a in ["--force-overwrite", "true", "-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none", "--cuda-graph-trace=node"] {
         args.push(a.into());
     }
     args.push(cfg.worker_exe.clone().into_os_string());
@@ -227,9 +230,10 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     }
     let stats_log = tmp.join("stats.log");
     let status = run_cancellable(cmd, "nsys stats", &stats_log, cancel);
-    // `nsys stats` exports REP.sqlite next to the report: as large as the report or larger,
-    // and only an intermediate here.
-    let _ = fs::remove_file(cfg.work_dir.join(format!("{name}.sqlite")));
+    // `nsys stats` exports REP.sqlite next to the report: read for the timed passes below, then
+    // removed (as large as the report or larger, and only an intermediate here).
+    let sqlite = cfg.work_dir.join(format!("{name}.sqlite"));
+    let _sqlite_scratch = RemoveOnDrop(sqlite.clone());
     let status = status?;
     if !status.success() {
         return Err(ProfileError::StatsFailed { rep, status: describe(&status), tail: tail_of(&stats_log) });
@@ -243,10 +247,25 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
         &console,
     )?;
 
+    let timed = if sqlite.is_file() {
+        read_timed_passes(&sqlite).map_err(|e| e.to_string())
+    } else {
+        Err(format!("nsys stats wrote no SQLite export ({})", sqlite.display()))
+    };
+    if let Err(reason) = &timed {
+        tracing::warn!(job = job_id, %reason, "the profile summary covers the whole process");
+    }
+    let summary = match &timed {
+        Ok(t) => restricted_to(summary, t),
+        Err(_) => summary,
+    };
+
+    let worker_pass_seconds = report.inference_metrics.total_inference_time_seconds;
     let m = &mut report.nsight_metrics;
     m.profile_file = Some(file_name.clone());
     m.profile_name = name.clone();
     summary.fill(m);
+    fill_scope(m, timed.as_ref().map_err(Clone::clone), worker_pass_seconds);
     Ok(ProfiledRun { report, nsys_rep: rep, file_name })
 }
 
@@ -254,7 +273,11 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if self.0.is_dir() {
+            let _ = fs::remove_dir_all(&self.0);
+        } else {
+            let _ = fs::remove_file(&self.0);
+        }
     }
 }
 

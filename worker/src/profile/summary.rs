@@ -97,8 +97,13 @@ impl StatsSummary {
         m.kernels = self.kernels.iter().take(TOP_KERNELS).cloned().collect();
         m.nvtx = self.nvtx.clone();
         m.memory_ops = self.memory_ops.clone();
-        if m.nvtx_ranges.is_empty() {
-            m.nvtx_ranges = self.nvtx.iter().map(|r| r.range.clone()).collect();
+        // What nsys saw, by base name (`inference [gpt2]` -> `inference`), first-seen order.
+        m.nvtx_ranges.clear();
+        for r in &self.nvtx {
+            let base = nvtx_base_name(&r.range).to_string();
+            if !m.nvtx_ranges.contains(&base) {
+                m.nvtx_ranges.push(base);
+            }
         }
     }
 }

@@ -47,8 +47,8 @@ impl<'a> GpuTimeChart<'a> {
     }
 
     fn category_color(i: usize) -> RGBColor {
-        // gemm, attention, norm+elementwise, memcpy, other.
-        [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3], RGBColor(160, 160, 160)][i]
+        // gemm, attention, norm+elementwise, memcpy, sampling, other (GpuTimeCategory::ALL).
+        [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3], PALETTE[4], RGBColor(160, 160, 160)][i]
     }
     fn text_on(c: RGBColor) -> RGBColor {
         let luma = 0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64;

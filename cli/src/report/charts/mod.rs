@@ -23,3 +23,6 @@ pub use self::draw::{ensure_fonts, PALETTE};
 pub use self::gpu_time::GpuTimeChart;
 pub use self::performance_graphs::PerformanceGraphs;
 pub use self::telemetry::{telemetry_lines, TelemetryChart};
+
+#[cfg(test)]
+mod tests;

@@ -48,19 +48,26 @@ impl<'a> TelemetryChart<'a> {
     pub fn new(lines: Vec<TelemetryLine<'a>>, subtitle: String) -> Self {
         TelemetryChart { lines, subtitle }
     }
+    fn legend_items(&self) -> Vec<(String, SeriesStyle)> {
+        self.lines.iter().enumerate().map(|(i, l)| (l.label.clone(), style(i))).collect()
+    }
+    fn legend_h(&self) -> u32 {
+        legend_height(&self.legend_items(), Self::W - 80) + 30
+    }
+    const W: u32 = 2000;
     fn dims(&self) -> (u32, u32) {
-        (1800, 1200)
+        (Self::W, 86 + 1140 + self.legend_h())
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> PResult {
         let body = header(root, "tokbench — GPU telemetry over time (NVML)", &self.subtitle)?;
-        let (plots, legend) = body.split_vertically(body.dim_in_pixel().1.saturating_sub(60));
+        let (plots, legend_area) = body.split_vertically(body.dim_in_pixel().1.saturating_sub(self.legend_h()));
         let panels = plots.split_evenly((2, 2));
         for (area, metric) in panels.iter().zip(METRICS.iter()) {
             self.panel(area, metric)?;
         }
-        let items: Vec<(String, RGBColor)> = self.lines.iter().enumerate().map(|(i, l)| (l.label.clone(), color(i))).collect();
-        let (w, _) = legend.dim_in_pixel();
-        legend_row(&legend, w as i32 / 2, 20, &items, true)?;
+        let (w, _) = legend_area.dim_in_pixel();
+        let (bx, by) = legend_area.get_base_pixel();
+        legend(root, bx + w as i32 / 2, by + 14, w - 80, &self.legend_items(), Swatch::Line)?;
         Ok(())
     }
     fn panel<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, (title, y_desc, f): &Metric) -> PResult {
@@ -83,14 +90,25 @@ impl<'a> TelemetryChart<'a> {
             .x_desc("seconds since the job's sampling started")
             .y_desc(*y_desc)
             .y_label_formatter(&|v| axis_num(*v))
+            .max_light_lines(1)
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(215, 215, 215))
             .axis_desc_style(font(15.0))
             .label_style(font(14.0))
             .draw()
             .map_err(e)?;
-        for (i, s) in series.into_iter().enumerate() {
-            chart.draw_series(LineSeries::new(s, color(i).stroke_width(2))).map_err(e)?;
+        // Each line with its marker at a few evenly spaced readings (staggered per line so the
+        // markers of lines on top of each other do not hide one another).
+        let n = series.len().max(1);
+        for (i, s) in series.iter().enumerate() {
+            let st = style(i);
+            chart.draw_series(LineSeries::new(s.clone(), st.color.stroke_width(2))).map_err(e)?;
+            let (bx, by) = area.get_base_pixel();
+            let marks: std::collections::BTreeSet<usize> = (0..6).map(|k| ((k as f64 + i as f64 / n as f64) * s.len() as f64 / 6.0) as usize).filter(|j| *j < s.len()).collect();
+            for p in marks.into_iter().map(|j| &s[j]) {
+                let (px, py) = chart.backend_coord(p);
+                draw_marker(area, (px - bx, py - by), st.marker, st.color, 5, false)?;
+            }
         }
         Ok(())
     }
