@@ -105,7 +105,7 @@ def compare(path, out_rows):
         json.dump(w, open(wfile, "w"))
         out_json = os.path.join(OUT, f"{tag}.rerun.json")
         engines.append(gv.TokbenchEngine([WORKER, "bench", "--workload-file", wfile, "--json", out_json, "--quiet"], out_json))
-    for name, static in (("hf_dynamic", False), ("hf_static", True)):
+    for name, static in (("hf_dynamic", False), ("hf_static", True), ("hf_static_reuse", "reuse")):
         if name not in ENGINES:
             continue
         try:
@@ -142,7 +142,8 @@ def compare(path, out_rows):
                 r["prompt_tokens"] = sorted({o["prompt_tokens"] for o in e.report.get("outputs", [])})
         row["engines"][e.name] = r
     E = row["engines"]
-    for a, c in (("tokbench", "hf_dynamic"), ("tokbench", "hf_static"), ("hf_static", "hf_dynamic")):
+    for a, c in (("tokbench", "hf_dynamic"), ("tokbench", "hf_static"), ("hf_static", "hf_dynamic"),
+                 ("tokbench", "hf_static_reuse"), ("hf_static_reuse", "hf_dynamic")):
         if a in E and c in E:
             row[f"tok_s_ratio_{a}/{c}"] = E[a]["tok_s"] / E[c]["tok_s"]
     if errors:

@@ -80,7 +80,7 @@ impl<'a> GpuTimeChart<'a> {
             let y = Self::TOP + Self::LEGEND_H + (Self::BAR_H + Self::BAR_GAP) * r as i32;
             root.draw_text(&entry.label, &bold(15.0).pos(Pos::new(HPos::Left, VPos::Center)), (x0, y + Self::BAR_H / 2 - 8)).map_err(e)?;
             let total_ms = entry.split.total_ns() as f64 / 1e6;
-            root.draw_text(&format!("{total_ms:.1} ms GPU time"), &font(13.0).color(&MUTED).pos(Pos::new(HPos::Left, VPos::Center)), (x0, y + Self::BAR_H / 2 + 10))
+            root.draw_text(&format!("{total_ms:.1} ms GPU time, {}", entry.scope), &font(13.0).color(&MUTED).pos(Pos::new(HPos::Left, VPos::Center)), (x0, y + Self::BAR_H / 2 + 10))
                 .map_err(e)?;
             let mut x = bar_x0 as f64;
             for (i, (_, pct)) in entry.percents().iter().enumerate() {
