@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backup;
 pub mod service;
 pub mod store;
 pub mod validate;
@@ -149,7 +150,7 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         tracing::info!(jobs = refreshed, lease_ms = config.lease_ms, "gave active jobs a fresh lease after start");
     }
     let artifacts_dir = config.artifacts_dir();
-    std::fs::create_dir_all(&artifacts_dir).with_context(|| format!("cannot create the artifacts directory {}", artifacts_dir.display()))?;
+    backup::create_private_dir(&artifacts_dir).with_context(|| format!("cannot create the artifacts directory {}", artifacts_dir.display()))?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,19 +1,45 @@
-//! `tokbench-coordinator`: serve the job queue until SIGTERM / Ctrl-C.
+//! `tokbench-coordinator`: serve the job queue until SIGTERM / Ctrl-C (`serve`, the default:
+//! `tokbench-coordinator [serve] --listen .. --database ..`), or back its database up / restore it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tokbench_coordinator::CoordinatorConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "tokbench-coordinator", version, about = "tokbench's coordinator: a durable benchmark-job queue (SQLite) served over gRPC")]
-struct Args {
+#[command(
+    name = "tokbench-coordinator",
+    version,
+    about = "tokbench's coordinator: a durable benchmark-job queue (SQLite) served over gRPC",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Serving flags (the same as `serve`'s; serving is the default).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the job queue (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Copy the database to a new file, consistently, while the coordinator runs (VACUUM INTO).
+    Backup(BackupArgs),
+    /// Replace (or create) a database with a backup, after checking it; the coordinator must be stopped.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// Address to listen on (port 0: any free port; the chosen one is logged).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// SQLite database file (created if missing).
+    /// SQLite database file (created if missing, owner-only).
     #[arg(long, default_value = "tokbench.db")]
     database: PathBuf,
     /// Shared token every client and worker must send (`authorization: Bearer <token>`).
@@ -31,9 +57,35 @@ struct Args {
     /// Attempts per job before it is marked failed.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
-    /// Directory for uploaded artifacts (default: <database>.artifacts/).
+    /// Directory for uploaded artifacts (default: <database>.artifacts/, created owner-only).
     #[arg(long)]
     artifacts_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// The database the coordinator serves (it may be running).
+    #[arg(long, default_value = "tokbench.db")]
+    database: PathBuf,
+    /// The backup file to write (owner-only); must not exist unless --force.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// A file written by `tokbench-coordinator backup`.
+    #[arg(long)]
+    from: PathBuf,
+    /// The database to create; then start the coordinator with this --database.
+    #[arg(long, default_value = "tokbench.db")]
+    database: PathBuf,
+    /// Replace --database if it exists (refused while a coordinator has it open).
+    #[arg(long)]
+    force: bool,
 }
 
 #[tokio::main]
@@ -42,7 +94,25 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let a = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(a)) => serve(a).await,
+        Some(Command::Backup(a)) => {
+            let s = tokbench_coordinator::backup::backup(&a.database, &a.out, a.force).await?;
+            println!("backed up {} to {}: {s}", a.database.display(), a.out.display());
+            Ok(())
+        }
+        Some(Command::Restore(a)) => {
+            let s = tokbench_coordinator::backup::restore(&a.from, &a.database, a.force).await?;
+            println!("restored {} into {}: {s}", a.from.display(), a.database.display());
+            println!("start the coordinator with --database {}", a.database.display());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let handle = tokbench_coordinator::spawn(CoordinatorConfig {
         listen: a.listen,
         database: a.database,

@@ -53,6 +53,8 @@ impl From<StoreError> for Status {
         match e {
             StoreError::NotFound(m) => Status::not_found(m),
             StoreError::InvalidArgument(m) => Status::invalid_argument(m),
+            StoreError::PermissionDenied(m) => Status::permission_denied(m),
+            StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
             e @ StoreError::WorkerNotRegistered { .. } => Status::failed_precondition(e.to_string()),
             e @ StoreError::Closed => Status::unavailable(e.to_string()),
             other => {
@@ -453,13 +455,26 @@ impl WorkerQueue for Service {
         if name.is_empty() || name.len() > 255 || name.contains('/') || name.contains('\\') || name == "." || name == ".." || name.contains('\0') {
             return Err(Status::invalid_argument(format!("artifact file_name \"{name}\" is invalid: give a plain file name (no directories), up to 255 bytes")));
         }
-        self.0.store.job_exists(&first.job_id).await?;
+        // Only the worker that held this attempt may attach artifacts to it.
+        self.0.store.check_attempt_holder(&first.job_id, first.attempt, &first.worker_id).await?;
         let artifact_id = uuid::Uuid::new_v4().to_string();
         let dir = self.0.artifacts_dir.join(&first.job_id);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| Status::internal(format!("cannot create artifact directory {}: {e}", dir.display())))?;
+        // Owner-only, like the artifacts directory itself (profiles can reveal prompts and code).
+        let mk = dir.clone();
+        tokio::task::spawn_blocking(move || crate::backup::create_private_dir(&mk))
+            .await
+            .map_err(|e| Status::internal(format!("creating the artifact directory: {e}")))?
+            .map_err(|e| Status::internal(format!("cannot create artifact directory {}: {e}", dir.display())))?;
         let path = dir.join(format!("{artifact_id}-{name}"));
         let result = async {
-            let mut file = tokio::fs::File::create(&path).await.map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .await
+                .map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;
             let mut hasher = Sha256::new();
             let mut size: u64 = 0;
             let mut chunk = Some(first.data.clone());

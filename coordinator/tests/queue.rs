@@ -84,12 +84,17 @@ async fn complete_with_lease_next_leases_in_the_same_call_and_a_retry_never_leas
     let mut q = queue(&url, None).await;
     q.register(RegisterRequest { worker_id: "w1".into(), capabilities: Some(caps()) }).await.unwrap();
     let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(tiny_spec(&["tiny-opt"], &[1, 2, 3], 1)) }).await.unwrap().into_inner();
-    let report_json = serde_json::to_string(&template_report().await).unwrap();
+    let template = template_report().await;
+    // The engine's report for each job is of that job's workload (the coordinator checks).
     let complete = |job: &LeasedJob| CompleteJobRequest {
         worker_id: "w1".into(),
         job_id: job.job_id.clone(),
         attempt: job.attempt,
-        report_json: report_json.clone(),
+        report_json: {
+            let mut r = template.clone();
+            r.workload = serde_json::from_str(&job.workload_json).unwrap();
+            serde_json::to_string(&r).unwrap()
+        },
         timings: None,
         lease_next: Some(NextLease { memory_free_bytes: 0 }),
     };

@@ -8,6 +8,7 @@
 //! service maps them to statuses.
 
 mod artifacts;
+mod attempts;
 mod queue;
 mod rows;
 mod runs;
@@ -27,6 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::Connection;
 use tokio::sync::mpsc;
 
+pub use attempts::{AttemptOutcome, AttemptRow};
 pub use queue::{CompleteOutcome, FailOutcome, HeartbeatOutcome, Leased, NextLease};
 pub use runs::Completion;
 pub use rows::{ArtifactRow, Changes, JobRow, RunRow, SweepRow, WorkerRow};
@@ -50,6 +52,12 @@ pub enum StoreError {
     /// The request contradicts what is stored (e.g. a report of an attempt that was never leased).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The caller is not the worker that holds (or held) the attempt it reports on.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is well formed but the job is not in a state that allows it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A worker called before registering.
     #[error("worker \"{worker_id}\" is not registered with this coordinator: call Register first")]
     WorkerNotRegistered { worker_id: String },
@@ -79,6 +87,8 @@ pub struct Store {
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Store> {
+        // Owner-only (0600) from the start; SQLite gives -wal and -shm the same permissions.
+        crate::backup::create_private_file(path).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)

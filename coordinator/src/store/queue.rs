@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
+use super::attempts::{attempt_succeeded, check_holder, end_attempt, end_open_attempts, record_lease, workload_mismatches, AttemptOutcome};
 use super::rows::{Changes, JobRow, JOB_COLUMNS, JOB_RETURNING};
 use super::runs::{insert_run, Completion};
 use super::states::JobState;
@@ -64,6 +65,8 @@ impl Store {
             Box::pin(async move {
                 let now = now_ms();
                 let expires = now + lease_ms as i64;
+                // Only the worker that held this attempt may heartbeat it (nothing is written otherwise).
+                check_holder(c, &j, attempt, &w).await?;
                 let before = sqlx::query("SELECT state, attempts, worker_id FROM jobs WHERE id = ?").bind(&j).fetch_optional(&mut *c).await?;
                 let Some(before) = before else {
                     return Err(StoreError::NotFound(format!("no job with id \"{j}\"")));
@@ -136,6 +139,7 @@ impl Store {
                 let max_attempts: i64 = job.get("max_attempts");
                 let owner: Option<String> = job.get("worker_id");
                 let sweep_id: String = job.get("sweep_id");
+                check_holder(c, &job_id, attempt, &worker_id).await?;
                 if attempts != attempt as i64 || owner.as_deref() != Some(worker_id.as_str()) || !state.is_held() {
                     return Ok(FailOutcome::Stale { reason: format!("job is {state} at attempt {attempts}; this failure of attempt {attempt} changes nothing") });
                 }
@@ -151,6 +155,7 @@ impl Store {
                     .execute(&mut *c)
                     .await?;
                 sqlx::query("UPDATE workers SET last_seen = ?, current_job_id = NULL WHERE id = ? AND current_job_id = ?").bind(now).bind(&worker_id).bind(&job_id).execute(&mut *c).await?;
+                end_attempt(c, &job_id, attempts, if will_retry { AttemptOutcome::Retried } else { AttemptOutcome::Failed }, now).await?;
                 let mut changes = Changes::default();
                 changes.jobs.push(job_by_id(&mut *c, &job_id).await?);
                 if !will_retry {
@@ -181,7 +186,7 @@ impl Store {
                         queued_at = CASE WHEN attempts >= max_attempts THEN queued_at ELSE ?1 END,
                         lease_expires_at = NULL, updated_at = ?1
                      WHERE state IN ('leased', 'running') AND lease_expires_at < ?1
-                     RETURNING id, sweep_id, state",
+                     RETURNING id, sweep_id, state, attempts",
                 )
                 .bind(now)
                 .fetch_all(&mut *c)
@@ -190,6 +195,7 @@ impl Store {
                 let mut sweeps = Vec::new();
                 for r in &rows {
                     let id: String = r.get("id");
+                    end_attempt(c, &id, r.get("attempts"), AttemptOutcome::Expired, now).await?;
                     changes.jobs.push(job_by_id(&mut *c, &id).await?);
                     let sweep: String = r.get("sweep_id");
                     let state: JobState = r.try_get("state")?;
@@ -262,6 +268,7 @@ async fn lease_in(c: &mut SqliteConnection, worker_id: &str, backend: &str, free
         .await?;
     // A queued job has no run: run_id stays NULL.
     let Some(job) = job else { return Ok(None) };
+    record_lease(c, &job.id, job.attempts as i64, worker_id, now).await?;
     sqlx::query("UPDATE workers SET last_seen = ?, current_job_id = ? WHERE id = ?").bind(now).bind(&job.id).bind(worker_id).execute(&mut *c).await?;
     Ok(Some(Leased { job, lease_expires_at: expires, fresh: true }))
 }
@@ -289,21 +296,31 @@ async fn next_lease_in(c: &mut SqliteConnection, worker_id: &str, completed_job_
 async fn complete_in(c: &mut SqliteConnection, done: &Completion) -> Result<CompleteOutcome> {
     let now = now_ms();
     let job_id = done.job_id.as_str();
-    let Some(job) = sqlx::query("SELECT j.state, j.attempts, j.sweep_id, j.model, j.batch_size, r.id AS run_id, r.attempt AS run_attempt FROM jobs j LEFT JOIN runs r ON r.job_id = j.id WHERE j.id = ?")
+    let Some(job) = sqlx::query("SELECT j.state, j.attempts, j.sweep_id, j.model, j.batch_size, j.workload_json, r.id AS run_id, r.attempt AS run_attempt FROM jobs j LEFT JOIN runs r ON r.job_id = j.id WHERE j.id = ?")
         .bind(job_id)
         .fetch_optional(&mut *c)
         .await?
     else {
         return Err(StoreError::NotFound(format!("no job with id \"{job_id}\": the report belongs to a job this coordinator does not know (was the database replaced?)")));
     };
-    if let Some(run_id) = job.get::<Option<String>, _>("run_id") {
-        return Ok(CompleteOutcome::Duplicate { run_id, attempt: job.get("run_attempt") });
-    }
     let state: JobState = job.try_get("state")?;
     let attempts: i64 = job.get("attempts");
     let attempt = done.attempt;
     if attempt == 0 || attempt as i64 > attempts {
         return Err(StoreError::InvalidArgument(format!("job {job_id} has had {attempts} attempt(s); attempt {attempt} was never leased")));
+    }
+    // Only the worker that held this attempt may report it (a retried report included).
+    check_holder(c, job_id, attempt, &done.worker_id).await?;
+    if let Some(run_id) = job.get::<Option<String>, _>("run_id") {
+        return Ok(CompleteOutcome::Duplicate { run_id, attempt: job.get("run_attempt") });
+    }
+    // The report must be of this job's workload (the worker runs it on its own device).
+    let mismatches = workload_mismatches(job.get("workload_json"), &done.report.workload);
+    if !mismatches.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "the report does not belong to job {job_id}: its workload differs from the job's ({}); nothing was stored",
+            mismatches.join("; ")
+        )));
     }
     if state == JobState::Cancelled {
         return Ok(CompleteOutcome::Dropped { reason: "the job was cancelled before its report arrived".into() });
@@ -316,6 +333,9 @@ async fn complete_in(c: &mut SqliteConnection, done: &Completion) -> Result<Comp
     // Whatever state the job was in (a stale attempt may finish after its lease expired and
     // the job was requeued or even failed), a real result makes it succeeded.
     let mut row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(SUCCEEDED_SQL.as_str())).bind(now).bind(job_id).fetch_one(&mut *c).await?;
+    attempt_succeeded(c, job_id, attempt as i64, now).await?;
+    // A newer attempt another worker holds has nothing left to do.
+    end_open_attempts(c, job_id, AttemptOutcome::Cancelled, now).await?;
     row.run_id = Some(run_id.clone());
     sqlx::query("UPDATE artifacts SET run_id = ? WHERE job_id = ? AND attempt = ?").bind(&run_id).bind(job_id).bind(attempt as i64).execute(&mut *c).await?;
     sqlx::query("UPDATE workers SET last_seen = ?, current_job_id = NULL WHERE id = ? AND current_job_id = ?").bind(now).bind(&done.worker_id).bind(job_id).execute(&mut *c).await?;

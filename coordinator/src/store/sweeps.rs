@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
+use super::attempts::{end_open_attempts, AttemptOutcome};
 use super::rows::{Changes, JobRow, SweepRow};
 use super::states::{JobState, SweepState};
 use super::{job_by_id, jobs_of_sweep, now_ms, Result, Store, StoreError};
@@ -122,6 +123,7 @@ impl Store {
                     .fetch_optional(&mut *c)
                     .await?;
                 for id in &ids {
+                    end_open_attempts(c, id, AttemptOutcome::Cancelled, now).await?;
                     changes.jobs.push(job_by_id(&mut *c, id).await?);
                 }
                 if was_running.is_some() {
