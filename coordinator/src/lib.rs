@@ -37,7 +37,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use tokbench_proto::auth::RequireToken;
+use tokbench_proto::auth::{Credentials, Role, TokenSet};
 use tokbench_proto::v1::benchmarks_server::BenchmarksServer;
 use tokbench_proto::v1::worker_queue_server::WorkerQueueServer;
 
@@ -53,8 +53,13 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// SQLite database file (created if missing).
     pub database: PathBuf,
-    /// Shared token required from every client and worker (`authorization: Bearer <token>`).
+    /// Shared token accepted from every client and worker (`authorization: Bearer <token>`).
     pub token: Option<String>,
+    /// Client tokens (Benchmarks service) and worker tokens (WorkerQueue service), one per line
+    /// or `sha256:<hex>` (see `tokbench_proto::auth::TokenSet::parse_file`). With either, a
+    /// client token cannot call the worker service and a worker token cannot call the client one.
+    pub client_token_file: Option<PathBuf>,
+    pub worker_token_file: Option<PathBuf>,
     /// Lease period in milliseconds: a worker that does not heartbeat for this long loses its job.
     pub lease_ms: u64,
     /// Attempts per job (leases that expired or failed retryably) before it is failed.
@@ -72,6 +77,8 @@ impl Default for CoordinatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database: PathBuf::from("tokbench.db"),
             token: None,
+            client_token_file: None,
+            worker_token_file: None,
             lease_ms: 15_000,
             max_attempts: 3,
             artifacts_dir: None,
@@ -131,7 +138,14 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     if config.max_attempts == 0 {
         anyhow::bail!("max_attempts must be at least 1 (the default is 3)");
     }
-    let auth = RequireToken::new(config.token.as_deref()).context("--token")?;
+    let credentials = credentials(&config)?;
+    if credentials.separated() {
+        tracing::info!(client_tokens = credentials.clients.len(), worker_tokens = credentials.workers.len(), shared_token = !credentials.shared.is_empty(), "separate client and worker credentials");
+    } else if credentials.required() {
+        tracing::warn!("one shared token for clients and workers: any client can act as a worker; give --client-token-file and --worker-token-file to separate them");
+    } else {
+        tracing::warn!("no token: anyone who can reach this address can submit sweeps and act as a worker");
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -190,8 +204,8 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(InterceptedService::new(benchmarks, auth.clone()))
-        .add_service(InterceptedService::new(queue, auth));
+        .add_service(InterceptedService::new(benchmarks, credentials.require(Role::Client)))
+        .add_service(InterceptedService::new(queue, credentials.require(Role::Worker)));
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = server_shutdown.wait_for(|s| *s).await;
@@ -199,8 +213,28 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
 
     let reaper = tokio::spawn(reaper_loop(shared.clone(), shutdown_rx));
     tracing::info!(%local_addr, database = %config.database.display(), lease_ms = config.lease_ms, max_attempts = config.max_attempts,
-        auth = config.token.is_some(), tls = config.tls_cert.is_some(), "coordinator listening");
+        auth = credentials.required(), separate_roles = credentials.separated(), tls = config.tls_cert.is_some(), "coordinator listening");
     Ok(CoordinatorHandle { local_addr, shutdown: shutdown_tx, server, reaper, shared })
+}
+
+/// The shared token and the client / worker token files as one set of credentials.
+fn credentials(config: &CoordinatorConfig) -> anyhow::Result<Credentials> {
+    let shared = match config.token.as_deref() {
+        Some(t) => TokenSet::from_tokens([t]).context("--token")?,
+        None => TokenSet::default(),
+    };
+    let read = |path: &Option<PathBuf>, flag: &str| -> anyhow::Result<TokenSet> {
+        let Some(path) = path else { return Ok(TokenSet::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+        TokenSet::parse_file(&text, &path.display().to_string()).with_context(|| flag.to_string())
+    };
+    let clients = read(&config.client_token_file, "--client-token-file")?;
+    let workers = read(&config.worker_token_file, "--worker-token-file")?;
+    if shared.is_empty() && (clients.is_empty() != workers.is_empty()) {
+        let (given, missing) = if clients.is_empty() { ("--worker-token-file", "--client-token-file") } else { ("--client-token-file", "--worker-token-file") };
+        anyhow::bail!("{given} is given without {missing} (and no --token): the other role could not connect at all; give {missing} too");
+    }
+    Ok(Credentials { shared, clients, workers })
 }
 
 async fn reaper_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

@@ -42,9 +42,17 @@ struct ServeArgs {
     /// SQLite database file (created if missing, owner-only).
     #[arg(long, default_value = "tokbench.db")]
     database: PathBuf,
-    /// Shared token every client and worker must send (`authorization: Bearer <token>`).
+    /// Shared token every client and worker may send (`authorization: Bearer <token>`). Alone,
+    /// any client can act as a worker: prefer --client-token-file and --worker-token-file.
     #[arg(long, env = "TOKBENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Tokens of clients (`tokbench`: sweeps, runs, reports), one per line or `sha256:<hex>`;
+    /// several lines = several valid tokens (rotation).
+    #[arg(long)]
+    client_token_file: Option<PathBuf>,
+    /// Tokens of workers (`tokbench-worker serve`: leases and results), same format.
+    #[arg(long)]
+    worker_token_file: Option<PathBuf>,
     /// PEM certificate chain: serve TLS (needs --tls-key too).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -117,6 +125,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         listen: a.listen,
         database: a.database,
         token: a.token,
+        client_token_file: a.client_token_file,
+        worker_token_file: a.worker_token_file,
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
         artifacts_dir: a.artifacts_dir,

@@ -42,6 +42,8 @@ pub enum AuthError {
     Connect { url: String, source: tonic::transport::Error },
     #[error("{}", tls_failure_message(.url, .cause))]
     TlsHandshake { url: String, cause: String },
+    #[error("token file {file}{}: {why}", if *.line > 0 { format!(", line {line}") } else { String::new() })]
+    BadTokenFile { file: String, line: usize, why: String },
 }
 
 /// Client side: adds `authorization: Bearer <token>` to every request (nothing when no token).
@@ -70,40 +72,195 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// Server side: rejects requests without the right `authorization: Bearer <token>` with
-/// `Unauthenticated`. With no token configured every request passes.
+/// Who a token speaks for. The coordinator serves clients (`Benchmarks`: sweeps, runs,
+/// reports) and workers (`WorkerQueue`: leases and results) under separate credentials, so a
+/// client cannot act as a worker and forge results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Worker,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// A set of accepted tokens, kept as SHA-256 hashes (the coordinator holds no plaintext token
+/// after start-up) and compared in constant time against every entry.
 #[derive(Clone, Debug, Default)]
+pub struct TokenSet {
+    hashes: Vec<[u8; 32]>,
+}
+
+impl TokenSet {
+    /// Plain tokens.
+    pub fn from_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Result<TokenSet, AuthError> {
+        let mut set = TokenSet::default();
+        for t in tokens {
+            if t.is_empty() {
+                return Err(AuthError::EmptyToken);
+            }
+            // A token that cannot be sent as a header could never match: refuse it now.
+            BearerToken::new(Some(t))?;
+            set.hashes.push(sha256(t.as_bytes()));
+        }
+        Ok(set)
+    }
+
+    /// A token file: one token per line; `sha256:<64 hex digits>` lines give a token by its hash
+    /// (so the file need not hold the secret); blank lines and lines starting with `#` are
+    /// skipped. Several lines = several valid tokens (rotation: add the new one, move clients
+    /// over, remove the old one).
+    pub fn parse_file(text: &str, file: &str) -> Result<TokenSet, AuthError> {
+        let mut set = TokenSet::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(hex) = line.strip_prefix("sha256:") {
+                let bytes = decode_hex(hex.trim()).ok_or_else(|| AuthError::BadTokenFile {
+                    file: file.into(),
+                    line: n + 1,
+                    why: "a sha256: line needs 64 hex digits (e.g. the output of `printf %s TOKEN | sha256sum`)".into(),
+                })?;
+                set.hashes.push(bytes);
+            } else {
+                BearerToken::new(Some(line)).map_err(|e| AuthError::BadTokenFile { file: file.into(), line: n + 1, why: e.to_string() })?;
+                set.hashes.push(sha256(line.as_bytes()));
+            }
+        }
+        if set.hashes.is_empty() {
+            return Err(AuthError::BadTokenFile { file: file.into(), line: 0, why: "it holds no token (one per line; # starts a comment)".into() });
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `token` is in the set; looks at every entry whatever matches (no early exit).
+    pub fn contains(&self, token: &str) -> bool {
+        let h = sha256(token.as_bytes());
+        self.hashes.iter().fold(false, |found, e| found | constant_time_eq(e, &h))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The coordinator's credentials: a shared token (every caller), and/or separate client and
+/// worker token sets. Empty everywhere: no authentication.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub shared: TokenSet,
+    pub clients: TokenSet,
+    pub workers: TokenSet,
+}
+
+impl Credentials {
+    /// Whether any token is required.
+    pub fn required(&self) -> bool {
+        !(self.shared.is_empty() && self.clients.is_empty() && self.workers.is_empty())
+    }
+
+    /// Whether clients and workers have credentials of their own.
+    pub fn separated(&self) -> bool {
+        !self.clients.is_empty() || !self.workers.is_empty()
+    }
+
+    /// The check for the service that `role` calls.
+    pub fn require(&self, role: Role) -> RequireToken {
+        RequireToken { creds: Some(Arc::new(self.clone())).filter(|c| c.required()), role }
+    }
+}
+
+/// Server side: rejects requests without an accepted `authorization: Bearer <token>` for its
+/// service's role with `Unauthenticated` (a token of the other role: `PermissionDenied`). With no
+/// token configured every request passes.
+#[derive(Clone, Debug)]
 pub struct RequireToken {
-    expected: Option<Arc<str>>,
+    creds: Option<Arc<Credentials>>,
+    role: Role,
+}
+
+impl Default for RequireToken {
+    fn default() -> Self {
+        RequireToken { creds: None, role: Role::Client }
+    }
 }
 
 impl RequireToken {
+    /// One shared token for clients and workers (None: no authentication).
     pub fn new(token: Option<&str>) -> Result<Self, AuthError> {
         match token {
-            None => Ok(RequireToken { expected: None }),
-            Some("") => Err(AuthError::EmptyToken),
-            Some(t) => {
-                // A token that cannot be sent as a header could never match: refuse it now.
-                BearerToken::new(Some(t))?;
-                Ok(RequireToken { expected: Some(Arc::from(t)) })
-            }
+            None => Ok(RequireToken::default()),
+            Some(t) => Ok(Credentials { shared: TokenSet::from_tokens([t])?, ..Default::default() }.require(Role::Client)),
         }
     }
 
     pub fn check(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        let Some(expected) = &self.expected else { return Ok(()) };
+        let Some(creds) = &self.creds else { return Ok(()) };
         let Some(value) = metadata.get(AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "missing token: this coordinator requires `authorization: Bearer <token>`; pass --token (or set TOKBENCH_TOKEN) to the same value the coordinator was started with",
-            ));
+            return Err(Status::unauthenticated(format!(
+                "missing token: this coordinator requires `authorization: Bearer <token>`; pass --token (or set TOKBENCH_TOKEN) to a {} token of the coordinator",
+                self.role.name()
+            )));
         };
         let given = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        let own = match self.role {
+            Role::Client => &creds.clients,
+            Role::Worker => &creds.workers,
+        };
+        let other = match self.role {
+            Role::Client => &creds.workers,
+            Role::Worker => &creds.clients,
+        };
+        // Evaluate every set (no early exit: timing does not tell which set a guess hit).
+        let (in_shared, in_own, in_other) = (creds.shared.contains(given), own.contains(given), other.contains(given));
+        if in_shared || in_own {
             Ok(())
+        } else if in_other {
+            Err(Status::permission_denied(format!(
+                "this is a {other_role} token: the {service} service takes {role} tokens only (a {other_role} cannot act as a {role}); use a token from the coordinator's --{role}-token-file",
+                other_role = match self.role {
+                    Role::Client => "worker",
+                    Role::Worker => "client",
+                },
+                role = self.role.name(),
+                service = match self.role {
+                    Role::Client => "Benchmarks (client)",
+                    Role::Worker => "WorkerQueue (worker)",
+                },
+            )))
         } else {
-            Err(Status::unauthenticated(
-                "wrong token: the `authorization: Bearer <token>` sent does not match the coordinator's; pass the coordinator's --token / TOKBENCH_TOKEN value",
-            ))
+            Err(Status::unauthenticated(format!(
+                "wrong token: the `authorization: Bearer <token>` sent is not one of the coordinator's {} tokens; pass the right --token / TOKBENCH_TOKEN value",
+                self.role.name()
+            )))
         }
     }
 }
