@@ -74,7 +74,15 @@ pub async fn run(mut args: SweepArgs, ui: &Ui) -> CliResult<u8> {
         max_jobs: None,
         ca_cert: None,
     };
-    let worker = tokio::spawn(tokbench_worker::serve::run(worker_config, async move {
+    // Local mode runs on the user's own machine: its worker may load the directories the user
+    // named (and only those), like `tokbench-worker bench` does.
+    let models_dirs: Vec<std::path::PathBuf> = args
+        .models
+        .iter()
+        .filter_map(|m| std::path::Path::new(m.strip_prefix("local:").unwrap_or(m)).canonicalize().ok())
+        .filter(|p| p.is_dir())
+        .collect();
+    let worker = tokio::spawn(tokbench_worker::serve::run_with_models_dirs(worker_config, models_dirs, async move {
         let _ = stop_rx.await;
     }));
 

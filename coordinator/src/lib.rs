@@ -66,6 +66,13 @@ pub struct CoordinatorConfig {
     pub max_attempts: u32,
     /// Where uploaded artifacts go; None: `<database>.artifacts/` next to the database.
     pub artifacts_dir: Option<PathBuf>,
+    /// Largest gRPC message accepted or sent, bytes (a larger request gets OUT_OF_RANGE, "decoded
+    /// message length too large", on a connection that stays usable).
+    pub max_message_bytes: usize,
+    /// Largest artifact file accepted, bytes.
+    pub max_artifact_bytes: u64,
+    /// Total bytes of stored artifacts the coordinator keeps at most (None: no quota).
+    pub artifact_quota_bytes: Option<u64>,
     /// PEM certificate chain and private key: serve TLS when both are given.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -82,6 +89,9 @@ impl Default for CoordinatorConfig {
             lease_ms: 15_000,
             max_attempts: 3,
             artifacts_dir: None,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_artifact_bytes: crate::service::MAX_ARTIFACT_BYTES,
+            artifact_quota_bytes: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -179,6 +189,9 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         lease_ms: config.lease_ms,
         max_attempts: config.max_attempts,
         artifacts_dir,
+        max_artifact_bytes: config.max_artifact_bytes,
+        artifact_quota_bytes: config.artifact_quota_bytes,
+        artifact_bytes_in_flight: std::sync::atomic::AtomicU64::new(0),
         queue_changed: Notify::new(),
         events,
         shutdown: shutdown_rx.clone(),
@@ -194,8 +207,9 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         .build_v1()
         .context("building the reflection service")?;
 
-    let benchmarks = BenchmarksServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let queue = WorkerQueueServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let max_message = config.max_message_bytes;
+    let benchmarks = BenchmarksServer::new(svc.clone()).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
+    let queue = WorkerQueueServer::new(svc).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
 
     let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10))).http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = tls {

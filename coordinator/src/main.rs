@@ -68,6 +68,12 @@ struct ServeArgs {
     /// Directory for uploaded artifacts (default: <database>.artifacts/, created owner-only).
     #[arg(long)]
     artifacts_dir: Option<PathBuf>,
+    /// Largest artifact file accepted, bytes (larger uploads are refused and their partial file removed).
+    #[arg(long, default_value_t = tokbench_coordinator::service::MAX_ARTIFACT_BYTES)]
+    max_artifact_bytes: u64,
+    /// Total bytes of stored artifacts at most (default: no quota); an upload that would exceed it is refused.
+    #[arg(long)]
+    artifact_quota_bytes: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +136,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
         artifacts_dir: a.artifacts_dir,
+        max_message_bytes: tokbench_coordinator::MAX_MESSAGE_BYTES,
+        max_artifact_bytes: a.max_artifact_bytes,
+        artifact_quota_bytes: a.artifact_quota_bytes,
         tls_cert: a.tls_cert,
         tls_key: a.tls_key,
     })

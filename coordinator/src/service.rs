@@ -38,6 +38,12 @@ pub struct Shared {
     pub lease_ms: u64,
     pub max_attempts: u32,
     pub artifacts_dir: PathBuf,
+    /// Largest artifact file accepted, bytes.
+    pub max_artifact_bytes: u64,
+    /// Total bytes of stored artifacts at most (None: no quota).
+    pub artifact_quota_bytes: Option<u64>,
+    /// Bytes of uploads under way (counted against the quota with what is stored).
+    pub artifact_bytes_in_flight: std::sync::atomic::AtomicU64,
     /// Woken whenever a job becomes queued (submit, retry, expired lease).
     pub queue_changed: Notify,
     pub events: broadcast::Sender<SweepEvent>,
@@ -466,6 +472,15 @@ impl WorkerQueue for Service {
             .map_err(|e| Status::internal(format!("creating the artifact directory: {e}")))?
             .map_err(|e| Status::internal(format!("cannot create artifact directory {}: {e}", dir.display())))?;
         let path = dir.join(format!("{artifact_id}-{name}"));
+        let max_file = self.0.max_artifact_bytes;
+        let quota = self.0.artifact_quota_bytes;
+        let stored = match quota {
+            Some(_) => self.0.store.artifact_bytes_total().await?,
+            None => 0,
+        };
+        let in_flight = &self.0.artifact_bytes_in_flight;
+        // This upload's bytes so far, given back to the in-flight count whatever happens.
+        let mut counted: u64 = 0;
         let result = async {
             let mut file = tokio::fs::OpenOptions::new()
                 .write(true)
@@ -481,8 +496,17 @@ impl WorkerQueue for Service {
             loop {
                 if let Some(data) = chunk.take() {
                     size += data.len() as u64;
-                    if size > MAX_ARTIFACT_BYTES {
-                        return Err(Status::resource_exhausted(format!("artifact is larger than the limit of {MAX_ARTIFACT_BYTES} bytes (16 GiB)")));
+                    if size > max_file {
+                        return Err(Status::resource_exhausted(format!(
+                            "artifact {name} is larger than this coordinator's limit of {max_file} bytes per file (--max-artifact-bytes); nothing was kept"
+                        )));
+                    }
+                    let others = in_flight.fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst) - counted;
+                    counted += data.len() as u64;
+                    if let Some(q) = quota.filter(|q| stored + others + size > *q) {
+                        return Err(Status::resource_exhausted(format!(
+                            "artifact {name} would take the stored artifacts past this coordinator's quota of {q} bytes ({stored} bytes stored; --artifact-quota-bytes); nothing was kept: remove old artifacts or raise the quota"
+                        )));
                     }
                     hasher.update(&data);
                     file.write_all(&data).await.map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))?;
@@ -497,6 +521,7 @@ impl WorkerQueue for Service {
             Ok::<_, Status>((size, format!("{:x}", hasher.finalize())))
         }
         .await;
+        in_flight.fetch_sub(counted, std::sync::atomic::Ordering::SeqCst);
         let (size, sha) = match result {
             Ok(v) => v,
             Err(e) => {

@@ -25,23 +25,6 @@ async fn coordinator(dir: &std::path::Path, token: Option<&str>) -> CoordinatorH
     .unwrap()
 }
 
-fn in_process_worker(url: &str, id: &str) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = tokbench_worker::serve::WorkerConfig {
-        coordinator: url.into(),
-        device: tokbench_core::DeviceSpec::Cpu,
-        token: None,
-        worker_id: Some(id.into()),
-        nsys_path: None,
-        max_jobs: None,
-        ca_cert: None,
-    };
-    let h = tokio::spawn(tokbench_worker::serve::run(config, async move {
-        let _ = rx.await;
-    }));
-    (tx, h)
-}
-
 fn caps() -> WorkerCapabilities {
     WorkerCapabilities { hostname: "test".into(), backend: "cpu".into(), gpu_name: "none (cpu)".into(), tokbench_version: "test".into(), ..Default::default() }
 }
@@ -188,7 +171,7 @@ async fn unknown_model_fails_at_once_with_the_engine_error() {
     let dir = tempfile::tempdir().unwrap();
     let h = coordinator(dir.path(), None).await;
     let url = format!("http://{}", h.local_addr());
-    let (stop, worker) = in_process_worker(&url, "w1");
+    let (stop, worker) = in_process_worker(&url, "w1", Vec::new());
     let mut c = benchmarks(&url, None).await;
     let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(tiny_spec(&["no-such-model"], &[1], 2)) }).await.unwrap().into_inner();
     let s = wait_sweep(&mut c, &sub.sweep_id, Duration::from_secs(60), "the job to fail", |s| s.state != "running").await;
@@ -207,7 +190,7 @@ async fn cancel_stops_the_sweep_and_its_running_job() {
     let dir = tempfile::tempdir().unwrap();
     let h = coordinator(dir.path(), None).await;
     let url = format!("http://{}", h.local_addr());
-    let (stop, worker) = in_process_worker(&url, "w1");
+    let (stop, worker) = in_process_worker(&url, "w1", Vec::new());
     let mut c = benchmarks(&url, None).await;
     let sub = c.submit_sweep(SubmitSweepRequest { spec: Some(tiny_spec(&["tiny-opt"], &[1, 2], 2000)) }).await.unwrap().into_inner();
     let id = sub.sweep_id.clone();

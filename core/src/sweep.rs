@@ -2,7 +2,7 @@
 //! proto's `SweepSpec` carries it (its workload as JSON), the coordinator validates it here and
 //! stores it, and expands it into one job per (model, batch size).
 
-use crate::workload::{refuse, validate_model_name, WorkloadError, MAX_BATCH_SIZE};
+use crate::workload::{refuse, validate_submitted_model_name, WorkloadError, MAX_BATCH_SIZE};
 use crate::{Catalog, PromptSource, Workload};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -94,7 +94,7 @@ impl SweepPlan {
             return refuse(format!("{} models given; a sweep takes at most {MAX_MODELS}: split it into several sweeps", self.models.len()));
         }
         for (i, m) in self.models.iter().enumerate() {
-            validate_model_name(m)?;
+            validate_submitted_model_name(m)?;
             if self.models[..i].contains(m) {
                 return refuse(format!("model \"{m}\" is listed twice; list each model once"));
             }
@@ -113,6 +113,9 @@ impl SweepPlan {
         }
         if self.label.chars().count() > MAX_LABEL_CHARS {
             return refuse(format!("label is {} characters; the limit is {MAX_LABEL_CHARS}", self.label.chars().count()));
+        }
+        if let Some((i, c)) = self.label.chars().enumerate().find(|(_, c)| c.is_control()) {
+            return refuse(format!("label contains the control character {c:?} at character {i}; a label is one line of plain text: remove it"));
         }
         let mut jobs = Vec::with_capacity(self.models.len() * batch_sizes.len());
         for model in &self.models {
@@ -175,11 +178,32 @@ mod tests {
             (with(&|p| p.workload.prompts = PromptSource::Inline { prompts: vec!["p".into(); 4097] }), "4096"),
             (with(&|p| p.workload.sampling.top_p = Some(1.5)), "top_p"),
             (with(&|p| p.workload.kernels.gemv_max_rows = 20), "gemv_max_rows"),
+            (with(&|p| p.models = vec!["../../../../etc/passwd".into()]), "local:../../../../etc/passwd"),
+            (with(&|p| p.models = vec!["models/../../etc".into()]), "contains a \"..\" component"),
+            (with(&|p| p.models = vec!["/etc/passwd".into()]), "is an absolute path"),
+            (with(&|p| p.models = vec!["tiny\0opt".into()]), "control character '\\0' at character 4"),
+            (with(&|p| p.models = vec!["local:".into()]), "names no directory"),
+            (with(&|p| p.models = vec!["local:/a b".into()]), "only letters"),
+            (with(&|p| p.label = "nightly\u{1b}[31m".into()), "label contains the control character '\\u{1b}'"),
+            (with(&|p| p.label = "two\nlines".into()), "label contains the control character '\\n'"),
+            (with(&|p| p.workload.prompts = PromptSource::Inline { prompts: vec!["ok".into(), "a\0b".into()] }), "prompt 1 contains the control character '\\0' at character 1"),
+            (with(&|p| p.workload.prompts = PromptSource::Inline { prompts: vec!["bell\u{7}".into()] }), "prompt 0 contains the control character"),
         ];
         for (p, needle) in cases {
             let err = p.jobs().unwrap_err().to_string();
             assert!(err.contains(needle), "expected {needle:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn worker_local_models_and_prompt_whitespace_pass() {
+        let mut p = plan();
+        p.models = vec!["local:/models/llama".into(), "local:../models/x".into(), "./models/opt".into(), "facebook/opt-125m".into(), "tiny-opt".into()];
+        p.workload.prompts = PromptSource::Inline { prompts: vec!["line one\nline two\twith a tab\r\n".into()] };
+        let jobs = p.jobs().unwrap();
+        assert_eq!(jobs[0].model, "local:/models/llama");
+        // The worker's own check (bench runs any local path the user gives) takes absolute paths.
+        assert!(Workload { model: "/abs/checkout".into(), ..Workload::default() }.validate().is_ok());
     }
 
     #[test]

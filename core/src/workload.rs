@@ -134,6 +134,9 @@ pub const MAX_REPETITIONS: usize = 100;
 pub const MAX_WARMUP: usize = 100;
 pub const MAX_MODEL_NAME_CHARS: usize = 200;
 pub const MAX_INPUT_LEN: usize = 8192;
+/// The control characters a prompt may hold: newline, tab, and carriage return (a JSONL prompt
+/// file may carry Windows line ends inside a prompt).
+pub const PROMPT_CONTROL_CHARS: [char; 3] = ['\n', '\t', '\r'];
 
 /// A workload (or sweep) that cannot run; the message names the field, the limit and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -159,11 +162,29 @@ pub(crate) fn refuse<T>(message: String) -> Result<T, WorkloadError> {
     Err(WorkloadError(message))
 }
 
+/// Marks a model name as a directory on the worker (`local:/models/llama`). Without it a
+/// submitted name may not be an absolute path nor hold a `..` component (see
+/// [`validate_submitted_model_name`]); with it the worker still loads the directory only from
+/// under its `--models-dir`.
+pub const LOCAL_MODEL_PREFIX: &str = "local:";
+
+/// The first control character of `text` (NUL, ESC, DEL, ...) that `allowed` does not let
+/// through, with its character index.
+fn control_char(text: &str, allowed: &[char]) -> Option<(usize, char)> {
+    text.chars().enumerate().find(|(_, c)| c.is_control() && !allowed.contains(c))
+}
+
 /// Model names travel to workers that resolve them as catalog names, HF repo ids or local
 /// directories; this character set covers all three and keeps shell/SQL/path tricks out.
+/// A `local:` prefix ([`LOCAL_MODEL_PREFIX`]) marks a worker-local directory.
 pub fn validate_model_name(name: &str) -> Result<(), WorkloadError> {
     if name.is_empty() {
         return refuse("a model name is empty: give catalog names (e.g. tiny-opt, opt-125m), HF repo ids or worker-local paths".into());
+    }
+    if let Some((i, c)) = control_char(name, &[]) {
+        return refuse(format!(
+            "model name {name:?} contains the control character {c:?} at character {i}; model names are catalog names, HF repo ids or paths: remove it"
+        ));
     }
     if name.chars().count() > MAX_MODEL_NAME_CHARS {
         return refuse(format!(
@@ -172,10 +193,38 @@ pub fn validate_model_name(name: &str) -> Result<(), WorkloadError> {
             name.chars().count()
         ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
-        return refuse(format!("model name \"{name}\" contains {bad:?}; only letters, digits and . _ / - are allowed"));
+    let path = match name.strip_prefix(LOCAL_MODEL_PREFIX) {
+        Some("") => return refuse(format!("model name \"{name}\" names no directory: write {LOCAL_MODEL_PREFIX}/path/to/model")),
+        Some(path) => path,
+        None => name,
+    };
+    if let Some(bad) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
+        return refuse(format!(
+            "model name \"{name}\" contains {bad:?}; only letters, digits and . _ / - are allowed (after an optional {LOCAL_MODEL_PREFIX} prefix)"
+        ));
     }
     Ok(())
+}
+
+/// The stricter rule for model names a client submits to the coordinator (on top of
+/// [`validate_model_name`]): an absolute path or a `..` component names a place on the worker's
+/// disk, so it must be marked worker-local with [`LOCAL_MODEL_PREFIX`]. (`tokbench-worker bench`,
+/// run by the user on their own machine, takes any local path.)
+pub fn validate_submitted_model_name(name: &str) -> Result<(), WorkloadError> {
+    validate_model_name(name)?;
+    if name.starts_with(LOCAL_MODEL_PREFIX) {
+        return Ok(());
+    }
+    let what = if name.starts_with('/') {
+        "is an absolute path"
+    } else if name.split('/').any(|part| part == "..") {
+        "contains a \"..\" component"
+    } else {
+        return Ok(());
+    };
+    refuse(format!(
+        "model name \"{name}\" {what}: submitted models are catalog names (e.g. tiny-opt), Hugging Face repo ids (owner/name) or worker-local directories marked as such. To load a directory on the worker, write {LOCAL_MODEL_PREFIX}{name} (the worker loads it only from under its --models-dir)"
+    ))
 }
 
 impl Sampling {
@@ -212,6 +261,11 @@ impl PromptSource {
                     }
                     if p.trim().is_empty() {
                         return refuse(format!("prompt {i} is empty; remove empty lines from the prompt file"));
+                    }
+                    if let Some((at, c)) = control_char(p, &PROMPT_CONTROL_CHARS) {
+                        return refuse(format!(
+                            "prompt {i} contains the control character {c:?} at character {at}; prompts may hold newlines and tabs but no other control characters (NUL included): remove it"
+                        ));
                     }
                 }
             }

@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one benchmark here and now: load, generate, measure, write benchmark JSON.
-    Bench(tokbench_worker::bench_cli::BenchArgs),
+    Bench(BenchCmd),
     /// Register with a coordinator and run the jobs it hands out.
     Serve(tokbench_worker::serve::ServeArgs),
     /// Write a catalog model's synthetic weights as a Hugging Face checkpoint folder
@@ -21,6 +21,29 @@ enum Command {
     /// tokbench and transformers can be compared on identical weights.
     #[command(after_help = "Example:\n  tokbench-worker export-weights --model gpt2 --out /tmp/gpt2-synthetic\n  python3 -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('/tmp/gpt2-synthetic')\"")]
     ExportWeights(ExportWeightsArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchCmd {
+    #[command(flatten)]
+    args: tokbench_worker::bench_cli::BenchArgs,
+    /// Load local model directories only from under DIR (repeatable; checked after symlinks and
+    /// `..` are resolved). Default: any directory you name (TOKBENCH_MODELS_DIRS, a ':'-separated
+    /// list, restricts it too; `serve` sets it for the profiled jobs it runs).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    models_dirs: Vec<std::path::PathBuf>,
+}
+
+fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
+    use tokbench_worker::resolve::{with_model_policy, ModelPathPolicy};
+    let policy = match ModelPathPolicy::for_bench(cmd.models_dirs).canonical() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    with_model_policy(policy, || tokbench_worker::bench_cli::main(cmd.args))
 }
 
 #[derive(clap::Args)]
@@ -51,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => tokbench_worker::bench_cli::main(args),
+        Command::Bench(cmd) => bench(cmd),
         Command::Serve(args) => tokbench_worker::serve::main(args),
         Command::ExportWeights(args) => export_weights(args),
     }

@@ -4,11 +4,115 @@
 //!
 //! tokbench never downloads anything: real weights are used only when they are already on
 //! disk (a local directory, or the Hugging Face hub cache, i.e. as if HF_HUB_OFFLINE=1).
+//!
+//! Which local directories a name may reach is a [`ModelPathPolicy`]: `tokbench-worker bench`,
+//! run by the user, loads any directory (unless given `--models-dir`); `tokbench-worker serve`,
+//! whose jobs come from remote clients, loads directories only from under its `--models-dir`
+//! (none without it), checked after symlinks and `..` are resolved. A `local:` prefix marks a
+//! name as a directory (the form the coordinator needs for absolute paths and `..`).
 
 use crate::error::{EngineError, Result};
 use crate::weights::WeightSource;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use tokbench_core::workload::LOCAL_MODEL_PREFIX;
 use tokbench_core::{ArchConfig, Catalog, CatalogEntry, ConfigError, WeightsMode};
+
+/// The environment variable that restricts `tokbench-worker bench` like `--models-dir` (a
+/// PATH-style list; set but empty: no local directories at all). `serve` sets it for the
+/// profiled jobs it runs in child `bench` processes.
+pub const MODELS_DIRS_ENV: &str = "TOKBENCH_MODELS_DIRS";
+
+/// Which local directories a model name may load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelPathPolicy {
+    /// None: any local directory (the `bench` command run by the user on their own machine).
+    /// Some(dirs): only directories that, with symlinks and `..` resolved, lie under one of
+    /// `dirs` (an empty list: no local directories at all).
+    pub allowed_dirs: Option<Vec<PathBuf>>,
+}
+
+impl ModelPathPolicy {
+    /// Any local directory may be loaded.
+    pub fn any() -> Self {
+        ModelPathPolicy { allowed_dirs: None }
+    }
+
+    /// Only directories under `dirs` (none when empty).
+    pub fn only_under(dirs: Vec<PathBuf>) -> Self {
+        ModelPathPolicy { allowed_dirs: Some(dirs) }
+    }
+
+    /// `bench`'s policy: the `--models-dir` flags, else [`MODELS_DIRS_ENV`], else any directory.
+    pub fn for_bench(flags: Vec<PathBuf>) -> Self {
+        if !flags.is_empty() {
+            return Self::only_under(flags);
+        }
+        match std::env::var_os(MODELS_DIRS_ENV) {
+            Some(list) => Self::only_under(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect()),
+            None => Self::any(),
+        }
+    }
+
+    /// This policy with each allowed directory made absolute, symlinks resolved (what messages
+    /// list, and what a child process started elsewhere still finds); an error naming the flag
+    /// for one that is not a directory.
+    pub fn canonical(self) -> std::result::Result<Self, String> {
+        let Some(dirs) = self.allowed_dirs else { return Ok(self) };
+        let dirs = dirs
+            .into_iter()
+            .map(|d| match d.canonicalize() {
+                Ok(c) if c.is_dir() => Ok(c),
+                _ => Err(format!("--models-dir {}: not a directory (give a directory that holds model directories)", d.display())),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self::only_under(dirs))
+    }
+
+    /// The directories as a message lists them.
+    fn describe(dirs: &[PathBuf]) -> String {
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Which directories a restricted worker loads, and how to allow one.
+    fn allowed_sentence(dirs: &[PathBuf]) -> String {
+        if dirs.is_empty() {
+            "this worker was started without --models-dir, so it loads no local directories: start it with --models-dir DIR (repeatable) to allow the model directories under DIR".to_string()
+        } else {
+            format!("this worker loads local directories only from under its --models-dir: {}", Self::describe(dirs))
+        }
+    }
+
+    /// Whether the canonical path `canon` lies under (or is) an allowed directory, each taken
+    /// with its symlinks resolved too.
+    fn allows(dirs: &[PathBuf], canon: &Path) -> bool {
+        dirs.iter().filter_map(|d| d.canonicalize().ok()).any(|d| canon.starts_with(&d))
+    }
+}
+
+thread_local! {
+    /// The policy [`resolve`] applies on this thread (None: [`ModelPathPolicy::any`]).
+    static POLICY: RefCell<Option<ModelPathPolicy>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with [`resolve`] applying `policy` on this thread (the engine resolves a job's model
+/// on the thread that runs the job), then restores the previous policy, even on panic.
+pub fn with_model_policy<R>(policy: ModelPathPolicy, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<ModelPathPolicy>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            POLICY.with(|p| *p.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(POLICY.with(|p| p.borrow_mut().replace(policy)));
+    f()
+}
+
+/// The policy [`resolve`] applies on this thread now.
+pub fn current_model_policy() -> ModelPathPolicy {
+    POLICY.with(|p| p.borrow().clone()).unwrap_or_default()
+}
 
 /// "real" or "synthetic", as written in `ModelProperties.weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,17 +159,84 @@ pub fn hf_cache() -> hf_hub::Cache {
     }
 }
 
-/// Resolve `name` for `mode`. `seed` is the synthetic weights' seed.
+/// Resolve `name` for `mode` under this thread's [`ModelPathPolicy`] (see
+/// [`with_model_policy`]; any local directory when none was set). `seed` is the synthetic
+/// weights' seed.
 pub fn resolve(name: &str, mode: WeightsMode, seed: u64) -> Result<ResolvedModel> {
+    resolve_with(name, mode, seed, &current_model_policy())
+}
+
+/// Whether `name` may be run under `policy`, decided as [`resolve_with`] decides it but without
+/// reading the model: for checks before a job starts (a job refused here fails at once).
+pub fn check_model(name: &str, policy: &ModelPathPolicy) -> Result<()> {
+    locate(name.trim(), policy).map(|_| ())
+}
+
+/// What a name refers to.
+enum Located {
+    /// A local directory: as given under [`ModelPathPolicy::any`], else canonical.
+    Dir(PathBuf),
+    /// A catalog name or Hugging Face repo id (or, with any directory allowed, an unknown name
+    /// that resolution reports).
+    Named,
+}
+
+/// Decides what `name` refers to under `policy`. A directory wins over a catalog name so
+/// `./gpt2` (a local checkout) means the checkout, but only where the policy allows it: under
+/// `--models-dir` a catalog name or repo id stays one when the directory of that name is not
+/// under an allowed directory, and any other name outside them is refused.
+fn locate(name: &str, policy: &ModelPathPolicy) -> Result<Located> {
+    let (explicit, raw) = match name.strip_prefix(LOCAL_MODEL_PREFIX) {
+        Some(rest) => (true, rest.trim()),
+        None => (false, name),
+    };
+    if explicit && raw.is_empty() {
+        return Err(EngineError::UnknownModel(format!("model \"{name}\" names no directory: write {LOCAL_MODEL_PREFIX}/path/to/model")));
+    }
+    let path = Path::new(raw);
+    let Some(dirs) = &policy.allowed_dirs else {
+        if path.is_dir() {
+            return Ok(Located::Dir(path.to_path_buf()));
+        }
+        if explicit {
+            return Err(EngineError::UnknownModel(format!(
+                "model \"{name}\": {raw} is not a directory; {LOCAL_MODEL_PREFIX} names a directory holding config.json"
+            )));
+        }
+        return Ok(Located::Named);
+    };
+    let canonical = if path.is_dir() { path.canonicalize().ok() } else { None };
+    if let Some(canon) = &canonical {
+        if ModelPathPolicy::allows(dirs, canon) {
+            return Ok(Located::Dir(canon.clone()));
+        }
+    }
+    if !explicit && (Catalog::get(raw).is_some() || looks_like_repo_id(raw)) {
+        return Ok(Located::Named);
+    }
+    // The detail (does it exist, where does it lead) is for the worker's log only: the
+    // message goes back to whoever submitted the job.
+    match &canonical {
+        Some(canon) => tracing::warn!(model = name, resolved = %canon.display(), "refused a model directory outside --models-dir"),
+        None => tracing::warn!(model = name, "refused a model name that is no catalog name, repo id or directory under --models-dir"),
+    }
+    Err(EngineError::UnknownModel(format!(
+        "model \"{name}\" is not a catalog name, not a Hugging Face repo id (owner/name) and not a directory under this worker's allowed model directories; {}. Known models: {}",
+        ModelPathPolicy::allowed_sentence(dirs),
+        Catalog::names().join(", ")
+    )))
+}
+
+/// [`resolve`] under `policy`.
+pub fn resolve_with(name: &str, mode: WeightsMode, seed: u64, policy: &ModelPathPolicy) -> Result<ResolvedModel> {
     let name = name.trim();
     if name.is_empty() {
         return Err(EngineError::UnknownModel(Catalog::unknown_model_message(name)));
     }
-    let path = Path::new(name);
-    // A directory wins over a catalog name so `./gpt2` (a local checkout) means the checkout.
-    if path.is_dir() {
-        return resolve_local_dir(name, path, mode, seed);
+    if let Located::Dir(dir) = locate(name, policy)? {
+        return resolve_local_dir(name, &dir, mode, seed);
     }
+    let path = Path::new(name);
     let entry = Catalog::get(name);
     let repo = entry.map(|e| e.hf_repo).unwrap_or(Some(name));
     let cached = match repo {
@@ -146,7 +317,13 @@ pub fn resolve(name: &str, mode: WeightsMode, seed: u64) -> Result<ResolvedModel
             } else {
                 String::new()
             };
-            Err(EngineError::UnknownModel(format!("{not_dir}{}", Catalog::unknown_model_message(name))))
+            // Under --models-dir a name like `models/llama` is taken as a repo id unless it is an
+            // allowed directory: say where directories may be (whether it exists or not).
+            let dirs = match &policy.allowed_dirs {
+                Some(dirs) => format!(" As a local directory: {}.", ModelPathPolicy::allowed_sentence(dirs)),
+                None => String::new(),
+            };
+            Err(EngineError::UnknownModel(format!("{not_dir}{}{dirs}", Catalog::unknown_model_message(name))))
         }
     }
 }
@@ -155,13 +332,15 @@ fn model_id_of(e: &CatalogEntry) -> String {
     e.hf_repo.unwrap_or(e.name).to_string()
 }
 
-/// Repo ids are `name` or `org/name` of [A-Za-z0-9._-]; anything else (a path that does not
-/// exist, a typo with spaces) is not looked up in the cache.
-fn looks_like_repo_id(s: &str) -> bool {
+/// Repo ids are `name` or `org/name` of [A-Za-z0-9._-], no part starting with '.' or holding
+/// ".." (as the Hub requires); anything else (a path that does not exist, a typo with spaces,
+/// `./x`, `a/..`) is not looked up in the cache.
+pub fn looks_like_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() <= 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-        && !s.starts_with('.')
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && !p.starts_with('.') && !p.contains("..") && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
 }
 
 struct Cached {
@@ -271,6 +450,10 @@ fn read_shard_index(index: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<String> = Vec::new();
     for (tensor, file) in map {
         let file = file.as_str().ok_or_else(|| bad(format!("weight_map[\"{tensor}\"] is not a file name")))?;
+        // Shards sit next to their index: a path would reach outside the model directory.
+        if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\']) || file.chars().any(char::is_control) {
+            return Err(bad(format!("weight_map[\"{tensor}\"] is {file:?}, not a plain file name next to the index")));
+        }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());
         }
@@ -314,5 +497,21 @@ mod tests {
         assert!(!looks_like_repo_id("a/b/c"));
         assert!(!looks_like_repo_id("./x"));
         assert!(!looks_like_repo_id("no such model"));
+        assert!(!looks_like_repo_id("a/.."));
+        assert!(!looks_like_repo_id("../etc"));
+        assert!(!looks_like_repo_id("/etc"));
+        assert!(!looks_like_repo_id("org/.hidden"));
+        assert!(!looks_like_repo_id("org/a..b"));
+    }
+
+    #[test]
+    fn policy_scope_is_restored() {
+        assert_eq!(current_model_policy(), ModelPathPolicy::any());
+        let inner = with_model_policy(ModelPathPolicy::only_under(vec![]), || {
+            let nested = with_model_policy(ModelPathPolicy::only_under(vec!["/m".into()]), current_model_policy);
+            (nested, current_model_policy())
+        });
+        assert_eq!(inner, (ModelPathPolicy::only_under(vec!["/m".into()]), ModelPathPolicy::only_under(vec![])));
+        assert_eq!(current_model_policy(), ModelPathPolicy::any());
     }
 }

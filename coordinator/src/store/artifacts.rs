@@ -35,6 +35,12 @@ impl Store {
         .await
     }
 
+    /// Bytes of every stored artifact.
+    pub async fn artifact_bytes_total(&self) -> Result<u64> {
+        let total: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(size_bytes), 0) FROM artifacts").fetch_one(&self.reader).await?;
+        Ok(total.max(0) as u64)
+    }
+
     pub async fn list_artifacts(&self, run_id: &str, job_id: &str) -> Result<Vec<ArtifactRow>> {
         Ok(sqlx::query_as::<_, ArtifactRow>("SELECT * FROM artifacts WHERE (?1 = '' OR run_id = ?1) AND (?2 = '' OR job_id = ?2) ORDER BY created_at, rowid")
             .bind(run_id)

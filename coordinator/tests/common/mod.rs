@@ -167,3 +167,22 @@ pub async fn db_counts(db: &Path) -> (i64, i64, i64) {
     let dup: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT job_id FROM runs GROUP BY job_id HAVING COUNT(*) > 1)").fetch_one(&mut conn).await.unwrap();
     (jobs, runs, dup)
 }
+
+/// An in-process worker (the real serve loop and engine, CPU) whose jobs may load local
+/// directories under `models_dirs` (`--models-dir`; empty: none). Send on the sender to stop it.
+pub fn in_process_worker(url: &str, id: &str, models_dirs: Vec<PathBuf>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = tokbench_worker::serve::WorkerConfig {
+        coordinator: url.into(),
+        device: tokbench_core::DeviceSpec::Cpu,
+        token: None,
+        worker_id: Some(id.into()),
+        nsys_path: None,
+        max_jobs: None,
+        ca_cert: None,
+    };
+    let h = tokio::spawn(tokbench_worker::serve::run_with_models_dirs(config, models_dirs, async move {
+        let _ = rx.await;
+    }));
+    (tx, h)
+}

@@ -34,6 +34,12 @@ impl Worker {
             }
         };
         workload.device = self.device;
+        // A model this worker may not load (a directory outside --models-dir, or a name that is
+        // none of catalog name, repo id, allowed directory) fails at once, profiled or not.
+        if let Err(e) = crate::resolve::check_model(&workload.model, &self.model_policy) {
+            self.report_failure(&job, e.to_string(), e.is_retryable()).await;
+            return None;
+        }
         if job.profile && !self.nsys_available {
             self.report_failure(&job, "this worker has no nsys (none given with --nsys, on PATH or in the usual install folders); start it with --nsys PATH (see docs/profiling.md)".into(), false).await;
             return None;

@@ -27,6 +27,7 @@ use tokbench_proto::v1::{
 };
 
 use crate::bench::Progress;
+use crate::resolve::ModelPathPolicy;
 
 mod job;
 
@@ -65,6 +66,11 @@ pub struct ServeArgs {
     /// Exit after this many jobs (for tests and one-shot use).
     #[arg(long)]
     pub max_jobs: Option<usize>,
+    /// A directory whose model directories jobs may load (repeatable). Jobs come from remote
+    /// clients, so without it this worker loads no local directories at all: only catalog names
+    /// and Hugging Face repo ids. Checked after symlinks and `..` are resolved.
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
@@ -97,6 +103,17 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
         // SAFETY: set before the runtime (and any other thread) starts.
         unsafe { std::env::set_var("TOKBENCH_NSYS_LIBS", dir) };
     }
+    // Absolute: a profiled job's child runs in another directory.
+    let models_dirs = ModelPathPolicy::only_under(args.models_dirs).canonical().map_err(anyhow::Error::msg)?.allowed_dirs.unwrap_or_default();
+    // Profiled jobs run in a child `tokbench-worker bench`, which takes the same restriction
+    // from the environment. SAFETY: set before the runtime (and any other thread) starts.
+    let list = std::env::join_paths(&models_dirs).context("--models-dir: a path holds the list separator ':'")?;
+    unsafe { std::env::set_var(crate::resolve::MODELS_DIRS_ENV, list) };
+    if models_dirs.is_empty() {
+        tracing::info!("no --models-dir: jobs may name catalog models and Hugging Face repo ids, but no local directories");
+    } else {
+        tracing::info!(?models_dirs, "jobs may load local model directories under these directories");
+    }
     let nsys_path = match crate::profile::find_nsys(args.nsys.as_deref()) {
         Ok(p) => {
             tracing::info!(nsys = %p.display(), "profiled jobs run under this nsys");
@@ -121,7 +138,7 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
         ca_cert: args.ca_cert.or_else(|| std::env::var_os("TOKBENCH_TLS_CA").map(PathBuf::from)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
-    rt.block_on(run(config, shutdown_signal()))
+    rt.block_on(run_with_models_dirs(config, models_dirs, shutdown_signal()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -141,18 +158,32 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing (cancelling) the current job and exiting");
 }
 
-/// Serves jobs with the real engine until `shutdown` resolves (or `max_jobs` are done).
+/// Serves jobs with the real engine until `shutdown` resolves (or `max_jobs` are done). Jobs may
+/// not load local directories (see [`run_with_models_dirs`]).
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    // The models this worker's jobs leave loaded for its later jobs (`reuse_model`).
-    let models = crate::bench::ModelCache::default();
-    let engine: Engine = Arc::new(move |w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&Progress)| crate::bench::run_workload_with(&models, w, c, p));
-    run_with_engine(config, shutdown, engine).await
+    run_with_models_dirs(config, Vec::new(), shutdown).await
 }
 
-/// `run` with a given engine.
+/// [`run`] letting jobs load the model directories under `models_dirs` (`--models-dir`).
+pub async fn run_with_models_dirs(config: WorkerConfig, models_dirs: Vec<PathBuf>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let policy = ModelPathPolicy::only_under(models_dirs);
+    // The models this worker's jobs leave loaded for its later jobs (`reuse_model`).
+    let models = crate::bench::ModelCache::default();
+    let engine_policy = policy.clone();
+    let engine: Engine = Arc::new(move |w: &Workload, c: &AtomicBool, p: &mut dyn FnMut(&Progress)| {
+        crate::resolve::with_model_policy(engine_policy.clone(), || crate::bench::run_workload_with(&models, w, c, p))
+    });
+    serve_with(config, policy, shutdown, engine).await
+}
+
+/// `run` with a given engine (jobs naming local directories are refused before it is called).
 pub async fn run_with_engine(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send, engine: Engine) -> anyhow::Result<()> {
+    serve_with(config, ModelPathPolicy::only_under(Vec::new()), shutdown, engine).await
+}
+
+async fn serve_with(config: WorkerConfig, policy: ModelPathPolicy, shutdown: impl Future<Output = ()> + Send, engine: Engine) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let main = serve_loop(config, engine, stop_rx);
+    let main = serve_loop(config, engine, policy, stop_rx);
     tokio::pin!(main);
     tokio::pin!(shutdown);
     tokio::select! {
@@ -182,6 +213,8 @@ struct Worker {
     nsys_path: Option<PathBuf>,
     lease_ms: u64,
     engine: Engine,
+    /// Which local model directories jobs may load (checked before a job starts).
+    model_policy: ModelPathPolicy,
     stop: watch::Receiver<bool>,
 }
 
@@ -215,7 +248,7 @@ fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     r
 }
 
-async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn serve_loop(config: WorkerConfig, engine: Engine, model_policy: ModelPathPolicy, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let ca_pem = match &config.ca_cert {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read the CA certificate {} (--ca-cert / TOKBENCH_CA_CERT)", p.display()))?),
         None => None,
@@ -255,6 +288,7 @@ async fn serve_loop(config: WorkerConfig, engine: Engine, stop: watch::Receiver<
         nsys_path: config.nsys_path.clone(),
         lease_ms: 15_000,
         engine,
+        model_policy,
         stop,
     };
     if !w.register().await? {
