@@ -21,6 +21,7 @@
 //! ```
 
 pub mod backup;
+mod oversized;
 pub mod service;
 pub mod store;
 pub mod validate;
@@ -66,8 +67,8 @@ pub struct CoordinatorConfig {
     pub max_attempts: u32,
     /// Where uploaded artifacts go; None: `<database>.artifacts/` next to the database.
     pub artifacts_dir: Option<PathBuf>,
-    /// Largest gRPC message accepted or sent, bytes (a larger request gets OUT_OF_RANGE, "decoded
-    /// message length too large", on a connection that stays usable).
+    /// Largest gRPC message accepted or sent, bytes (a larger request gets RESOURCE_EXHAUSTED
+    /// naming its size and the limit, on a connection that stays usable).
     pub max_message_bytes: usize,
     /// Largest artifact file accepted, bytes.
     pub max_artifact_bytes: u64,
@@ -216,6 +217,7 @@ pub async fn spawn(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         builder = builder.tls_config(tls).context("TLS configuration (are --tls-cert and --tls-key a matching PEM certificate and key?)")?;
     }
     let router = builder
+        .layer(tower::util::MapResponseLayer::new(oversized::oversized_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(benchmarks, credentials.require(Role::Client)))

@@ -94,8 +94,8 @@ async fn an_oversized_request_gets_a_status_naming_the_limit_not_a_dropped_conne
     let mut spec = tiny_spec(&["tiny-opt"], &[1], 2);
     spec.label = "x".repeat(100 * 1024);
     let err = c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap_err();
-    // tonic's code for it: OUT_OF_RANGE, with the size and the limit.
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    // RESOURCE_EXHAUSTED (tonic's OUT_OF_RANGE rewritten), with the size and the limit.
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large") && err.message().contains("65536"), "{}", err.message());
     // The connection and the coordinator are fine: the next call on the same client works.
     c.submit_sweep(SubmitSweepRequest { spec: Some(tiny_spec(&["tiny-opt"], &[1], 2)) }).await.unwrap();
