@@ -68,20 +68,7 @@ proptest! {
 /// A real report of the real engine (tiny-opt), as JSON, made once.
 fn real_report_json() -> &'static str {
     static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    JSON.get_or_init(|| {
-        let w = tokbench_core::Workload {
-            model: "tiny-opt".into(),
-            weights: tokbench_core::WeightsMode::Synthetic,
-            batch_size: 1,
-            prompts: tokbench_core::PromptSource::Builtin { num_prompts: 1 },
-            max_tokens: 2,
-            warmup: 0,
-            repetitions: 1,
-            ..Default::default()
-        };
-        let r = tokbench_worker::bench::run_workload(&w, &std::sync::atomic::AtomicBool::new(false), &mut |_| {}).unwrap();
-        serde_json::to_string(&r).unwrap()
-    })
+    JSON.get_or_init(|| serde_json::to_string(&tiny_opt_report(2)).unwrap())
 }
 
 /// A codec that sends and receives raw bytes: lets the test put arbitrary bytes in a gRPC frame.

@@ -8,7 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 use common::*;
 
@@ -29,17 +28,7 @@ fn a_python_grpcio_client_meets_the_same_boundaries() {
     let (_coord, addr) = start_coordinator(dir.path(), &dir.path().join("peer.db"), "127.0.0.1:0", &["--client-token-file", &clients, "--worker-token-file", &workers]);
 
     // A real report of the real engine, which the script re-labels with the leased job's workload.
-    let w = tokbench_core::Workload {
-        model: "tiny-opt".into(),
-        weights: tokbench_core::WeightsMode::Synthetic,
-        batch_size: 1,
-        prompts: tokbench_core::PromptSource::Builtin { num_prompts: 1 },
-        max_tokens: 2,
-        warmup: 0,
-        repetitions: 1,
-        ..Default::default()
-    };
-    let report = tokbench_worker::bench::run_workload(&w, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let report = tiny_opt_report(2);
     let report_path = dir.path().join("report.json");
     std::fs::write(&report_path, serde_json::to_string(&report).unwrap()).unwrap();
 

@@ -36,17 +36,7 @@ async fn coordinator(dir: &Path) -> CoordinatorHandle {
 
 /// A real report of the real engine (tiny-opt, one token), made once.
 async fn template_report() -> BenchReport {
-    let w = Workload {
-        model: "tiny-opt".into(),
-        weights: tokbench_core::WeightsMode::Synthetic,
-        batch_size: 1,
-        prompts: tokbench_core::PromptSource::Builtin { num_prompts: 1 },
-        max_tokens: 1,
-        warmup: 0,
-        repetitions: 1,
-        ..Default::default()
-    };
-    tokio::task::spawn_blocking(move || tokbench_worker::bench::run_workload(&w, &AtomicBool::new(false), &mut |_| {})).await.unwrap().unwrap()
+    tokio::task::spawn_blocking(|| tiny_opt_report(1)).await.unwrap()
 }
 
 /// An engine that runs no inference: returns the template report for every job.

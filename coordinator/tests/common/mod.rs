@@ -186,3 +186,19 @@ pub fn in_process_worker(url: &str, id: &str, models_dirs: Vec<PathBuf>) -> (tok
     }));
     (tx, h)
 }
+
+/// A real report of the real engine: tiny-opt, synthetic weights, one built-in prompt,
+/// `max_tokens` new tokens, one repetition (blocking: a few milliseconds on the CPU).
+pub fn tiny_opt_report(max_tokens: usize) -> tokbench_core::BenchReport {
+    let w = Workload {
+        model: "tiny-opt".into(),
+        weights: WeightsMode::Synthetic,
+        batch_size: 1,
+        prompts: PromptSource::Builtin { num_prompts: 1 },
+        max_tokens,
+        warmup: 0,
+        repetitions: 1,
+        ..Default::default()
+    };
+    tokbench_worker::bench::run_workload(&w, &std::sync::atomic::AtomicBool::new(false), &mut |_| {}).unwrap()
+}
