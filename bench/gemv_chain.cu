@@ -232,7 +232,7 @@ static void gemv(cudaStream_t s, const __half* x, const __half* w, const __half*
     return;
   }
   launch(gemv_small_m1_f16, dim3(blocks), dim3(256), smem, s, x, w, bias, res, ln_w, ln_b, 1e-5f, y, n, k, wpr, mode,
-         act, in_smem);
+         act, in_smem, PRO_AUTO);
 }
 
 struct Config {
@@ -451,10 +451,10 @@ int main(int argc, char** argv) {
     __half *y1 = alloc_fill(64, 0.f, 82), *y2 = alloc_fill(64, 0.f, 83);
     const int wpr = warps_per_row(cols / 8, 64, 2 * g_sms * 8);
     launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)x, (const __half*)wm,
-           (const __half*)nullptr, (const __half*)nullptr, (const __half*)w, (const __half*)b, 1e-5f, y1, 64, cols, wpr, 0, 0, 1);
+           (const __half*)nullptr, (const __half*)nullptr, (const __half*)w, (const __half*)b, 1e-5f, y1, 64, cols, wpr, 0, 0, 1, PRO_AUTO);
     launch(gemv_small_m1_f16, dim3(2), dim3(256), (size_t)cols * 2, (cudaStream_t)0, (const __half*)y, (const __half*)wm,
            (const __half*)nullptr, (const __half*)nullptr, (const __half*)nullptr, (const __half*)nullptr, 1e-5f, y2, 64, cols,
-           wpr, 0, 0, 1);
+           wpr, 0, 0, 1, PRO_AUTO);
     CK(cudaDeviceSynchronize());
     std::vector<__half> h1(64), h2(64);
     CK(cudaMemcpy(h1.data(), y1, 128, cudaMemcpyDeviceToHost));

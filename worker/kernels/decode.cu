@@ -179,8 +179,9 @@ __device__ void embed(const uint32_t* __restrict__ ids, const uint32_t* __restri
   PDL_ENTER();
   const int s = blockIdx.x;
   const T* a = tok + (size_t)ids[s] * h;
-  const T* b = pos + (size_t)positions[s] * h;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) out[(size_t)s * h + i] = from_f<T>(to_f(a[i]) + to_f(b[i]));
+  // pos null: no learned positions (the rotary families), the token row alone.
+  const T* b = pos ? pos + (size_t)positions[s] * h : nullptr;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) out[(size_t)s * h + i] = b ? from_f<T>(to_f(a[i]) + to_f(b[i])) : a[i];
 }
 
 
@@ -203,10 +204,26 @@ __device__ __forceinline__ void load16(const T* p, float* out) {
 // right after the slot is known (one memory latency where there were three: keys, then values
 // after the softmax); the row at the slot, which this block writes, is taken from shared memory.
 // Dynamic shared memory: (D + GROUPS * D + cap + 2 * D) floats.
-template <typename T, int D>
+//
+// ROPE: the rotary families (grouped key/value heads). The block of query head `head` reads its
+// q and the k, v of its key/value head head / (heads / kv_heads) from the projection
+// [b, (heads + 2 kv_heads) * D] (bias already added by the GEMV; q's softmax scale folded in),
+// applies Qwen3's per-head RMSNorm to q and k (q_norm_w, k_norm_w; null: none) and the rotary
+// embedding at positions[seq] (angles pos * inv_freq[i] in f32, cos and sin rounded to T, the
+// rotate-half layout, as transformers computes them), and attends over the cache
+// [b, kv_heads, cap, D]; the group's first query head writes the new k, v at the slot. The other
+// heads of a group read the same cache rows, which their neighbouring blocks have just pulled
+// into L2: HBM serves each key/value head once per step. Why one block per query head, not per
+// key/value head: at batch 1 a Llama-3.2-1B layer has 8 key/value heads, and 8 blocks would
+// leave most of the GPU idle through the attention's latency chain.
+// Without ROPE (OPT, GPT-2): kv_heads = heads, qkv [b, 3h] with its bias added here.
+template <typename T, int D, bool ROPE = false>
 __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                       const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
-                                      T* __restrict__ out, int heads, int cap) {
+                                      T* __restrict__ out, int heads, int cap, int kv_heads = 0,
+                                      const uint32_t* __restrict__ positions = nullptr,
+                                      const float* __restrict__ inv_freq = nullptr, const T* __restrict__ q_norm_w = nullptr,
+                                      const T* __restrict__ k_norm_w = nullptr, float norm_eps = 0.f) {
   constexpr int PER = 16 / sizeof(T);
   constexpr int CHUNKS = D / PER;        // 16-byte chunks per row
   constexpr int GROUPS = 256 / CHUNKS;   // P·V: thread groups over positions
@@ -218,9 +235,12 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   float* knew = p + cap;           // [D] this step's key and value, as the cache stores them
   float* vnew = knew + D;          // [D]
   __shared__ float scratch[32];
+  if (!ROPE) kv_heads = heads;
   const int head = blockIdx.x, seq = blockIdx.y, h = heads * D;
-  T* kc = k_cache + ((size_t)seq * heads + head) * cap * D;
-  T* vc = v_cache + ((size_t)seq * heads + head) * cap * D;
+  const int kvh = head / (heads / kv_heads), row_w = (heads + 2 * kv_heads) * D;
+  const bool writer = head % (heads / kv_heads) == 0;
+  T* kc = k_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  T* vc = v_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
   const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
   // Rows before the slot were written by earlier steps (earlier graph launches or the prefill,
   // complete; without a graph, this layer's attention of an earlier step, over a hundred
@@ -252,15 +272,24 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   // after the wait where there were two.
   static_assert(D <= 256, "one thread per element of a head");
   const int i = threadIdx.x;
-  const int qi = head * D + i, ki = h + head * D + i, vi = 2 * h + head * D + i;
+  const int qi = head * D + i, ki = h + kvh * D + i, vi = h + (kv_heads + kvh) * D + i;
   float bq = 0.f, bk = 0.f, bv = 0.f;
   if (qkv_bias && i < D) {
     bq = to_f(qkv_bias[qi]);
     bk = to_f(qkv_bias[ki]);
     bv = to_f(qkv_bias[vi]);
   }
+  // Constants of the rotary and the q/k norms, loaded before the wait.
+  float freq = 0.f, wq = 1.f, wk = 1.f;
+  if (ROPE && i < D) {
+    freq = inv_freq[i % (D / 2)];
+    if (q_norm_w) {
+      wq = to_f(q_norm_w[i]);
+      wk = to_f(k_norm_w[i]);
+    }
+  }
   PDL_ENTER();
-  const T* row = qkv + (size_t)seq * 3 * h;
+  const T* row = qkv + (size_t)seq * row_w;
   T rq{}, rk{}, rv{};
   if (i < D) {
     rq = row[qi];
@@ -269,14 +298,40 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   }
   const int slot = (int)*reinterpret_cast<const volatile uint32_t*>(slot_ptr);
   const int n = slot + 1, lo = min(early, slot);  // rows below lo come from the early loads
+  float qv = to_f(rq) + bq, kv = to_f(rk) + bk;
+  const float vv = to_f(rv) + bv;
+  if (ROPE) {
+    const float pos = (float)positions[seq];
+    if (q_norm_w) {  // (the same for the whole block: every thread takes part in the sums)
+      const float sq = block_reduce<false>(i < D ? qv * qv : 0.f, scratch);
+      const float sk = block_reduce<false>(i < D ? kv * kv : 0.f, scratch);
+      qv = to_f(from_f<T>(to_f(from_f<T>(qv * rsqrtf(sq / D + norm_eps))) * wq));
+      kv = to_f(from_f<T>(to_f(from_f<T>(kv * rsqrtf(sk / D + norm_eps))) * wk));
+    }
+    // rotate_half: element i pairs with i ± D/2 (`part` is free until the P·V sums).
+    if (i < D) {
+      part[i] = qv;
+      part[D + i] = kv;
+    }
+    __syncthreads();
+    if (i < D) {
+      const int other = i < D / 2 ? i + D / 2 : i - D / 2;
+      const float sign = i < D / 2 ? -1.f : 1.f, angle = pos * freq;
+      const float c = to_f(from_f<T>(cosf(angle))), sn = to_f(from_f<T>(sinf(angle)));
+      qv = qv * c + sign * part[other] * sn;
+      kv = kv * c + sign * part[D + other] * sn;
+    }
+    __syncthreads();  // part is read before the P·V sums overwrite it
+  }
   if (i < D) {
-    const float qv = to_f(rq) + bq, kv = to_f(rk) + bk, vv = to_f(rv) + bv;
     // Rounded to T as the cache stores it, so this step sees what later steps will.
     q[i] = to_f(from_f<T>(qv));
     knew[i] = to_f(from_f<T>(kv));
     vnew[i] = to_f(from_f<T>(vv));
-    kc[(size_t)slot * D + i] = from_f<T>(kv);
-    vc[(size_t)slot * D + i] = from_f<T>(vv);
+    if (writer) {
+      kc[(size_t)slot * D + i] = from_f<T>(kv);
+      vc[(size_t)slot * D + i] = from_f<T>(vv);
+    }
   }
   __syncthreads();  // q, knew, vnew and the cache row at the slot are visible to the whole block
   float local_max = -INFINITY;
@@ -360,14 +415,14 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
 // its share of the row; the block path below is taken wherever the row fits it.
 template <typename T>
 __device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __restrict__ w, const T* __restrict__ b, T* yr,
-                                       int cols, float eps) {
+                                       int cols, float eps, bool rms) {
   constexpr int PER = 16 / sizeof(T);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = (cols + PER - 1) / PER;
   float sum = 0.f;
   for (int c = lane; c < chunks; c += 32)
     for (int e = 0; e < PER; ++e)
       if (c * PER + e < cols) sum += to_f(xr[c * PER + e]);
-  const float mean = warp_sum(sum) / cols;
+  const float mean = rms ? 0.f : warp_sum(sum) / cols;
   float sq = 0.f;
   for (int c = lane; c < chunks; c += 32)
     for (int e = 0; e < PER; ++e)
@@ -376,7 +431,10 @@ __device__ void layer_norm_row_generic(const T* __restrict__ xr, const T* __rest
   for (int c = warp * 32 + lane; c < chunks; c += 256)
     for (int e = 0; e < PER; ++e) {
       const int i = c * PER + e;
-      if (i < cols) yr[i] = from_f<T>((to_f(xr[i]) - mean) * rstd * to_f(w[i]) + to_f(b[i]));
+      if (i >= cols) continue;
+      // RMSNorm as transformers rounds it: weight * (x * rstd).to(dtype).
+      yr[i] = rms ? from_f<T>(to_f(from_f<T>(to_f(xr[i]) * rstd)) * to_f(w[i]))
+                  : from_f<T>((to_f(xr[i]) - mean) * rstd * to_f(w[i]) + to_f(b[i]));
     }
 }
 
@@ -407,16 +465,17 @@ __device__ __forceinline__ void ln_block_params_load(const T* __restrict__ w, co
   for (int q = 0; q < LN_NQ; ++q) {
     const int c = threadIdx.x + 256 * q;
     wr[q] = c < chunks ? *reinterpret_cast<const uint4*>(w + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
-    br[q] = c < chunks ? *reinterpret_cast<const uint4*>(b + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
+    br[q] = c < chunks && b ? *reinterpret_cast<const uint4*>(b + (size_t)c * PER) : make_uint4(0, 0, 0, 0);
   }
 }
 template <typename T>
 __device__ void layer_norm_row_block(const T* __restrict__ xr, const uint4 (&wr)[LN_NQ], const uint4 (&br)[LN_NQ], T* yr,
-                                     int cols, float eps, int buf) {
+                                     int cols, float eps, int buf, bool rms) {
   constexpr int PER = 16 / sizeof(T);
   __shared__ float partial[2][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = cols / PER;
-  const float shift = to_f(xr[0]);
+  // (RMSNorm: no shift, no mean; the sum of squares of x itself.)
+  const float shift = rms ? 0.f : to_f(xr[0]);
   uint4 raw[LN_NQ];
 #pragma unroll
   for (int q = 0; q < LN_NQ; ++q) {
@@ -448,7 +507,7 @@ __device__ void layer_norm_row_block(const T* __restrict__ xr, const uint4 (&wr)
     sum += partial[buf][i];
     sq += partial[buf][8 + i];
   }
-  const float md = sum / cols;
+  const float md = rms ? 0.f : sum / cols;
   const float rstd = rsqrtf(fmaxf(sq / cols - md * md, 0.f) + eps);
 #pragma unroll
   for (int q = 0; q < LN_NQ; ++q) {
@@ -460,7 +519,9 @@ __device__ void layer_norm_row_block(const T* __restrict__ xr, const uint4 (&wr)
     uint4 o;
     T* ov = reinterpret_cast<T*>(&o);
 #pragma unroll
-    for (int e = 0; e < PER; ++e) ov[e] = from_f<T>((to_f(v[e]) - shift - md) * rstd * to_f(wv[e]) + to_f(bv[e]));
+    for (int e = 0; e < PER; ++e)
+      ov[e] = rms ? from_f<T>(to_f(from_f<T>(to_f(v[e]) * rstd)) * to_f(wv[e]))
+                  : from_f<T>((to_f(v[e]) - shift - md) * rstd * to_f(wv[e]) + to_f(bv[e]));
     *reinterpret_cast<uint4*>(yr + (size_t)c * PER) = o;
   }
 }
@@ -476,8 +537,8 @@ __device__ void layer_norm(const T* __restrict__ x, const T* __restrict__ w, con
   uint4 wq[LN_NQ], bq[LN_NQ];
   if (block) ln_block_params_load<T>(w, b, cols, wq, bq);
   PDL_ENTER();
-  if (block) layer_norm_row_block<T>(x + r * cols, wq, bq, y + r * cols, cols, eps, 0);
-  else layer_norm_row_generic<T>(x + r * cols, w, b, y + r * cols, cols, eps);
+  if (block) layer_norm_row_block<T>(x + r * cols, wq, bq, y + r * cols, cols, eps, 0, false);
+  else layer_norm_row_generic<T>(x + r * cols, w, b, y + r * cols, cols, eps, false);
 }
 
 // Greedy choice per row: index of the largest value, the smallest index among equals.
@@ -944,11 +1005,20 @@ struct PdlWait {
   __device__ void operator()() const { PDL_ENTER(); }
 };
 
+// What the GEMV does to x as it stages it (`prologue`): PRO_AUTO layer norm where ln_w is given
+// (else a copy); PRO_COPY; PRO_LAYER_NORM (ln_w, ln_b); PRO_RMS_NORM (ln_w; transformers' RMSNorm:
+// weight * (x * rstd).to(dtype)); PRO_SWIGLU: x is [M, 2k], gate | up, and the GEMV's input is
+// silu(gate) * up, each rounded to T as transformers' `act_fn(gate_proj(x)) * up_proj(x)` is
+// (the rotary families' down projection: the activation costs no launch and no pass of its own).
+constexpr int PRO_AUTO = -1, PRO_COPY = 0, PRO_LAYER_NORM = 1, PRO_RMS_NORM = 2, PRO_SWIGLU = 3;
+
 template <typename T, int M, int B, typename Wait = PdlWait>
 __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                              const T* __restrict__ res, const T* __restrict__ ln_w, const T* __restrict__ ln_b, float eps,
                              T* __restrict__ y, int n, int k, int wpr, int mode, int act, int x_in_smem,
-                             Wait wait = Wait()) {
+                             Wait wait = Wait(), int prologue = PRO_AUTO) {
+  if (prologue == PRO_AUTO) prologue = ln_w ? PRO_LAYER_NORM : PRO_COPY;
+  const bool normed = prologue == PRO_LAYER_NORM || prologue == PRO_RMS_NORM, rms = prologue == PRO_RMS_NORM;
   constexpr int PER = 16 / sizeof(T);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[8][M];
@@ -1055,7 +1125,7 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   T eb_a = from_f<T>(0.f), er_a = eb_a, eb_b = eb_a, er_b = eb_a;
   if (items > 0) issue(0, buf_a, eb_a, er_a);
   // The norm's weights too (register paths): the prologue then waits on x alone.
-  const bool ln_block = ln_w && ln_block_fits<T>(k);
+  const bool ln_block = normed && ln_block_fits<T>(k);
   uint4 ln_wq[LN_NQ], ln_bq[LN_NQ];
   if (ln_block) ln_block_params_load<T>(ln_w, ln_b, k, ln_wq, ln_bq);
   wait();
@@ -1063,11 +1133,24 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
   if (items > 0) epilogue_load(0, eb_a, er_a, true);
   if (x_in_smem) {
     T* xs = reinterpret_cast<T*>(smem_raw);
-    if (ln_w) {
+    if (normed) {
 #pragma unroll 1
       for (int i = 0; i < M; ++i) {
-        if (ln_block) layer_norm_row_block<T>(x + (size_t)i * k, ln_wq, ln_bq, xs + (size_t)i * k, k, eps, i & 1);
-        else layer_norm_row_generic<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps);
+        if (ln_block) layer_norm_row_block<T>(x + (size_t)i * k, ln_wq, ln_bq, xs + (size_t)i * k, k, eps, i & 1, rms);
+        else layer_norm_row_generic<T>(x + (size_t)i * k, ln_w, ln_b, xs + (size_t)i * k, k, eps, rms);
+      }
+    } else if (prologue == PRO_SWIGLU) {
+      const int row_chunks = k / PER;
+      for (int c = threadIdx.x; c < M * row_chunks; c += blockDim.x) {
+        const int i = c / row_chunks, cc = c % row_chunks;
+        float g[PER], u[PER];
+        load16(x + (size_t)i * 2 * k + (size_t)cc * PER, g);
+        load16(x + (size_t)i * 2 * k + k + (size_t)cc * PER, u);
+        uint4 o;
+        T* ov = reinterpret_cast<T*>(&o);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) ov[e] = from_f<T>(to_f(from_f<T>(g[e] / (1.f + expf(-g[e])))) * u[e]);
+        reinterpret_cast<uint4*>(xs)[c] = o;
       }
     } else {
       for (int c = threadIdx.x; c < M * k / PER; c += blockDim.x)
@@ -1092,8 +1175,8 @@ __device__ void gemv_small_m(const T* __restrict__ x, const T* __restrict__ w, c
 #define INSTANTIATE_GEMV_M(T, SUFFIX, M, B, MIN_BLOCKS)                                                              \
   extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) gemv_small_m##M##_##SUFFIX(                          \
       const T* x, const T* w, const T* bias, const T* res, const T* ln_w, const T* ln_b, float eps, T* y, int n,      \
-      int k, int wpr, int mode, int act, int x_in_smem) {                                                            \
-    gemv_small_m<T, M, B>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem);                     \
+      int k, int wpr, int mode, int act, int x_in_smem, int prologue) {                                              \
+    gemv_small_m<T, M, B>(x, w, bias, res, ln_w, ln_b, eps, y, n, k, wpr, mode, act, x_in_smem, PdlWait(), prologue); \
   }
 #define INSTANTIATE_GEMV(T, SUFFIX)       \
   INSTANTIATE_GEMV_M(T, SUFFIX, 1, 8, 2)  \
@@ -1113,6 +1196,13 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
                                                              T* v_cache, const uint32_t* slot, const float* pad_bias, \
                                                              T* out, int heads, int cap) {                           \
     decode_attention_fast<T, D>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias, out, heads, cap);                  \
+  }                                                                                                                  \
+  extern "C" __global__ void decode_attention_rope_d##D##_##SUFFIX(                                                  \
+      const T* qkv, T* k_cache, T* v_cache, const uint32_t* slot, const float* pad_bias, const uint32_t* positions,  \
+      const float* inv_freq, const T* q_norm_w, const T* k_norm_w, float norm_eps, T* out, int heads, int kv_heads,  \
+      int cap) {                                                                                                     \
+    decode_attention_fast<T, D, true>(qkv, nullptr, k_cache, v_cache, slot, pad_bias, out, heads, cap, kv_heads,    \
+                                      positions, inv_freq, q_norm_w, k_norm_w, norm_eps);                            \
   }
 #define INSTANTIATE_ROWS(T, SUFFIX)                                                                                  \
   extern "C" __global__ void layer_norm_##SUFFIX(const T* x, const T* w, const T* b, T* y, int cols, float eps) {    \

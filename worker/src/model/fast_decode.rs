@@ -246,12 +246,7 @@ impl Model {
         let logits = match &self.arch {
             super::Arch::Opt(m) => m.decode_logits(l, &step)?,
             super::Arch::Gpt2(m) => m.decode_logits(l, &step)?,
-            // The rotary families: candle's ops plus tokbench's GEMV, all from device-side inputs
-            // (no fused attention kernel for grouped heads yet).
-            super::Arch::Llama(_) => {
-                let logits = self.decode_step_static(l, &dec.ids, &dec.positions, &dec.slot, &dec.pad_bias, cache)?;
-                Some(logits.expect("a rotary family has a static step"))
-            }
+            super::Arch::Llama(m) => m.decode_logits(l, &step)?,
         };
         // argmax in the model dtype: f16/bf16 -> f32 is exact, so this picks the same id as the
         // eager path's argmax over f32 logits (up to which of exactly equal values wins). Where

@@ -116,7 +116,7 @@ impl Gpt2 {
     pub(crate) fn decode_logits(&self, l: &Launch, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
         let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
-        let mut h = cuda_ops::embed(l, ids, positions, self.wte.embeddings(), self.wpe.embeddings())?;
+        let mut h = cuda_ops::embed(l, ids, positions, self.wte.embeddings(), Some(self.wpe.embeddings()))?;
         for (i, b) in self.blocks.iter().enumerate() {
             let qkv = b.c_attn.matmul_no_bias_normed(l, &h, &b.ln_1)?;
             let (kc, vc) = cache.layer(i);

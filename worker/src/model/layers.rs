@@ -79,8 +79,8 @@ impl LayerNorm {
 
     /// This norm as the GEMV's fused pre-norm (`None` without a bias tensor).
     #[cfg(feature = "cuda")]
-    pub(crate) fn pre_norm(&self) -> Option<cuda_ops::PreNorm<'_>> {
-        Some(cuda_ops::PreNorm { weight: self.0.weight(), bias: self.0.bias()?, eps: self.1 })
+    pub(crate) fn pre_norm(&self) -> Option<cuda_ops::Prologue<'_>> {
+        Some(cuda_ops::Prologue::LayerNorm { weight: self.0.weight(), bias: self.0.bias()?, eps: self.1 })
     }
 }
 
@@ -220,8 +220,39 @@ impl Linear {
             Some(None) => return Ok(false), // a norm without bias: not fusable
             pre => pre.flatten(),
         };
-        let done = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pre)?;
+        self.argmax_with(l, x, pre, keys)
+    }
+
+    /// [`Self::argmax_normed`] with any GEMV prologue (the rotary families' final RMSNorm).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn argmax_with(&self, l: &Launch, x: &Tensor, pro: Option<cuda_ops::Prologue<'_>>, keys: &Tensor) -> Result<bool> {
+        let done = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), cuda_ops::Epilogue::ArgmaxKeys(keys), pro)?;
         Ok(done.is_some())
+    }
+
+    /// `rms_norm(x) @ W^T + b` for `x` [rows, in] (the rotary families' decode steps): one GEMV
+    /// with the norm in its prologue when it can, else the norm, then [`Self::forward`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn forward_rms_normed(&self, l: &Launch, x: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
+        let epilogue = cuda_ops::Epilogue::Act(cuda_ops::Act::None);
+        if let Some(y) = cuda_ops::linear_small_m(l, x, self.0.weight(), self.0.bias(), epilogue, Some(norm.prologue()))? {
+            return Ok(y);
+        }
+        self.forward(l, &norm.forward(x)?)
+    }
+
+    /// `residual + (silu(gate) * up) @ W^T + b` for `gate_up` [rows, 2 * in] (gate | up, the
+    /// rotary families' MLP): one GEMV with the activation in its prologue when it can, else
+    /// candle's silu and product, then [`Self::forward_residual`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn forward_swiglu_residual(&self, l: &Launch, gate_up: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let epilogue = cuda_ops::Epilogue::Residual(residual);
+        if let Some(y) = cuda_ops::linear_small_m(l, gate_up, self.0.weight(), self.0.bias(), epilogue, Some(cuda_ops::Prologue::SwiGlu))? {
+            return Ok(y);
+        }
+        let f = gate_up.dim(candle_core::D::Minus1)? / 2;
+        let m = (gate_up.narrow(candle_core::D::Minus1, 0, f)?.silu()? * gate_up.narrow(candle_core::D::Minus1, f, f)?)?;
+        self.forward_residual(l, &m, residual)
     }
 
     /// `act(norm(x) @ W^T + b)` for `x` [rows, in] (decode steps of pre-LN layers; `act` None:
@@ -321,6 +352,16 @@ impl RmsNorm {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = if x.is_contiguous() { x.clone() } else { x.contiguous()? };
         Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?)
+    }
+    /// This norm as a GEMV prologue.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn prologue(&self) -> cuda_ops::Prologue<'_> {
+        cuda_ops::Prologue::RmsNorm { weight: &self.weight, eps: self.eps }
+    }
+    /// Weight and epsilon (for kernels that apply the norm themselves).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn parts(&self) -> (&Tensor, f64) {
+        (&self.weight, self.eps)
     }
 }
 

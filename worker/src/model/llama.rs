@@ -236,6 +236,45 @@ impl Llama {
         let logits = self.lm_head.forward(l, &self.norm.forward(&h)?)?;
         Ok(logits.reshape((b, ()))?)
     }
+
+    /// One greedy decode step on tokbench's kernels (the CUDA decoder, `fast_decode`), per layer
+    /// five launches where candle's ops take ~25: the qkv GEMV with the input RMSNorm in its
+    /// prologue (and Qwen2's bias), the rotary grouped-query attention (Qwen3's q/k norms, the
+    /// rotary, the cache write and the attention in one kernel), the o GEMV with the residual,
+    /// the gate|up GEMV with the post-attention norm, and the down GEMV with SwiGLU in its
+    /// prologue and the residual; then the head GEMV with the final norm and the greedy choice.
+    /// Returns `None` where the head chose the ids itself (`argmax_keys`), else the logits [b,
+    /// vocab]. Rows past the GEMV's reach (`--gemv-max-rows`) take cuBLAS with the norm and the
+    /// activation as separate kernels; where the attention kernel does not apply (head size,
+    /// cache length), the static step of candle's ops runs instead.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_logits(&self, l: &Launch, step: &super::fast_decode::StepInputs<'_>) -> Result<Option<Tensor>> {
+        use super::cuda_ops;
+        let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
+        let HeadLayout { heads, head_dim, .. } = self.layout;
+        let dtype = self.embed_tokens.embeddings().dtype();
+        if !cuda_ops::decode_attention_rope_fits(dtype, head_dim, cache.capacity()) {
+            return Ok(Some(self.decode_step_static(l, ids, positions, slot, pad_bias, cache)?));
+        }
+        let mut h = cuda_ops::embed(l, ids, positions, self.embed_tokens.embeddings(), None)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let qkv = layer.qkv_proj.forward_rms_normed(l, &h, &layer.input_layernorm)?;
+            let (kc, vc) = cache.layer(i);
+            let qk_norm = match (&layer.q_norm, &layer.k_norm) {
+                (Some(q), Some(k)) => Some(cuda_ops::QkNorm { q_weight: q.parts().0, k_weight: k.parts().0, eps: q.parts().1 }),
+                _ => None,
+            };
+            let a = cuda_ops::decode_attention_rope(l, &qkv, kc, vc, slot, pad_bias, positions, self.rotary.inv_freq(), qk_norm, heads)?
+                .ok_or_else(|| EngineError::InvalidWorkload("the rotary decode attention kernel refused a cache it was checked to fit".into()))?;
+            h = layer.o_proj.forward_residual(l, &a, &h)?;
+            let gate_up = layer.gate_up_proj.forward_rms_normed(l, &h, &layer.post_attention_layernorm)?;
+            h = layer.down_proj.forward_swiglu_residual(l, &gate_up, &h)?;
+        }
+        if self.lm_head.argmax_with(l, &h, Some(self.norm.prologue()), argmax_keys)? {
+            return Ok(None);
+        }
+        Ok(Some(self.lm_head.forward(l, &self.norm.forward(&h)?)?))
+    }
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ impl Opt {
         let super::fast_decode::StepInputs { ids, positions, slot, pad_bias, cache, argmax_keys } = *step;
         use super::cuda_ops;
         let mut h = match &self.project_in {
-            None => cuda_ops::embed(l, ids, positions, self.embed_tokens.embeddings(), self.embed_positions.embeddings())?,
+            None => cuda_ops::embed(l, ids, positions, self.embed_tokens.embeddings(), Some(self.embed_positions.embeddings()))?,
             Some(p) => {
                 let x = p.matmul_no_bias(l, &self.embed_tokens.forward(ids)?)?;
                 (x + self.embed_positions.forward(positions)?)?

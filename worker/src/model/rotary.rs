@@ -53,6 +53,12 @@ impl RotaryEmbedding {
         Ok(RotaryEmbedding { inv_freq: Tensor::from_vec(inv, (1, 1, n), device)? })
     }
 
+    /// The inverse frequencies, f32 [1, 1, head_dim / 2] (for kernels that rotate themselves).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
     /// cos and sin [b, t, head_dim / 2] in `dtype` for `positions` [b, t] u32.
     pub(crate) fn cos_sin(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
         let angles = positions.to_dtype(DType::F32)?.unsqueeze(2)?.broadcast_mul(&self.inv_freq)?;

@@ -58,9 +58,7 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
     let name = if fast { format!("decode_attention_d{d}_{}", suffix(qkv.dtype())?) } else { format!("decode_attention_{}", suffix(qkv.dtype())?) };
     let out = output::<T>(l, &dev, qkv.dtype(), &[b, h])?;
     let (threads, smem) = if fast {
-        let per = 16 / std::mem::size_of::<T>();
-        let groups = 256 / (d / per);
-        (256u32, (d + groups * d + cap + 2 * d) * 4)
+        (256u32, fast_attention_smem::<T>(d, cap))
     } else {
         ((if d <= 128 { 128 } else { d.next_multiple_of(32).min(1024) }) as u32, (cap + d) * 4)
     };
@@ -82,6 +80,125 @@ fn decode_attention_t<T: CudaDType + DeviceRepr>(
     // SAFETY: shapes checked above; the kernel stays inside them.
     unsafe { launch(l, &dev, &name, cfg, &args)? };
     Ok(out)
+}
+
+/// Per-head RMSNorms of q and k before the rotary (Qwen3): weights [d] and epsilon.
+#[derive(Clone, Copy)]
+pub struct QkNorm<'a> {
+    pub q_weight: &'a Tensor,
+    pub k_weight: &'a Tensor,
+    pub eps: f64,
+}
+
+/// Largest dynamic shared memory the decode attention kernels are launched with (the default
+/// limit without an opt-in).
+const ATTENTION_SMEM: usize = 48 * 1024;
+
+/// The rotary families' decode attention (`decode_attention_rope_d*` in decode.cu): `qkv`
+/// [b, (heads + 2 kv_heads) * d] (bias added, q's softmax scale folded in), `k_cache`/`v_cache`
+/// [b, kv_heads, cap, d]: this token's k (normed, rotated) and v are written at `slot` (u32 [1])
+/// and positions 0..=slot attended with `pad_bias` [b, cap] f32. `positions` u32 [b]: the
+/// rotary positions; `inv_freq` f32 [d / 2] (scaling applied). Returns [b, heads * d], or
+/// `Ok(None)` where no kernel is compiled for the head size or the scores of the cache do not fit
+/// in shared memory (the caller runs candle's ops).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_attention_rope(
+    l: &Launch,
+    qkv: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    slot: &Tensor,
+    pad_bias: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    qk_norm: Option<QkNorm<'_>>,
+    heads: usize,
+) -> Result<Option<Tensor>> {
+    by_dtype!(qkv.dtype(), decode_attention_rope_t, l, qkv, k_cache, v_cache, slot, pad_bias, positions, inv_freq, qk_norm, heads)
+}
+
+/// Whether [`decode_attention_rope`] runs for head size `d`, a cache of `cap` positions and
+/// `dtype` (else it returns `Ok(None)`).
+pub fn decode_attention_rope_fits(dtype: DType, d: usize, cap: usize) -> bool {
+    let smem = match dtype {
+        DType::F32 => fast_attention_smem::<f32>(d, cap),
+        DType::F16 | DType::BF16 => fast_attention_smem::<f16>(d, cap),
+        _ => return false,
+    };
+    matches!(d, 16 | 32 | 64 | 128) && smem <= ATTENTION_SMEM
+}
+
+/// Dynamic shared memory of `decode_attention_d*` / `decode_attention_rope_d*` for head size `d`.
+fn fast_attention_smem<T>(d: usize, cap: usize) -> usize {
+    let per = 16 / std::mem::size_of::<T>();
+    let groups = 256 / (d / per);
+    (d + groups * d + cap + 2 * d) * 4
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
+    l: &Launch,
+    qkv: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    slot: &Tensor,
+    pad_bias: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    qk_norm: Option<QkNorm<'_>>,
+    heads: usize,
+) -> Result<Option<Tensor>> {
+    let dev = cuda_dev(qkv)?;
+    let (b, width) = qkv.dims2()?;
+    let (cb, kv_heads, cap, d) = k_cache.dims4()?;
+    if cb != b || kv_heads == 0 || heads % kv_heads != 0 || width != (heads + 2 * kv_heads) * d || v_cache.dims() != k_cache.dims() || pad_bias.dims() != [b, cap] {
+        bail!(
+            "decode_attention_rope: shapes qkv {:?}, cache {:?}/{:?}, pad_bias {:?} do not fit {heads} heads",
+            qkv.dims(),
+            k_cache.dims(),
+            v_cache.dims(),
+            pad_bias.dims()
+        );
+    }
+    if slot.dtype() != DType::U32 || pad_bias.dtype() != DType::F32 || positions.dtype() != DType::U32 || positions.elem_count() != b {
+        bail!("decode_attention_rope: slot and positions must be u32 (positions [b]) and pad_bias f32");
+    }
+    if inv_freq.dtype() != DType::F32 || inv_freq.elem_count() != d / 2 {
+        bail!("decode_attention_rope: inv_freq must be f32 [{}], got {:?} {:?}", d / 2, inv_freq.dtype(), inv_freq.dims());
+    }
+    if let Some(n) = &qk_norm {
+        for w in [n.q_weight, n.k_weight] {
+            if w.dims() != [d] || w.dtype() != qkv.dtype() {
+                bail!("decode_attention_rope: q/k norm weight {:?} {:?} does not fit head size {d}", w.dims(), w.dtype());
+            }
+        }
+    }
+    if !decode_attention_rope_fits(qkv.dtype(), d, cap) {
+        return Ok(None);
+    }
+    let smem = fast_attention_smem::<T>(d, cap);
+    let out = output::<T>(l, &dev, qkv.dtype(), &[b, heads * d])?;
+    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
+    let args = [
+        ptr::<T>(qkv, "qkv")?,
+        ptr::<T>(k_cache, "k_cache")?,
+        ptr::<T>(v_cache, "v_cache")?,
+        ptr::<u32>(slot, "slot")?,
+        ptr::<f32>(pad_bias, "pad_bias")?,
+        ptr::<u32>(positions, "positions")?,
+        ptr::<f32>(inv_freq, "inv_freq")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
+        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
+        ptr::<T>(&out, "out")?,
+        Arg::I32(heads as i32),
+        Arg::I32(kv_heads as i32),
+        Arg::I32(cap as i32),
+    ];
+    let name = format!("decode_attention_rope_d{d}_{}", suffix(qkv.dtype())?);
+    // SAFETY: shapes and dtypes checked above; the kernel stays inside them.
+    unsafe { launch(l, &dev, &name, cfg, &args)? };
+    Ok(Some(out))
 }
 
 /// Whether [`prefill_attention`] runs: the job's `fused_prefill_attention` option; off, the model

@@ -23,12 +23,26 @@ pub enum Epilogue<'a> {
     ArgmaxKeys(&'a Tensor),
 }
 
-/// A layer norm applied to the GEMV's input rows before the product (pre-LN layers).
+/// What the GEMV does to its input rows as it stages them, before the product (`PRO_*` in
+/// decode.cu): the layer's pre-norm, or the SwiGLU activation of the rotary families' MLP.
 #[derive(Clone, Copy)]
-pub struct PreNorm<'a> {
-    pub weight: &'a Tensor,
-    pub bias: &'a Tensor,
-    pub eps: f64,
+pub enum Prologue<'a> {
+    /// Layer norm with weight and bias (pre-LN OPT and GPT-2).
+    LayerNorm { weight: &'a Tensor, bias: &'a Tensor, eps: f64 },
+    /// transformers' RMSNorm, weight * (x * rstd).to(dtype) (the rotary families).
+    RmsNorm { weight: &'a Tensor, eps: f64 },
+    /// `x` is [m, 2k], gate | up; the product's input is silu(gate) * up (the down projection).
+    SwiGlu,
+}
+
+impl Prologue<'_> {
+    fn code(&self) -> i32 {
+        match self {
+            Prologue::LayerNorm { .. } => 1,
+            Prologue::RmsNorm { .. } => 2,
+            Prologue::SwiGlu => 3,
+        }
+    }
 }
 
 /// Bytes of input rows a GEMV block stages in shared memory (the fused pre-norm needs them
@@ -60,11 +74,12 @@ fn warps_per_row(chunks: usize, rows: usize, resident_warps: usize) -> usize {
     wpr
 }
 
-/// `x` [m, k] @ `w`^T ([n, k], k contiguous) for m ≤ [`SMALL_M`], with the pre-norm (`norm`),
-/// the bias and the epilogue fused, as one pass over the weights (`gemv_small_m*` in decode.cu).
-/// `Ok(None)` when the GEMV is off or the shapes or alignment do not suit it, or a norm was asked
-/// for that cannot be fused here (the caller runs the separate kernels then).
-pub fn linear_small_m(l: &Launch, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>, norm: Option<PreNorm<'_>>) -> Result<Option<Tensor>> {
+/// `x` [m, k] @ `w`^T ([n, k], k contiguous) for m ≤ [`SMALL_M`], with the prologue (`norm`: a
+/// pre-norm, or SwiGLU over an `x` of [m, 2k]), the bias and the epilogue fused, as one pass over
+/// the weights (`gemv_small_m*` in decode.cu). `Ok(None)` when the GEMV is off or the shapes or
+/// alignment do not suit it, or a prologue was asked for that cannot be fused here (the caller
+/// runs the separate kernels then).
+pub fn linear_small_m(l: &Launch, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue<'_>, norm: Option<Prologue<'_>>) -> Result<Option<Tensor>> {
     by_dtype!(x.dtype(), linear_small_m_t, l, x, w, bias, epilogue, norm)
 }
 
@@ -74,19 +89,30 @@ fn linear_small_m_t<T: CudaDType + DeviceRepr>(
     w: &Tensor,
     bias: Option<&Tensor>,
     epilogue: Epilogue<'_>,
-    norm: Option<PreNorm<'_>>,
+    norm: Option<Prologue<'_>>,
 ) -> Result<Option<Tensor>> {
     let per = 16 / std::mem::size_of::<T>();
-    let (Ok((m, k)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
+    let (Ok((m, xk)), Ok((n, wk))) = (x.dims2(), w.dims2()) else { return Ok(None) };
+    // SwiGLU's input holds gate and up side by side: twice the product's width.
+    let k = if matches!(norm, Some(Prologue::SwiGlu)) { xk / 2 } else { xk };
+    if matches!(norm, Some(Prologue::SwiGlu)) && xk % 2 != 0 {
+        return Ok(None);
+    }
     let aligned = |t: &Tensor| t.is_contiguous() && t.layout().start_offset() % per == 0;
     if m == 0 || m > gemv_max_rows(l) || wk != k || k % per != 0 || !aligned(x) || !aligned(w) || w.dtype() != x.dtype() {
         return Ok(None);
     }
     let x_bytes = m * k * std::mem::size_of::<T>();
     let x_in_smem = x_bytes <= GEMV_SMEM_X;
-    if let Some(nm) = &norm {
-        let fits = |t: &Tensor| t.dims() == [k] && t.dtype() == x.dtype() && t.is_contiguous();
-        if !x_in_smem || k > MAX_ROW || !fits(nm.weight) || !fits(nm.bias) {
+    if let Some(pro) = &norm {
+        let fits = |t: &Tensor| t.dims() == [k] && t.dtype() == x.dtype() && t.is_contiguous() && matches!(ptr::<T>(t, "norm"), Ok(Arg::Ptr(p)) if p % 16 == 0);
+        let params_fit = match pro {
+            Prologue::LayerNorm { weight, bias, .. } => k <= MAX_ROW && fits(weight) && fits(bias),
+            Prologue::RmsNorm { weight, .. } => k <= MAX_ROW && fits(weight),
+            Prologue::SwiGlu => true,
+        };
+        // Every prologue stages x in shared memory (SwiGLU: only the product's input, k wide).
+        if !x_in_smem || !params_fit {
             return Ok(None);
         }
     }
@@ -127,9 +153,18 @@ fn linear_small_m_t<T: CudaDType + DeviceRepr>(
         ptr::<T>(w, "weight")?,
         opt_ptr::<T>(bias, "bias")?,
         if mode == 3 { opt_ptr::<i64>(res, "argmax keys")? } else { opt_ptr::<T>(res, "residual")? },
-        opt_ptr::<T>(norm.map(|nm| nm.weight), "norm weight")?,
-        opt_ptr::<T>(norm.map(|nm| nm.bias), "norm bias")?,
-        Arg::F32(norm.map_or(0.0, |nm| nm.eps as f32)),
+        opt_ptr::<T>(
+            match norm {
+                Some(Prologue::LayerNorm { weight, .. } | Prologue::RmsNorm { weight, .. }) => Some(weight),
+                _ => None,
+            },
+            "norm weight",
+        )?,
+        opt_ptr::<T>(if let Some(Prologue::LayerNorm { bias, .. }) = norm { Some(bias) } else { None }, "norm bias")?,
+        Arg::F32(match norm {
+            Some(Prologue::LayerNorm { eps, .. } | Prologue::RmsNorm { eps, .. }) => eps as f32,
+            _ => 0.0,
+        }),
         if mode == 3 { Arg::Ptr(0) } else { ptr::<T>(&out, "out")? },
         Arg::I32(n as i32),
         Arg::I32(k as i32),
@@ -137,6 +172,7 @@ fn linear_small_m_t<T: CudaDType + DeviceRepr>(
         Arg::I32(mode),
         Arg::I32(act),
         Arg::I32(x_in_smem as i32),
+        Arg::I32(norm.map_or(0, |p| p.code())),
     ];
     // SAFETY: shapes and alignment checked above; shared memory sized for x.
     unsafe { launch(l, &dev, &name, cfg, &args)? };

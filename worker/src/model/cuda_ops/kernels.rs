@@ -53,24 +53,25 @@ fn bias_residual_t<T: CudaDType + DeviceRepr>(l: &Launch, y: &Tensor, bias: Opti
     unsafe { launch(l, &dev, &format!("bias_residual_{}", suffix(y.dtype())?), grid_1d(rows * cols), &args) }
 }
 
-/// `tok[ids] + pos[positions]`: ids, positions u32 [b]; tables [rows, h]. Returns [b, h].
-pub fn embed(l: &Launch, ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: &Tensor) -> Result<Tensor> {
+/// `tok[ids] + pos[positions]`: ids, positions u32 [b]; tables [rows, h] (`pos` None: no learned
+/// positions, `tok[ids]` alone). Returns [b, h].
+pub fn embed(l: &Launch, ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: Option<&Tensor>) -> Result<Tensor> {
     by_dtype!(tok.dtype(), embed_t, l, ids, positions, tok, pos)
 }
 
-fn embed_t<T: CudaDType + DeviceRepr>(l: &Launch, ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: &Tensor) -> Result<Tensor> {
+fn embed_t<T: CudaDType + DeviceRepr>(l: &Launch, ids: &Tensor, positions: &Tensor, tok: &Tensor, pos: Option<&Tensor>) -> Result<Tensor> {
     let dev = cuda_dev(tok)?;
     let b = ids.elem_count();
     let (_, h) = tok.dims2()?;
-    if positions.elem_count() != b || pos.dim(1)? != h || ids.dtype() != DType::U32 || positions.dtype() != DType::U32 {
-        bail!("embed: ids {:?}, positions {:?}, tables {:?}/{:?} do not fit", ids.dims(), positions.dims(), tok.dims(), pos.dims());
+    if positions.elem_count() != b || pos.is_some_and(|p| p.dim(1).ok() != Some(h)) || ids.dtype() != DType::U32 || positions.dtype() != DType::U32 {
+        bail!("embed: ids {:?}, positions {:?}, tables {:?}/{:?} do not fit", ids.dims(), positions.dims(), tok.dims(), pos.map(Tensor::dims));
     }
     let out = output::<T>(l, &dev, tok.dtype(), &[b, h])?;
     let args = [
         ptr::<u32>(ids, "ids")?,
         ptr::<u32>(positions, "positions")?,
         ptr::<T>(tok, "token table")?,
-        ptr::<T>(pos, "position table")?,
+        opt_ptr::<T>(pos, "position table")?,
         ptr::<T>(&out, "out")?,
         Arg::I32(h as i32),
     ];

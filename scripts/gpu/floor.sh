@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 21 on the GPU machine: the rotary families' decode step against the memory floor, a new
+# build against an old one in the same call.
+#   PACK=i21 OLD=i19 bash scripts/gpu/floor.sh tests steps
+# Packs: .gpu/$PACK/*.xz (new build: tokbench-worker, gpu_decode, gpu_parity), .gpu/$OLD/tokbench-worker.xz
+# (the baseline build; OLD empty: none). Steps:
+#   tests  gpu_parity and gpu_decode of the new build (numerics and decode-path equality on the GPU)
+#   steps  per workload (STEP_WORKLOADS="model:dtype:batch:in:out ..."), old and new build interleaved,
+#          1 warm-up + 3 repetitions each: ITL p50 (the decode step, ms), tokens/s, TTFT p50, engine peak;
+#          the floor = bytes a batch-1 step reads (weights, without an untied embedding table) / the
+#          device-to-device copy rate measured in this call (read + write bytes per second).
+set -uo pipefail
+ROOT=$PWD
+PACK=${PACK:-i21}
+OLD=${OLD:-}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PY=/opt/torch/.venv/bin/python3; command -v $PY >/dev/null || PY=python3
+unpack() {  # pack name -> directory with its binaries
+  local d=/tmp/tb-$1; mkdir -p $d
+  for f in tokbench-worker gpu_parity gpu_decode; do
+    [ -x $d/$f ] && continue
+    [ -f .gpu/$1/$f.xz ] && { { xz -dc .gpu/$1/$f.xz 2>/dev/null || $PY -c "import lzma,sys,shutil; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)" .gpu/$1/$f.xz; } > $d/$f; chmod +x $d/$f; }
+  done
+  echo $d
+}
+B=$(unpack $PACK)
+BO=""; [ -n "$OLD" ] && BO=$(unpack $OLD)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+echo "new build $(cat .gpu/$PACK/COMMIT 2>/dev/null)${OLD:+; old build $(cat .gpu/$OLD/COMMIT 2>/dev/null)}"
+log() { echo "=== $(date -u +%H:%M:%S) $*"; }
+W=/tmp/work-floor; mkdir -p $W
+
+for step in "$@"; do case $step in
+tests)
+  log "gpu_parity"
+  TOKBENCH_REPO=$ROOT timeout 200 $B/gpu_parity --nocapture --test-threads 1 2>&1 | grep -E "GPU_PARITY|^test |test result|panicked|FAILED|assert"
+  log "gpu_decode"
+  timeout 200 $B/gpu_decode --nocapture --test-threads 1 2>&1 | grep -E "GPU_DECODE|^test |test result|panicked|FAILED|assert"
+  ;;
+steps)
+  BW=$($PY - <<'EOF'
+import torch, statistics
+n = 1 << 30
+a = torch.empty(n, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a); a.random_(0, 255)
+for _ in range(3): b.copy_(a)
+torch.cuda.synchronize(); ts = []
+for _ in range(10):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e) / 1e3)
+print("%.1f" % (2 * n / statistics.median(ts) / 1e9))
+EOF
+)
+  log "device-to-device copy rate: $BW GB/s"
+  for wl in ${STEP_WORKLOADS:-llama-3.2-1b:bf16:1:32:128 llama-3.2-1b:f16:1:32:128}; do
+    IFS=: read -r m dt bs il ol <<< "$wl"
+    for build in new old; do
+      bin=$B; [ $build = old ] && { [ -n "$BO" ] || continue; bin=$BO; }
+      j=$W/${m}_${dt}_b${bs}_${il}_${ol}_$build.json
+      timeout 150 $bin/tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype $dt --batch-size $bs --num-prompts $bs \
+        --input-len $il --max-tokens $ol --warmup 1 --repetitions 3 --json $j --quiet 2> $j.err \
+        || { echo "FAILED $wl $build"; tail -5 $j.err; continue; }
+      BW=$BW $PY - "$j" "$wl" "$build" <<'EOF'
+import json, os, sys
+r = json.load(open(sys.argv[1])); im = r["inference_metrics"]; g = r["gpu_metrics"]; mp = r["model_properties"]
+cfg = mp["config"]; el = 4 if mp["dtype"] == "f32" else 2
+step_bytes = mp["model_size_mb"] * 2**20
+if not cfg.get("tie_word_embeddings", False):
+    step_bytes -= mp["vocab_size"] * mp["hidden_size"] * el  # the embedding table: one row read per token
+floor_ms = step_bytes / (float(os.environ["BW"]) * 1e9) * 1e3
+itl = im["inter_token_latency_ms"]["p50"]
+print("STEP %-32s %-3s ITL p50 %.3f ms  floor %.3f ms  ratio %.3f  tok/s %.1f  TTFT p50 %.2f ms  peak %.0f MiB  needed %s MiB  path %s" % (
+    sys.argv[2], sys.argv[3], itl, floor_ms, itl / floor_ms, im["tokens_per_second"], im["ttft_ms"]["p50"],
+    g.get("peak_memory_allocated_mb") or 0, g.get("workload_memory_needed_mb"), im.get("decode_path")))
+EOF
+    done
+  done
+  cp $W/*.json "$OUT"/ 2>/dev/null
+  ;;
+*) echo "unknown step $step"; exit 2;;
+esac; done
