@@ -292,8 +292,13 @@ class HfEngine:
             # addresses, so CUDA graphs recorded over them can be replayed (with
             # cache_implementation="static", torch on the H100 re-recorded its graphs every step
             # because a static input's data pointer changed).
+            # Its length is the one generate() gives its own static cache (input + new - 1: the last
+            # new token is never fed back), so hf_static and this engine share one compiled graph; a
+            # different length made dynamo recompile with dynamic shapes and torch's cudagraph trees
+            # then failed ("length mismatch between inputs, recorded_data_ptr, and placeholders",
+            # H100, torch 2.11, 2026-12-07).
             from transformers import StaticCache
-            self.cache = StaticCache(config=model.config, max_cache_len=self.ids.shape[1] + new)
+            self.cache = StaticCache(config=model.config, max_cache_len=self.ids.shape[1] + new - 1)
             self.kw["past_key_values"] = self.cache
         elif static:
             self.kw["cache_implementation"] = "static"
@@ -414,16 +419,25 @@ class TokbenchEngine:
                     itl_p50_ms=statistics.median(steps) if steps else None)
 
 
-def interleaved(engines, reps):
-    """Repetition i runs the engines rotated by i. Returns ({name: [sample]}, [[order of rep i]])."""
+def interleaved(engines, reps, errors):
+    """Repetition i runs the engines rotated by i. Returns ({name: [sample]}, [[order of rep i]]). An engine
+    that fails is recorded in `errors` and left out of the later repetitions; the others go on."""
     samples = {e.name: [] for e in engines}
     orders = []
     for i in range(reps):
-        k = i % len(engines)
-        order = engines[k:] + engines[:k]
+        live = [e for e in engines if e.name not in errors]
+        if not live:
+            break
+        k = i % len(live)
+        order = live[k:] + live[:k]
         orders.append([e.name for e in order])
         for e in order:
-            samples[e.name].append(e.run())
+            try:
+                samples[e.name].append(e.run())
+            except Exception as ex:  # noqa: BLE001 -- report it and go on with the other engines
+                errors[e.name] = f"{type(ex).__name__}: {ex}"[:3000]
+                samples[e.name] = []
+                print("ENGINE FAILED", e.name, errors[e.name][:300], flush=True)
     return samples, orders
 
 
@@ -500,12 +514,7 @@ def run_workload(args, worker, mdir, cfg, model, dtype, bs, inp, new, device, en
         except Exception as ex:  # noqa: BLE001 -- report it and go on with the other engines
             errors[name] = f"{type(ex).__name__}: {ex}"[:2000]
             print("HF FAILED", name, tag, errors[name], flush=True)
-    try:
-        samples, orders = interleaved(engines, args.reps)
-    except Exception as ex:  # noqa: BLE001
-        errors["run"] = f"{type(ex).__name__}: {ex}"[:3000]
-        print("RUN FAILED", tag, errors["run"], flush=True)
-        samples, orders = {}, []
+    samples, orders = interleaved(engines, args.reps, errors)
     row["orders"] = orders
     row["engines"] = {}
     gens = {}

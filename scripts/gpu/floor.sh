@@ -76,5 +76,32 @@ EOF
   done
   cp $W/*.json "$OUT"/ 2>/dev/null
   ;;
+profile)
+  # Per-kernel GPU time of the decode step (nsys, CUDA graph nodes traced): 1 pass, batch 1, 32/128.
+  NSYS=$(ls /opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys 2>/dev/null | tail -1)
+  [ -n "$NSYS" ] || { echo "no nsys"; continue; }
+  for m in ${PROFILE_MODELS:-qwen3-0.6b llama-3.2-1b}; do
+    log "nsys $m"
+    LD_LIBRARY_PATH=$ROOT/.gpu/nsys-libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 200 $NSYS profile --cuda-graph-trace=node --trace=cuda,nvtx \
+      --force-overwrite true -o $W/prof_$m $B/tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 \
+      --batch-size 1 --num-prompts 1 --input-len 32 --max-tokens 128 --warmup 1 --repetitions 1 --json $W/prof_$m.json --quiet > $W/prof_$m.log 2>&1 \
+      || { echo "nsys failed"; tail -5 $W/prof_$m.log; continue; }
+    LD_LIBRARY_PATH=$ROOT/.gpu/nsys-libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} $NSYS stats --report cuda_gpu_kern_sum --format csv -o $W/kern_$m $W/prof_$m.nsys-rep > /dev/null 2>&1
+    $PY - $W/kern_${m}_cuda_gpu_kern_sum.csv $W/prof_$m.json <<'EOF'
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+r = json.load(open(sys.argv[2])); im = r["inference_metrics"]
+steps = 2 * 127  # warm-up + timed pass, 127 decode steps each
+print("ITL p50 %.3f ms; per decode step (kernel time / %d steps):" % (im["inter_token_latency_ms"]["p50"], steps))
+tot = 0.0
+for x in rows[:14]:
+    n, total, avg = int(x["Instances"]), float(x["Total Time (ns)"]), float(x["Avg (ns)"])
+    tot += total
+    print("  %-60s %6d launches  avg %7.2f us  %7.1f us/step" % (x["Name"][:60], n, avg / 1e3, total / steps / 1e3))
+print("  top kernels sum %.1f us/step" % (tot / steps / 1e3))
+EOF
+    cp $W/kern_${m}_cuda_gpu_kern_sum.csv "$OUT"/ 2>/dev/null
+  done
+  ;;
 *) echo "unknown step $step"; exit 2;;
 esac; done

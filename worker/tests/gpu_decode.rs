@@ -63,7 +63,10 @@ fn run_prompts(name: &str, dtype: DType, kernels: KernelOptions, steps: usize, p
 #[test]
 fn f32_fused_and_graph_match_eager_exactly() {
     for (label, k) in variants() {
-        for name in ["tiny-gpt2", "tiny-opt", "gpt2", "opt-125m", "opt-350m"] {
+        // smollm2-135m (head size 64, 9/3 grouped heads) and qwen2.5-0.5b (qkv bias, 14/2 heads):
+        // the rotary families' fused step (RMSNorm and SwiGLU in the GEMV's prologue where the
+        // rows fit it, the rotary grouped-query attention kernel).
+        for name in ["tiny-gpt2", "tiny-opt", "gpt2", "opt-125m", "opt-350m", "smollm2-135m", "qwen2.5-0.5b"] {
             let with = |decode| KernelOptions { decode, ..k };
             let (eager, p0) = run_prompts(name, DType::F32, with(DecodeMode::Eager), 24, &prompts());
             let (fused, p1) = run_prompts(name, DType::F32, with(DecodeMode::Fused), 24, &prompts());
@@ -78,7 +81,7 @@ fn f32_fused_and_graph_match_eager_exactly() {
 
 #[test]
 fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
-    for name in ["gpt2", "opt-125m", "opt-350m", "opt-1.3b"] {
+    for name in ["gpt2", "opt-125m", "opt-350m", "opt-1.3b", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b"] {
         for dtype in [DType::F16, DType::BF16] {
             let (eager, _) = run(name, dtype, DecodeMode::Eager, 32);
             let (fused, _) = run(name, dtype, DecodeMode::Fused, 32);
@@ -95,11 +98,13 @@ fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
 }
 
 /// Batch sizes that take other kernels: 1 row (the GEMV), 8 and 12 (cuBLAS into the step arena;
-/// in the "gemv up to 8 rows" variant, 8 rows take the GEMV's largest instantiation).
+/// in the "gemv up to 8 rows" variant, 8 rows take the GEMV's largest instantiation). The rotary
+/// families' batch-1 step takes the GEMV with the RMSNorm and SwiGLU prologues (qwen3-0.6b: head
+/// size 128 and the q/k norms in the attention kernel).
 #[test]
 fn f32_graph_matches_eager_at_batch_1_8_and_12() {
     for (label, k) in variants() {
-        for name in ["gpt2", "opt-125m"] {
+        for name in ["gpt2", "opt-125m", "smollm2-135m", "qwen3-0.6b"] {
             for n in [1, 8, 12] {
                 let prompts = n_prompts(n);
                 let with = |decode| KernelOptions { decode, ..k };
