@@ -185,6 +185,70 @@ __device__ void embed(const uint32_t* __restrict__ ids, const uint32_t* __restri
 }
 
 
+// The rotary families' prefill, per token: q and k through Qwen3's per-head RMSNorm (q_norm_w,
+// k_norm_w; null: none) and the rotary embedding at positions[seq, tok], written as
+//   q_out [b, heads, t, d]               (for the attention matmuls)
+//   k_cache, v_cache [b, kv_heads, cap, d] at rows offset + tok (the cache, or [.., t, ..] tensors)
+// from the projection qkv [b, t, (heads + 2 kv_heads) * d] (bias added). Replaces candle's three
+// head-split copies, two rope kernels, Qwen3's two norms and the two cache copies of a layer with
+// one launch (the prefill of a small model is bound by launches on the host). The arithmetic is
+// the decode attention kernel's: norm as transformers rounds it, cos/sin rounded to T, one
+// rounding of the rotated value.
+// One block per (token, sequence), one warp per head row; dynamic shared memory: warps * d floats.
+template <typename T>
+__device__ void rotary_split(const T* __restrict__ qkv, const uint32_t* __restrict__ positions,
+                             const float* __restrict__ inv_freq, const T* __restrict__ q_norm_w,
+                             const T* __restrict__ k_norm_w, float eps, T* __restrict__ q_out, T* k_cache, T* v_cache,
+                             int heads, int kv_heads, int d, int t, int cap, int offset) {
+  extern __shared__ float rs_smem[];
+  PDL_ENTER();
+  const int tok = blockIdx.x, seq = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warps = blockDim.x >> 5, rows = heads + 2 * kv_heads, half = d / 2;
+  const T* row = qkv + ((size_t)seq * t + tok) * rows * d;
+  const float pos = (float)positions[(size_t)seq * t + tok];
+  float* buf = rs_smem + warp * d;
+  for (int r = warp; r < rows; r += warps) {
+    const T* x = row + (size_t)r * d;
+    const bool is_q = r < heads, is_k = !is_q && r < heads + kv_heads;
+    T* dst = is_q ? q_out + (((size_t)seq * heads + r) * t + tok) * d
+           : is_k ? k_cache + (((size_t)seq * kv_heads + (r - heads)) * cap + offset + tok) * d
+                  : v_cache + (((size_t)seq * kv_heads + (r - heads - kv_heads)) * cap + offset + tok) * d;
+    if (!is_q && !is_k) {
+      for (int i = lane; i < d; i += 32) dst[i] = x[i];
+      continue;
+    }
+    const T* nw = is_q ? q_norm_w : k_norm_w;
+    float ss = 0.f;
+    for (int i = lane; i < d; i += 32) {
+      const float v = to_f(x[i]);
+      buf[i] = v;
+      ss += v * v;
+    }
+    if (nw) {
+      const float rstd = rsqrtf(warp_sum(ss) / d + eps);
+      for (int i = lane; i < d; i += 32) buf[i] = to_f(from_f<T>(to_f(from_f<T>(buf[i] * rstd)) * to_f(nw[i])));
+    }
+    __syncwarp();
+    float out[8];  // d <= 256: up to 8 values per lane
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int i = lane + 32 * n;
+      if (i >= d) break;
+      const float angle = pos * inv_freq[i % half];
+      const float c = to_f(from_f<T>(cosf(angle))), sn = to_f(from_f<T>(sinf(angle)));
+      const float other = buf[i < half ? i + half : i - half];
+      out[n] = buf[i] * c + (i < half ? -other : other) * sn;
+    }
+    __syncwarp();  // buf is rewritten by this warp's next row
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int i = lane + 32 * n;
+      if (i >= d) break;
+      dst[i] = from_f<T>(out[n]);
+    }
+  }
+}
+
 // Loads 16 bytes (PER = 16 / sizeof(T) values) as floats.
 template <typename T>
 __device__ __forceinline__ void load16(const T* p, float* out) {
@@ -1254,9 +1318,21 @@ INSTANTIATE_ALL_FAST(__nv_bfloat16, bf16)
     embed<T>(ids, positions, tok, pos, out, h);                                                                     \
   }
 
+#define INSTANTIATE_ROTARY_SPLIT(T, SUFFIX)                                                                         \
+  extern "C" __global__ void rotary_split_##SUFFIX(const T* qkv, const uint32_t* positions, const float* inv_freq,   \
+                                                   const T* q_norm_w, const T* k_norm_w, float eps, T* q_out,        \
+                                                   T* k_cache, T* v_cache, int heads, int kv_heads, int d, int t,    \
+                                                   int cap, int offset) {                                            \
+    rotary_split<T>(qkv, positions, inv_freq, q_norm_w, k_norm_w, eps, q_out, k_cache, v_cache, heads, kv_heads, d, \
+                    t, cap, offset);                                                                                 \
+  }
+
 INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE_ROTARY_SPLIT(float, f32)
+INSTANTIATE_ROTARY_SPLIT(__half, f16)
+INSTANTIATE_ROTARY_SPLIT(__nv_bfloat16, bf16)
 
 // End of a decode step for sequence s: its chosen id becomes the next step's input, its position
 // moves one forward; the id is also written to page-locked host memory (`host_ids`, null: not),

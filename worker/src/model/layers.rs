@@ -358,11 +358,7 @@ impl RmsNorm {
     pub(crate) fn prologue(&self) -> cuda_ops::Prologue<'_> {
         cuda_ops::Prologue::RmsNorm { weight: &self.weight, eps: self.eps }
     }
-    /// Weight and epsilon (for kernels that apply the norm themselves).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn parts(&self) -> (&Tensor, f64) {
-        (&self.weight, self.eps)
-    }
+
 }
 
 /// The shapes of grouped-query attention: `heads` query heads share `kv_heads` key/value heads
@@ -390,8 +386,7 @@ pub(crate) fn grouped_attention(
     layout: HeadLayout,
     q_norm: Option<&RmsNorm>,
     k_norm: Option<&RmsNorm>,
-    cos: &Tensor,
-    sin: &Tensor,
+    rope: &Rope<'_>,
     bias: &Tensor,
     cache: Option<&mut KvCache>,
     layer: usize,
@@ -400,18 +395,87 @@ pub(crate) fn grouped_attention(
     let HeadLayout { heads, kv_heads, head_dim: d } = layout;
     let (b, t, _) = qkv.dims3()?;
     let g = heads / kv_heads;
-    let (q, k, v) = rotary_qkv(&qkv, layout, q_norm, k_norm, cos, sin)?;
-    drop(qkv);
-    let (k, v) = match cache {
-        Some(c) => c.append(layer, &k, &v)?,
-        None => (k, v),
+    #[cfg(feature = "cuda")]
+    let split = if qkv.device().is_cuda() { rotary_split_cuda(l, &qkv, layout, q_norm, k_norm, rope, cache.as_deref(), layer)? } else { None };
+    #[cfg(not(feature = "cuda"))]
+    let split: Option<(Tensor, Tensor, Tensor)> = None;
+    let (q, k, v) = match split {
+        // Keys and values went straight into the cache (if any): the views of its filled prefix.
+        Some(qkv_split) => qkv_split,
+        None => {
+            let (q, k, v) = rotary_qkv(&qkv, layout, q_norm, k_norm, rope.cos, rope.sin)?;
+            match cache {
+                Some(c) => {
+                    let (k, v) = c.append(layer, &k, &v)?;
+                    (q, k, v)
+                }
+                None => (q, k, v),
+            }
+        }
     };
+    drop(qkv);
     let len = k.dim(2)?;
     let scores = q.reshape((b, kv_heads, g * t, d))?.matmul(&k.t()?)?.reshape((b, heads, t, len))?;
     drop((q, k));
     let probs = masked_softmax(l, scores, bias)?;
     let out = probs.reshape((b, kv_heads, g * t, len))?.matmul(&v)?;
     Ok(out.reshape((b, heads, t, d))?.transpose(1, 2)?.reshape((b, t, heads * d))?)
+}
+
+/// What the rotary needs, per forward pass: `cos`/`sin` [b, t, head_dim / 2] in the model dtype
+/// (candle's path), `positions` [b, t] u32 and `inv_freq` f32 [head_dim / 2] (the CUDA kernels
+/// compute their angles themselves).
+pub(crate) struct Rope<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub positions: &'a Tensor,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub inv_freq: &'a Tensor,
+}
+
+/// Qwen3's per-head q/k norms as the rotary kernels take them (None unless both are given).
+#[cfg(feature = "cuda")]
+pub(crate) fn qk_norm<'a>(q: Option<&'a RmsNorm>, k: Option<&'a RmsNorm>) -> Option<cuda_ops::QkNorm<'a>> {
+    let (q, k) = (q?, k?);
+    Some(cuda_ops::QkNorm { q_weight: &q.weight, k_weight: &k.weight, eps: q.eps })
+}
+
+/// The CUDA prefill's head split (`cuda_ops::rotary_split`): q [b, heads, t, d] and the keys and
+/// values of the cache's filled prefix including this pass's (or [b, kv_heads, t, d] without a
+/// cache). `None` where the kernel does not apply.
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+fn rotary_split_cuda(
+    l: &Launch,
+    qkv: &Tensor,
+    layout: HeadLayout,
+    q_norm: Option<&RmsNorm>,
+    k_norm: Option<&RmsNorm>,
+    rope: &Rope<'_>,
+    cache: Option<&KvCache>,
+    layer: usize,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let HeadLayout { kv_heads, head_dim: d, .. } = layout;
+    let (b, t, _) = qkv.dims3()?;
+    let qk_norm = qk_norm(q_norm, k_norm);
+    let (k_dst, v_dst, offset) = match cache {
+        Some(c) => {
+            c.check_room(t)?;
+            let (k, v) = c.layer(layer);
+            (k.clone(), v.clone(), c.len())
+        }
+        None => {
+            let z = || Tensor::zeros((b, kv_heads, t, d), qkv.dtype(), qkv.device());
+            (z()?, z()?, 0)
+        }
+    };
+    let rot = cuda_ops::RotaryHeads { heads: layout.heads, positions: rope.positions, inv_freq: rope.inv_freq, qk_norm };
+    let Some(q) = cuda_ops::rotary_split(l, qkv, rot, &k_dst, &v_dst, offset)? else {
+        return Ok(None);
+    };
+    let end = offset + t;
+    Ok(Some((q, k_dst.narrow(2, 0, end)?, v_dst.narrow(2, 0, end)?)))
 }
 
 /// q, k, v [b, heads | kv_heads, t, head_dim] (contiguous) from a fused projection `qkv`

@@ -13,7 +13,7 @@
 //! value (ids, positions, the cache column) read from device tensors and every shape fixed, so
 //! the CUDA decoder (`fast_decode`) can capture it once as a CUDA graph and replay it.
 
-use super::layers::{grouped_attention, rotary_qkv, scaled, HeadLayout, RmsNorm};
+use super::layers::{grouped_attention, rotary_qkv, scaled, HeadLayout, RmsNorm, Rope};
 use super::rotary::RotaryEmbedding;
 use super::{KvCache, Launch, Linear};
 use crate::error::{EngineError, Result};
@@ -158,8 +158,7 @@ impl Llama {
                 self.layout,
                 layer.q_norm.as_ref(),
                 layer.k_norm.as_ref(),
-                &cos,
-                &sin,
+                &Rope { cos: &cos, sin: &sin, positions, inv_freq: self.rotary.inv_freq() },
                 bias,
                 cache.as_deref_mut(),
                 i,
@@ -260,11 +259,9 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let qkv = layer.qkv_proj.forward_rms_normed(l, &h, &layer.input_layernorm)?;
             let (kc, vc) = cache.layer(i);
-            let qk_norm = match (&layer.q_norm, &layer.k_norm) {
-                (Some(q), Some(k)) => Some(cuda_ops::QkNorm { q_weight: q.parts().0, k_weight: k.parts().0, eps: q.parts().1 }),
-                _ => None,
-            };
-            let a = cuda_ops::decode_attention_rope(l, &qkv, kc, vc, slot, pad_bias, positions, self.rotary.inv_freq(), qk_norm, heads)?
+            let qk_norm = super::layers::qk_norm(layer.q_norm.as_ref(), layer.k_norm.as_ref());
+            let rot = cuda_ops::RotaryHeads { heads, positions, inv_freq: self.rotary.inv_freq(), qk_norm };
+            let a = cuda_ops::decode_attention_rope(l, &qkv, kc, vc, slot, pad_bias, rot)?
                 .ok_or_else(|| EngineError::InvalidWorkload("the rotary decode attention kernel refused a cache it was checked to fit".into()))?;
             h = layer.o_proj.forward_residual(l, &a, &h)?;
             let gate_up = layer.gate_up_proj.forward_rms_normed(l, &h, &layer.post_attention_layernorm)?;

@@ -54,7 +54,6 @@ impl RotaryEmbedding {
     }
 
     /// The inverse frequencies, f32 [1, 1, head_dim / 2] (for kernels that rotate themselves).
-    #[cfg(feature = "cuda")]
     pub(crate) fn inv_freq(&self) -> &Tensor {
         &self.inv_freq
     }

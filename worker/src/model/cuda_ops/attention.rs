@@ -90,6 +90,17 @@ pub struct QkNorm<'a> {
     pub eps: f64,
 }
 
+/// What the rotary kernels need besides the projection: the query heads, the rotary positions
+/// (u32, one per token), the inverse frequencies (f32 [d / 2], scaling applied) and Qwen3's q/k
+/// norms.
+#[derive(Clone, Copy)]
+pub struct RotaryHeads<'a> {
+    pub heads: usize,
+    pub positions: &'a Tensor,
+    pub inv_freq: &'a Tensor,
+    pub qk_norm: Option<QkNorm<'a>>,
+}
+
 /// Largest dynamic shared memory the decode attention kernels are launched with (the default
 /// limit without an opt-in).
 const ATTENTION_SMEM: usize = 48 * 1024;
@@ -109,12 +120,9 @@ pub fn decode_attention_rope(
     v_cache: &Tensor,
     slot: &Tensor,
     pad_bias: &Tensor,
-    positions: &Tensor,
-    inv_freq: &Tensor,
-    qk_norm: Option<QkNorm<'_>>,
-    heads: usize,
+    rot: RotaryHeads<'_>,
 ) -> Result<Option<Tensor>> {
-    by_dtype!(qkv.dtype(), decode_attention_rope_t, l, qkv, k_cache, v_cache, slot, pad_bias, positions, inv_freq, qk_norm, heads)
+    by_dtype!(qkv.dtype(), decode_attention_rope_t, l, qkv, k_cache, v_cache, slot, pad_bias, rot)
 }
 
 /// Whether [`decode_attention_rope`] runs for head size `d`, a cache of `cap` positions and
@@ -143,11 +151,9 @@ fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
     v_cache: &Tensor,
     slot: &Tensor,
     pad_bias: &Tensor,
-    positions: &Tensor,
-    inv_freq: &Tensor,
-    qk_norm: Option<QkNorm<'_>>,
-    heads: usize,
+    rot: RotaryHeads<'_>,
 ) -> Result<Option<Tensor>> {
+    let RotaryHeads { heads, positions, inv_freq, qk_norm } = rot;
     let dev = cuda_dev(qkv)?;
     let (b, width) = qkv.dims2()?;
     let (cb, kv_heads, cap, d) = k_cache.dims4()?;
@@ -199,6 +205,65 @@ fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
     // SAFETY: shapes and dtypes checked above; the kernel stays inside them.
     unsafe { launch(l, &dev, &name, cfg, &args)? };
     Ok(Some(out))
+}
+
+/// The rotary families' prefill head split (`rotary_split_*` in decode.cu): from `qkv`
+/// [b, t, (heads + 2 kv_heads) * d] (bias added), q and k through the per-head norms (`qk_norm`)
+/// and the rotary at `positions` [b, t] u32 with `inv_freq` f32 [d / 2]; k and v written into
+/// `k_dst`/`v_dst` [b, kv_heads, cap, d] at rows `offset..offset + t`. Returns q [b, heads, t, d],
+/// or `Ok(None)` where the kernel does not apply (layouts, head size over 256).
+pub fn rotary_split(l: &Launch, qkv: &Tensor, rot: RotaryHeads<'_>, k_dst: &Tensor, v_dst: &Tensor, offset: usize) -> Result<Option<Tensor>> {
+    by_dtype!(qkv.dtype(), rotary_split_t, l, qkv, rot, k_dst, v_dst, offset)
+}
+
+fn rotary_split_t<T: CudaDType + DeviceRepr>(l: &Launch, qkv: &Tensor, rot: RotaryHeads<'_>, k_dst: &Tensor, v_dst: &Tensor, offset: usize) -> Result<Option<Tensor>> {
+    let RotaryHeads { heads, positions, inv_freq, qk_norm } = rot;
+    let dev = cuda_dev(qkv)?;
+    let (b, t, width) = qkv.dims3()?;
+    let (kb, kv_heads, cap, d) = k_dst.dims4()?;
+    if kb != b || kv_heads == 0 || heads % kv_heads != 0 || width != (heads + 2 * kv_heads) * d || v_dst.dims() != k_dst.dims() {
+        bail!("rotary_split: qkv {:?} and cache {:?}/{:?} do not fit {heads} heads", qkv.dims(), k_dst.dims(), v_dst.dims());
+    }
+    if offset + t > cap {
+        bail!("rotary_split: rows {offset}..{} past the cache's {cap}", offset + t);
+    }
+    let contiguous = [qkv, positions, inv_freq, k_dst, v_dst].iter().all(|x| x.is_contiguous());
+    let norm_fits = qk_norm.is_none_or(|n| [n.q_weight, n.k_weight].iter().all(|w| w.dims() == [d] && w.dtype() == qkv.dtype() && w.is_contiguous()));
+    if !contiguous
+        || !norm_fits
+        || d > 256
+        || d % 2 != 0
+        || positions.dims() != [b, t]
+        || positions.dtype() != DType::U32
+        || inv_freq.dtype() != DType::F32
+        || inv_freq.elem_count() != d / 2
+        || k_dst.dtype() != qkv.dtype()
+    {
+        return Ok(None);
+    }
+    let q = output::<T>(l, &dev, qkv.dtype(), &[b, heads, t, d])?;
+    const WARPS: usize = 4;
+    let cfg = LaunchConfig { grid_dim: (t as u32, b as u32, 1), block_dim: (32 * WARPS as u32, 1, 1), shared_mem_bytes: (WARPS * d * 4) as u32 };
+    let args = [
+        ptr::<T>(qkv, "qkv")?,
+        ptr::<u32>(positions, "positions")?,
+        ptr::<f32>(inv_freq, "inv_freq")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
+        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
+        ptr::<T>(&q, "q")?,
+        ptr::<T>(k_dst, "k")?,
+        ptr::<T>(v_dst, "v")?,
+        Arg::I32(heads as i32),
+        Arg::I32(kv_heads as i32),
+        Arg::I32(d as i32),
+        Arg::I32(t as i32),
+        Arg::I32(cap as i32),
+        Arg::I32(offset as i32),
+    ];
+    // SAFETY: shapes, dtypes and contiguity checked above; the kernel stays inside them.
+    unsafe { launch(l, &dev, &format!("rotary_split_{}", suffix(qkv.dtype())?), cfg, &args)? };
+    Ok(Some(q))
 }
 
 /// Whether [`prefill_attention`] runs: the job's `fused_prefill_attention` option; off, the model
