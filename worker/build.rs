@@ -48,6 +48,8 @@ fn build_ptx() {
     let nvcc = nvcc.unwrap_or_else(|| "nvcc".to_string());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
+    // What the build targets, for `tokbench-worker doctor` (candle's kernels follow the same variable).
+    println!("cargo:rustc-env=TOKBENCH_CUDA_COMPUTE_CAP={cap}");
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
     // decode.ptx for $CUDA_COMPUTE_CAP; decode_sm90.ptx for Hopper and newer, with programmatic
     // dependent launch compiled in (griddepcontrol needs compute_90; see src/model/cuda_ops/launch.rs).

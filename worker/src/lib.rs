@@ -22,3 +22,4 @@ pub mod bench_cli;
 pub mod gpu;
 pub mod serve;
 pub mod profile;
+pub mod doctor;

@@ -21,6 +21,29 @@ enum Command {
     /// tokbench and transformers can be compared on identical weights.
     #[command(after_help = "Example:\n  tokbench-worker export-weights --model gpt2 --out /tmp/gpt2-synthetic\n  python3 -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('/tmp/gpt2-synthetic')\"")]
     ExportWeights(ExportWeightsArgs),
+    /// What this machine offers tokbench: driver, CUDA, GPUs (capability, memory, the kernel
+    /// paths each gets), NVML, nsys, the Hugging Face cache, whether the Hub answers.
+    Doctor(DoctorArgs),
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// Print JSON instead of the human-readable screen.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for the Hub's TCP connection.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+}
+
+fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let report = tokbench_worker::doctor::examine(std::time::Duration::from_secs_f64(args.timeout.max(0.1)));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -77,5 +100,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench(cmd),
         Command::Serve(args) => tokbench_worker::serve::main(args),
         Command::ExportWeights(args) => export_weights(args),
+        Command::Doctor(args) => doctor(args),
     }
 }
