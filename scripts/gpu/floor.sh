@@ -9,6 +9,8 @@
 #          1 warm-up + 3 repetitions each: ITL p50 (the decode step, ms), tokens/s, TTFT p50, engine peak;
 #          the floor = bytes a batch-1 step reads (weights, without an untied embedding table) / the
 #          device-to-device copy rate measured in this call (read + write bytes per second).
+#   profile  per-kernel GPU time of a batch-1 step under nsys (PROFILE_MODELS)
+#   hf     the new build against transformers (default cache, reused static cache): HF_WORKLOADS
 set -uo pipefail
 ROOT=$PWD
 PACK=${PACK:-i21}
@@ -103,5 +105,11 @@ EOF
     cp $W/kern_${m}_cuda_gpu_kern_sum.csv "$OUT"/ 2>/dev/null
   done
   ;;
+hf)
+  # tokbench against transformers' default cache and its reused static cache (the strongest
+  # transformers setup measured so far), same exported weights and prompt ids: bench/gpu_vs_hf.py.
+  TOKBENCH_WORKER=$B/tokbench-worker BENCH_REPS=${BENCH_REPS:-3} BENCH_ENGINES=${BENCH_ENGINES:-tokbench,hf_dynamic,hf_static_reuse} \
+    BENCH_WORKLOADS=${HF_WORKLOADS:-llama-3.2-1b:bf16:1:32:128,qwen3-0.6b:bf16:1:32:128,llama-3.2-1b:bf16:32:128:128} \
+    timeout ${HF_TIMEOUT:-500} $PY bench/gpu_vs_hf.py "$OUT/hf" 2>&1 | grep -vE "^\s*$|^[VIW][0-9]{4} " | tail -30 ;;
 *) echo "unknown step $step"; exit 2;;
 esac; done
