@@ -53,6 +53,7 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             dtype: if gpu { "f16".into() } else { "f32".into() },
             tokenizer: "gpt2 fallback (tiktoken-rs r50k_base)".into(),
             config: serde_json::from_str(entry.config_json).unwrap(),
+            weights_download: None,
         },
         inference_metrics: InferenceMetrics {
             model_load_time_seconds: 0.2 + size_mb / 900.0,

@@ -65,6 +65,17 @@ pub fn time_ms(ms: i64) -> String {
     }
 }
 
+/// A job's phase as shown: "downloading 12.3/500.0 MB (2%)" while its worker fetches weights
+/// from the Hugging Face Hub, else the phase itself ("-" when none).
+pub fn phase_label(j: &Job) -> String {
+    if j.phase == "downloading" && j.bytes_total > 0 {
+        let mb = |b: u64| b as f64 / 1e6;
+        let done = j.bytes_done.min(j.bytes_total);
+        return format!("downloading {:.1}/{:.1} MB ({:.0}%)", mb(done), mb(j.bytes_total), done as f64 * 100.0 / j.bytes_total as f64);
+    }
+    dash(&j.phase)
+}
+
 pub fn dash(s: &str) -> String {
     if s.is_empty() {
         "-".into()
@@ -80,6 +91,7 @@ pub fn job_json(j: &Job) -> Value {
         "last_error": j.last_error, "run_id": j.run_id, "created_at_ms": j.created_at_ms,
         "updated_at_ms": j.updated_at_ms, "phase": j.phase, "tokens_done": j.tokens_done,
         "tokens_total": j.tokens_total, "tokens_per_second": j.tokens_per_second,
+        "bytes_done": j.bytes_done, "bytes_total": j.bytes_total,
     })
 }
 
@@ -174,7 +186,7 @@ pub fn jobs_table(ui: &Ui, jobs: &[Job]) -> Table {
             j.batch_size.to_string(),
             job_state_name(j.state).to_string(),
             dash(&j.worker_id),
-            dash(&j.phase),
+            phase_label(j),
             tokens,
             if j.tokens_per_second > 0.0 { format!("{:.1}", j.tokens_per_second) } else { "-".into() },
             j.attempts.to_string(),

@@ -4,7 +4,7 @@
 
 use crate::client::Conn;
 use crate::error::{CliError, CliResult};
-use crate::output::{job_state_name, Ui};
+use crate::output::{job_state_name, phase_label, Ui};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -79,7 +79,7 @@ impl Bars {
                 EventKind::Failed => pb.set_message(format!("attempt failed, will retry: {}", ev.message)),
                 EventKind::Cancelled => pb.abandon_with_message("cancelled"),
                 _ => {
-                    let phase = if job.phase.is_empty() { job_state_name(job.state).to_string() } else { job.phase.clone() };
+                    let phase = if job.phase.is_empty() { job_state_name(job.state).to_string() } else { phase_label(job) };
                     let tps = if job.tokens_per_second > 0.0 { format!(" · {:.1} tok/s", job.tokens_per_second) } else { String::new() };
                     let parts: Vec<String> = [worker.clone(), phase].into_iter().filter(|p| !p.is_empty()).collect();
                     pb.set_message(format!("{}{tps}", parts.join(" · ")));

@@ -14,6 +14,8 @@ fn tokbench(cwd: &Path, args: &[&str]) -> Output {
         .current_dir(cwd)
         .env_remove("TOKBENCH_COORDINATOR")
         .env_remove("TOKBENCH_TOKEN")
+        // Local sweeps run workers in this process: no downloads in tests.
+        .env("HF_HUB_OFFLINE", "1")
         .env("RUST_LOG", "warn")
         .output()
         .expect("the tokbench binary runs")
@@ -474,7 +476,7 @@ async fn cli_talks_to_a_tls_coordinator_with_its_ca_and_says_what_is_wrong_witho
         let cwd = dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut cmd = Command::new(BIN);
-            cmd.args(&args).current_dir(&cwd).env_remove("TOKBENCH_COORDINATOR").env_remove("TOKBENCH_TOKEN").env_remove("TOKBENCH_CA_CERT").env("RUST_LOG", "warn");
+            cmd.args(&args).current_dir(&cwd).env_remove("TOKBENCH_COORDINATOR").env_remove("TOKBENCH_TOKEN").env_remove("TOKBENCH_CA_CERT").env("HF_HUB_OFFLINE", "1").env("RUST_LOG", "warn");
             if let Some(p) = ca_env {
                 cmd.env("TOKBENCH_CA_CERT", p);
             }

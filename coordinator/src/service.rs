@@ -374,7 +374,7 @@ impl WorkerQueue for Service {
         let r = request.into_inner();
         validate_worker_id(&r.worker_id)?;
         require("job_id", &r.job_id)?;
-        let out = self.0.store.heartbeat(&r.worker_id, &r.job_id, r.attempt, (&r.phase, r.tokens_done, r.tokens_total, r.tokens_per_second), self.0.lease_ms).await?;
+        let out = self.0.store.heartbeat(&r.worker_id, &r.job_id, r.attempt, (&r.phase, r.tokens_done, r.tokens_total, r.tokens_per_second, r.bytes_done, r.bytes_total), self.0.lease_ms).await?;
         match out {
             HeartbeatOutcome::Extended { lease_expires_at, job, started } => {
                 if started {

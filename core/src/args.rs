@@ -37,9 +37,15 @@ pub struct KernelArgs {
 /// in their own ways).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct WorkloadArgs {
-    /// auto (real weights when available offline, else synthetic), real or synthetic [default: auto].
+    /// auto (real weights from the Hugging Face cache or a local directory, downloaded from the
+    /// Hub when missing and online, else synthetic), real (the same, but an error instead of
+    /// synthetic) or synthetic (no network) [default: auto].
     #[arg(long, value_parser = parse_spec::<WeightsMode>)]
     pub weights: Option<WeightsMode>,
+    /// Never touch the network: weights only from the Hugging Face cache or a local directory
+    /// (HF_HUB_OFFLINE=1 on the worker means the same).
+    #[arg(long)]
+    pub offline: bool,
     /// Seed of synthetic weights [default: 0].
     #[arg(long)]
     pub weights_seed: Option<u64>,
@@ -90,6 +96,9 @@ impl WorkloadArgs {
         let mut w = base;
         if let Some(v) = self.weights {
             w.weights = v;
+        }
+        if self.offline {
+            w.offline = true;
         }
         if let Some(v) = self.weights_seed {
             w.weights_seed = v;

@@ -54,6 +54,29 @@ pub struct ModelProperties {
     pub tokenizer: String,
     /// The full config used, Hugging Face layout.
     pub config: serde_json::Value,
+    /// Set when this job tried to download the weights from the Hugging Face Hub (they were not
+    /// in the cache): what it fetched and how long it took (not part of the load time), or why
+    /// it could not (then `--weights auto` ran synthetic weights). Absent: no download needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_download: Option<WeightsDownload>,
+}
+
+/// A download of a model's files from the Hugging Face Hub, before loading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsDownload {
+    /// The Hub repo id.
+    pub repo: String,
+    pub revision: String,
+    /// The commit the files came from (None when the download failed before the listing).
+    pub commit: Option<String>,
+    /// Bytes of the model's files (config, tokenizer, weights) in all.
+    pub bytes_total: u64,
+    /// Bytes transferred by this job (less than `bytes_total` when some files were cached or resumed).
+    pub bytes_downloaded: u64,
+    /// Wall time of the download (listing, transfers, verification).
+    pub seconds: f64,
+    /// Why the download failed (the job then used synthetic weights); None when it succeeded.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

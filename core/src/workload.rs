@@ -11,7 +11,8 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightsMode {
-    /// Real weights when they are available offline (HF cache or local dir), else synthetic.
+    /// Real weights from a local directory or the Hugging Face cache, downloaded from the Hub
+    /// when missing and online; else synthetic.
     #[default]
     Auto,
     Real,
@@ -103,6 +104,10 @@ pub struct Workload {
     /// Which CUDA kernels run prefill and decode (ignored on the CPU).
     #[serde(default)]
     pub kernels: crate::KernelOptions,
+    /// No network access for this job: weights come only from the Hugging Face cache or a local
+    /// directory, never downloaded (as with HF_HUB_OFFLINE=1 on the worker).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 impl Default for Workload {
@@ -122,6 +127,7 @@ impl Default for Workload {
             weights_seed: 0,
             reuse_model: false,
             kernels: crate::KernelOptions::default(),
+            offline: false,
         }
     }
 }

@@ -25,9 +25,18 @@ Examples:
   nsys profile -o profile_facebook_opt-125m --force-overwrite true tokbench-worker bench --model opt-125m --device cuda:0
 
 Models: a catalog name (`tokbench models` lists them: opt-125m .. opt-1.3b, gpt2 .., smollm2-135m,
-tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, qwen3-0.6b, mistral-7b-v0.3, ...), a Hugging Face repo id already in the local cache (HF_HOME / HF_HUB_CACHE;
-nothing is ever downloaded), or a local directory with config.json.
-Exit codes: 0 ok, 2 bad input (unknown model, bad prompt file, prompt too long, ...), 1 other errors.";
+tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, qwen3-0.6b, mistral-7b-v0.3, ...), a Hugging Face repo id,
+or a local directory with config.json.
+Weights: a local directory's files, else the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else
+~/.cache/huggingface/hub). When the cache lacks them, --weights real and auto download config.json, the
+tokenizer files and the weights (safetensors preferred) from the Hub (HF_ENDPOINT) into the cache, with
+a progress bar, before the timed load; an interrupted download resumes, every file is checked against
+the Hub's size and hash. Gated models (Llama) need their licence accepted on the model page and a token
+in HF_TOKEN. --offline (or HF_HUB_OFFLINE=1) never touches the network; --weights auto then, or when the
+download fails (no network, 401, 404), runs synthetic weights and says why; --weights synthetic never
+downloads.
+Exit codes: 0 ok, 2 bad input (unknown model, bad prompt file, prompt too long, repo not found or gated
+without a token, ...), 1 other errors.";
 
 /// Run one benchmark standalone.
 #[derive(clap::Args, Debug, Clone)]
@@ -72,7 +81,9 @@ impl BenchArgs {
     /// The workload these flags describe (reads the prompt file; `run_workload` validates it).
     pub fn to_workload(&self) -> crate::Result<Workload> {
         if let Some(path) = &self.workload_file {
-            return read_workload_file(path);
+            let mut w = read_workload_file(path)?;
+            w.offline |= self.workload.offline;
+            return Ok(w);
         }
         let base = Workload { model: self.model.clone(), device: self.device, batch_size: self.batch_size, ..Workload::default() };
         self.workload.apply(base).map_err(|e| EngineError::InvalidWorkload(e.to_string()))
@@ -113,6 +124,8 @@ pub fn exit_code(e: &EngineError) -> i32 {
         | EngineError::PromptTooLong { .. }
         | EngineError::PromptFile { .. }
         | EngineError::InvalidWorkload(_) => 2,
+        // Gated without a token, no such repo or revision, no loadable weights, offline.
+        EngineError::Download { source, .. } if source.is_user_error() => 2,
         // A CUDA device asked of a CPU-only build is a usage error too.
         EngineError::DeviceUnavailable { .. } if !cfg!(feature = "cuda") => 2,
         _ => 1,
@@ -143,16 +156,38 @@ fn run(args: &BenchArgs) -> Result<(), Failure> {
     let cancel = AtomicBool::new(false);
     let quiet = args.quiet;
     let mut last_phase = "";
+    // The download's bar (bytes, rate, ETA), on stderr; indicatif hides it when stderr is no terminal.
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut on_progress = |p: &Progress| {
         if quiet {
             return;
         }
         if p.phase != last_phase {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
             eprintln!("[{}]", p.phase);
             last_phase = p.phase;
         }
+        if p.phase == "downloading" && p.bytes_total > 0 {
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::with_draw_target(Some(p.bytes_total), indicatif::ProgressDrawTarget::stderr());
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec}, ETA {eta}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                b
+            });
+            b.set_length(p.bytes_total);
+            b.set_position(p.bytes_done);
+        }
     };
-    let report = bench::run_workload(&workload, &cancel, &mut on_progress).map_err(Failure::Engine)?;
+    let result = bench::run_workload(&workload, &cancel, &mut on_progress);
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let report = result.map_err(Failure::Engine)?;
     let path = args.json.clone().unwrap_or_else(|| default_json_name(&report));
     let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Other(e.into()))?;
     std::fs::write(&path, text + "\n")
@@ -186,6 +221,19 @@ pub fn summary(r: &BenchReport) -> String {
         out.push_str(&format!("weights          real ({})\n", p.weights_source));
     } else {
         out.push_str(&format!("weights          {}\n", p.weights_source));
+    }
+    if let Some(d) = &p.weights_download {
+        match &d.error {
+            None => out.push_str(&format!(
+                "download         {}@{} from the Hugging Face Hub: {} of {} transferred in {:.1} s (not in the load time)\n",
+                d.repo,
+                d.revision,
+                crate::hub::human_bytes(d.bytes_downloaded),
+                crate::hub::human_bytes(d.bytes_total),
+                d.seconds
+            )),
+            Some(e) => out.push_str(&format!("download         failed, so synthetic weights: {e}\n")),
+        }
     }
     out.push_str(&format!("tokenizer        {}\n", p.tokenizer));
     out.push_str(&format!("device           {} ({}), dtype {}\n", g.device, g.gpu_name, p.dtype));

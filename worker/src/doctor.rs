@@ -137,7 +137,7 @@ pub fn examine(timeout: Duration) -> Doctor {
 }
 
 /// `host:port` of an `http(s)://host[:port][/path]` endpoint.
-fn host_port(endpoint: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(endpoint: &str) -> Option<(String, u16)> {
     let (default_port, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
         (443, r)
     } else if let Some(r) = endpoint.strip_prefix("http://") {
@@ -155,7 +155,7 @@ fn host_port(endpoint: &str) -> Option<(String, u16)> {
 
 fn check_hub(timeout: Duration) -> HubCheck {
     let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()).unwrap_or_else(|| "https://huggingface.co".into());
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let offline = crate::hub::offline_from_env();
     if offline {
         return HubCheck { endpoint, reachable: None, detail: "not checked: HF_HUB_OFFLINE is set".into() };
     }

@@ -11,8 +11,11 @@ pub enum EngineError {
     Config(#[from] tokbench_core::ConfigError),
     #[error("config file {path}: {source}")]
     ConfigFile { path: PathBuf, source: tokbench_core::ConfigError },
-    #[error("no real weights for {model} are available offline: {detail}. Put the model in the Hugging Face cache (HF_HOME) or pass a local directory, or use --weights synthetic")]
+    #[error("no real weights for {model}: {detail}. Let tokbench download them (run without --offline and HF_HUB_OFFLINE; gated models need HF_TOKEN), put them in the Hugging Face cache (HF_HOME / HF_HUB_CACHE) or pass a local directory, or use --weights synthetic")]
     WeightsNotFound { model: String, detail: String },
+    /// Downloading the model's files from the Hugging Face Hub failed (see [`crate::hub`]).
+    #[error("downloading {model} from the Hugging Face Hub: {source}")]
+    Download { model: String, source: crate::hub::HubError },
     #[error("weight file {path} is missing or unreadable: {detail}")]
     WeightsMissing { path: PathBuf, detail: String },
     #[error("weight file {path} is corrupt: {detail}. Re-download it (delete it from the cache) or use --weights synthetic")]
@@ -46,8 +49,10 @@ pub enum EngineError {
 impl EngineError {
     /// false: running the same job again cannot succeed (bad input, unknown model).
     pub fn is_retryable(&self) -> bool {
-        if let EngineError::Profile { retryable, .. } = self {
-            return *retryable;
+        match self {
+            EngineError::Profile { retryable, .. } => return *retryable,
+            EngineError::Download { source, .. } => return source.is_retryable(),
+            _ => {}
         }
         matches!(self, EngineError::Candle(_) | EngineError::Io(_) | EngineError::DeviceUnavailable { .. } | EngineError::OutOfMemory { .. })
     }

@@ -23,3 +23,4 @@ pub mod gpu;
 pub mod serve;
 pub mod profile;
 pub mod doctor;
+pub mod hub;

@@ -2,8 +2,14 @@
 //! local directory) into a config, a weight source (real files or synthetic) and a directory
 //! to look for tokenizer files in.
 //!
-//! tokbench never downloads anything: real weights are used only when they are already on
-//! disk (a local directory, or the Hugging Face hub cache, i.e. as if HF_HUB_OFFLINE=1).
+//! Resolution itself reads only the disk: a local directory, or the Hugging Face hub cache
+//! ([`hf_cache`]). Downloading is a step before it: when a catalog model or repo id has no real
+//! weights in the cache and `--weights` is `real` or `auto`, [`download_candidate`] names the
+//! repo, the job runner fetches it into the cache with [`crate::hub`] (unless offline:
+//! `--offline` or HF_HUB_OFFLINE=1) outside the timed load, and resolution then finds it there.
+//! `auto` falls back to synthetic weights when that download cannot happen (offline, Hub
+//! unreachable, gated without a token, not found), with the reason; `synthetic` never touches
+//! the network.
 //!
 //! Which local directories a name may reach is a [`ModelPathPolicy`]: `tokbench-worker bench`,
 //! run by the user, loads any directory (unless given `--models-dir`); `tokbench-worker serve`,
@@ -172,6 +178,37 @@ pub fn check_model(name: &str, policy: &ModelPathPolicy) -> Result<()> {
     locate(name.trim(), policy).map(|_| ())
 }
 
+/// The Hugging Face repo whose files [`crate::hub`] should fetch before [`resolve_with`] runs:
+/// Some(repo id) when `mode` wants real weights (`real` or `auto`), `name` is a catalog model
+/// with a repo or a repo id (not a local directory under `policy`), and the cache lacks its real
+/// weights (or a shard of them). None otherwise: nothing to download, and resolution decides.
+pub fn download_candidate(name: &str, mode: WeightsMode, policy: &ModelPathPolicy) -> Result<Option<String>> {
+    let name = name.trim();
+    if mode == WeightsMode::Synthetic || name.is_empty() {
+        return Ok(None);
+    }
+    if let Located::Dir(_) = locate(name, policy)? {
+        return Ok(None);
+    }
+    let repo = match Catalog::get(name) {
+        Some(e) => match e.hf_repo {
+            Some(r) => r,
+            None => return Ok(None),
+        },
+        None => name,
+    };
+    if !looks_like_repo_id(repo) {
+        return Ok(None);
+    }
+    Ok(match find_in_hf_cache(repo) {
+        Ok(Some(Cached { weights: Some(_), .. })) => None,
+        // No config.json, no weights, a shard missing: fetch what is missing.
+        Ok(_) | Err(EngineError::WeightsMissing { .. }) => Some(repo.to_string()),
+        // A config.json that does not parse, a corrupt index: resolution reports it.
+        Err(_) => None,
+    })
+}
+
 /// What a name refers to.
 enum Located {
     /// A local directory: as given under [`ModelPathPolicy::any`], else canonical.
@@ -254,10 +291,7 @@ pub fn resolve_with(name: &str, mode: WeightsMode, seed: u64, policy: &ModelPath
         model_dir,
         reason,
     };
-    let looked = format!(
-        "looked in the Hugging Face cache {} (set HF_HOME or HF_HUB_CACHE to use another; tokbench never downloads, as with HF_HUB_OFFLINE=1)",
-        hf_cache().path().display()
-    );
+    let looked = format!("looked in the Hugging Face cache {} (set HF_HOME or HF_HUB_CACHE to use another)", hf_cache().path().display());
     match (mode, entry, cached) {
         (WeightsMode::Synthetic, Some(e), _) => {
             Ok(synthetic(e.config(), model_id_of(e), e.file_stem(), None, "--weights synthetic: catalog config with seeded random weights".into()))
@@ -301,7 +335,7 @@ pub fn resolve_with(name: &str, mode: WeightsMode, seed: u64, policy: &ModelPath
                 (Some(r), Some(c)) => format!("{r} is in the Hugging Face cache at {} but without weight files", c.dir.display()),
                 (Some(r), None) => format!("{r} is not in the Hugging Face cache ({looked})"),
             };
-            Ok(synthetic(e.config(), model_id_of(e), e.file_stem(), None, format!("--weights auto: no real weights offline, using synthetic weights from the catalog config: {why}")))
+            Ok(synthetic(e.config(), model_id_of(e), e.file_stem(), None, format!("--weights auto: no real weights, using synthetic weights from the catalog config: {why}")))
         }
         (WeightsMode::Auto, None, Some(c)) => Ok(synthetic(
             c.config,
@@ -439,29 +473,35 @@ pub fn find_weight_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     Ok(None)
 }
 
-fn read_shard_index(index: &Path) -> Result<Vec<PathBuf>> {
-    let bad = |detail: String| EngineError::WeightsCorrupt { path: index.to_path_buf(), detail };
-    let text = std::fs::read_to_string(index).map_err(|e| EngineError::WeightsMissing { path: index.to_path_buf(), detail: e.to_string() })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+/// The shard file names a `model.safetensors.index.json` lists in its `weight_map`, sorted,
+/// each once; an error naming what is wrong (no map, a path instead of a file name, empty).
+pub fn shard_names(index_json: &str) -> std::result::Result<Vec<String>, String> {
+    let value: serde_json::Value = serde_json::from_str(index_json).map_err(|e| format!("not valid JSON: {e}"))?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("no \"weight_map\" object (tensor name -> shard file)".into()))?;
+        .ok_or_else(|| "no \"weight_map\" object (tensor name -> shard file)".to_string())?;
     let mut files: Vec<String> = Vec::new();
     for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(format!("weight_map[\"{tensor}\"] is not a file name")))?;
+        let file = file.as_str().ok_or_else(|| format!("weight_map[\"{tensor}\"] is not a file name"))?;
         // Shards sit next to their index: a path would reach outside the model directory.
         if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\']) || file.chars().any(char::is_control) {
-            return Err(bad(format!("weight_map[\"{tensor}\"] is {file:?}, not a plain file name next to the index")));
+            return Err(format!("weight_map[\"{tensor}\"] is {file:?}, not a plain file name next to the index"));
         }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());
         }
     }
     if files.is_empty() {
-        return Err(bad("weight_map is empty".into()));
+        return Err("weight_map is empty".into());
     }
     files.sort();
+    Ok(files)
+}
+
+fn read_shard_index(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| EngineError::WeightsMissing { path: index.to_path_buf(), detail: e.to_string() })?;
+    let files = shard_names(&text).map_err(|detail| EngineError::WeightsCorrupt { path: index.to_path_buf(), detail })?;
     let dir = index.parent().unwrap_or(Path::new("."));
     files
         .into_iter()

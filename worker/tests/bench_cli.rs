@@ -24,6 +24,8 @@ fn run_in(cwd: &Path, hf_home: &Path, args: &[&str]) -> Run {
         .current_dir(cwd)
         .env("HF_HOME", hf_home)
         .env_remove("HF_HUB_CACHE")
+        // These runs never download (tests/hub_download.rs covers downloads).
+        .env("HF_HUB_OFFLINE", "1")
         .env("RUST_LOG", "warn")
         .output()
         .expect("run tokbench-worker");

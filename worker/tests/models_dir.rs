@@ -166,7 +166,7 @@ fn bench(cwd: &Path, env: Option<&str>, args: &[&str]) -> (i32, String) {
     if !args.contains(&"--workload-file") {
         cmd.args(["--max-tokens", "2", "--input-len", "4", "--num-prompts", "1", "--batch-size", "1", "--repetitions", "1", "--warmup", "0"]);
     }
-    cmd.current_dir(cwd).env("HF_HOME", cwd).env_remove("HF_HUB_CACHE").env("RUST_LOG", "warn").env_remove(resolve::MODELS_DIRS_ENV);
+    cmd.current_dir(cwd).env("HF_HOME", cwd).env_remove("HF_HUB_CACHE").env("HF_HUB_OFFLINE", "1").env("RUST_LOG", "warn").env_remove(resolve::MODELS_DIRS_ENV);
     if let Some(v) = env {
         cmd.env(resolve::MODELS_DIRS_ENV, v);
     }

@@ -71,6 +71,7 @@ fn tiny_workload() -> Workload {
         weights_seed: 0,
         reuse_model: false,
                 kernels: Default::default(),
+        offline: false,
     }
 }
 

@@ -57,7 +57,7 @@ fn real_weights_requested_but_absent() {
     let err = resolve::resolve("opt-125m", WeightsMode::Real, 0).unwrap_err();
     assert!(matches!(err, EngineError::WeightsNotFound { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&hub.display().to_string()) && msg.contains("never downloads"), "{msg}");
+    assert!(msg.contains(&hub.display().to_string()) && msg.contains("without --offline"), "{msg}");
     let msg = resolve::resolve("tiny-gpt2", WeightsMode::Real, 0).unwrap_err().to_string();
     assert!(msg.contains("synthetic"), "{msg}");
 }

@@ -38,6 +38,8 @@ pub fn job_proto(j: &JobRow) -> Job {
         tokens_done: j.tokens_done as u64,
         tokens_total: j.tokens_total as u64,
         tokens_per_second: j.tokens_per_second,
+        bytes_done: j.bytes_done as u64,
+        bytes_total: j.bytes_total as u64,
     }
 }
 

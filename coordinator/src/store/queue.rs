@@ -58,9 +58,10 @@ impl Store {
         self.write(move |c| Box::pin(async move { lease_in(c, &w, &b, free_bytes, lease_ms).await })).await
     }
 
-    pub async fn heartbeat(&self, worker_id: &str, job_id: &str, attempt: u32, progress: (&str, u64, u64, f64), lease_ms: u64) -> Result<HeartbeatOutcome> {
+    /// `progress`: phase, tokens done, tokens total, tokens/s, bytes done, bytes total.
+    pub async fn heartbeat(&self, worker_id: &str, job_id: &str, attempt: u32, progress: (&str, u64, u64, f64, u64, u64), lease_ms: u64) -> Result<HeartbeatOutcome> {
         let (w, j, phase) = (worker_id.to_string(), job_id.to_string(), progress.0.to_string());
-        let (done, total, tps) = (progress.1, progress.2, progress.3);
+        let (done, total, tps, bytes_done, bytes_total) = (progress.1, progress.2, progress.3, progress.4, progress.5);
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
@@ -92,6 +93,8 @@ impl Store {
                     .bind(done as i64)
                     .bind(total as i64)
                     .bind(if tps.is_finite() { tps } else { 0.0 })
+                    .bind(bytes_done.min(i64::MAX as u64) as i64)
+                    .bind(bytes_total.min(i64::MAX as u64) as i64)
                     .bind(now)
                     .bind(&j)
                     .fetch_one(&mut *c)
@@ -231,7 +234,7 @@ const CANDIDATE_EXISTS: &str = "SELECT 1 FROM jobs WHERE state = 'queued' AND (b
 static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE jobs SET state = 'leased', attempts = attempts + 1, worker_id = ?1, lease_expires_at = ?2, leased_at = ?3, updated_at = ?3,
-                phase = '', tokens_done = 0, tokens_total = 0, tokens_per_second = 0
+                phase = '', tokens_done = 0, tokens_total = 0, tokens_per_second = 0, bytes_done = 0, bytes_total = 0
          WHERE id = (SELECT id FROM jobs
                      WHERE state = 'queued' AND (backend = '' OR backend = ?4)
                        AND (?4 <> 'cuda' OR ?5 = 0 OR est_parameters * (CASE dtype_bytes WHEN 0 THEN 2 ELSE dtype_bytes END) <= ?5)
@@ -242,7 +245,7 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 static HEARTBEAT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE jobs SET state = 'running', lease_expires_at = ?, phase = ?, tokens_done = ?, tokens_total = ?, tokens_per_second = ?, updated_at = ? WHERE id = ?
+        "UPDATE jobs SET state = 'running', lease_expires_at = ?, phase = ?, tokens_done = ?, tokens_total = ?, tokens_per_second = ?, bytes_done = ?, bytes_total = ?, updated_at = ? WHERE id = ?
          RETURNING {JOB_RETURNING}"
     )
 });

@@ -22,6 +22,9 @@ pub struct JobRow {
     pub tokens_done: i64,
     pub tokens_total: i64,
     pub tokens_per_second: f64,
+    /// Phase "downloading": bytes of the model's files so far / in all.
+    pub bytes_done: i64,
+    pub bytes_total: i64,
     pub queued_at: i64,
     pub leased_at: Option<i64>,
     pub created_at: i64,
@@ -29,10 +32,10 @@ pub struct JobRow {
     pub run_id: Option<String>,
 }
 
-pub(super) const JOB_COLUMNS: &str = "j.id, j.sweep_id, j.seq, j.model, j.batch_size, j.workload_json, j.profile, j.state, j.attempts, j.max_attempts, j.lease_expires_at, j.worker_id, j.last_error, j.phase, j.tokens_done, j.tokens_total, j.tokens_per_second, j.queued_at, j.leased_at, j.created_at, j.updated_at, r.id AS run_id";
+pub(super) const JOB_COLUMNS: &str = "j.id, j.sweep_id, j.seq, j.model, j.batch_size, j.workload_json, j.profile, j.state, j.attempts, j.max_attempts, j.lease_expires_at, j.worker_id, j.last_error, j.phase, j.tokens_done, j.tokens_total, j.tokens_per_second, j.bytes_done, j.bytes_total, j.queued_at, j.leased_at, j.created_at, j.updated_at, r.id AS run_id";
 /// `RETURNING` list of an `UPDATE jobs`: the row after the change, without the run id (the
 /// caller knows it, or knows there is none).
-pub(super) const JOB_RETURNING: &str = "id, sweep_id, seq, model, batch_size, workload_json, profile, state, attempts, max_attempts, lease_expires_at, worker_id, last_error, phase, tokens_done, tokens_total, tokens_per_second, queued_at, leased_at, created_at, updated_at, NULL AS run_id";
+pub(super) const JOB_RETURNING: &str = "id, sweep_id, seq, model, batch_size, workload_json, profile, state, attempts, max_attempts, lease_expires_at, worker_id, last_error, phase, tokens_done, tokens_total, tokens_per_second, bytes_done, bytes_total, queued_at, leased_at, created_at, updated_at, NULL AS run_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SweepRow {

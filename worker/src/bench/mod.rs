@@ -9,6 +9,7 @@ use crate::device::{self, MIB};
 use crate::error::{EngineError, Result};
 use crate::generate::{GenerationParams, GenerationState, Generator};
 use crate::gpu;
+use crate::hub;
 use crate::model::Model;
 use crate::nvtx;
 use crate::prompts;
@@ -17,8 +18,8 @@ use crate::telemetry::TelemetrySampler;
 use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokbench_core::report::{BenchReport, ModelProperties, RepetitionMetrics, REPORT_SCHEMA_VERSION};
-use tokbench_core::{DeviceSpec, Workload};
+use tokbench_core::report::{BenchReport, ModelProperties, RepetitionMetrics, WeightsDownload, REPORT_SCHEMA_VERSION};
+use tokbench_core::{DeviceSpec, WeightsMode, Workload};
 
 mod memory;
 mod report;
@@ -30,10 +31,12 @@ use memory::check_fits;
 use report::{build_outputs, gpu_metrics, inference_metrics, nsight_metrics, EngineMemory, PassResult};
 
 /// Progress of a running job, reported to the caller (the worker service forwards it to the
-/// coordinator; the bench command prints it).
+/// coordinator; the bench command prints it). Phases: "downloading" (only when the weights are
+/// fetched from the Hub, before the timed load), "loading", "warmup", "inference",
+/// "output_processing".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
-    /// "loading" | "warmup" | "inference" | "output_processing".
+    /// "downloading" | "loading" | "warmup" | "inference" | "output_processing".
     pub phase: &'static str,
     /// Generated tokens so far in this phase (all batches, all passes of the phase).
     pub tokens_done: u64,
@@ -41,6 +44,17 @@ pub struct Progress {
     pub tokens_total: u64,
     /// Generated tokens per second so far in this phase (0 while unknown).
     pub tokens_per_second: f64,
+    /// "downloading": bytes of the model's files on disk so far (0 in other phases).
+    pub bytes_done: u64,
+    /// "downloading": bytes of the model's files in all (0 while unknown, and in other phases).
+    pub bytes_total: u64,
+}
+
+impl Progress {
+    /// The start of `phase`: nothing done yet.
+    pub fn start(phase: &'static str) -> Progress {
+        Progress { phase, tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0, bytes_done: 0, bytes_total: 0 }
+    }
 }
 
 /// NVTX ranges this engine emits with the `nvtx` feature (prefill and decode come from
@@ -124,7 +138,10 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let check_cancel = || if cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) };
     check_cancel()?;
-    on_progress(&Progress { phase: "loading", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
+    // ---- downloading (untimed: only when the Hugging Face cache lacks the weights) ----
+    let fetched = fetch_weights(workload, on_progress)?;
+    check_cancel()?;
+    on_progress(&Progress::start("loading"));
     let dtype_spec = workload.effective_dtype();
     let num_prompts = workload.prompts.num_prompts();
 
@@ -141,7 +158,11 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     let (resolved, tokenizer, cached_model) = match cached {
         Some(c) => (c.resolved, c.tokenizer, Some((c.model, c.state))),
         None => {
-            let resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
+            let mut resolved = resolve::resolve(&workload.model, workload.weights, workload.weights_seed)?;
+            if let (Some(why), resolve::WeightsKind::Synthetic) = (&fetched.fallback, resolved.weights_kind) {
+                resolved.reason = format!("--weights auto: using synthetic weights, the real ones could not be downloaded: {why}");
+                tracing::warn!(model = %resolved.model_id, "{}", resolved.reason);
+            }
             tracing::info!(model = %resolved.model_id, weights = resolved.weights_kind.as_str(), source = %resolved.weights_source, "{}", resolved.reason);
             let tokenizer = Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config)?;
             tracing::info!(tokenizer = tokenizer.description(), "tokenizer loaded");
@@ -251,7 +272,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     let telemetry = sampler.map(|s| s.stop(total_generated));
 
     // ---- output processing ----
-    on_progress(&Progress { phase: "output_processing", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
+    on_progress(&Progress::start("output_processing"));
     let outputs = {
         let _r = nvtx::Range::new("output_processing", &resolved.model_id);
         let last = passes.last().expect("repetitions >= 1");
@@ -288,6 +309,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
             dtype: dtype_spec.to_string(),
             tokenizer: tokenizer.description().to_string(),
             config: config.to_json_value(),
+            weights_download: fetched.record,
         },
         inference_metrics,
         gpu_metrics,
@@ -303,6 +325,80 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
         models.put(CachedModel { key: cache_key, resolved, tokenizer, model, state });
     }
     Ok(report)
+}
+
+/// What [`fetch_weights`] did.
+struct Fetched {
+    /// The download, for the report (None: none was needed or allowed).
+    record: Option<WeightsDownload>,
+    /// Why `--weights auto` gets no real weights (the download failed or was not allowed).
+    fallback: Option<String>,
+}
+
+/// Downloads the model's files from the Hugging Face Hub into the cache when resolution would
+/// need them (see [`resolve::download_candidate`]) and the job may use the network (not
+/// `workload.offline`, not HF_HUB_OFFLINE), reporting phase "downloading" with bytes. `--weights
+/// real` fails when the download does; `auto` records why and goes on (synthetic weights),
+/// except on a full disk or a local I/O error.
+fn fetch_weights(workload: &Workload, on_progress: &mut dyn FnMut(&Progress)) -> Result<Fetched> {
+    let none = Fetched { record: None, fallback: None };
+    let Some(repo) = resolve::download_candidate(&workload.model, workload.weights, &resolve::current_model_policy())? else {
+        return Ok(none);
+    };
+    let mut cfg = hub::HubConfig::from_env();
+    cfg.offline |= workload.offline;
+    let revision = "main";
+    // A name that is no catalog model and not in the cache may have been meant as something else
+    // (a directory outside --models-dir, a typo): resolution's message about it comes first.
+    let unknown = |hub_error: &dyn std::fmt::Display| -> Option<EngineError> {
+        if tokbench_core::Catalog::get(&workload.model).is_some() {
+            return None;
+        }
+        match resolve::resolve(&workload.model, workload.weights, workload.weights_seed) {
+            Err(EngineError::UnknownModel(m)) => Some(EngineError::UnknownModel(format!("{m} As a Hugging Face repo id: {hub_error}"))),
+            _ => None,
+        }
+    };
+    if cfg.offline {
+        let why = format!("{repo} is not in the Hugging Face cache {} and downloads are off (--offline or HF_HUB_OFFLINE=1)", cfg.cache_dir.display());
+        return match workload.weights {
+            WeightsMode::Real => Err(unknown(&why).unwrap_or(EngineError::WeightsNotFound { model: workload.model.clone(), detail: why })),
+            _ => Ok(Fetched { record: None, fallback: Some(why) }),
+        };
+    }
+    on_progress(&Progress::start("downloading"));
+    let mut sink = |p: &hub::DownloadProgress| on_progress(&Progress { bytes_done: p.bytes_done, bytes_total: p.bytes_total, ..Progress::start("downloading") });
+    let started = Instant::now();
+    match hub::download_model_blocking(&cfg, &repo, revision, &mut sink) {
+        Ok(d) => Ok(Fetched {
+            record: Some(WeightsDownload {
+                repo,
+                revision: revision.into(),
+                commit: Some(d.commit),
+                bytes_total: d.bytes_total,
+                bytes_downloaded: d.bytes_downloaded,
+                seconds: d.seconds,
+                error: None,
+            }),
+            fallback: None,
+        }),
+        Err(e) if workload.weights == WeightsMode::Auto && e.allows_synthetic() => {
+            let why = e.to_string();
+            Ok(Fetched {
+                record: Some(WeightsDownload {
+                    repo,
+                    revision: revision.into(),
+                    commit: None,
+                    bytes_total: 0,
+                    bytes_downloaded: 0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    error: Some(why.clone()),
+                }),
+                fallback: Some(why),
+            })
+        }
+        Err(source) => Err(unknown(&source).unwrap_or(EngineError::Download { model: workload.model.clone(), source })),
+    }
 }
 
 /// Reject workloads that cannot run, naming the field and the fix (tokbench-core's rules, the
@@ -330,7 +426,7 @@ impl<'a> ProgressTracker<'a> {
     fn emit(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
         let tps = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
-        (self.sink)(&Progress { phase: self.phase, tokens_done: self.done.min(self.total), tokens_total: self.total, tokens_per_second: tps });
+        (self.sink)(&Progress { tokens_done: self.done.min(self.total), tokens_total: self.total, tokens_per_second: tps, ..Progress::start(self.phase) });
         self.last = Some(Instant::now());
     }
     /// `done` = tokens generated so far in the phase.

@@ -63,7 +63,7 @@ impl Worker {
 
         let cancel = Arc::new(AtomicBool::new(false));
         let progress: Arc<Mutex<Progress>> =
-            Arc::new(Mutex::new(Progress { phase: "loading", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 }));
+            Arc::new(Mutex::new(Progress::start("loading")));
         let cancelled_by_coordinator = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.client.clone(),
@@ -274,7 +274,7 @@ async fn heartbeat_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let p = progress.lock().map(|g| g.clone()).unwrap_or(Progress { phase: "unknown", tokens_done: 0, tokens_total: 0, tokens_per_second: 0.0 });
+        let p = progress.lock().map(|g| g.clone()).unwrap_or(Progress::start("unknown"));
         let req = HeartbeatRequest {
             worker_id: worker_id.clone(),
             job_id: job_id.clone(),
@@ -283,6 +283,8 @@ async fn heartbeat_loop(
             tokens_done: p.tokens_done,
             tokens_total: p.tokens_total,
             tokens_per_second: p.tokens_per_second,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
         };
         // Short deadline: a heartbeat that cannot arrive within the lease is useless anyway.
         match client.heartbeat(with_timeout(req, every * 2)).await {

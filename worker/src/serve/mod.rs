@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// and Hugging Face repo ids. Checked after symlinks and `..` are resolved.
     #[arg(long = "models-dir", value_name = "DIR")]
     pub models_dirs: Vec<PathBuf>,
+    /// Never download weights from the Hugging Face Hub (as HF_HUB_OFFLINE=1): jobs use the
+    /// Hugging Face cache and --models-dir only; `--weights auto` jobs then run synthetic weights
+    /// for models not in the cache. Without it, missing weights are downloaded into the cache.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
@@ -99,6 +104,11 @@ pub struct WorkerConfig {
 pub type Engine = Arc<dyn Fn(&Workload, &AtomicBool, &mut dyn FnMut(&Progress)) -> crate::Result<BenchReport> + Send + Sync>;
 
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
+    if args.offline {
+        // Read by every job (and by the `bench` children of profiled jobs). SAFETY: set before
+        // the runtime (and any other thread) starts.
+        unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
+    }
     if let Some(dir) = &args.nsys_libs {
         // SAFETY: set before the runtime (and any other thread) starts.
         unsafe { std::env::set_var("TOKBENCH_NSYS_LIBS", dir) };
