@@ -35,9 +35,9 @@ W=/tmp/work-floor; mkdir -p $W
 for step in "$@"; do case $step in
 tests)
   log "gpu_parity"
-  TOKBENCH_REPO=$ROOT timeout 200 $B/gpu_parity --nocapture --test-threads 1 2>&1 | grep -E "GPU_PARITY|^test |test result|panicked|FAILED|assert"
+  TOKBENCH_REPO=$ROOT timeout 200 $B/gpu_parity --nocapture --test-threads 1 2>&1 | grep -E "GPU_PARITY|GPU_TEST|^test |test result|panicked|FAILED|assert"
   log "gpu_decode"
-  timeout 200 $B/gpu_decode --nocapture --test-threads 1 2>&1 | grep -E "GPU_DECODE|^test |test result|panicked|FAILED|assert"
+  timeout 200 $B/gpu_decode --nocapture --test-threads 1 2>&1 | grep -E "GPU_DECODE|GPU_TEST|^test |test result|panicked|FAILED|assert"
   ;;
 steps)
   BW=$($PY - <<'EOF'
