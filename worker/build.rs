@@ -1,6 +1,6 @@
 //! Records the git commit the worker was built from (TOKBENCH_GIT_COMMIT, read with
 //! option_env! into every report's environment). Absent when not built from a git checkout.
-//! With the `cuda` feature, also compiles kernels/decode.cu to PTX with nvcc ($OUT_DIR/decode.ptx).
+//! With the `cuda` feature, also compiles kernels/decode.cu to PTX with nvcc ($OUT_DIR/decode_sm{75,80,90}.ptx).
 
 use std::path::Path;
 use std::process::Command;
@@ -36,8 +36,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 }
 
-/// nvcc from $NVCC, $CUDA_HOME/bin or PATH; PTX for $CUDA_COMPUTE_CAP (default 80: the driver
-/// JIT-compiles it for newer GPUs such as Hopper).
+/// nvcc from $NVCC, $CUDA_HOME/bin or PATH; tokbench's kernels as PTX for compute 7.5, 8.0 and
+/// 9.0 (the driver JIT-compiles PTX for its GPU, and the engine picks the newest module not newer
+/// than the GPU: src/model/cuda_ops/launch.rs). $CUDA_COMPUTE_CAP is the target of candle's
+/// kernels (its own build script reads it), recorded for `tokbench-worker doctor`.
 fn build_ptx() {
     println!("cargo:rerun-if-changed=kernels/decode.cu");
     println!("cargo:rerun-if-env-changed=NVCC");
@@ -48,22 +50,32 @@ fn build_ptx() {
     let nvcc = nvcc.unwrap_or_else(|| "nvcc".to_string());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
-    // What the build targets, for `tokbench-worker doctor` (candle's kernels follow the same variable).
     println!("cargo:rustc-env=TOKBENCH_CUDA_COMPUTE_CAP={cap}");
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
-    // decode.ptx for $CUDA_COMPUTE_CAP; decode_sm90.ptx for Hopper and newer, with programmatic
-    // dependent launch compiled in (griddepcontrol needs compute_90; see src/model/cuda_ops/launch.rs).
-    for (file, arch, defines) in [("decode.ptx", cap.as_str(), &[][..]), ("decode_sm90.ptx", "90", &["-DTOKBENCH_PDL"][..])] {
-        let out = Path::new(&out_dir).join(file);
-        let status = Command::new(&nvcc)
-            .args(["--ptx", "-O3", "-std=c++17"])
-            .arg(format!("-arch=compute_{arch}"))
-            .args(defines)
-            .arg("kernels/decode.cu")
-            .arg("-o")
-            .arg(&out)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see docs/cuda.md)"));
-        assert!(status.success(), "nvcc failed on kernels/decode.cu for compute_{arch} ({status})");
-    }
+    // decode_sm90.ptx has programmatic dependent launch compiled in (griddepcontrol needs compute_90).
+    let builds = [("decode_sm75.ptx", "75", &[][..]), ("decode_sm80.ptx", "80", &[][..]), ("decode_sm90.ptx", "90", &["-DTOKBENCH_PDL"][..])];
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = builds
+            .iter()
+            .map(|(file, arch, defines)| {
+                let out = Path::new(&out_dir).join(file);
+                let nvcc = &nvcc;
+                scope.spawn(move || {
+                    let status = Command::new(nvcc)
+                        .args(["--ptx", "-O3", "-std=c++17"])
+                        .arg(format!("-arch=compute_{arch}"))
+                        .args(*defines)
+                        .arg("kernels/decode.cu")
+                        .arg("-o")
+                        .arg(&out)
+                        .status()
+                        .unwrap_or_else(|e| panic!("cannot run nvcc ({nvcc}): {e}. Install the CUDA toolkit or set NVCC (see docs/cuda.md)"));
+                    assert!(status.success(), "nvcc failed on kernels/decode.cu for compute_{arch} ({status})");
+                })
+            })
+            .collect();
+        for job in jobs {
+            job.join().expect("nvcc thread");
+        }
+    });
 }

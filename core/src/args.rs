@@ -31,6 +31,10 @@ pub struct KernelArgs {
     /// Prefill GEMMs with bias/activation/residual in cuBLASLt's epilogue [default: true].
     #[arg(long, value_name = "BOOL")]
     pub lt_epilogue: Option<bool>,
+    /// Run tokbench's kernels as built for this compute capability (75, 80 or 90) on a newer GPU,
+    /// to check an older GPU's code paths [default: the GPU's own].
+    #[arg(long, value_name = "CAP")]
+    pub kernel_compute_cap: Option<u32>,
 }
 
 /// Everything about a job but its model, batch size and device (which `bench` and `sweep` take
@@ -165,6 +169,9 @@ impl WorkloadArgs {
         }
         if let Some(v) = k.lt_epilogue {
             w.kernels.lt_epilogue = v;
+        }
+        if let Some(v) = k.kernel_compute_cap {
+            w.kernels.compute_cap = Some(v);
         }
         Ok(w)
     }

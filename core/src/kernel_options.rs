@@ -72,15 +72,39 @@ pub struct KernelOptions {
     /// Prefill GEMMs with bias, activation and residual in cuBLASLt's epilogue (tuned per shape),
     /// instead of cuBLAS then separate bias kernels.
     pub lt_epilogue: bool,
+    /// Run tokbench's kernels as built for this compute capability (75 = Turing, 80 = Ampere,
+    /// 90 = Hopper; ×10, as `CUDA_COMPUTE_CAP` writes it) on a GPU at least that new, to check an
+    /// older GPU's code paths on a newer one. None: the device's own. Below 80 there is no bf16;
+    /// below 90 no programmatic dependent launch.
+    pub compute_cap: Option<u32>,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { decode: DecodePath::Graph, pdl: true, gemv_max_rows: 1, fused_prefill_attention: true, lt_epilogue: true }
+        KernelOptions { decode: DecodePath::Graph, pdl: true, gemv_max_rows: 1, fused_prefill_attention: true, lt_epilogue: true, compute_cap: None }
     }
 }
 
+/// The compute capabilities tokbench's kernels are built for (`kernels/decode.cu`, one PTX module
+/// each); a GPU runs the newest one not newer than itself.
+pub const KERNEL_COMPUTE_CAPS: &[u32] = &[75, 80, 90];
+
 impl KernelOptions {
+    /// These options as they run on a GPU of compute capability `device_cap` (×10): the kernels
+    /// of the asked `compute_cap` where the GPU is at least that new, else of the GPU's own (a
+    /// GPU between two built capabilities, such as 8.6, runs the older one's, 8.0); programmatic
+    /// dependent launch only at 9.0 and newer; the other switches as asked.
+    pub fn on_device(&self, device_cap: u32) -> KernelOptions {
+        let cap = self.compute_cap.map_or(device_cap, |c| c.min(device_cap));
+        let cap = KERNEL_COMPUTE_CAPS.iter().copied().filter(|&c| c <= cap).max().unwrap_or(cap);
+        KernelOptions { pdl: self.pdl && cap >= 90, compute_cap: Some(cap), ..*self }
+    }
+
+    /// Whether the kernels these options run (after [`Self::on_device`]) do bf16: compute 8.0+.
+    pub fn bf16_supported(&self) -> bool {
+        self.compute_cap.is_none_or(|c| c >= 80)
+    }
+
     /// The limits a user can break, with what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.gemv_max_rows > GEMV_MAX_ROWS_LIMIT {
@@ -88,6 +112,14 @@ impl KernelOptions {
                 "gemv_max_rows {} is out of range: use 0 (cuBLAS only) to {GEMV_MAX_ROWS_LIMIT}",
                 self.gemv_max_rows
             ));
+        }
+        if let Some(cap) = self.compute_cap {
+            if !KERNEL_COMPUTE_CAPS.contains(&cap) {
+                return Err(format!(
+                    "compute_cap {cap} is not one tokbench's kernels are built for: use one of {}, or leave it unset for the GPU's own",
+                    KERNEL_COMPUTE_CAPS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -103,7 +135,28 @@ mod tests {
         assert_eq!(k, KernelOptions { decode: DecodePath::Eager, ..KernelOptions::default() });
         assert_eq!(KernelOptions::default().gemv_max_rows, 1);
         assert!(KernelOptions { gemv_max_rows: 9, ..Default::default() }.validate().unwrap_err().contains("0 (cuBLAS only) to 8"));
+        assert!(KernelOptions { compute_cap: Some(86), ..Default::default() }.validate().unwrap_err().contains("use one of 75, 80, 90"));
+        assert!(KernelOptions { compute_cap: Some(75), ..Default::default() }.validate().is_ok());
         assert_eq!("fused".parse::<DecodePath>().unwrap(), DecodePath::Fused);
+    }
+
+    #[test]
+    fn on_device_picks_the_newest_built_capability_the_gpu_and_the_job_allow() {
+        let d = KernelOptions::default();
+        let h100 = d.on_device(90);
+        assert_eq!((h100.compute_cap, h100.pdl, h100.bf16_supported()), (Some(90), true, true));
+        let forced_75 = KernelOptions { compute_cap: Some(75), ..d }.on_device(90);
+        assert_eq!((forced_75.compute_cap, forced_75.pdl, forced_75.bf16_supported()), (Some(75), false, false));
+        let forced_80 = KernelOptions { compute_cap: Some(80), ..d }.on_device(90);
+        assert_eq!((forced_80.compute_cap, forced_80.pdl, forced_80.bf16_supported()), (Some(80), false, true));
+        // An RTX 3090 (8.6) and an L4 (8.9) run the 8.0 kernels; a T4 (7.5) the 7.5 ones, even if 9.0 is asked.
+        assert_eq!(d.on_device(86).compute_cap, Some(80));
+        assert_eq!(d.on_device(89).compute_cap, Some(80));
+        let t4 = KernelOptions { compute_cap: Some(90), ..d }.on_device(75);
+        assert_eq!((t4.compute_cap, t4.pdl), (Some(75), false));
+        // Blackwell (10.0, 12.0) runs the 9.0 kernels, with programmatic dependent launch.
+        assert_eq!(d.on_device(120).compute_cap, Some(90));
+        assert!(d.on_device(100).pdl);
         assert!("fast".parse::<DecodePath>().unwrap_err().contains("graph (default), fused or eager"));
     }
 }

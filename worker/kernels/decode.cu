@@ -686,6 +686,17 @@ __device__ void masked_softmax(const T* scores, const float* __restrict__ bias, 
   }
 }
 
+// The largest of one int per lane of a full warp (redux.sync on compute 8.0+, shuffles before).
+__device__ __forceinline__ int warp_max_int(int v) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xffffffff, v);
+#else
+#pragma unroll
+  for (int o = 16; o; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffff, v, o));
+  return v;
+#endif
+}
+
 // Index of the first real (unmasked) key of a sequence, from its key-padding row (t if none);
 // every thread of the block gets it. Holds the block's PDL wait (the row comes from the host
 // before the prefill, the qkv read after this from the previous kernel).
@@ -738,7 +749,7 @@ __device__ void prefill_attention(const T* __restrict__ qkv, const float* __rest
   // first real key scores every key alike (0), so its weights come out uniform over all t keys.
   const bool uniform = qi < first_real;
   const int lim = !active ? -1 : (uniform ? t - 1 : qi);
-  const int warp_lim = __reduce_max_sync(0xffffffff, lim);
+  const int warp_lim = warp_max_int(lim);
   const int kend = q0 < first_real ? t : min(t, q0 + (int)blockDim.x);
   float q[D], acc[D];
 #pragma unroll
@@ -865,15 +876,32 @@ __device__ __forceinline__ uint32_t pack2(float a, float b, __nv_bfloat16) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
   return *reinterpret_cast<const uint32_t*>(&h);
 }
+// d += a·b for one 16×8×16 tile. Compute 8.0+: one m16n8k16 mma. Turing (7.5) has only the
+// m16n8k8 f16 shape: the same tile as two of them (k 0..7 from a0, a1, b0; k 8..15 from a2, a3,
+// b1: the k16 fragment layout is the two k8 layouts side by side). bf16 mma needs 8.0, and the
+// engine refuses bf16 below it, so the bf16 tile never runs there.
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __half) {
+#if __CUDA_ARCH__ >= 800
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(b0));
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[2]), "r"(a[3]), "r"(b1));
+#endif
 }
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __nv_bfloat16) {
+#if __CUDA_ARCH__ >= 800
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
 }
 
 template <typename T>
@@ -909,7 +937,7 @@ __device__ void prefill_attention_mma(const T* __restrict__ qkv, const float* __
     uniform[r] = qrow[r] < first_real;
     lim[r] = qrow[r] >= t ? -1 : (uniform[r] ? t - 1 : qrow[r]);
   }
-  const int warp_lim = __reduce_max_sync(0xffffffff, max(lim[0], lim[1]));
+  const int warp_lim = warp_max_int(max(lim[0], lim[1]));
   const int kend = q0 < first_real ? t : min(t, q0 + QB);
   // q as A fragments, 4 steps of 16 dims (rows past t read row t - 1: computed, never stored).
   uint32_t qa[4][4];
@@ -1008,6 +1036,171 @@ __device__ void prefill_attention_mma(const T* __restrict__ qkv, const float* __
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
       *reinterpret_cast<uint32_t*>(orow + nt * 8) = pack2(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv, T{});
+  }
+}
+
+// Prefill attention of the rotary families on tensor cores, grouped-query: for sequence `seq`,
+// query head `head` and 64 queries (4 warps of 16), softmax(q·kᵀ + bias)·v over this prompt's
+// keys, which `rotary_split` already wrote into the cache (rows 0 .. t of the layer's
+// [b, kv_heads, cap, D] tensors). q [b, heads, t, D] (rotary applied, softmax scale folded in);
+// query head h reads key/value head h / (heads / kv_heads). out [b, t, heads * D], heads merged,
+// the layout the o projection reads. `bias` [b, 1, t, t]: the prefill's causal ⊕ key-padding
+// bias, of which only the last row (the padding) is read, as in prefill_attention_mma.
+// Why: candle's path is four launches per layer (scores matmul, masked softmax, the matmul with
+// v, the head merge) and materialises [b, heads, t, t] scores twice in memory.
+template <typename T, int D>
+__device__ void prefill_attention_gqa_mma(const T* __restrict__ q, const float* __restrict__ bias,
+                                          const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                                          T* __restrict__ out, int heads, int kv_heads, int t, int cap) {
+  constexpr int KC = 64, QB = 64, LDK = D + 8, LDV = KC + 8;  // keys per round, queries per block, smem rows
+  constexpr int DK = D / 16, DN = D / 8;                       // 16-dim k-steps of q·kᵀ, 8-dim tiles of o
+  __shared__ __align__(16) T ks[KC * LDK];                     // [key][d]
+  __shared__ __align__(16) T vt[D * LDV];                      // [d][key]
+  __shared__ float pad[KC];
+  const int head = blockIdx.x, seq = blockIdx.y, q0 = blockIdx.z * QB;
+  const int kvh = head / (heads / kv_heads);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const T* qbase = q + ((size_t)seq * heads + head) * t * D;
+  const T* kbase = k_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  const T* vbase = v_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  const float* padrow = bias + ((size_t)seq * t + (t - 1)) * t;
+  const int first_real = first_real_key(padrow, t);  // (waits for the previous kernel first)
+  int qrow[2], lim[2];
+  bool uniform[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    qrow[r] = q0 + warp * 16 + g + 8 * r;
+    uniform[r] = qrow[r] < first_real;
+    lim[r] = qrow[r] >= t ? -1 : (uniform[r] ? t - 1 : qrow[r]);
+  }
+  const int warp_lim = warp_max_int(max(lim[0], lim[1]));
+  const int kend = q0 < first_real ? t : min(t, q0 + QB);
+  uint32_t qa[DK][4];
+  {
+    const T* qr0 = qbase + (size_t)min(qrow[0], t - 1) * D;
+    const T* qr1 = qbase + (size_t)min(qrow[1], t - 1) * D;
+#pragma unroll
+    for (int kk = 0; kk < DK; ++kk) {
+      qa[kk][0] = *reinterpret_cast<const uint32_t*>(qr0 + kk * 16 + 2 * c);
+      qa[kk][1] = *reinterpret_cast<const uint32_t*>(qr1 + kk * 16 + 2 * c);
+      qa[kk][2] = *reinterpret_cast<const uint32_t*>(qr0 + kk * 16 + 2 * c + 8);
+      qa[kk][3] = *reinterpret_cast<const uint32_t*>(qr1 + kk * 16 + 2 * c + 8);
+    }
+  }
+  float o[DN][4];
+#pragma unroll
+  for (int nt = 0; nt < DN; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int k0 = 0; k0 < kend; k0 += KC) {
+    __syncthreads();  // the previous round's keys are no longer read
+    const int n = min(KC, kend - k0);
+    for (int i = threadIdx.x; i < KC * (D / 8); i += blockDim.x) {
+      const int j = i / (D / 8), cc = i % (D / 8);
+      uint4 kraw = make_uint4(0, 0, 0, 0), vraw = make_uint4(0, 0, 0, 0);
+      if (j < n) {
+        kraw = *reinterpret_cast<const uint4*>(kbase + (size_t)(k0 + j) * D + cc * 8);
+        vraw = *reinterpret_cast<const uint4*>(vbase + (size_t)(k0 + j) * D + cc * 8);
+      }
+      *reinterpret_cast<uint4*>(ks + j * LDK + cc * 8) = kraw;
+      const T* vv = reinterpret_cast<const T*>(&vraw);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) vt[(cc * 8 + e) * LDV + j] = vv[e];
+    }
+    for (int j = threadIdx.x; j < KC; j += blockDim.x) pad[j] = j < n ? padrow[k0 + j] : 0.f;
+    __syncthreads();
+    if (k0 > warp_lim) continue;  // warp-uniform: none of this warp's rows attends these keys
+    float s[KC / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < KC / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DK; ++kk) {
+        const T* kr = ks + (nt * 8 + g) * LDK + kk * 16 + 2 * c;
+        mma16816(s[nt], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8), T{});
+      }
+    }
+    float cmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < KC / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, j = nt * 8 + 2 * c + (e & 1);
+        const bool valid = j < n && k0 + j <= lim[r];
+        s[nt][e] = valid ? (uniform[r] ? 0.f : s[nt][e] + pad[j]) : -INFINITY;
+        cmax[r] = fmaxf(cmax[r], s[nt][e]);
+      }
+    float scale[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffff, cmax[r], 1));
+      cmax[r] = fmaxf(cmax[r], __shfl_xor_sync(0xffffffff, cmax[r], 2));
+      const float mnew = fmaxf(m[r], cmax[r]);
+      scale[r] = m[r] == -INFINITY ? 0.f : __expf(m[r] - mnew);
+      m[r] = mnew;
+      l[r] *= scale[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < DN; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[nt][e] *= scale[e >> 1];
+#pragma unroll
+    for (int nt = 0; nt < KC / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        const float p = s[nt][e] == -INFINITY ? 0.f : __expf(s[nt][e] - m[r]);
+        s[nt][e] = p;
+        l[r] += p;
+      }
+#pragma unroll
+    for (int kk = 0; kk < KC / 16; ++kk) {  // 16 keys: score tiles 2kk and 2kk + 1
+      const uint32_t pa[4] = {pack2(s[2 * kk][0], s[2 * kk][1], T{}), pack2(s[2 * kk][2], s[2 * kk][3], T{}),
+                              pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], T{}), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], T{})};
+#pragma unroll
+      for (int nt = 0; nt < DN; ++nt) {
+        const T* vr = vt + (nt * 8 + g) * LDV + kk * 16 + 2 * c;
+        mma16816(o[nt], pa, *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8), T{});
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    if (qrow[r] >= t) continue;
+    const float inv = 1.f / l[r];
+    T* orow = out + (((size_t)seq * t + qrow[r]) * heads + head) * D + 2 * c;
+#pragma unroll
+    for (int nt = 0; nt < DN; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8) = pack2(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv, T{});
+  }
+}
+
+// SwiGLU of a prefill's fused gate|up projection: gu [rows, 2f] (gate | up) -> out [rows, f] =
+// silu(gate) * up, each rounded to T as transformers' `act_fn(gate_proj(x)) * up_proj(x)` (and
+// the GEMV's PRO_SWIGLU prologue) rounds. Requires f % (16 / sizeof(T)) == 0.
+// Why: candle's `narrow(gate).silu() * narrow(up)` is two strided passes over the largest
+// activation of the layer; this is one contiguous pass.
+template <typename T>
+__device__ void swiglu_rows(const T* __restrict__ gu, T* __restrict__ out, int rows, int f) {
+  constexpr int PER = 16 / sizeof(T);
+  PDL_ENTER();
+  const int chunks = f / PER;
+  const size_t total = (size_t)rows * chunks;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / chunks, cc = i % chunks;
+    const uint4 graw = *reinterpret_cast<const uint4*>(gu + r * 2 * f + cc * PER);
+    const uint4 uraw = *reinterpret_cast<const uint4*>(gu + r * 2 * f + f + cc * PER);
+    const T* gv = reinterpret_cast<const T*>(&graw);
+    const T* uv = reinterpret_cast<const T*>(&uraw);
+    uint4 o;
+    T* ov = reinterpret_cast<T*>(&o);
+#pragma unroll
+    for (int e = 0; e < PER; ++e) {
+      const float gf = to_f(gv[e]);
+      ov[e] = from_f<T>(to_f(from_f<T>(gf / (1.f + expf(-gf)))) * to_f(uv[e]));
+    }
+    *reinterpret_cast<uint4*>(out + r * f + cc * PER) = o;
   }
 }
 
@@ -1289,6 +1482,16 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
   }
 INSTANTIATE_PREFILL_MMA(__half, f16)
 INSTANTIATE_PREFILL_MMA(__nv_bfloat16, bf16)
+#define INSTANTIATE_PREFILL_GQA(T, SUFFIX, D)                                                                        \
+  extern "C" __global__ void __launch_bounds__(128) prefill_attention_gqa_mma_d##D##_##SUFFIX(                      \
+      const T* q, const float* bias, const T* k_cache, const T* v_cache, T* out, int heads, int kv_heads, int t,    \
+      int cap) {                                                                                                     \
+    prefill_attention_gqa_mma<T, D>(q, bias, k_cache, v_cache, out, heads, kv_heads, t, cap);                       \
+  }
+INSTANTIATE_PREFILL_GQA(__half, f16, 64)
+INSTANTIATE_PREFILL_GQA(__half, f16, 128)
+INSTANTIATE_PREFILL_GQA(__nv_bfloat16, bf16, 64)
+INSTANTIATE_PREFILL_GQA(__nv_bfloat16, bf16, 128)
 #define INSTANTIATE_ALL_FAST(T, SUFFIX) \
   INSTANTIATE_FAST(T, SUFFIX, 16)       \
   INSTANTIATE_FAST(T, SUFFIX, 32)       \
@@ -1307,6 +1510,7 @@ INSTANTIATE_ALL_FAST(__nv_bfloat16, bf16)
                                                        int heads, int d, int cap) {                                 \
     decode_attention<T>(qkv, qkv_bias, k_cache, v_cache, slot, pad_bias, out, heads, d, cap);                       \
   }                                                                                                                 \
+  extern "C" __global__ void swiglu_##SUFFIX(const T* gu, T* out, int rows, int f) { swiglu_rows<T>(gu, out, rows, f); } \
   extern "C" __global__ void bias_act_##SUFFIX(T* y, const T* bias, int rows, int cols, int act) {                 \
     bias_act<T>(y, bias, rows, cols, act);                                                                          \
   }                                                                                                                 \

@@ -56,17 +56,15 @@ pub fn build_compute_cap() -> Option<u32> {
 }
 
 /// The kernel paths tokbench takes on a GPU of compute capability `major.minor`, as the engine
-/// chooses them today (`cuda_ops::active_kernels`), for a build whose kernels target compute
+/// chooses them (`KernelOptions::on_device`), for a build whose candle kernels target compute
 /// `build_cap` (None: built without CUDA). PTX runs on its target and newer GPUs only.
 pub fn kernel_paths(major: u32, minor: u32, build_cap: Option<u32>) -> Vec<String> {
     let Some(build_cap) = build_cap else {
         return vec!["none: this worker was built without CUDA (cargo build --features cuda, see docs/cuda.md)".into()];
     };
     let cap = major * 10 + minor;
-    if cap < 80 {
-        return vec![format!(
-            "unsupported: tokbench's kernels need compute 8.0 or newer (mma shapes, bf16); a {major}.{minor} GPU (Turing, Volta) is not supported yet"
-        )];
+    if cap < 75 {
+        return vec![format!("unsupported: tokbench needs compute capability 7.5 (Turing) or newer; this GPU is {major}.{minor}")];
     }
     if cap < build_cap {
         return vec![format!(
@@ -75,15 +73,28 @@ pub fn kernel_paths(major: u32, minor: u32, build_cap: Option<u32>) -> Vec<Strin
             build_cap % 10
         )];
     }
+    let k = tokbench_core::KernelOptions::default().on_device(cap);
+    let kcap = k.compute_cap.unwrap_or(cap);
     let mut paths = vec![
+        format!("tokbench's kernels: the compute_{kcap} PTX, JIT-compiled by the driver for this GPU"),
         "decode: fused GEMV + attention kernels replayed as a CUDA graph".to_string(),
-        "prefill attention on tensor cores (mma.sync m16n8k16, f16/bf16)".to_string(),
-        "dtypes: f32, f16, bf16".to_string(),
     ];
-    if cap >= 90 {
+    if kcap >= 80 {
+        paths.push("prefill attention on tensor cores (mma.sync m16n8k16, f16/bf16)".into());
+    } else {
+        paths.push("prefill attention on tensor cores (mma.sync m16n8k8, f16; bf16 has no mma before 8.0)".into());
+    }
+    if kcap >= 80 && build_cap >= 80 {
+        paths.push("dtypes: f32, f16, bf16".into());
+    } else if kcap >= 80 {
+        paths.push(format!("dtypes: f32, f16 (no bf16: candle's kernels of this build target compute {}.{})", build_cap / 10, build_cap % 10));
+    } else {
+        paths.push("dtypes: f32, f16 (bf16 needs compute 8.0; --dtype bf16 is refused)".into());
+    }
+    if k.pdl {
         paths.push("programmatic dependent launch between the decode step's kernels (compute_90 PTX)".into());
     } else {
-        paths.push("no programmatic dependent launch (needs compute 9.0; compute_80 PTX JIT-compiled by the driver)".into());
+        paths.push("no programmatic dependent launch (needs compute 9.0)".into());
     }
     paths
 }
@@ -222,7 +233,11 @@ mod tests {
 
     #[test]
     fn kernel_paths_follow_the_capability() {
-        assert!(kernel_paths(7, 5, Some(75))[0].starts_with("unsupported: tokbench's kernels need compute 8.0"));
+        assert!(kernel_paths(7, 0, Some(75))[0].starts_with("unsupported: tokbench needs compute capability 7.5"));
+        let turing = kernel_paths(7, 5, Some(75)).join("\n");
+        assert!(turing.contains("compute_75 PTX") && turing.contains("m16n8k8") && turing.contains("--dtype bf16 is refused"), "{turing}");
+        let ampere_on_turing_build = kernel_paths(8, 6, Some(75)).join("\n");
+        assert!(ampere_on_turing_build.contains("compute_80 PTX") && ampere_on_turing_build.contains("no bf16: candle's kernels"), "{ampere_on_turing_build}");
         let ampere = kernel_paths(8, 0, Some(80)).join("\n");
         assert!(ampere.contains("no programmatic dependent launch") && ampere.contains("bf16"), "{ampere}");
         let ada_on_hopper_build = kernel_paths(8, 9, Some(90)).join("\n");

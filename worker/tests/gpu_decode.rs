@@ -13,6 +13,7 @@
 //! since the fused attention keeps scores in f32 where eager rounds them to f16).
 #![cfg(feature = "cuda")]
 
+mod gpu_common;
 use candle_core::DType;
 use tokbench_core::{Catalog, KernelOptions};
 use tokbench_worker::generate::{GenerationParams, Generator};
@@ -26,7 +27,7 @@ fn prompts() -> Vec<Vec<u32>> {
 
 /// The kernel variants the f32 checks run under: (label, options; `decode` is set per run).
 fn variants() -> Vec<(&'static str, KernelOptions)> {
-    let d = KernelOptions::default();
+    let d = gpu_common::base_kernels();
     vec![
         ("default", d),
         ("cublas (gemv_max_rows 0)", KernelOptions { gemv_max_rows: 0, ..d }),
@@ -36,7 +37,7 @@ fn variants() -> Vec<(&'static str, KernelOptions)> {
 }
 
 fn run(name: &str, dtype: DType, mode: DecodeMode, steps: usize) -> (Vec<Vec<u32>>, String) {
-    run_prompts(name, dtype, KernelOptions { decode: mode, ..KernelOptions::default() }, steps, &prompts())
+    run_prompts(name, dtype, KernelOptions { decode: mode, ..gpu_common::base_kernels() }, steps, &prompts())
 }
 
 /// `n` prompts of lengths 3..=14 (left padding up to the longest).
@@ -82,7 +83,7 @@ fn f32_fused_and_graph_match_eager_exactly() {
 #[test]
 fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
     for name in ["gpt2", "opt-125m", "opt-350m", "opt-1.3b", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b"] {
-        for dtype in [DType::F16, DType::BF16] {
+        for dtype in gpu_common::dtypes(&[DType::F16, DType::BF16]) {
             let (eager, _) = run(name, dtype, DecodeMode::Eager, 32);
             let (fused, _) = run(name, dtype, DecodeMode::Fused, 32);
             let (graph, path) = run(name, dtype, DecodeMode::Graph, 32);
@@ -165,7 +166,7 @@ fn rotary_families_graph_decode_matches_eager_and_the_cpu() {
         let no_cancel = std::sync::atomic::AtomicBool::new(false);
         let mut by_mode = Vec::new();
         for mode in [DecodeMode::Eager, DecodeMode::Fused, DecodeMode::Graph] {
-            gpu.set_kernel_options(KernelOptions { decode: mode, ..KernelOptions::default() });
+            gpu.set_kernel_options(KernelOptions { decode: mode, ..gpu_common::base_kernels() });
             // Twice: the second batch replays the captured graph.
             let mut generator = Generator::new(&gpu);
             let first = generator.generate(&prompts(), &params, &no_cancel, &mut |_| {}).unwrap();

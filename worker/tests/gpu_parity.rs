@@ -14,6 +14,7 @@
 //! rounding, tight enough that any wrong kernel, mask or position (errors of order 1) fails.
 #![cfg(feature = "cuda")]
 
+mod gpu_common;
 use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 use tokbench_core::{ArchConfig, Catalog};
@@ -58,6 +59,7 @@ fn compare(label: &str, config: &ArchConfig, dir: &Path, dtype: DType) -> (f64, 
     let want = cpu.forward_full(&ids, &mask).unwrap();
     let dev = Device::new_cuda(0).expect("CUDA device 0");
     let mut gpu = Model::load(config, &WeightSource::Files(weight_files(dir)), dtype, &dev).unwrap();
+    gpu.set_kernel_options(gpu_common::base_kernels());
     let got = gpu
         .forward_full(&ids.to_device(&dev).unwrap(), &mask.to_device(&dev).unwrap())
         .unwrap()
@@ -108,7 +110,7 @@ fn fixtures_f16_and_bf16_match_cpu_f32() {
     for name in ["opt_pre", "opt_post", "gpt2", "llama", "qwen2", "qwen3", "mistral"] {
         let dir = fixture_dir(name);
         let config = ArchConfig::from_json_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        for dtype in [DType::F16, DType::BF16] {
+        for dtype in gpu_common::dtypes(&[DType::F16, DType::BF16]) {
             compare(name, &config, &dir, dtype);
         }
     }
@@ -121,7 +123,7 @@ fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
         let config = Catalog::get(name).unwrap().config();
         let dir = tmp.join(name);
         save_synthetic_checkpoint(&config, 7, &dir).unwrap();
-        for dtype in [DType::F16, DType::BF16] {
+        for dtype in gpu_common::dtypes(&[DType::F16, DType::BF16]) {
             compare(name, &config, &dir, dtype);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -141,7 +143,7 @@ fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
 fn prefill_attention_kernel_matches_f64_reference() {
     use tokbench_worker::model::cuda_ops::{prefill_attention, Launch};
     let dev = Device::new_cuda(0).expect("CUDA device 0");
-    let l = &Launch::for_device(&tokbench_core::KernelOptions::default(), &dev);
+    let l = &Launch::for_device(&gpu_common::base_kernels(), &dev);
     for (d, heads, t) in [(64usize, 3usize, 130usize), (32, 2, 70), (64, 2, 5)] {
         let b = 3;
         let h = heads * d;
@@ -206,7 +208,7 @@ fn prefill_attention_kernel_matches_f64_reference() {
                 }
             }
         }
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for dtype in gpu_common::dtypes(&[DType::F32, DType::F16, DType::BF16]) {
             let qkv_t = Tensor::from_slice(&qkv, (b, t, 3 * h), &dev).unwrap().to_dtype(dtype).unwrap();
             let bias_t = Tensor::from_slice(&bias, (b, 1, t, t), &dev).unwrap();
             let cap = t + 3;
@@ -265,7 +267,7 @@ fn prefill_attention_kernel_matches_f64_reference() {
 fn cublaslt_epilogues_match_f64_reference() {
     use tokbench_worker::model::cuda_ops::{linear_lt, linear_lt_untuned, Act, Launch, LtEpilogue};
     let dev = Device::new_cuda(0).expect("CUDA device 0");
-    let l = &Launch::for_device(&tokbench_core::KernelOptions::default(), &dev);
+    let l = &Launch::for_device(&gpu_common::base_kernels(), &dev);
     let (m, k, n) = (37usize, 96usize, 72usize);
     let mut seed = 99u64;
     let mut rand = |len: usize, scale: f32| -> Vec<f32> {
@@ -278,7 +280,7 @@ fn cublaslt_epilogues_match_f64_reference() {
     };
     let (x, w, b, r) = (rand(m * k, 1.0), rand(n * k, 0.2), rand(n, 0.5), rand(m * n, 1.0));
     let gelu_tanh = |v: f64| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh());
-    for dtype in [DType::F16, DType::BF16] {
+    for dtype in gpu_common::dtypes(&[DType::F16, DType::BF16]) {
         let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, &dev).unwrap().to_dtype(dtype).unwrap();
         let back = |t: &Tensor| -> Vec<f64> { t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f64::from).collect() };
         let (xt, wt, bt, rt) = (t(&x, &[m, k]), t(&w, &[n, k]), t(&b, &[n]), t(&r, &[m, n]));

@@ -204,6 +204,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     };
     // This job's engine options (a reused model takes them too).
     model.set_kernel_options(workload.kernels);
+    model.check_kernel_options()?;
     let device = model.device().clone();
     device::synchronize(&device).map_err(oom)?;
     drop(init_range);

@@ -8,7 +8,7 @@ use super::cuda_ops;
 use super::{cpu_matmul, KvCache, Launch};
 use crate::weights::WeightLoader;
 use crate::error::{EngineError, Result};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Module, Tensor, D};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Activation {
@@ -250,8 +250,7 @@ impl Linear {
         if let Some(y) = cuda_ops::linear_small_m(l, gate_up, self.0.weight(), self.0.bias(), epilogue, Some(cuda_ops::Prologue::SwiGlu))? {
             return Ok(y);
         }
-        let f = gate_up.dim(candle_core::D::Minus1)? / 2;
-        let m = (gate_up.narrow(candle_core::D::Minus1, 0, f)?.silu()? * gate_up.narrow(candle_core::D::Minus1, f, f)?)?;
+        let m = swiglu(l, gate_up)?;
         self.forward_residual(l, &m, residual)
     }
 
@@ -328,6 +327,21 @@ pub(crate) fn attention(l: &Launch, qkv: Tensor, heads: usize, bias: &Tensor, ca
     Ok(out.transpose(1, 2)?.reshape((b, t, hidden))?)
 }
 
+/// silu(gate) * up of a fused gate|up projection `gate_up` [.., 2f] -> [.., f]: one kernel on
+/// CUDA (with the job's `lt_epilogue` option, the prefill epilogues), else candle's silu and
+/// product of the two halves.
+pub(crate) fn swiglu(l: &Launch, gate_up: &Tensor) -> Result<Tensor> {
+    let _ = l; // (read by the CUDA path only)
+    #[cfg(feature = "cuda")]
+    if gate_up.device().is_cuda() && l.kernels().lt_epilogue {
+        if let Some(m) = cuda_ops::swiglu(l, gate_up)? {
+            return Ok(m);
+        }
+    }
+    let f = gate_up.dim(D::Minus1)? / 2;
+    Ok((gate_up.narrow(D::Minus1, 0, f)?.silu()? * gate_up.narrow(D::Minus1, f, f)?)?)
+}
+
 /// The same scaled into the query projection: `W_q * s`, `b_q * s`.
 pub(crate) fn scaled(t: Tensor, scale: f64) -> Result<Tensor> {
     Ok((t * scale)?)
@@ -400,7 +414,23 @@ pub(crate) fn grouped_attention(
     #[cfg(not(feature = "cuda"))]
     let split: Option<(Tensor, Tensor, Tensor)> = None;
     let (q, k, v) = match split {
+        // A whole prompt into an empty cache (or none): one fused kernel over the keys and values
+        // the split just wrote.
+        #[cfg(feature = "cuda")]
+        Some(s) if s.offset == 0 && t > 1 && cuda_ops::prefill_attention_enabled(l) => {
+            let (k_len, v_len) = (s.k_full.narrow(2, 0, t)?, s.v_full.narrow(2, 0, t)?);
+            match cuda_ops::prefill_attention_gqa(l, &s.q, &s.k_full, &s.v_full, bias)? {
+                Some(out) => return Ok(out),
+                None => (s.q, k_len, v_len),
+            }
+        }
         // Keys and values went straight into the cache (if any): the views of its filled prefix.
+        #[cfg(feature = "cuda")]
+        Some(s) => {
+            let end = s.offset + t;
+            (s.q, s.k_full.narrow(2, 0, end)?, s.v_full.narrow(2, 0, end)?)
+        }
+        #[cfg(not(feature = "cuda"))]
         Some(qkv_split) => qkv_split,
         None => {
             let (q, k, v) = rotary_qkv(&qkv, layout, q_norm, k_norm, rope.cos, rope.sin)?;
@@ -441,9 +471,19 @@ pub(crate) fn qk_norm<'a>(q: Option<&'a RmsNorm>, k: Option<&'a RmsNorm>) -> Opt
     Some(cuda_ops::QkNorm { q_weight: &q.weight, k_weight: &k.weight, eps: q.eps })
 }
 
-/// The CUDA prefill's head split (`cuda_ops::rotary_split`): q [b, heads, t, d] and the keys and
-/// values of the cache's filled prefix including this pass's (or [b, kv_heads, t, d] without a
-/// cache). `None` where the kernel does not apply.
+/// What the CUDA prefill's head split left: q [b, heads, t, d], and the cache's key and value
+/// tensors [b, kv_heads, cap, d] (or [b, kv_heads, t, d] without a cache) whose rows
+/// `offset..offset + t` hold this pass's.
+#[cfg(feature = "cuda")]
+struct RotarySplit {
+    q: Tensor,
+    k_full: Tensor,
+    v_full: Tensor,
+    offset: usize,
+}
+
+/// The CUDA prefill's head split (`cuda_ops::rotary_split`). `None` where the kernel does not
+/// apply.
 #[cfg(feature = "cuda")]
 #[allow(clippy::too_many_arguments)]
 fn rotary_split_cuda(
@@ -455,7 +495,7 @@ fn rotary_split_cuda(
     rope: &Rope<'_>,
     cache: Option<&KvCache>,
     layer: usize,
-) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+) -> Result<Option<RotarySplit>> {
     let HeadLayout { kv_heads, head_dim: d, .. } = layout;
     let (b, t, _) = qkv.dims3()?;
     let qk_norm = qk_norm(q_norm, k_norm);
@@ -474,8 +514,7 @@ fn rotary_split_cuda(
     let Some(q) = cuda_ops::rotary_split(l, qkv, rot, &k_dst, &v_dst, offset)? else {
         return Ok(None);
     };
-    let end = offset + t;
-    Ok(Some((q, k_dst.narrow(2, 0, end)?, v_dst.narrow(2, 0, end)?)))
+    Ok(Some(RotarySplit { q, k_full: k_dst, v_full: v_dst, offset }))
 }
 
 /// q, k, v [b, heads | kv_heads, t, head_dim] (contiguous) from a fused projection `qkv`

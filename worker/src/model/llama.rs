@@ -166,8 +166,7 @@ impl Llama {
             h = layer.o_proj.forward_residual(l, &a, &h)?;
             drop(a);
             let gate_up = layer.gate_up_proj.forward(l, &layer.post_attention_layernorm.forward(&h)?)?;
-            let f = self.intermediate;
-            let m = (gate_up.narrow(D::Minus1, 0, f)?.silu()? * gate_up.narrow(D::Minus1, f, f)?)?;
+            let m = super::layers::swiglu(l, &gate_up)?;
             drop(gate_up);
             h = layer.down_proj.forward_residual(l, &m, &h)?;
         }

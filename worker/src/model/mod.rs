@@ -59,9 +59,9 @@ pub struct Model {
     weight_bytes: u64,
     /// The job's CUDA engine options ([`Self::set_kernel_options`]); ignored on the CPU.
     kernels: KernelOptions,
-    /// Whether the device can launch with programmatic dependent launch (CUDA, compute
-    /// capability 9.0+).
-    pdl_supported: bool,
+    /// The device's compute capability ×10 (None off CUDA): which of tokbench's kernel builds it
+    /// runs, and whether with programmatic dependent launch (`KernelOptions::on_device`).
+    device_cap: Option<u32>,
 }
 
 impl Model {
@@ -87,7 +87,7 @@ impl Model {
             num_parameters: loader.num_parameters(),
             weight_bytes: loader.bytes(),
             kernels: KernelOptions::default(),
-            pdl_supported: pdl_supported(device),
+            device_cap: device_compute_cap(device),
         })
     }
 
@@ -123,6 +123,19 @@ impl Model {
     pub fn set_kernel_options(&mut self, kernels: KernelOptions) {
         self.kernels = kernels;
     }
+    /// Whether this model can run under the options set ([`Self::set_kernel_options`]): bf16
+    /// needs the kernels of compute 8.0 or newer, so a bf16 job that asks for the 7.5 ones
+    /// (`--kernel-compute-cap 75`) is refused.
+    pub fn check_kernel_options(&self) -> Result<()> {
+        match self.active_kernels() {
+            Some(k) if self.dtype == DType::BF16 && !k.bf16_supported() => Err(EngineError::InvalidWorkload(format!(
+                "the job asks for tokbench's compute {:.1} kernels (kernel compute_cap {}), which have no bf16: use --dtype f16, or leave the kernel compute capability unset",
+                k.compute_cap.unwrap_or(0) as f32 / 10.0,
+                k.compute_cap.unwrap_or(0)
+            ))),
+            _ => Ok(()),
+        }
+    }
     /// The engine options as asked for ([`Self::set_kernel_options`]).
     pub fn kernel_options(&self) -> &KernelOptions {
         &self.kernels
@@ -135,7 +148,7 @@ impl Model {
         if !cfg!(feature = "cuda") || !self.device.is_cuda() {
             return None;
         }
-        Some(KernelOptions { pdl: self.kernels.pdl && self.pdl_supported, ..self.kernels })
+        Some(self.kernels.on_device(self.device_cap.unwrap_or(0)))
     }
     /// What this model's forward passes hand the CUDA launchers (outside any decode step arena).
     pub(crate) fn launch(&self) -> Launch<'static> {
@@ -259,14 +272,14 @@ impl Model {
     }
 }
 
-/// Whether `device` can launch with programmatic dependent launch (false off CUDA).
-fn pdl_supported(device: &Device) -> bool {
+/// The compute capability ×10 of `device` (None off CUDA).
+fn device_compute_cap(device: &Device) -> Option<u32> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = device {
-        return cuda_ops::pdl_supported(d);
+        return Some(cuda_ops::device_compute_cap(d));
     }
     let _ = device;
-    false
+    None
 }
 
 fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
@@ -275,7 +288,23 @@ fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
         DType::BF16 if device.is_cpu() => Err(EngineError::InvalidWorkload(
             "bf16 is not supported on the CPU (candle has no bf16 CPU matmul): use f32 or f16 on cpu, or bf16 on cuda".into(),
         )),
-        DType::BF16 => Ok(()),
+        DType::BF16 => {
+            if let Some(cap) = device_compute_cap(device).filter(|&c| c < 80) {
+                return Err(EngineError::InvalidWorkload(format!(
+                    "bf16 needs a GPU of compute capability 8.0 or newer (Ampere on); this GPU is {}.{}: use --dtype f16",
+                    cap / 10,
+                    cap % 10
+                )));
+            }
+            match option_env!("TOKBENCH_CUDA_COMPUTE_CAP").and_then(|c| c.parse::<u32>().ok()) {
+                Some(built) if built < 80 => Err(EngineError::InvalidWorkload(format!(
+                    "bf16 is not in this build: its candle kernels were compiled for compute {}.{} (CUDA_COMPUTE_CAP={built}), which has no bf16; use --dtype f16, or rebuild with CUDA_COMPUTE_CAP=80 or newer (docs/cuda.md)",
+                    built / 10,
+                    built % 10
+                ))),
+                _ => Ok(()),
+            }
+        }
         other => Err(EngineError::InvalidWorkload(format!("model dtype {other:?} is not supported: use f32, f16 or bf16"))),
     }
 }
@@ -361,7 +390,10 @@ pub fn decode_kernels(active: Option<&KernelOptions>) -> String {
     let pdl = if k.pdl { "programmatic dependent launch" } else { "no programmatic dependent launch" };
     let prefill = if k.fused_prefill_attention { "fused prefill attention" } else { "unfused prefill attention" };
     let epilogue = if k.lt_epilogue { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
-    format!("{gemv}, {pdl}, {prefill}, {epilogue}")
+    match k.compute_cap {
+        Some(cap) => format!("compute {}.{} kernels, {gemv}, {pdl}, {prefill}, {epilogue}", cap / 10, cap % 10),
+        None => format!("{gemv}, {pdl}, {prefill}, {epilogue}"),
+    }
 }
 
 #[cfg(test)]

@@ -339,3 +339,50 @@ fn prefill_attention_t<T: CudaDType + DeviceRepr>(l: &Launch, qkv: &Tensor, bias
     Ok(Some(out))
 }
 
+
+/// The rotary families' prompt attention in one tensor-core kernel
+/// (`prefill_attention_gqa_mma_d{64,128}` in decode.cu): `q` [b, heads, t, d] from
+/// [`rotary_split`] (rotary applied, softmax scale folded in), `k_cache`/`v_cache`
+/// [b, kv_heads, cap, d] holding this prompt's keys and values at rows 0..t (an empty cache
+/// before this pass: the kernel attends only to the prompt itself), `bias` [b, 1, t, t] f32,
+/// the prefill's causal ⊕ key-padding bias (`PrefillInputs::bias`). Query head h reads key/value
+/// head h / (heads / kv_heads). Returns [b, t, heads * d], heads merged. `Ok(None)` where it does
+/// not apply (f32, head size other than 64 or 128, layouts): the caller runs candle's matmuls.
+pub fn prefill_attention_gqa(l: &Launch, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+    match q.dtype() {
+        DType::F16 => prefill_attention_gqa_t::<f16>(l, q, k_cache, v_cache, bias),
+        DType::BF16 => prefill_attention_gqa_t::<bf16>(l, q, k_cache, v_cache, bias),
+        _ => Ok(None),
+    }
+}
+
+fn prefill_attention_gqa_t<T: CudaDType + DeviceRepr>(l: &Launch, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+    let dev = cuda_dev(q)?;
+    let (b, heads, t, d) = q.dims4()?;
+    let (kb, kv_heads, cap, kd) = k_cache.dims4()?;
+    if kb != b || kd != d || kv_heads == 0 || heads % kv_heads != 0 || v_cache.dims() != k_cache.dims() || cap < t || t == 0 {
+        bail!("prefill_attention_gqa: q {:?} and cache {:?}/{:?} do not fit together", q.dims(), k_cache.dims(), v_cache.dims());
+    }
+    let fits = matches!(d, 64 | 128)
+        && [q, k_cache, v_cache, bias].iter().all(|x| x.is_contiguous())
+        && k_cache.dtype() == q.dtype()
+        && v_cache.dtype() == q.dtype()
+        && bias.dims() == [b, 1, t, t]
+        && bias.dtype() == DType::F32;
+    if !fits {
+        return Ok(None);
+    }
+    let args = [ptr::<T>(q, "q")?, ptr::<f32>(bias, "bias")?, ptr::<T>(k_cache, "k_cache")?, ptr::<T>(v_cache, "v_cache")?];
+    if args.iter().any(|a| matches!(a, Arg::Ptr(p) if p % 16 != 0)) {
+        return Ok(None);
+    }
+    let out = output::<T>(l, &dev, q.dtype(), &[b, t, heads * d])?;
+    const QUERIES_PER_BLOCK: u32 = 64;
+    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, (t as u32).div_ceil(QUERIES_PER_BLOCK)), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let [qa, ba, ka, va] = args;
+    let args = [qa, ba, ka, va, ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(kv_heads as i32), Arg::I32(t as i32), Arg::I32(cap as i32)];
+    // SAFETY: shapes, dtypes, contiguity and 16-byte alignment checked above (rows of 64 or 128
+    // values keep every 16-byte access aligned); the kernel reads rows 0..t of the cache only.
+    unsafe { launch(l, &dev, &format!("prefill_attention_gqa_mma_d{d}_{}", suffix(q.dtype())?), cfg, &args)? };
+    Ok(Some(out))
+}

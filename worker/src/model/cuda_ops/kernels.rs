@@ -200,3 +200,33 @@ fn masked_softmax_t<T: CudaDType + DeviceRepr>(l: &Launch, scores: Tensor, bias:
     unsafe { launch(l, &dev, &format!("masked_softmax_{}", suffix(scores.dtype())?), cfg, &args)? };
     Ok(scores)
 }
+
+/// SwiGLU of a fused gate|up projection: `gate_up` [.., 2f] -> [.., f] = silu(gate) * up, each
+/// rounded to the dtype as transformers rounds `act_fn(gate_proj(x)) * up_proj(x)`. `Ok(None)`
+/// where the kernel does not apply (not contiguous, f not a multiple of 16 bytes).
+pub fn swiglu(l: &Launch, gate_up: &Tensor) -> Result<Option<Tensor>> {
+    by_dtype!(gate_up.dtype(), swiglu_t, l, gate_up)
+}
+
+fn swiglu_t<T: CudaDType + DeviceRepr>(l: &Launch, gate_up: &Tensor) -> Result<Option<Tensor>> {
+    let dev = cuda_dev(gate_up)?;
+    let dims = gate_up.dims();
+    let Some((&two_f, lead)) = dims.split_last() else { return Ok(None) };
+    let f = two_f / 2;
+    let per = 16 / gate_up.dtype().size_in_bytes();
+    if two_f % 2 != 0 || f == 0 || f % per != 0 || !gate_up.is_contiguous() {
+        return Ok(None);
+    }
+    let x = ptr::<T>(gate_up, "gate_up")?;
+    if matches!(x, Arg::Ptr(p) if p % 16 != 0) {
+        return Ok(None);
+    }
+    let rows: usize = lead.iter().product();
+    let mut shape = lead.to_vec();
+    shape.push(f);
+    let out = output::<T>(l, &dev, gate_up.dtype(), &shape)?;
+    let args = [x, ptr::<T>(&out, "out")?, Arg::I32(rows as i32), Arg::I32(f as i32)];
+    // SAFETY: contiguous [rows, 2f] in, [rows, f] out, f a multiple of the 16-byte vector.
+    unsafe { launch(l, &dev, &format!("swiglu_{}", suffix(gate_up.dtype())?), grid_1d(rows * f / per), &args)? };
+    Ok(Some(out))
+}

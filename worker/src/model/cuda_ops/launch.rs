@@ -10,11 +10,27 @@ use tokbench_core::KernelOptions;
 use std::ffi::c_void;
 use std::sync::OnceLock;
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode.ptx"));
-const MODULE: &str = "tokbench_decode";
-/// The same kernels for compute_90 with the `griddepcontrol` instructions compiled in.
+/// tokbench's kernels as PTX for compute 7.5 (Turing: the prefill tiles as two m16n8k8 mma, warp
+/// reductions by shuffles, no bf16 arithmetic), 8.0 (Ampere and Ada: m16n8k16 mma, redux.sync)
+/// and 9.0 (Hopper and newer: the same with the `griddepcontrol` instructions of programmatic
+/// dependent launch compiled in). The driver JIT-compiles PTX for its own GPU, so a GPU runs the
+/// newest module not newer than itself ([`module_for`]).
+const PTX_SM75: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_sm75.ptx"));
+const PTX_SM80: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_sm80.ptx"));
 const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_sm90.ptx"));
-const MODULE_SM90: &str = "tokbench_decode_sm90";
+
+/// The module (name, PTX) that options `k` (as they run on a device, see [`active_kernels`])
+/// launch from: compute_90 with programmatic dependent launch on, else the newest of 8.0 and
+/// 7.5 not past `k.compute_cap`.
+fn module_for(k: &KernelOptions) -> (&'static str, &'static str) {
+    if k.pdl {
+        ("tokbench_decode_sm90", PTX_SM90)
+    } else if k.compute_cap.is_none_or(|c| c >= 80) {
+        ("tokbench_decode_sm80", PTX_SM80)
+    } else {
+        ("tokbench_decode_sm75", PTX_SM75)
+    }
+}
 
 /// What every launcher needs from the job, passed to each call: the job's kernel options as they
 /// apply on this device, and, inside a fused decode step, the step's [`StepArena`]. The model
@@ -60,27 +76,24 @@ impl<'a> Launch<'a> {
     }
 }
 
-/// Whether `dev` can launch with programmatic dependent launch (compute capability 9.0 or newer).
-pub fn pdl_supported(dev: &CudaDevice) -> bool {
-    let major = dev
-        .cuda_stream()
-        .context()
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-        .unwrap_or(0);
-    major >= 9
+/// The compute capability of `dev`, ×10 (90 for an H100).
+pub fn device_compute_cap(dev: &CudaDevice) -> u32 {
+    let stream = dev.cuda_stream();
+    let ctx = stream.context();
+    let major = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
+    let minor = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).unwrap_or(0);
+    (major.max(0) * 10 + minor.max(0)) as u32
 }
 
-/// The options `asked` for as they run on `dev`: programmatic dependent launch only where the
-/// device supports it ([`pdl_supported`]); the others as asked.
+/// The options `asked` for as they run on `dev` ([`KernelOptions::on_device`]).
 pub fn active_kernels(asked: &KernelOptions, dev: &CudaDevice) -> KernelOptions {
-    KernelOptions { pdl: asked.pdl && pdl_supported(dev), ..*asked }
+    asked.on_device(device_compute_cap(dev))
 }
 
-/// The kernel `name` from the module launches with (`pdl`) or without programmatic dependent
-/// launch use.
-fn function(dev: &CudaDevice, name: &str, pdl: bool) -> Result<CudaFunction> {
-    let func = if pdl { dev.get_or_load_custom_func(name, MODULE_SM90, PTX_SM90)? } else { dev.get_or_load_custom_func(name, MODULE, PTX)? };
-    Ok(func.into_cuda_function())
+/// The kernel `name` from the module that options `k` launch from ([`module_for`]).
+fn function(dev: &CudaDevice, name: &str, k: &KernelOptions) -> Result<CudaFunction> {
+    let (module, ptx) = module_for(k);
+    Ok(dev.get_or_load_custom_func(name, module, ptx)?.into_cuda_function())
 }
 
 /// Blocks of `threads` threads and `smem` bytes of dynamic shared memory of kernel `name` that
@@ -90,14 +103,13 @@ fn function(dev: &CudaDevice, name: &str, pdl: bool) -> Result<CudaFunction> {
 pub(super) fn resident_blocks(l: &Launch, dev: &CudaDevice, name: &str, threads: u32, smem: usize) -> Result<usize> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    static CACHE: OnceLock<Mutex<HashMap<(usize, bool, String, usize), usize>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<(usize, &'static str, String, usize), usize>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let pdl = l.kernels.pdl;
-    let key = (dev.cuda_stream().context().ordinal(), pdl, name.to_string(), smem);
+    let key = (dev.cuda_stream().context().ordinal(), module_for(&l.kernels).0, name.to_string(), smem);
     if let Some(&n) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(n);
     }
-    let func = function(dev, name, pdl)?;
+    let func = function(dev, name, &l.kernels)?;
     let per_sm = func.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).w()?.max(1) as usize;
     let sms = dev.cuda_stream().context().attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()?.max(1) as usize;
     let n = per_sm * sms;
@@ -120,7 +132,7 @@ pub(super) enum Arg {
 /// must stay inside the buffers they point to.
 pub(super) unsafe fn launch(l: &Launch, dev: &CudaDevice, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
     let pdl = l.kernels.pdl;
-    let func = function(dev, name, pdl)?;
+    let func = function(dev, name, &l.kernels)?;
     // Each parameter is read by the driver from the address given: 8 bytes of storage per
     // argument, a 4-byte scalar in the low bytes (little-endian).
     let mut values: Vec<u64> = args

@@ -1,0 +1,32 @@
+//! What the GPU tests (gpu_parity, gpu_decode) share: the kernel options they run under.
+//!
+//! `TOKBENCH_TEST_KERNEL_COMPUTE_CAP` (75, 80 or 90) forces tokbench's kernels of that compute
+//! capability (`KernelOptions::compute_cap`), which is how an older GPU's code paths run on a
+//! newer one: `TOKBENCH_TEST_KERNEL_COMPUTE_CAP=75 gpu_decode` on an H100 runs the compute_75 PTX
+//! (JIT-compiled for the H100), without programmatic dependent launch and without bf16, which
+//! those paths refuse (the bf16 cases are then skipped, and say so).
+
+use candle_core::DType;
+use tokbench_core::KernelOptions;
+
+/// The default kernel options, with the forced compute capability if one is set.
+pub fn base_kernels() -> KernelOptions {
+    let cap = std::env::var("TOKBENCH_TEST_KERNEL_COMPUTE_CAP").ok().map(|v| {
+        v.trim().parse::<u32>().unwrap_or_else(|_| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP={v}: give 75, 80 or 90"))
+    });
+    let k = KernelOptions { compute_cap: cap, ..KernelOptions::default() };
+    k.validate().unwrap_or_else(|e| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP: {e}"));
+    if let Some(c) = cap {
+        println!("GPU_TEST kernels forced to compute {}.{}", c / 10, c % 10);
+    }
+    k
+}
+
+/// `dtypes` without bf16 where the forced kernels have none.
+pub fn dtypes(dtypes: &[DType]) -> Vec<DType> {
+    let bf16 = base_kernels().bf16_supported();
+    if !bf16 && dtypes.contains(&DType::BF16) {
+        println!("GPU_TEST bf16 skipped: the forced kernels have no bf16 (compute 8.0+)");
+    }
+    dtypes.iter().copied().filter(|&d| bf16 || d != DType::BF16).collect()
+}
