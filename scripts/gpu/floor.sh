@@ -10,6 +10,7 @@
 #          the floor = bytes a batch-1 step reads (weights, without an untied embedding table) / the
 #          device-to-device copy rate measured in this call (read + write bytes per second).
 #   profile  per-kernel GPU time of a batch-1 step under nsys (PROFILE_MODELS)
+#   arch   the new build on the compute 7.5 / 8.0 / 9.0 kernel paths (--kernel-compute-cap), and bf16 refused on 7.5
 #   hf     the new build against transformers (default cache, reused static cache): HF_WORKLOADS
 set -uo pipefail
 ROOT=$PWD
@@ -70,9 +71,9 @@ if not cfg.get("tie_word_embeddings", False):
     step_bytes -= mp["vocab_size"] * mp["hidden_size"] * el  # the embedding table: one row read per token
 floor_ms = step_bytes / (float(os.environ["BW"]) * 1e9) * 1e3
 itl = im["inter_token_latency_ms"]["p50"]
-print("STEP %-32s %-3s ITL p50 %.3f ms  floor %.3f ms  ratio %.3f  tok/s %.1f  TTFT p50 %.2f ms  peak %.0f MiB  needed %s MiB  path %s" % (
+print("STEP %-32s %-3s ITL p50 %.3f ms  floor %.3f ms  ratio %.3f  tok/s %.1f  TTFT p50 %.2f ms  peak %.0f MiB  needed %s MiB  process peak %s MiB  path %s  kernels %s" % (
     sys.argv[2], sys.argv[3], itl, floor_ms, itl / floor_ms, im["tokens_per_second"], im["ttft_ms"]["p50"],
-    g.get("peak_memory_allocated_mb") or 0, g.get("workload_memory_needed_mb"), im.get("decode_path")))
+    g.get("peak_memory_allocated_mb") or 0, g.get("workload_memory_needed_mb"), g.get("process_memory_peak_mb"), im.get("decode_path"), im.get("decode_kernels")))
 EOF
     done
   done
@@ -104,6 +105,18 @@ print("  top kernels sum %.1f us/step" % (tot / steps / 1e3))
 EOF
     cp $W/kern_${m}_cuda_gpu_kern_sum.csv "$OUT"/ 2>/dev/null
   done
+  ;;
+arch)
+  # The older GPUs' kernel paths on this GPU (--kernel-compute-cap: tokbench's compute_75 / compute_80
+  # PTX, JIT-compiled here), a benchmark each, and bf16 refused on the 7.5 paths.
+  for cap in 75 80 90; do
+    j=$W/arch_$cap.json
+    timeout 150 $B/tokbench-worker bench --model ${ARCH_MODEL:-llama-3.2-1b} --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
+      --input-len 128 --max-tokens 128 --warmup 1 --repetitions 3 --kernel-compute-cap $cap --json $j --quiet 2> $j.err || { echo "FAILED cap $cap"; tail -5 $j.err; continue; }
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); im=r['inference_metrics']; print('ARCH %s: ITL p50 %.3f ms  TTFT p50 %.2f ms  tok/s %.1f  path %s  kernels: %s' % (sys.argv[2], im['inter_token_latency_ms']['p50'], im['ttft_ms']['p50'], im['tokens_per_second'], im.get('decode_path'), im.get('decode_kernels')))" $j $cap
+  done
+  timeout 100 $B/tokbench-worker bench --model ${ARCH_MODEL:-llama-3.2-1b} --weights synthetic --device cuda:0 --dtype bf16 --batch-size 1 --num-prompts 1 \
+    --input-len 16 --max-tokens 4 --kernel-compute-cap 75 --quiet > /dev/null 2> $W/arch_bf16.err; echo "ARCH bf16 on the 7.5 paths: exit $? -- $(grep -m1 -i bf16 $W/arch_bf16.err)"
   ;;
 hf)
   # tokbench against transformers' default cache and its reused static cache (the strongest

@@ -89,6 +89,29 @@ mod tests {
         assert!(e.total() > e.weights + e.kv_cache);
     }
 
+    /// The demo ran on a GTX 1650 (4 GiB, of which a desktop leaves ~3.6 GiB free) and suggested
+    /// opt-1.3b and gpt2-large as its largest models: at batch 1 in f16, with a 128-token prompt
+    /// and 128 new tokens, the check (weights + KV + activations + the CUDA context, cuBLAS
+    /// workspace and allocator slack) lets them run there, and refuses opt-1.3b in f32.
+    #[test]
+    fn the_demos_largest_models_fit_a_4_gib_card_in_f16() {
+        let gtx_1650 = gpu::DeviceInfo {
+            backend: "cuda".into(),
+            device_index: 0,
+            gpu_name: "NVIDIA GeForce GTX 1650".into(),
+            memory_total_bytes: 4 << 30,
+            memory_free_bytes: (36 << 30) / 10,
+            driver_version: String::new(),
+            cuda_version: String::new(),
+        };
+        for (name, dtype, fits) in [("opt-1.3b", DTypeSpec::F16, true), ("gpt2-large", DTypeSpec::F16, true), ("opt-1.3b", DTypeSpec::F32, false)] {
+            let e = MemoryEstimate::new(&Catalog::get(name).unwrap().config(), dtype, 1, 128, 128);
+            println!("{name} {dtype:?} b1 128/128: needs {:.0} MiB (weights {:.0}, KV {:.1}, activations {:.1}, CUDA context and workspace {:.0})",
+                e.total() as f64 / MIB, e.weights as f64 / MIB, e.kv_cache as f64 / MIB, e.activations as f64 / MIB, CUDA_OVERHEAD_BYTES as f64 / MIB);
+            assert_eq!(check_fits(&DeviceSpec::Cuda(0), &e, &gtx_1650).is_ok(), fits, "{name} {dtype:?}: {:.0} MiB", e.total() as f64 / MIB);
+        }
+    }
+
     #[test]
     fn huge_job_is_refused_before_loading() {
         let cfg = Catalog::get("opt-1.3b").unwrap().config();
