@@ -66,11 +66,13 @@ pub struct KernelOptions {
     /// everywhere, at most [`GEMV_MAX_ROWS_LIMIT`]. Default 1: at 8 rows the GEMV is ~2x slower
     /// than cuBLAS on Hopper.
     pub gemv_max_rows: usize,
-    /// The prompt's attention as one fused kernel (tensor cores for f16/bf16), instead of
-    /// candle's head-split copies, batched matmuls and softmax.
+    /// The prompt's attention as one fused kernel (tensor cores for f16/bf16; the rotary
+    /// families' grouped-query one at head sizes 64 and 128), instead of candle's head-split
+    /// copies, batched matmuls and softmax.
     pub fused_prefill_attention: bool,
     /// Prefill GEMMs with bias, activation and residual in cuBLASLt's epilogue (tuned per shape),
-    /// instead of cuBLAS then separate bias kernels.
+    /// and the rotary families' SwiGLU (silu(gate) * up) as one kernel, instead of cuBLAS then
+    /// separate bias kernels, and candle's silu and product.
     pub lt_epilogue: bool,
     /// Run tokbench's kernels as built for this compute capability (75 = Turing, 80 = Ampere,
     /// 90 = Hopper; ×10, as `CUDA_COMPUTE_CAP` writes it) on a GPU at least that new, to check an
