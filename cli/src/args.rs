@@ -100,7 +100,7 @@ pub struct ArtifactGetArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  tokbench sweep --local                                  # opt-125m opt-350m gpt2 on this CPU, report in plots/\n  tokbench sweep --local tiny-opt tiny-gpt2 --max-tokens 8\n  tokbench sweep --local gpt2 --device cuda:0              # needs a build with --features cuda\n  tokbench sweep opt-125m opt-350m --batch-sizes 1,8,32 --backend cuda --label nightly\n  tokbench sweep gpt2 --prompts prompts.txt --max-tokens 64 --stop-at-eos --detach\n  tokbench sweep opt-1.3b --dtype bf16 --temperature 0.8 --top-p 0.95 --seed 7 --profile")]
+#[command(after_help = "Examples:\n  tokbench sweep --local                                  # opt-125m opt-350m gpt2 on this CPU, report in plots/\n  tokbench sweep --local tiny-opt tiny-gpt2 --max-tokens 8\n  tokbench sweep --local gpt2 --device cuda:0              # needs a build with --features cuda\n  tokbench sweep opt-125m opt-350m --batch-sizes 1,8,32 --backend cuda --label nightly\n  tokbench sweep gpt2 --prompts prompts.txt --max-tokens 64 --stop-at-eos --detach\n  tokbench sweep opt-1.3b --dtype bf16 --temperature 0.8 --top-p 0.95 --seed 7 --profile\n  tokbench sweep --mode serve --endpoint http://gpu1:8000 --request-rate 1,4,16,inf --num-prompts 200 --input-len 512 --max-tokens 128 --goodput \"ttft:500 tpot:50\" Qwen/Qwen3-8B\n  tokbench sweep --local --mode serve --endpoint http://127.0.0.1:8000 --request-rate 2,inf --dataset sharegpt:/data/ShareGPT_V3_unfiltered_cleaned_split.json my-model")]
 pub struct SweepArgs {
     /// Models: catalog names (`tokbench models` lists them: OPT, GPT-2, Llama 3.x, SmolLM2,
     /// TinyLlama, Qwen2.5, Qwen3, Mistral), HF repo ids, or directories on the worker.
@@ -125,6 +125,8 @@ pub struct SweepArgs {
     /// Only workers of this backend take the jobs: cpu or cuda (default: any).
     #[arg(long)]
     pub backend: Option<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Free text shown in listings.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -146,6 +148,64 @@ pub struct SweepArgs {
     /// --local: also write SVGs of the charts.
     #[arg(long)]
     pub svg: bool,
+}
+
+/// Online-serving sweeps (`--mode serve`): a worker drives an OpenAI-compatible endpoint with
+/// streaming requests at each request rate and measures what users would see (vLLM's
+/// `bench serve` metrics). MODELS are then the served model names, one job per model and rate.
+/// `--num-prompts`, `--warmup`, `--seed`, `--input-len`, `--max-tokens` and `--stop-at-eos`
+/// apply to serve jobs too (requests, warm-up requests, dataset/arrival seed, input length,
+/// output length, EOS).
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Serving benchmarks (--mode serve)")]
+pub struct ServeArgs {
+    /// offline (the worker runs the model itself, default) or serve (the worker sends streaming
+    /// requests to --endpoint).
+    #[arg(long, value_name = "MODE", default_value = "offline")]
+    pub mode: String,
+    /// Root URL of an OpenAI-compatible server (vLLM, SGLang, TGI, `tokbench-worker serve-openai`),
+    /// as the worker reaches it, e.g. http://10.0.0.5:8000.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Request rates, comma separated: one job per model and rate; requests per second of a
+    /// Poisson process (see --burstiness), or inf (every request at once) [default: inf].
+    #[arg(long, value_name = "RATES", value_delimiter = ',')]
+    pub request_rate: Vec<String>,
+    /// Gamma shape of the arrival gaps: 1 = Poisson, < 1 burstier, > 1 more regular [default: 1].
+    #[arg(long, value_name = "B")]
+    pub burstiness: Option<f64>,
+    /// At most this many requests in flight [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    /// synthetic (random words of --input-len/--output-len tokens), sharegpt:PATH (a ShareGPT
+    /// JSON file) or jsonl:PATH (one {"prompt": ..., "output_len": n} per line). PATH is read on
+    /// the worker [default: synthetic].
+    #[arg(long, value_name = "DATASET")]
+    pub dataset: Option<String>,
+    /// Serve: input length distribution of synthetic prompts: N, LO-HI (uniform) or
+    /// normal:MEAN:STD (overrides --input-len) [default: 128].
+    #[arg(long, value_name = "DIST")]
+    pub input_dist: Option<String>,
+    /// Serve: output tokens per request: N, LO-HI (uniform) or normal:MEAN:STD; with a ShareGPT
+    /// or JSONL dataset a fixed N overrides/defaults its lengths [default: --max-tokens, else 128].
+    #[arg(long, value_name = "DIST")]
+    pub output_len: Option<String>,
+    /// Goodput SLOs in milliseconds, vLLM's syntax: "ttft:200 tpot:20 e2el:2000" (any of them).
+    #[arg(long, value_name = "SLOS")]
+    pub goodput: Option<String>,
+    /// completions (/v1/completions) or chat (/v1/chat/completions) [default: completions].
+    #[arg(long, value_name = "API")]
+    pub api: Option<String>,
+    /// The model name sent in requests [default: the model name given].
+    #[arg(long, value_name = "NAME")]
+    pub served_model: Option<String>,
+    /// Limit on one request, seconds [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<f64>,
+    /// Name of an environment variable ON THE WORKER holding the endpoint's API key (sent as a
+    /// bearer token). The key itself is never sent to the coordinator or stored.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -135,6 +135,7 @@ pub fn report(model: &str, batch: usize, dev: Dev, tok_s: f64) -> BenchReport {
             temperature_c_max: Some(55),
             series: Vec::new(),
         }),
+        serve: None,
     }
 }
 

@@ -23,7 +23,8 @@ pub async fn run(mut args: SweepArgs, ui: &Ui) -> CliResult<u8> {
     use crate::sweep::{build_spec, submit_and_watch, LOCAL_DEFAULTS};
     use tokbench_proto::v1::{CancelSweepRequest, ListSweepsRequest};
 
-    if args.models.is_empty() {
+    // A serve sweep names the served models itself (build_spec says so when none are given).
+    if args.models.is_empty() && args.serve.mode.trim().eq_ignore_ascii_case("offline") {
         args.models = DEFAULT_LOCAL_MODELS.iter().map(|s| s.to_string()).collect();
     }
     // Check everything the user typed before starting anything.

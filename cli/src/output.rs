@@ -68,12 +68,33 @@ pub fn time_ms(ms: i64) -> String {
 /// A job's phase as shown: "downloading 12.3/500.0 MB (2%)" while its worker fetches weights
 /// from the Hugging Face Hub, else the phase itself ("-" when none).
 pub fn phase_label(j: &Job) -> String {
+    if j.phase == "serving" && j.tokens_total > 0 {
+        return format!("serving {}/{} requests", j.tokens_done.min(j.tokens_total), j.tokens_total);
+    }
     if j.phase == "downloading" && j.bytes_total > 0 {
         let mb = |b: u64| b as f64 / 1e6;
         let done = j.bytes_done.min(j.bytes_total);
         return format!("downloading {:.1}/{:.1} MB ({:.0}%)", mb(done), mb(j.bytes_total), done as f64 * 100.0 / j.bytes_total as f64);
     }
     dash(&j.phase)
+}
+
+/// What a job runs besides its model: "bs4" offline, "4 req/s" (or "inf req/s") for serve jobs.
+pub fn job_load(j: &Job) -> String {
+    if j.request_rate != 0.0 {
+        format!("{} req/s", tokbench_core::serve::rate_label(j.request_rate))
+    } else {
+        format!("bs{}", j.batch_size)
+    }
+}
+
+/// A serve job's progress counts requests, an offline job's tokens.
+pub fn progress_unit(j: &Job) -> &'static str {
+    if j.request_rate != 0.0 {
+        "req"
+    } else {
+        "tok"
+    }
 }
 
 pub fn dash(s: &str) -> String {
@@ -92,6 +113,7 @@ pub fn job_json(j: &Job) -> Value {
         "updated_at_ms": j.updated_at_ms, "phase": j.phase, "tokens_done": j.tokens_done,
         "tokens_total": j.tokens_total, "tokens_per_second": j.tokens_per_second,
         "bytes_done": j.bytes_done, "bytes_total": j.bytes_total,
+        "request_rate": if j.request_rate == 0.0 { Value::Null } else if j.request_rate.is_infinite() { json!("inf") } else { json!(j.request_rate) },
     })
 }
 
@@ -177,13 +199,13 @@ pub fn runs_table(ui: &Ui, runs: &[RunSummary]) -> Table {
 }
 
 pub fn jobs_table(ui: &Ui, jobs: &[Job]) -> Table {
-    let mut t = ui.table(&["Model", "Batch", "State", "Worker", "Phase", "Tokens", "Tok/s", "Attempts", "Run / error"]);
+    let mut t = ui.table(&["Model", "Batch / rate", "State", "Worker", "Phase", "Progress", "Tok/s (req/s)", "Attempts", "Run / error"]);
     for j in jobs {
-        let tokens = if j.tokens_total > 0 { format!("{}/{}", j.tokens_done, j.tokens_total) } else { "-".into() };
+        let tokens = if j.tokens_total > 0 { format!("{}/{} {}", j.tokens_done, j.tokens_total, progress_unit(j)) } else { "-".into() };
         let tail = if !j.run_id.is_empty() { j.run_id.clone() } else { dash(&j.last_error) };
         t.add_row(vec![
             j.model.clone(),
-            j.batch_size.to_string(),
+            if j.request_rate != 0.0 { job_load(j) } else { j.batch_size.to_string() },
             job_state_name(j.state).to_string(),
             dash(&j.worker_id),
             phase_label(j),

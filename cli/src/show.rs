@@ -77,6 +77,9 @@ fn print_telemetry_series(ui: &Ui, series: &[TelemetryPoint], rows: usize) {
 }
 
 pub fn print(ui: &Ui, s: &RunSummary, r: &BenchReport, artifacts: &[String]) {
+    if let Some(serve) = &r.serve {
+        return print_serve(ui, s, r, serve);
+    }
     let mp = &r.model_properties;
     let im = &r.inference_metrics;
     let gm = &r.gpu_metrics;
@@ -233,5 +236,57 @@ mod tests {
         assert_eq!(telemetry_rows(&series[..3], 20).len(), 3);
         assert_eq!(telemetry_rows(&series[..1], 20).len(), 1);
         assert!(telemetry_rows(&[], 20).is_empty());
+    }
+}
+
+/// A serve run: the endpoint, the load asked for and achieved, vLLM's metrics and the failures.
+fn print_serve(ui: &Ui, s: &RunSummary, r: &BenchReport, serve: &tokbench_core::ServeReport) {
+    use tokbench_core::serve::{rate_label, Stats};
+    let m = &serve.metrics;
+    println!("run {}  (sweep {}, job {}, worker {}, attempt {}, stored {})  [serve]", s.run_id, s.sweep_id, s.job_id, s.worker_id, s.attempt, time_ms(s.created_at_ms));
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
+    section(
+        ui,
+        "Endpoint and load",
+        vec![
+            ("endpoint", serve.endpoint.clone()),
+            ("served_model", serve.served_model.clone()),
+            ("dataset", serve.spec.dataset.label()),
+            ("request_rate (req/s)", rate_label(serve.request_rate)),
+            ("achieved_request_rate (req/s)", opt(serve.achieved_request_rate)),
+            ("burstiness", serve.spec.burstiness.to_string()),
+            ("max_concurrency", m.max_concurrency.map(|c| c.to_string()).unwrap_or_else(|| "none".into())),
+            ("peak_concurrency", m.peak_concurrency.to_string()),
+            ("started", r.timestamp.clone()),
+        ],
+    );
+    let stat = |st: &Option<Stats>| st.map(|t| format!("mean {:.2}  median {:.2}  p90 {:.2}  p99 {:.2}  (n {})", t.mean, t.median, t.p90, t.p99, t.count)).unwrap_or_else(|| "n/a".into());
+    section(
+        ui,
+        "Serving metrics (warm-up excluded)",
+        vec![
+            ("completed / failed / warm-up / not sent", format!("{} / {} / {} / {}", m.completed, m.failed, m.warmup_requests, m.not_sent)),
+            ("duration_s", format!("{:.3}", m.duration_s)),
+            ("request_throughput (req/s)", format!("{:.3}", m.request_throughput)),
+            ("output_throughput (tok/s)", format!("{:.2}", m.output_throughput)),
+            ("total_token_throughput (tok/s)", format!("{:.2}", m.total_token_throughput)),
+            ("total_input / output tokens", format!("{} / {}", m.total_input_tokens, m.total_output_tokens)),
+            ("ttft_ms", stat(&m.ttft_ms)),
+            ("tpot_ms", stat(&m.tpot_ms)),
+            ("itl_ms", stat(&m.itl_ms)),
+            ("e2el_ms", stat(&m.e2el_ms)),
+            ("request_goodput (req/s)", opt(m.request_goodput)),
+            ("arrival_error_ms", stat(&m.arrival_error_ms)),
+            ("queue_wait_ms", stat(&m.queue_wait_ms)),
+        ],
+    );
+    if !m.failures.is_empty() {
+        println!("\nFailures ({}):", m.failures.len());
+        for f in m.failures.iter().take(10) {
+            println!("  #{} {}: {}", f.index, f.id, f.message);
+        }
+        if m.failures.len() > 10 {
+            println!("  ... (`tokbench show {} --json` has all of them and every request's timeline)", s.run_id);
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::output::*;
 use crate::watch::{watch, WatchEnd};
 use serde_json::json;
 use std::path::Path;
-use tokbench_core::{Backend, Catalog, PromptSource, SweepPlan, Workload, WorkloadError};
+use tokbench_core::{Backend, Catalog, JobMode, PromptSource, SweepPlan, Workload, WorkloadError};
 use tokbench_proto::v1::*;
 
 /// Defaults of a workload that differ between a remote sweep and `--local` (which must stay
@@ -44,6 +44,11 @@ impl SweepDefaults {
 /// (`SweepPlan::jobs`), so bad input fails here with exit code 2 and the same message, before
 /// anything is submitted.
 pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
+    let mode: JobMode = args.serve.mode.parse().map_err(|e: WorkloadError| CliError::Usage(format!("--mode: {e}")))?;
+    if mode == JobMode::Serve {
+        return build_serve_spec(args);
+    }
+    refuse_serve_flags(args)?;
     if args.models.is_empty() {
         return Err(CliError::Usage(
             "no models given: name at least one, e.g. `tokbench sweep opt-125m gpt2` (or `tokbench sweep --local` for the default three)".into(),
@@ -70,8 +75,131 @@ pub fn build_spec(args: &SweepArgs, d: &SweepDefaults) -> CliResult<SweepSpec> {
         backend,
         profile: args.profile,
         label: args.label.clone(),
+        request_rates: Vec::new(),
     };
     plan.jobs().map_err(usage)?;
+    Ok(SweepSpec::from(&plan))
+}
+
+/// Serve flags on an offline sweep are a mistake (the user forgot `--mode serve`).
+fn refuse_serve_flags(args: &SweepArgs) -> CliResult<()> {
+    let s = &args.serve;
+    let given: Vec<&str> = [
+        (s.endpoint.is_some(), "--endpoint"),
+        (!s.request_rate.is_empty(), "--request-rate"),
+        (s.burstiness.is_some(), "--burstiness"),
+        (s.max_concurrency.is_some(), "--max-concurrency"),
+        (s.dataset.is_some(), "--dataset"),
+        (s.input_dist.is_some(), "--input-dist"),
+        (s.output_len.is_some(), "--output-len"),
+        (s.goodput.is_some(), "--goodput"),
+        (s.api.is_some(), "--api"),
+        (s.served_model.is_some(), "--served-model"),
+        (s.request_timeout.is_some(), "--request-timeout"),
+        (s.api_key_env.is_some(), "--api-key-env"),
+    ]
+    .into_iter()
+    .filter_map(|(on, flag)| on.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!("{} only apply to serving benchmarks: add --mode serve (and --endpoint URL)", given.join(", "))))
+    }
+}
+
+/// `--mode serve`: one job per (served model, request rate), validated like the coordinator does.
+fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
+    use tokbench_core::serve::{parse_api, parse_length, parse_rate, LengthDist, ServeDataset, ServeSpec, NO_ENDPOINT};
+    let usage = |flag: &str, e: WorkloadError| CliError::Usage(format!("{flag}: {e}"));
+    let s = &args.serve;
+    let w = &args.workload;
+    if args.models.is_empty() {
+        return Err(CliError::Usage("no models given: name the model the endpoint serves, e.g. `tokbench sweep --mode serve --endpoint http://127.0.0.1:8000 Qwen/Qwen3-0.6B` (it is sent as the requests' \"model\"; --served-model overrides it)".into()));
+    }
+    let Some(endpoint) = s.endpoint.clone() else {
+        return Err(CliError::Usage(NO_ENDPOINT.into()));
+    };
+    let offline_only: Vec<&str> = [
+        (!args.batch_sizes.is_empty(), "--batch-sizes (use --request-rate and --max-concurrency)"),
+        (w.prompts.is_some(), "--prompts (use --dataset jsonl:PATH)"),
+        (w.repetitions.is_some(), "--repetitions (run the sweep again, or raise --num-prompts)"),
+        (args.profile, "--profile (profile the server itself)"),
+        (args.reuse_model, "--reuse-model"),
+    ]
+    .into_iter()
+    .filter_map(|(on, flag)| on.then_some(flag))
+    .collect();
+    if !offline_only.is_empty() {
+        return Err(CliError::Usage(format!("these flags are for offline sweeps and do nothing in --mode serve: {}", offline_only.join(", "))));
+    }
+    let rates = s.request_rate.iter().map(|r| parse_rate(r)).collect::<Result<Vec<f64>, _>>().map_err(|e| usage("--request-rate", e))?;
+    let output = match &s.output_len {
+        Some(o) => parse_length(o).map_err(|e| usage("--output-len", e))?,
+        None => LengthDist::Fixed { n: w.max_tokens.unwrap_or(128) },
+    };
+    let input = match (&s.input_dist, w.input_len) {
+        (Some(d), _) => parse_length(d).map_err(|e| usage("--input-dist", e))?,
+        (None, Some(n)) if n > 0 => LengthDist::Fixed { n },
+        _ => LengthDist::Fixed { n: 128 },
+    };
+    let fixed_output = match output {
+        LengthDist::Fixed { n } => Some(n),
+        _ => None,
+    };
+    let dataset = match s.dataset.as_deref().map(ServeDataset::parse).transpose().map_err(|e| usage("--dataset", e))? {
+        None | Some(ServeDataset::Synthetic { .. }) => ServeDataset::Synthetic { input, output },
+        Some(ServeDataset::ShareGpt { path, .. }) => {
+            if s.output_len.is_some() && fixed_output.is_none() {
+                return Err(CliError::Usage("--output-len: a ShareGPT dataset takes one fixed output length (N) or none (the reference answers' lengths)".into()));
+            }
+            ServeDataset::ShareGpt { path, output_len: if s.output_len.is_some() || w.max_tokens.is_some() { fixed_output } else { None } }
+        }
+        Some(ServeDataset::Jsonl { path, .. }) => {
+            if s.output_len.is_some() && fixed_output.is_none() {
+                return Err(CliError::Usage("--output-len: a JSONL dataset takes one fixed default output length (N)".into()));
+            }
+            ServeDataset::Jsonl { path, output_len: fixed_output }
+        }
+    };
+    let defaults = ServeSpec::default();
+    let goodput = match &s.goodput {
+        None => None,
+        Some(g) => Some(tokbench_core::serve::parse_goodput(g).map_err(|e| CliError::Usage(format!("--goodput: {e}")))?),
+    };
+    let serve = ServeSpec {
+        endpoint: Some(endpoint),
+        api: match &s.api {
+            Some(a) => parse_api(a).map_err(|e| usage("--api", e))?,
+            None => defaults.api,
+        },
+        served_model: s.served_model.clone(),
+        request_rate: rates.first().copied().unwrap_or(f64::INFINITY),
+        burstiness: s.burstiness.unwrap_or(defaults.burstiness),
+        max_concurrency: s.max_concurrency,
+        dataset,
+        num_prompts: w.num_prompts.unwrap_or(defaults.num_prompts),
+        warmup: w.warmup.unwrap_or(defaults.warmup),
+        seed: w.seed.unwrap_or(defaults.seed),
+        goodput,
+        request_timeout_s: s.request_timeout.unwrap_or(defaults.request_timeout_s),
+        api_key_env: s.api_key_env.clone(),
+    };
+    let backend = match args.backend.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(b) => Some(b.parse::<Backend>().map_err(|e| usage("--backend", e))?),
+    };
+    let workload = Workload { ignore_eos: !w.stop_at_eos, serve: Some(serve), ..Workload::default() };
+    let plan = SweepPlan {
+        models: args.models.clone(),
+        batch_sizes: Vec::new(),
+        workload,
+        backend,
+        profile: false,
+        label: args.label.clone(),
+        request_rates: rates,
+    };
+    plan.jobs().map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(SweepSpec::from(&plan))
 }
 
@@ -124,7 +252,7 @@ pub async fn finish_summary(conn: &mut Conn, sweep: &Sweep, ui: &Ui) -> CliResul
             println!("{}", runs_table(ui, &summaries));
         }
         for j in &failed {
-            println!("FAILED {} bs{}: {}", j.model, j.batch_size, j.last_error);
+            println!("FAILED {} {}: {}", j.model, job_load(j), j.last_error);
         }
     }
     Ok(if failed.is_empty() { 0 } else { 1 })

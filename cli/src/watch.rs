@@ -31,7 +31,7 @@ impl Bars {
     }
 
     fn prefix(job: &Job) -> String {
-        format!("{} bs{}", job.model, job.batch_size)
+        format!("{} {}", job.model, crate::output::job_load(job))
     }
 
     fn line(&self, text: String) {
@@ -49,7 +49,7 @@ impl Bars {
     fn bar(&mut self, job: &Job) -> Option<&ProgressBar> {
         let multi = self.multi.as_ref()?;
         if !self.bars.contains_key(&job.job_id) {
-            let style = ProgressStyle::with_template("{prefix:<24!} [{bar:28}] {pos:>5}/{len:<5} tok  {msg}")
+            let style = ProgressStyle::with_template("{prefix:<24!} [{bar:28}] {pos:>5}/{len:<5} {msg}")
                 .expect("static template")
                 .progress_chars("=> ");
             let pb = multi.add(ProgressBar::new(1).with_style(style).with_prefix(Self::prefix(job)));
@@ -80,7 +80,8 @@ impl Bars {
                 EventKind::Cancelled => pb.abandon_with_message("cancelled"),
                 _ => {
                     let phase = if job.phase.is_empty() { job_state_name(job.state).to_string() } else { phase_label(job) };
-                    let tps = if job.tokens_per_second > 0.0 { format!(" · {:.1} tok/s", job.tokens_per_second) } else { String::new() };
+                    let unit = if job.request_rate != 0.0 { "req/s" } else { "tok/s" };
+                    let tps = if job.tokens_per_second > 0.0 { format!(" · {:.1} {unit}", job.tokens_per_second) } else { String::new() };
                     let parts: Vec<String> = [worker.clone(), phase].into_iter().filter(|p| !p.is_empty()).collect();
                     pb.set_message(format!("{}{tps}", parts.join(" · ")));
                 }

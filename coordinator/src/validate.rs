@@ -42,8 +42,9 @@ pub fn validate_sweep(spec: &SweepSpec) -> Result<ValidSweep, String> {
         .map(|workload| JobSpec {
             model: workload.model.clone(),
             batch_size: workload.batch_size as u32,
-            est_parameters: Catalog::get(&workload.model).map(|e| estimate_parameters(&e.config())).unwrap_or(0),
-            dtype_bytes,
+            // A serve job loads no model: any worker can take it.
+            est_parameters: if workload.serve.is_some() { 0 } else { Catalog::get(&workload.model).map(|e| estimate_parameters(&e.config())).unwrap_or(0) },
+            dtype_bytes: if workload.serve.is_some() { 0 } else { dtype_bytes },
             workload,
         })
         .collect();

@@ -37,7 +37,7 @@ proptest! {
         profile in any::<bool>(),
     ) {
         let models: Vec<String> = models.into_iter().chain(mixed.into_iter().map(String::from)).collect();
-        let spec = SweepSpec { models, batch_sizes, label, backend: backend.into(), workload_json, profile };
+        let spec = SweepSpec { models, batch_sizes, label, backend: backend.into(), workload_json, profile, request_rates: vec![] };
         match tokbench_coordinator::validate::validate_sweep(&spec) {
             Err(m) => prop_assert!(!m.trim().is_empty()),
             Ok(v) => {

@@ -12,8 +12,10 @@ pub mod kernel_options;
 pub mod prompt_file;
 pub mod report;
 pub mod rotary_config;
+pub mod serve;
 pub mod sweep;
 pub mod workload;
+pub mod workload_error;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use kernel_options::{DecodePath, KernelOptions};
@@ -21,6 +23,7 @@ pub use arch::ArchSpec;
 pub use config::{ArchConfig, ConfigError, Gpt2Config, OptConfig};
 pub use rotary_config::{LlamaConfig, RopeScaling, RotaryFamily};
 pub use report::BenchReport;
+pub use serve::{JobMode, ServeDataset, ServeReport, ServeSpec};
 pub use sweep::{Backend, SweepPlan};
 pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload, WorkloadError};
 

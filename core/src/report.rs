@@ -10,12 +10,19 @@ use serde::{Deserialize, Serialize};
 
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
+/// One job's result. An offline run (the worker ran the model) has `model_properties`,
+/// `inference_metrics`, `gpu_metrics`, `nsight_metrics`, `repetitions` and `outputs`; a serve run
+/// (the worker drove an OpenAI-compatible endpoint, `serve` is set) has none of them: in its JSON
+/// they are absent, not zeros, and in Rust they hold their defaults, never to be read (check
+/// [`BenchReport::is_serve`] first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "BenchReportRepr", try_from = "BenchReportRepr")]
 pub struct BenchReport {
     pub schema_version: u32,
     /// What the user asked for (short name, repo id or path).
     pub model: String,
-    /// Resolved identity: HF repo id, local path, or catalog name for tiny models.
+    /// Resolved identity: HF repo id, local path, or catalog name for tiny models (serve runs:
+    /// the served model name).
     pub model_id: String,
     /// RFC 3339 UTC time the job started.
     pub timestamp: String,
@@ -30,11 +37,119 @@ pub struct BenchReport {
     /// `output_processing`: per request of the last timed repetition.
     pub outputs: Vec<RequestOutput>,
     /// NVML samples summarised over the job; None when no NVML (CPU machine), never zeros.
-    #[serde(default)]
     pub telemetry: Option<TelemetrySummary>,
+    /// Serve runs only: what the load generator measured against the endpoint.
+    pub serve: Option<crate::serve::ServeReport>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl BenchReport {
+    /// A serve run (the offline sections are absent).
+    pub fn is_serve(&self) -> bool {
+        self.serve.is_some()
+    }
+
+    /// A serve run's report: the offline sections at their defaults (absent from the JSON).
+    pub fn for_serve(model: String, timestamp: String, workload: Workload, environment: Environment, serve: crate::serve::ServeReport) -> BenchReport {
+        BenchReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            model_id: serve.served_model.clone(),
+            model,
+            timestamp,
+            model_properties: ModelProperties::default(),
+            inference_metrics: InferenceMetrics::default(),
+            gpu_metrics: GpuMetrics::default(),
+            nsight_metrics: NsightMetrics::default(),
+            workload,
+            environment,
+            repetitions: Vec::new(),
+            outputs: Vec::new(),
+            telemetry: None,
+            serve: Some(serve),
+        }
+    }
+}
+
+/// The JSON form of [`BenchReport`]: the offline sections optional, so that a serve run's JSON
+/// leaves them out instead of writing zeros.
+#[derive(Serialize, Deserialize)]
+struct BenchReportRepr {
+    schema_version: u32,
+    model: String,
+    model_id: String,
+    timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_properties: Option<ModelProperties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inference_metrics: Option<InferenceMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu_metrics: Option<GpuMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nsight_metrics: Option<NsightMetrics>,
+    workload: Workload,
+    environment: Environment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repetitions: Option<Vec<RepetitionMetrics>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outputs: Option<Vec<RequestOutput>>,
+    #[serde(default)]
+    telemetry: Option<TelemetrySummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serve: Option<crate::serve::ServeReport>,
+}
+
+impl From<BenchReport> for BenchReportRepr {
+    fn from(r: BenchReport) -> Self {
+        let offline = r.serve.is_none();
+        BenchReportRepr {
+            schema_version: r.schema_version,
+            model: r.model,
+            model_id: r.model_id,
+            timestamp: r.timestamp,
+            model_properties: offline.then_some(r.model_properties),
+            inference_metrics: offline.then_some(r.inference_metrics),
+            gpu_metrics: offline.then_some(r.gpu_metrics),
+            nsight_metrics: offline.then_some(r.nsight_metrics),
+            workload: r.workload,
+            environment: r.environment,
+            repetitions: offline.then_some(r.repetitions),
+            outputs: offline.then_some(r.outputs),
+            telemetry: r.telemetry,
+            serve: r.serve,
+        }
+    }
+}
+
+impl TryFrom<BenchReportRepr> for BenchReport {
+    type Error = String;
+    fn try_from(r: BenchReportRepr) -> Result<Self, String> {
+        let offline = r.serve.is_none();
+        fn need<T: Default>(v: Option<T>, offline: bool, name: &str) -> Result<T, String> {
+            match v {
+                Some(v) => Ok(v),
+                None if !offline => Ok(T::default()),
+                None => Err(format!("missing field `{name}` (an offline run's report has it; a serve run's has `serve`)")),
+            }
+        }
+        Ok(BenchReport {
+            schema_version: r.schema_version,
+            model: r.model,
+            model_id: r.model_id,
+            timestamp: r.timestamp,
+            model_properties: need(r.model_properties, offline, "model_properties")?,
+            inference_metrics: need(r.inference_metrics, offline, "inference_metrics")?,
+            gpu_metrics: need(r.gpu_metrics, offline, "gpu_metrics")?,
+            nsight_metrics: need(r.nsight_metrics, offline, "nsight_metrics")?,
+            workload: r.workload,
+            environment: r.environment,
+            repetitions: need(r.repetitions, offline, "repetitions")?,
+            outputs: need(r.outputs, offline, "outputs")?,
+            telemetry: r.telemetry,
+            serve: r.serve,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelProperties {
     /// Counted from the loaded tensors (tied lm_head once).
     pub total_parameters: u64,
@@ -79,7 +194,7 @@ pub struct WeightsDownload {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferenceMetrics {
     /// Wall time from start of loading (config, weights, tokenizer) to model ready on the
     /// device, device synchronised.
@@ -346,7 +461,7 @@ impl RequestLatencies {
 }
 
 /// The demo's gpu_metrics. On CPU every memory field is None (null) and `gpu_name` says "none (cpu)".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuMetrics {
     pub gpu_name: String,
     pub gpu_memory_total_mb: Option<f64>,

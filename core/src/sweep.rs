@@ -73,6 +73,10 @@ pub struct SweepPlan {
     pub profile: bool,
     /// Free text shown in listings.
     pub label: String,
+    /// Serve sweeps (`workload.serve` set): one job per model and request rate (req/s, infinity =
+    /// all at once); empty = the workload's rate. Must be empty for offline sweeps.
+    #[serde(with = "crate::serve::rate_serde::vec", skip_serializing_if = "Vec::is_empty")]
+    pub request_rates: Vec<f64>,
 }
 
 impl SweepPlan {
@@ -98,6 +102,12 @@ impl SweepPlan {
             if self.models[..i].contains(m) {
                 return refuse(format!("model \"{m}\" is listed twice; list each model once"));
             }
+        }
+        if let Some(serve) = &self.workload.serve {
+            return self.serve_jobs(serve);
+        }
+        if !self.request_rates.is_empty() {
+            return refuse("request rates are for serve sweeps: add --mode serve --endpoint URL, or leave out --request-rate".into());
         }
         let batch_sizes = self.effective_batch_sizes();
         if batch_sizes.len() > MAX_BATCH_SIZES {
@@ -134,7 +144,57 @@ impl SweepPlan {
         }
         Ok(jobs)
     }
+
+    fn check_label(&self) -> Result<(), WorkloadError> {
+        if self.label.chars().count() > MAX_LABEL_CHARS {
+            return refuse(format!("label is {} characters; the limit is {MAX_LABEL_CHARS}", self.label.chars().count()));
+        }
+        if let Some((i, c)) = self.label.chars().enumerate().find(|(_, c)| c.is_control()) {
+            return refuse(format!("label contains the control character {c:?} at character {i}; a label is one line of plain text: remove it"));
+        }
+        Ok(())
+    }
+
+    /// A serve sweep's jobs: models x request rates (models-major order).
+    fn serve_jobs(&self, serve: &crate::serve::ServeSpec) -> Result<Vec<Workload>, WorkloadError> {
+        if !self.batch_sizes.is_empty() {
+            return refuse("batch sizes are for offline sweeps: a serve sweep's load is set by --request-rate and --max-concurrency; leave out --batch-sizes".into());
+        }
+        if self.profile {
+            return refuse("--profile is for offline sweeps: a serve job runs no model on the worker (profile the server itself)".into());
+        }
+        let rates = if self.request_rates.is_empty() { vec![serve.request_rate] } else { self.request_rates.clone() };
+        if rates.len() > MAX_REQUEST_RATES {
+            return refuse(format!("{} request rates given; a sweep takes at most {MAX_REQUEST_RATES}", rates.len()));
+        }
+        for (i, r) in rates.iter().enumerate() {
+            if r.is_nan() || *r <= 0.0 {
+                return refuse(format!("request rate {r} is invalid: use a number of requests per second > 0, or inf (every request at once)"));
+            }
+            if rates[..i].contains(r) {
+                return refuse(format!("request rate {} is listed twice; list each rate once", crate::serve::rate_label(*r)));
+            }
+        }
+        self.check_label()?;
+        let mut jobs = Vec::with_capacity(self.models.len() * rates.len());
+        for model in &self.models {
+            for &rate in &rates {
+                let job = Workload {
+                    model: model.clone(),
+                    batch_size: 1,
+                    serve: Some(crate::serve::ServeSpec { request_rate: rate, ..serve.clone() }),
+                    ..self.workload.clone()
+                };
+                job.validate()?;
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
 }
+
+/// Most request rates of one serve sweep.
+pub const MAX_REQUEST_RATES: usize = 32;
 
 #[cfg(test)]
 mod tests {

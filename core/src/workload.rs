@@ -108,6 +108,11 @@ pub struct Workload {
     /// directory, never downloaded (as with HF_HUB_OFFLINE=1 on the worker).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
+    /// Set for an online-serving job (`tokbench sweep --mode serve`): the worker loads no model
+    /// and drives this OpenAI-compatible endpoint instead; the offline fields above are then
+    /// unused. Absent (None) for offline jobs, so offline workloads' JSON is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<crate::serve::ServeSpec>,
 }
 
 impl Default for Workload {
@@ -128,6 +133,7 @@ impl Default for Workload {
             reuse_model: false,
             kernels: crate::KernelOptions::default(),
             offline: false,
+            serve: None,
         }
     }
 }
@@ -144,10 +150,7 @@ pub const MAX_INPUT_LEN: usize = 8192;
 /// file may carry Windows line ends inside a prompt).
 pub const PROMPT_CONTROL_CHARS: [char; 3] = ['\n', '\t', '\r'];
 
-/// A workload (or sweep) that cannot run; the message names the field, the limit and the fix.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct WorkloadError(pub String);
+pub use crate::workload_error::WorkloadError;
 
 impl Workload {
     /// Parses a workload from its JSON (the form the proto carries and `--workload-file` holds);
@@ -164,9 +167,7 @@ impl Workload {
     }
 }
 
-pub(crate) fn refuse<T>(message: String) -> Result<T, WorkloadError> {
-    Err(WorkloadError(message))
-}
+pub(crate) use crate::workload_error::refuse;
 
 /// Marks a model name as a directory on the worker (`local:/models/llama`). Without it a
 /// submitted name may not be an absolute path nor hold a `..` component (see
@@ -305,7 +306,19 @@ impl Workload {
         }
         self.sampling.validate()?;
         self.kernels.validate().map_err(WorkloadError)?;
+        if let Some(serve) = &self.serve {
+            serve.validate()?;
+        }
         Ok(())
+    }
+
+    /// Offline (the worker runs the model) or serve (the worker drives an endpoint).
+    pub fn mode(&self) -> crate::serve::JobMode {
+        if self.serve.is_some() {
+            crate::serve::JobMode::Serve
+        } else {
+            crate::serve::JobMode::Offline
+        }
     }
 
     pub fn effective_dtype(&self) -> DTypeSpec {

@@ -25,7 +25,7 @@
 //! Everything here is a library: no CLI, no GPU, no model. It is tested against fake servers on
 //! 127.0.0.1 (`loadgen/tests/`).
 //!
-//! ## How it is meant to be wired (not done yet)
+//! ## How it is wired (`worker/src/serve/serve_job.rs`)
 //!
 //! `tokbench sweep --mode serve --endpoint http://host:8000 --request-rate 1,4,16,inf ...` submits
 //! one job per load point; the worker that leases such a job does not load a model but drives the
@@ -64,6 +64,6 @@ pub use metrics::{
     compute_metrics, parse_goodput, BenchmarkMetrics, GoodputSlos, MetricsOptions, RequestFailure,
     RequestMetrics, Stats, TokenCountSource,
 };
-pub use runner::{run, RunOptions, RunOutput};
+pub use runner::{run, run_with_progress, RunOptions, RunOutput};
 pub use schedule::{LoadShape, Schedule, ScheduledSend, Trace, TraceEntry};
 pub use tokio_util::sync::CancellationToken;

@@ -91,6 +91,19 @@ pub async fn run(
     options: &RunOptions,
     cancel: CancellationToken,
 ) -> Result<RunOutput, LoadgenError> {
+    run_with_progress(client, requests, schedule, options, cancel, None).await
+}
+
+/// [`run`], counting finished requests (completed or failed, warm-up included) in `finished` as
+/// they end, for progress reports while the run goes on.
+pub async fn run_with_progress(
+    client: &Client,
+    requests: &[Request],
+    schedule: &Schedule,
+    options: &RunOptions,
+    cancel: CancellationToken,
+    finished: Option<Arc<AtomicUsize>>,
+) -> Result<RunOutput, LoadgenError> {
     if let Some(bad) = schedule.sends.iter().find(|s| s.request >= requests.len()) {
         return Err(LoadgenError::Config(format!(
             "schedule sends request {} but there are only {} requests",
@@ -168,6 +181,7 @@ pub async fn run(
                         in_flight: in_flight.clone(),
                         peak: peak.clone(),
                         tx: tx.clone(),
+                        finished: finished.clone(),
                     };
                     handle.spawn(task.run());
                 }
@@ -242,6 +256,7 @@ struct RequestTask {
     in_flight: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     tx: mpsc::UnboundedSender<RequestRecord>,
+    finished: Option<Arc<AtomicUsize>>,
 }
 
 impl RequestTask {
@@ -272,5 +287,8 @@ impl RequestTask {
         rec.dispatched_s = dispatched_s;
         rec.slot_s = slot_s;
         let _ = self.tx.send(rec);
+        if let Some(f) = &self.finished {
+            f.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -13,6 +13,7 @@ impl From<&SweepPlan> for SweepSpec {
             label: plan.label.clone(),
             backend: plan.backend.map(|b| b.to_string()).unwrap_or_default(),
             workload_json: serde_json::to_string(&plan.workload).expect("a Workload serialises"),
+            request_rates: plan.request_rates.clone(),
         }
     }
 }
@@ -41,6 +42,7 @@ impl TryFrom<&SweepSpec> for SweepPlan {
             backend,
             profile: spec.profile,
             label: spec.label.clone(),
+            request_rates: spec.request_rates.clone(),
         })
     }
 }

@@ -142,27 +142,13 @@ pub fn examine(timeout: Duration) -> Doctor {
         cuda_driver_version: cuda_driver,
         gpus,
         nsys,
-        hf_cache: crate::resolve::hf_cache().path().display().to_string(),
+        hf_cache: crate::hub::hf_cache().path().display().to_string(),
         hub: check_hub(timeout),
     }
 }
 
-/// `host:port` of an `http(s)://host[:port][/path]` endpoint.
-pub(crate) fn host_port(endpoint: &str) -> Option<(String, u16)> {
-    let (default_port, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
-        (443, r)
-    } else if let Some(r) = endpoint.strip_prefix("http://") {
-        (80, r)
-    } else {
-        return None;
-    };
-    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    match authority.rsplit_once(':') {
-        // (An IPv6 literal is bracketed: "[::1]:8080".)
-        Some((h, p)) if !h.contains(':') || h.ends_with(']') => Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)),
-        _ => Some((authority.trim_matches(['[', ']']).to_string(), default_port)),
-    }
-}
+
+use crate::hub::host_port;
 
 fn check_hub(timeout: Duration) -> HubCheck {
     let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()).unwrap_or_else(|| "https://huggingface.co".into());

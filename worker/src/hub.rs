@@ -7,7 +7,7 @@
 //! never both). The repo's file listing (`/api/models/{repo}/revision/{rev}?blobs=true`, through
 //! hf-hub's tokio API) says which files exist, their sizes and their blob ids.
 //!
-//! Files land in the standard cache layout that [`crate::resolve::hf_cache`] reads (and
+//! Files land in the standard cache layout that [`hf_cache`] reads (and
 //! `huggingface_hub` shares): `models--{org}--{name}/blobs/{etag}`, a symlink
 //! `snapshots/{commit}/{file}` to it, and `refs/{revision}` naming the commit.
 //!
@@ -67,7 +67,7 @@ pub struct HubConfig {
 impl HubConfig {
     /// From the environment, as `huggingface_hub` reads it: HF_ENDPOINT, HF_TOKEN (else the token
     /// file `huggingface-cli login` writes under HF_HOME), the cache of
-    /// [`crate::resolve::hf_cache`] (HF_HUB_CACHE, else HF_HOME/hub), HF_HUB_OFFLINE.
+    /// [`hf_cache`] (HF_HUB_CACHE, else HF_HOME/hub), HF_HUB_OFFLINE.
     pub fn from_env() -> HubConfig {
         let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty()).unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let token = std::env::var("HF_TOKEN")
@@ -77,7 +77,7 @@ impl HubConfig {
             .or_else(|| hf_hub::Cache::from_env().token());
         HubConfig {
             endpoint: endpoint.trim().trim_end_matches('/').to_string(),
-            cache_dir: crate::resolve::hf_cache().path().clone(),
+            cache_dir: hf_cache().path().clone(),
             token,
             offline: offline_from_env(),
             connect_timeout: Duration::from_secs(4),
@@ -192,9 +192,9 @@ fn proxy_configured() -> bool {
     ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
-/// One TCP connection to the endpoint within `timeout` (see [`crate::doctor`]).
+/// One TCP connection to the endpoint within `timeout` (`tokbench-worker doctor` tries the same).
 fn probe(endpoint: &str, timeout: Duration) -> Result<(), String> {
-    let Some((host, port)) = crate::doctor::host_port(endpoint) else {
+    let Some((host, port)) = host_port(endpoint) else {
         return Err("HF_ENDPOINT is not an http:// or https:// URL".into());
     };
     let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map_err(|e| format!("cannot resolve {host}: {e}"))?;
@@ -486,7 +486,7 @@ pub async fn download_model(cfg: &HubConfig, repo: &str, revision: &str, on_prog
         cache_handle.create_ref(&commit).map_err(|e| io_err(&cache_repo, e, || "a few bytes".into()))?;
         if name == "model.safetensors.index.json" {
             let text = std::fs::read_to_string(&path).map_err(|e| HubError::Io { path: path.clone(), source: e })?;
-            let shards = crate::resolve::shard_names(&text).map_err(|detail| HubError::NoWeights {
+            let shards = shard_names(&text).map_err(|detail| HubError::NoWeights {
                 repo: repo.into(),
                 revision: revision.into(),
                 detail: format!("model.safetensors.index.json: {detail}"),
@@ -755,6 +755,58 @@ impl Ctx<'_> {
         }
         std::os::unix::fs::symlink(&target, &pointer).map_err(|e| io_err(&pointer, e, || "a symlink".into()))?;
         Ok(pointer)
+    }
+}
+
+/// Where the Hugging Face hub cache lives: `HF_HUB_CACHE` if set, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (as huggingface_hub does).
+pub fn hf_cache() -> hf_hub::Cache {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(p) if !p.is_empty() => hf_hub::Cache::new(PathBuf::from(p)),
+        _ => hf_hub::Cache::from_env(),
+    }
+}
+
+/// The shard file names a `model.safetensors.index.json` lists in its `weight_map`, sorted,
+/// each once; an error naming what is wrong (no map, a path instead of a file name, empty).
+pub fn shard_names(index_json: &str) -> std::result::Result<Vec<String>, String> {
+    let value: serde_json::Value = serde_json::from_str(index_json).map_err(|e| format!("not valid JSON: {e}"))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| "no \"weight_map\" object (tensor name -> shard file)".to_string())?;
+    let mut files: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| format!("weight_map[\"{tensor}\"] is not a file name"))?;
+        // Shards sit next to their index: a path would reach outside the model directory.
+        if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\']) || file.chars().any(char::is_control) {
+            return Err(format!("weight_map[\"{tensor}\"] is {file:?}, not a plain file name next to the index"));
+        }
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err("weight_map is empty".into());
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `host:port` of an `http(s)://host[:port][/path]` endpoint.
+pub fn host_port(endpoint: &str) -> Option<(String, u16)> {
+    let (default_port, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
+        (443, r)
+    } else if let Some(r) = endpoint.strip_prefix("http://") {
+        (80, r)
+    } else {
+        return None;
+    };
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    match authority.rsplit_once(':') {
+        // (An IPv6 literal is bracketed: "[::1]:8080".)
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)),
+        _ => Some((authority.trim_matches(['[', ']']).to_string(), default_port)),
     }
 }
 

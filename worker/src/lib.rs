@@ -24,3 +24,4 @@ pub mod serve;
 pub mod profile;
 pub mod doctor;
 pub mod hub;
+pub mod openai;

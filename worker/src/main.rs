@@ -1,5 +1,6 @@
 //! `tokbench-worker`: `bench` runs one benchmark standalone (no coordinator, profile it with
-//! nsys); `serve` pulls jobs from a coordinator.
+//! nsys); `serve` pulls jobs from a coordinator; `serve-openai` serves the model over an
+//! OpenAI-compatible HTTP API.
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     /// What this machine offers tokbench: driver, CUDA, GPUs (capability, memory, the kernel
     /// paths each gets), NVML, nsys, the Hugging Face cache, whether the Hub answers.
     Doctor(DoctorArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions,
+    /// /v1/models, /health, /metrics) with continuous batching over a paged KV cache.
+    ServeOpenai(tokbench_worker::openai::ServeOpenAiArgs),
 }
 
 #[derive(clap::Args)]
@@ -101,5 +105,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => tokbench_worker::serve::main(args),
         Command::ExportWeights(args) => export_weights(args),
         Command::Doctor(args) => doctor(args),
+        Command::ServeOpenai(args) => tokbench_worker::openai::main(args),
     }
 }

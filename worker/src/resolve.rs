@@ -18,6 +18,7 @@
 //! name as a directory (the form the coordinator needs for absolute paths and `..`).
 
 use crate::error::{EngineError, Result};
+pub use crate::hub::{hf_cache, shard_names};
 use crate::weights::WeightSource;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -156,14 +157,6 @@ pub struct ResolvedModel {
     pub reason: String,
 }
 
-/// Where the Hugging Face hub cache lives: `HF_HUB_CACHE` if set, else `HF_HOME/hub`, else
-/// `~/.cache/huggingface/hub` (as huggingface_hub does).
-pub fn hf_cache() -> hf_hub::Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(p) if !p.is_empty() => hf_hub::Cache::new(PathBuf::from(p)),
-        _ => hf_hub::Cache::from_env(),
-    }
-}
 
 /// Resolve `name` for `mode` under this thread's [`ModelPathPolicy`] (see
 /// [`with_model_policy`]; any local directory when none was set). `seed` is the synthetic
@@ -473,31 +466,6 @@ pub fn find_weight_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     Ok(None)
 }
 
-/// The shard file names a `model.safetensors.index.json` lists in its `weight_map`, sorted,
-/// each once; an error naming what is wrong (no map, a path instead of a file name, empty).
-pub fn shard_names(index_json: &str) -> std::result::Result<Vec<String>, String> {
-    let value: serde_json::Value = serde_json::from_str(index_json).map_err(|e| format!("not valid JSON: {e}"))?;
-    let map = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| "no \"weight_map\" object (tensor name -> shard file)".to_string())?;
-    let mut files: Vec<String> = Vec::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| format!("weight_map[\"{tensor}\"] is not a file name"))?;
-        // Shards sit next to their index: a path would reach outside the model directory.
-        if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\']) || file.chars().any(char::is_control) {
-            return Err(format!("weight_map[\"{tensor}\"] is {file:?}, not a plain file name next to the index"));
-        }
-        if !files.iter().any(|f| f == file) {
-            files.push(file.to_string());
-        }
-    }
-    if files.is_empty() {
-        return Err("weight_map is empty".into());
-    }
-    files.sort();
-    Ok(files)
-}
 
 fn read_shard_index(index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| EngineError::WeightsMissing { path: index.to_path_buf(), detail: e.to_string() })?;

@@ -72,6 +72,7 @@ fn tiny_workload() -> Workload {
         reuse_model: false,
                 kernels: Default::default(),
         offline: false,
+        serve: None,
     }
 }
 

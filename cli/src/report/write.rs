@@ -2,7 +2,8 @@
 //! the same data as Markdown, CSV and JSON.
 
 use crate::report::baseline::compare_baseline;
-use crate::report::charts::{save_png, save_svg, telemetry_lines, BaselineChart, BatchScaling, Chart, ComparisonTable, GpuTimeChart, PerformanceGraphs, TelemetryChart};
+use crate::report::charts::{save_png, save_svg, telemetry_lines, BaselineChart, BatchScaling, Chart, ComparisonTable, GpuTimeChart, PerformanceGraphs, ServeGoodput, ServeLatency, ServePareto, ServeTimeline, TelemetryChart};
+use crate::report::serve::{serve_csv_bytes, serve_markdown, ServeData};
 use crate::report::csv::csv_bytes;
 use crate::report::error::ReportError;
 use crate::report::gpu_time::gpu_time_entries;
@@ -41,8 +42,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 /// (PNG, + SVG with `svg`), batch scaling when several batch sizes, baseline comparison when a
 /// baseline is given, GPU time split when profiled, telemetry over time when runs carry NVML
 /// readings, and the same data as Markdown, CSV and JSON. Returns the files written.
-pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])>, opts: &ReportOptions) -> Result<WrittenReport, ReportError> {
+pub fn write_report(all_records: &[RunRecord], baseline: Option<(&str, &[RunRecord])>, opts: &ReportOptions) -> Result<WrittenReport, ReportError> {
     let ts = opts.timestamp.clone().unwrap_or_else(now_timestamp);
+    // Serving runs get their own charts and exports; the offline report is made of the rest.
+    let (serve_records, records): (Vec<RunRecord>, Vec<RunRecord>) = all_records.iter().cloned().partition(|r| r.report.is_serve());
+    if records.is_empty() && !serve_records.is_empty() {
+        std::fs::create_dir_all(&opts.out_dir).map_err(|e| ReportError::Io { path: opts.out_dir.clone(), source: e })?;
+        let files = write_serve(&serve_records, opts, &ts)?;
+        return Ok(WrittenReport { timestamp: ts, files, rows: serve_records.len(), regressions: None });
+    }
+    let records = records.as_slice();
     let data = ReportData::new(records, opts.group_by, &ts)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| ReportError::Io { path: opts.out_dir.clone(), source: e })?;
     let cmp = match baseline {
@@ -115,5 +124,48 @@ pub fn write_report(records: &[RunRecord], baseline: Option<(&str, &[RunRecord])
         "files": files,
     });
     write_file(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    Ok(WrittenReport { timestamp: ts, files, rows: data.rows.len(), regressions: cmp.as_ref().map(|c| c.regressions()) })
+    let mut rows = data.rows.len();
+    if !serve_records.is_empty() {
+        files.extend(write_serve(&serve_records, opts, &ts)?);
+        rows += serve_records.len();
+    }
+    Ok(WrittenReport { timestamp: ts, files, rows, regressions: cmp.as_ref().map(|c| c.regressions()) })
+}
+
+/// The serving runs' part of a report: latency–load curves, goodput (when SLOs were given), the
+/// request timeline of the largest run, the Pareto front, and `serve_report_<ts>.{md,csv,json}`
+/// (the JSON holds every row's metrics; the timelines stay in the runs' reports).
+fn write_serve(records: &[RunRecord], opts: &ReportOptions, ts: &str) -> Result<Vec<PathBuf>, ReportError> {
+    let data = ServeData::new(records);
+    let p = |name: &str| opts.out_dir.join(format!("{name}_{ts}"));
+    let mut files = Vec::new();
+    let mut charts: Vec<(PathBuf, Box<dyn Chart + '_>)> = vec![(p("serve_latency"), Box::new(ServeLatency::new(&data)))];
+    if data.rows.iter().any(|r| r.request_goodput.is_some()) {
+        charts.push((p("serve_goodput"), Box::new(ServeGoodput::new(&data))));
+    }
+    if let Some(run) = data.timeline_run() {
+        charts.push((p("serve_timeline"), Box::new(ServeTimeline::new(&data, run))));
+    }
+    charts.push((p("serve_pareto"), Box::new(ServePareto::new(&data))));
+    for (stem, chart) in &charts {
+        let png = stem.with_extension("png");
+        save_png(chart.as_ref(), &png)?;
+        files.push(png);
+        if opts.svg {
+            let svg = stem.with_extension("svg");
+            save_svg(chart.as_ref(), &svg)?;
+            files.push(svg);
+        }
+    }
+    let md = p("serve_report").with_extension("md");
+    write_file(&md, serve_markdown(&data).as_bytes())?;
+    files.push(md);
+    let csv = p("serve_report").with_extension("csv");
+    write_file(&csv, &serve_csv_bytes(&data)?)?;
+    files.push(csv);
+    let json_path = p("serve_report").with_extension("json");
+    files.push(json_path.clone());
+    let json = serde_json::json!({ "timestamp": ts, "mode": "serve", "rows": data.rows, "files": files });
+    write_file(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(files)
 }

@@ -40,7 +40,17 @@ pub fn job_proto(j: &JobRow) -> Job {
         tokens_per_second: j.tokens_per_second,
         bytes_done: j.bytes_done as u64,
         bytes_total: j.bytes_total as u64,
+        request_rate: serve_rate(&j.workload_json),
     }
+}
+
+/// A serve job's request rate (0 for offline jobs). Only a workload with a `serve` section is
+/// parsed (serve workloads carry no inline prompts, so this stays cheap).
+fn serve_rate(workload_json: &str) -> f64 {
+    if !workload_json.contains("\"serve\"") {
+        return 0.0;
+    }
+    tokbench_core::Workload::from_json(workload_json).ok().and_then(|w| w.serve).map(|s| s.request_rate).unwrap_or(0.0)
 }
 
 pub(super) fn sweep_proto(s: &SweepRow, jobs: &[JobRow]) -> Sweep {

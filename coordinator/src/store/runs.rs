@@ -48,6 +48,7 @@ pub struct Completion {
 /// Inserts the run (its report whole, plus the summary columns); returns the run's summary row.
 pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Completion, sweep_id: &str, model: &str, batch_size: i64, now: i64) -> Result<RunRow> {
     let r = &done.report;
+    let col = Columns::of(r);
     let im = &r.inference_metrics;
     let gm = &r.gpu_metrics;
     let peak = gm.peak_memory_allocated_mb.or_else(|| r.telemetry.as_ref().and_then(|t| t.process_memory_mb_max));
@@ -57,8 +58,11 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
             num_prompts, total_input_tokens, total_output_tokens, gpu_memory_allocated_mb, gpu_memory_utilization_percent,
             ttft_p50_ms, ttft_p99_ms, itl_p50_ms, itl_p99_ms, prefill_tokens_per_second, decode_tokens_per_second,
             peak_memory_mb, energy_joules, tokens_per_joule, tokbench_version, git_commit, hostname, driver_version, cuda_version,
-            started_at, created_at, worker_total_ns, report_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            started_at, created_at, worker_total_ns, report_json,
+            mode, endpoint, request_rate, achieved_request_rate, completed_requests, failed_requests, request_throughput,
+            output_throughput, tpot_p50_ms, tpot_p99_ms, request_goodput)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+            ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(run_id)
     .bind(&done.job_id)
@@ -68,25 +72,25 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
     .bind(&r.model_id)
     .bind(batch_size)
     .bind(&done.worker_id)
-    .bind(&gm.device)
-    .bind(&gm.gpu_name)
-    .bind(&r.model_properties.weights)
+    .bind(&col.device)
+    .bind(&col.gpu_name)
+    .bind(&col.weights)
     .bind(&r.model_properties.dtype)
     .bind(r.model_properties.total_parameters as i64)
     .bind(r.model_properties.num_layers as i64)
     .bind(r.model_properties.model_size_mb)
     .bind(im.model_load_time_seconds)
-    .bind(im.total_inference_time_seconds)
-    .bind(im.tokens_per_second)
-    .bind(im.num_prompts as i64)
-    .bind(im.total_input_tokens as i64)
-    .bind(im.total_output_tokens as i64)
+    .bind(col.total_inference_time_seconds)
+    .bind(col.tokens_per_second)
+    .bind(col.num_prompts as i64)
+    .bind(col.total_input_tokens as i64)
+    .bind(col.total_output_tokens as i64)
     .bind(gm.gpu_memory_allocated_mb)
     .bind(gm.gpu_memory_utilization_percent)
-    .bind(im.ttft_ms.p50)
-    .bind(im.ttft_ms.p99)
-    .bind(im.inter_token_latency_ms.p50)
-    .bind(im.inter_token_latency_ms.p99)
+    .bind(col.ttft_p50_ms)
+    .bind(col.ttft_p99_ms)
+    .bind(col.itl_p50_ms)
+    .bind(col.itl_p99_ms)
     .bind(im.prefill_tokens_per_second)
     .bind(im.decode_tokens_per_second)
     .bind(peak)
@@ -101,6 +105,17 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
     .bind(now)
     .bind(done.worker_total_ns as i64)
     .bind(&done.report_json)
+    .bind(if r.is_serve() { "serve" } else { "offline" })
+    .bind(r.serve.as_ref().map(|s| s.endpoint.clone()))
+    .bind(r.serve.as_ref().map(|s| s.request_rate))
+    .bind(r.serve.as_ref().and_then(|s| s.achieved_request_rate))
+    .bind(r.serve.as_ref().map(|s| s.metrics.completed as i64))
+    .bind(r.serve.as_ref().map(|s| s.metrics.failed as i64))
+    .bind(r.serve.as_ref().map(|s| s.metrics.request_throughput))
+    .bind(r.serve.as_ref().map(|s| s.metrics.output_throughput))
+    .bind(r.serve.as_ref().and_then(|s| s.metrics.tpot_ms).map(|t| t.median))
+    .bind(r.serve.as_ref().and_then(|s| s.metrics.tpot_ms).map(|t| t.p99))
+    .bind(r.serve.as_ref().and_then(|s| s.metrics.request_goodput))
     .execute(&mut *c)
     .await?;
 
@@ -112,28 +127,28 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
         model: model.to_string(),
         batch_size,
         worker_id: done.worker_id.clone(),
-        device: gm.device.clone(),
-        gpu_name: gm.gpu_name.clone(),
-        weights: r.model_properties.weights.clone(),
+        device: col.device.clone(),
+        gpu_name: col.gpu_name.clone(),
+        weights: col.weights.clone(),
         dtype: r.model_properties.dtype.clone(),
-        tokens_per_second: im.tokens_per_second,
-        ttft_p50_ms: im.ttft_ms.p50,
-        itl_p50_ms: im.inter_token_latency_ms.p50,
+        tokens_per_second: col.tokens_per_second,
+        ttft_p50_ms: col.ttft_p50_ms,
+        itl_p50_ms: col.itl_p50_ms,
         model_load_time_seconds: im.model_load_time_seconds,
-        total_inference_time_seconds: im.total_inference_time_seconds,
+        total_inference_time_seconds: col.total_inference_time_seconds,
         peak_memory_mb: peak,
         created_at: now,
         model_id: r.model_id.clone(),
         total_parameters: r.model_properties.total_parameters as i64,
         num_layers: r.model_properties.num_layers as i64,
         model_size_mb: r.model_properties.model_size_mb,
-        num_prompts: im.num_prompts as i64,
-        total_input_tokens: im.total_input_tokens as i64,
-        total_output_tokens: im.total_output_tokens as i64,
+        num_prompts: col.num_prompts as i64,
+        total_input_tokens: col.total_input_tokens as i64,
+        total_output_tokens: col.total_output_tokens as i64,
         gpu_memory_allocated_mb: gm.gpu_memory_allocated_mb,
         gpu_memory_utilization_percent: gm.gpu_memory_utilization_percent,
-        ttft_p99_ms: im.ttft_ms.p99,
-        itl_p99_ms: im.inter_token_latency_ms.p99,
+        ttft_p99_ms: col.ttft_p99_ms,
+        itl_p99_ms: col.itl_p99_ms,
         prefill_tokens_per_second: im.prefill_tokens_per_second,
         decode_tokens_per_second: im.decode_tokens_per_second,
         energy_joules: r.telemetry.as_ref().and_then(|t| t.energy_joules),
@@ -147,4 +162,61 @@ pub(super) async fn insert_run(c: &mut SqliteConnection, run_id: &str, done: &Co
         worker_total_ns: done.worker_total_ns as i64,
         report_json: None,
     })
+}
+
+/// The summary columns that differ between offline and serve runs: an offline run's own figures,
+/// or a serve run's analogues (device = the endpoint, tokens/s = output tokens/s, TTFT and ITL
+/// percentiles of the requests, requests sent as prompts, duration as inference time).
+struct Columns {
+    device: String,
+    gpu_name: String,
+    weights: String,
+    total_inference_time_seconds: f64,
+    tokens_per_second: f64,
+    num_prompts: u64,
+    total_input_tokens: u64,
+    total_output_tokens: u64,
+    ttft_p50_ms: f64,
+    ttft_p99_ms: f64,
+    itl_p50_ms: f64,
+    itl_p99_ms: f64,
+}
+
+impl Columns {
+    fn of(r: &BenchReport) -> Columns {
+        let im = &r.inference_metrics;
+        match &r.serve {
+            None => Columns {
+                device: r.gpu_metrics.device.clone(),
+                gpu_name: r.gpu_metrics.gpu_name.clone(),
+                weights: r.model_properties.weights.clone(),
+                total_inference_time_seconds: im.total_inference_time_seconds,
+                tokens_per_second: im.tokens_per_second,
+                num_prompts: im.num_prompts as u64,
+                total_input_tokens: im.total_input_tokens as u64,
+                total_output_tokens: im.total_output_tokens as u64,
+                ttft_p50_ms: im.ttft_ms.p50,
+                ttft_p99_ms: im.ttft_ms.p99,
+                itl_p50_ms: im.inter_token_latency_ms.p50,
+                itl_p99_ms: im.inter_token_latency_ms.p99,
+            },
+            Some(s) => {
+                let m = &s.metrics;
+                Columns {
+                    device: s.endpoint.clone(),
+                    gpu_name: String::new(),
+                    weights: "served".into(),
+                    total_inference_time_seconds: m.duration_s,
+                    tokens_per_second: m.output_throughput,
+                    num_prompts: (m.completed + m.failed) as u64,
+                    total_input_tokens: m.total_input_tokens,
+                    total_output_tokens: m.total_output_tokens,
+                    ttft_p50_ms: m.ttft_ms.map_or(0.0, |t| t.median),
+                    ttft_p99_ms: m.ttft_ms.map_or(0.0, |t| t.p99),
+                    itl_p50_ms: m.itl_ms.map_or(0.0, |t| t.median),
+                    itl_p99_ms: m.itl_ms.map_or(0.0, |t| t.p99),
+                }
+            }
+        }
+    }
 }

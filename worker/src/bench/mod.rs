@@ -320,6 +320,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
         repetitions,
         outputs,
         telemetry,
+        serve: None,
     };
     if workload.reuse_model {
         // Only a job that finished keeps its model: an error above dropped it (and its memory).

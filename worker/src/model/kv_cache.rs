@@ -36,6 +36,21 @@ impl KvCache {
         Ok(KvCache { layers, batch, heads, head_dim, capacity, len: 0 })
     }
 
+    /// A cache over existing `[batch, heads, capacity, head_dim]` tensors (contiguous, one
+    /// key/value pair per layer) whose first `len` positions are filled. The OpenAI server's
+    /// paged cache (`openai::kv_blocks`) gathers each sequence's blocks into such tensors for
+    /// one forward pass, so the model's attention runs unchanged over per-sequence caches.
+    pub(crate) fn from_layers(layers: Vec<(Tensor, Tensor)>, len: usize) -> Result<KvCache> {
+        let (batch, heads, capacity, head_dim) = match layers.first() {
+            Some((k, _)) => k.dims4()?,
+            None => return Err(EngineError::InvalidWorkload("a KV cache needs at least one layer".into())),
+        };
+        if len > capacity {
+            return Err(EngineError::InvalidWorkload(format!("KV cache of {capacity} positions cannot have {len} filled")));
+        }
+        Ok(KvCache { layers, batch, heads, head_dim, capacity, len })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -34,6 +34,9 @@ impl Worker {
             }
         };
         workload.device = self.device;
+        if workload.serve.is_some() {
+            return self.run_serve_job(job, workload, want_next, started).await;
+        }
         // A model this worker may not load (a directory outside --models-dir, or a name that is
         // none of catalog name, repo id, allowed directory) fails at once, profiled or not.
         if let Err(e) = crate::resolve::check_model(&workload.model, &self.model_policy) {
@@ -142,6 +145,58 @@ impl Worker {
         }
     }
 
+    /// A serve job: no model, no nsys; the load generator drives the job's endpoint on this
+    /// runtime while the same heartbeats (progress = requests finished) and stop/cancel paths as
+    /// an engine job run, and the result is delivered the same way.
+    async fn run_serve_job(&mut self, job: LeasedJob, workload: Workload, want_next: bool, started: Instant) -> Option<LeasedJob> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress: Arc<Mutex<Progress>> = Arc::new(Mutex::new(Progress::start("serving")));
+        let cancelled_by_coordinator = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            self.worker_id.clone(),
+            job.job_id.clone(),
+            job.attempt,
+            Duration::from_millis((self.lease_ms / 3).max(30)),
+            progress.clone(),
+            cancel.clone(),
+            cancelled_by_coordinator.clone(),
+        ));
+        let mut stop = self.stop.clone();
+        let cancel_on_stop = cancel.clone();
+        let stop_watch = tokio::spawn(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                cancel_on_stop.store(true, Ordering::Relaxed);
+            }
+        });
+        // Its own task, so a panic in the load generator fails the job instead of the worker.
+        let (w, c, p) = (workload.clone(), cancel.clone(), progress.clone());
+        let result = tokio::spawn(async move { super::serve_job::run(&w, &c, &p).await }).await;
+        heartbeat.abort();
+        stop_watch.abort();
+        let total_ns = started.elapsed().as_nanos() as u64;
+        match result {
+            Ok(Ok(report)) => self.report_success(&job, report, total_ns, want_next).await,
+            Ok(Err(e)) if e.cancelled && cancelled_by_coordinator.load(Ordering::Relaxed) => {
+                tracing::info!(job_id = %job.job_id, "serve job stopped as the coordinator asked (sweep cancelled or lease lost)");
+                None
+            }
+            Ok(Err(e)) if e.cancelled => {
+                self.report_failure(&job, "the worker was shut down during the job".into(), true).await;
+                None
+            }
+            Ok(Err(e)) => {
+                self.report_failure(&job, e.message, e.retryable).await;
+                None
+            }
+            Err(join) => {
+                let msg = if join.is_panic() { format!("the serve benchmark panicked: {join}; this is a bug in tokbench, please report it") } else { format!("serve task failed: {join}") };
+                self.report_failure(&job, msg, false).await;
+                None
+            }
+        }
+    }
+
     /// Delivers the result (kept and retried until the coordinator acknowledges it). With
     /// `want_next` the same call asks for the next job; the coordinator makes a retried call
     /// hand out the job the first try leased, never a second one. Returns the next job, if any
@@ -180,7 +235,10 @@ impl Worker {
                 } else if r.run_id.is_empty() {
                     tracing::info!(%job_id, "result acknowledged but not stored (job cancelled)");
                 } else {
-                    tracing::info!(%job_id, run_id = %r.run_id, tokens_per_second = report.inference_metrics.tokens_per_second, "result stored");
+                    match &report.serve {
+                        Some(s) => tracing::info!(%job_id, run_id = %r.run_id, completed = s.metrics.completed, failed = s.metrics.failed, output_throughput = s.metrics.output_throughput, "serve result stored"),
+                        None => tracing::info!(%job_id, run_id = %r.run_id, tokens_per_second = report.inference_metrics.tokens_per_second, "result stored"),
+                    }
                 }
                 r.next_job
             }

@@ -30,6 +30,7 @@ use crate::bench::Progress;
 use crate::resolve::ModelPathPolicy;
 
 mod job;
+pub mod serve_job;
 
 /// How long one LeaseJob call waits for a job on the coordinator (long poll).
 const LEASE_WAIT: Duration = Duration::from_secs(10);

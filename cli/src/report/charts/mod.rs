@@ -14,6 +14,7 @@ pub mod batch_scaling;
 pub mod baseline;
 pub mod gpu_time;
 pub mod telemetry;
+pub mod serve;
 
 pub use self::baseline::BaselineChart;
 pub use self::batch_scaling::BatchScaling;
@@ -23,6 +24,7 @@ pub use self::draw::{ensure_fonts, PALETTE};
 pub use self::gpu_time::GpuTimeChart;
 pub use self::performance_graphs::PerformanceGraphs;
 pub use self::telemetry::{telemetry_lines, TelemetryChart};
+pub use self::serve::{ServeGoodput, ServeLatency, ServePareto, ServeTimeline};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,236 @@
+//! `tokbench sweep --mode serve` end to end on real parts: the `tokbench` binary (embedded
+//! coordinator with a SQLite file and an in-process worker, `--local`) drives a fake
+//! OpenAI-compatible SSE server started by the test on 127.0.0.1; the stored runs are then read
+//! back through a coordinator on the same database file, and `tokbench report` draws them.
+//! Nothing here asserts timings: only counts, tokens, files and messages.
+
+mod common;
+
+use common::fake_openai::{self as fake, FakeConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokbench");
+
+fn tokbench(cwd: &Path, args: &[String]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TOKBENCH_COORDINATOR")
+        .env_remove("TOKBENCH_TOKEN")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the tokbench binary runs")
+}
+
+/// Runs the binary off the runtime, so the fake server keeps answering meanwhile.
+async fn tokbench_async(cwd: &Path, args: &[&str]) -> Output {
+    let (cwd, args): (PathBuf, Vec<String>) = (cwd.to_path_buf(), args.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || tokbench(&cwd, &args)).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn files_with_prefix(dir: &Path, prefix: &str, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix) && p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A decodable PNG of real size with more than a handful of colours.
+fn assert_real_png(path: &Path) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap_or_else(|e| panic!("{} is no PNG: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let colours: std::collections::HashSet<[u8; 3]> = buf[..info.buffer_size()].chunks(ch).map(|p| [p[0], p[1], p[2]]).collect();
+    assert!(info.width >= 800 && info.height >= 300, "{} is {}x{}", path.display(), info.width, info.height);
+    assert!(colours.len() > 20, "{} has {} colours: blank?", path.display(), colours.len());
+    assert!(std::fs::metadata(path).unwrap().len() > 10_000, "{} is tiny", path.display());
+}
+
+/// The stored runs of the database's latest sweep, full reports included, read through a
+/// coordinator started on the same file (the one `--local` used has stopped with its process).
+async fn stored_runs(dir: &Path, db: &Path) -> (Vec<Value>, tokbench_coordinator::CoordinatorHandle, String) {
+    let coordinator = tokbench_coordinator::spawn(tokbench_coordinator::CoordinatorConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        database: db.to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", coordinator.local_addr());
+    let o = tokbench_async(dir, &["--coordinator", &url, "--json", "runs", "--sweep", "latest"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<String> = v.as_array().or_else(|| v["runs"].as_array()).unwrap().iter().map(|r| r["run_id"].as_str().unwrap().to_string()).collect();
+    let mut reports = Vec::new();
+    for id in ids {
+        let o = tokbench_async(dir, &["--coordinator", &url, "--json", "show", &id]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        reports.push(if v.get("report").is_some() { v["report"].clone() } else { v });
+    }
+    (reports, coordinator, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_sweep_runs_end_to_end_and_the_report_draws_it() {
+    let server = fake::start(FakeConfig::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("serve.db");
+    let o = tokbench_async(
+        tmp.path(),
+        &[
+            "sweep", "--local", "--mode", "serve", "--endpoint", &server.url, "--request-rate", "5,inf", "--num-prompts", "6",
+            "--warmup", "1", "--input-len", "8", "--max-tokens", "5", "--goodput", "ttft:60000 tpot:60000", "--database",
+            db.to_str().unwrap(), "--out", "plots", "fake-model",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let (reports, coordinator, url) = stored_runs(tmp.path(), &db).await;
+    assert_eq!(reports.len(), 2, "one run per request rate");
+    let c = server.counters();
+    let mut requests = 0usize;
+    let mut completion_tokens = 0u64;
+    let mut prompt_tokens = 0u64;
+    let mut rates = Vec::new();
+    for r in &reports {
+        // Offline sections are absent, not zeros.
+        for k in ["inference_metrics", "model_properties", "gpu_metrics", "nsight_metrics", "repetitions", "outputs"] {
+            assert!(r.get(k).is_none(), "serve report has {k}");
+        }
+        let s = &r["serve"];
+        assert_eq!(s["served_model"], "fake-model");
+        rates.push(s["request_rate"].clone());
+        let m = &s["metrics"];
+        assert_eq!((m["completed"].as_u64(), m["failed"].as_u64(), m["warmup_requests"].as_u64()), (Some(6), Some(0), Some(1)));
+        assert!(m["good_requests"].as_u64() == Some(6), "{m}");
+        let timeline = s["requests"].as_array().unwrap();
+        assert_eq!(timeline.len(), 7);
+        requests += timeline.len();
+        let measured_out: u64 = timeline.iter().filter(|t| t["warmup"] == false).map(|t| t["completion_tokens"].as_u64().unwrap()).sum();
+        assert_eq!(m["total_output_tokens"].as_u64(), Some(measured_out));
+        assert_eq!(measured_out, 6 * 5, "every request generated --max-tokens tokens");
+        for t in timeline {
+            completion_tokens += t["completion_tokens"].as_u64().unwrap();
+            prompt_tokens += t["prompt_tokens"].as_u64().unwrap();
+            assert!(t["first_token_s"].as_f64().unwrap() >= t["sent_s"].as_f64().unwrap());
+            assert!(t["end_s"].as_f64().unwrap() >= t["first_token_s"].as_f64().unwrap());
+        }
+    }
+    rates.sort_by_key(|v| v.to_string());
+    assert_eq!(rates, vec![serde_json::json!("inf"), serde_json::json!(5.0)]);
+    // The server's own counters agree with what was stored.
+    assert_eq!(c.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(c.completed_streams.load(Ordering::SeqCst), requests);
+    assert_eq!(c.completion_tokens_completed.load(Ordering::SeqCst), completion_tokens);
+    assert_eq!(c.prompt_tokens_completed.load(Ordering::SeqCst), prompt_tokens);
+
+    // `tokbench report` from the stored runs: the serve charts and exports.
+    let o = tokbench_async(tmp.path(), &["--coordinator", &url, "report", "--latest", "--out", "report"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = tmp.path().join("report");
+    for chart in ["serve_latency_", "serve_goodput_", "serve_timeline_", "serve_pareto_"] {
+        let f = files_with_prefix(&out, chart, ".png");
+        assert_eq!(f.len(), 1, "{chart}: {f:?}");
+        assert_real_png(&f[0]);
+    }
+    assert!(files_with_prefix(&out, "comparison_table_", ".png").is_empty(), "no offline charts for serve runs");
+    let md = std::fs::read_to_string(&files_with_prefix(&out, "serve_report_", ".md")[0]).unwrap();
+    assert!(md.contains("## Serving benchmarks") && md.contains("median_tpot_ms") && md.contains("fake-model"), "{md}");
+    let csv = std::fs::read_to_string(&files_with_prefix(&out, "serve_report_", ".csv")[0]).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.lines().next().unwrap().contains("request_goodput"));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&files_with_prefix(&out, "serve_report_", ".json")[0]).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["completed"], 6);
+        assert_eq!(r["total_output_tokens"], 30);
+        assert!(r["ttft_ms"]["median"].as_f64().unwrap() >= 0.0);
+        assert!(r["request_goodput"].as_f64().unwrap() > 0.0);
+    }
+    // --local wrote the same report next to the run JSON files.
+    let plots = tmp.path().join("plots");
+    assert_eq!(files_with_prefix(&plots, "serve_latency_", ".png").len(), 1);
+    assert_eq!(files_with_prefix(&plots, "benchmark_", ".json").len(), 2);
+    coordinator.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_endpoint_counts_failed_requests_and_the_job_still_completes() {
+    let server = fake::start(FakeConfig::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("fail.db");
+    // Every prompt makes the fake server answer 500.
+    let dataset = tmp.path().join("fail.jsonl");
+    std::fs::write(&dataset, "{\"prompt\": \"FAIL500 one\", \"output_len\": 3}\n{\"prompt\": \"FAIL500 two\", \"output_len\": 3}\n").unwrap();
+    let dataset_arg = format!("jsonl:{}", dataset.display());
+    let o = tokbench_async(
+        tmp.path(),
+        &[
+            "sweep", "--local", "--mode", "serve", "--endpoint", &server.url, "--request-rate", "inf", "--num-prompts", "4", "--warmup",
+            "0", "--dataset", &dataset_arg, "--database", db.to_str().unwrap(), "--out", "plots", "fake-model",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "the job completes even though every request failed\n{}", text(&o));
+    let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
+    assert_eq!(reports.len(), 1);
+    let m = &reports[0]["serve"]["metrics"];
+    assert_eq!((m["completed"].as_u64(), m["failed"].as_u64()), (Some(0), Some(4)), "{m}");
+    assert_eq!(m["failure_counts"]["http_status"], 4);
+    let failures = m["failures"].as_array().unwrap();
+    assert!(failures.iter().all(|f| f["message"].as_str().unwrap().contains("500")), "{failures:?}");
+    assert!(m["ttft_ms"].is_null(), "no latency statistics without a completed request");
+    assert_eq!(server.counters().status_500.load(Ordering::SeqCst), 4);
+    for t in reports[0]["serve"]["requests"].as_array().unwrap() {
+        assert_eq!(t["http_status"], 500);
+        assert_eq!(t["error_kind"], "http_status");
+    }
+    // The report still draws (timeline of failed requests, empty latency curves).
+    let plots = tmp.path().join("plots");
+    assert_real_png(&files_with_prefix(&plots, "serve_timeline_", ".png")[0]);
+    coordinator.shutdown().await.unwrap();
+}
+
+#[test]
+fn bad_serve_flags_are_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sweep", "--mode", "serve", "m"], "tokbench-worker serve-openai"),
+        (vec!["sweep", "--local", "--mode", "serve", "m"], "--endpoint URL"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "localhost:8000", "m"], "not an http:// or https:// URL"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--request-rate", "0", "m"], "--request-rate"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--request-rate", "2,2", "m"], "listed twice"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--goodput", "ttft=200", "m"], "ttft:200"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--batch-sizes", "4", "m"], "--batch-sizes"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--dataset", "csv:x", "m"], "sharegpt:PATH or jsonl:PATH"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--max-concurrency", "0", "m"], "max concurrency 0"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--api", "grpc", "m"], "use completions"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--api-key-env", "sk live", "m"], "never the key itself"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1"], "name the model the endpoint serves"),
+        (vec!["sweep", "--mode", "online", "m"], "use offline"),
+        (vec!["sweep", "--endpoint", "http://h:1", "--request-rate", "4", "tiny-opt"], "add --mode serve"),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let o = tokbench(tmp.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}\n{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in\n{err}");
+    }
+}

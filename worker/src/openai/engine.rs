@@ -1,0 +1,331 @@
+//! The engine loop: one thread owns the [`Model`] and the paged KV pool and runs continuous
+//! batching. HTTP handlers never touch the model; they send a [`GenRequest`] over a channel
+//! and read [`Event`]s (one per generated token, then one at the end) from their own channel.
+//!
+//! One iteration:
+//! 1. take in new requests; retire sequences whose client went away (their receiver was
+//!    dropped), freeing their blocks at once;
+//! 2. admit waiting sequences first come first served while their blocks fit
+//!    ([`Scheduler::admit`]);
+//! 3. prefill admitted sequences, one at a time, in chunks, at most `max_num_batched_tokens`
+//!    prompt tokens per iteration, so running sequences are never stalled longer than that much
+//!    prefill (a long prompt is spread over several iterations, decode steps in between);
+//!    the last chunk of a prompt yields its first token;
+//! 4. one decode step for *all* decoding sequences together (a batch of ragged lengths: keys
+//!    and values gathered through the block tables, left-padded and masked), one new token each;
+//! 5. stream the tokens, retire finished sequences (EOS unless `ignore_eos`, after `min_tokens`;
+//!    or `max_tokens`) and free their blocks.
+//!
+//! Sequences therefore join and leave the batch at any step. Greedy results do not depend on the
+//! batch a sequence ran in (same as the offline generator up to float rounding of the batch
+//! shape, which the tests show does not change the argmax for the tiny models).
+
+pub use super::request::{Event, FinishReason, GenRequest, SamplingParams, SeqParams};
+use super::kv_blocks::PagedKv;
+use super::metrics::Metrics;
+use super::scheduler::{Scheduler, Sequence};
+use crate::error::{EngineError, Result};
+use crate::model::{Model, MASKED};
+use crate::sampling::sample_row;
+use candle_core::{Tensor, D};
+use rand::SeedableRng;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// The HTTP side's handle on the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: std::sync::mpsc::Sender<GenRequest>,
+    pub metrics: Arc<Metrics>,
+    pub config: EngineConfig,
+}
+
+impl EngineHandle {
+    /// Queues a request; its tokens arrive on the returned channel. Dropping the receiver cancels
+    /// the request (its blocks are freed at the next iteration).
+    pub fn submit(&self, prompt: Vec<u32>, params: SeqParams) -> Result<UnboundedReceiver<Event>> {
+        let (events, rx) = unbounded_channel();
+        self.tx
+            .send(GenRequest { prompt, params, events })
+            .map_err(|_| EngineError::InvalidWorkload("the engine thread has stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+/// Starts the engine thread over `model` with a pool of `config.num_blocks` blocks (allocated
+/// here, so a pool that does not fit fails before the server listens).
+pub fn spawn(model: Model, config: EngineConfig, metrics: Arc<Metrics>) -> Result<EngineHandle> {
+    let spec = model.config().spec();
+    let kv = PagedKv::new(spec.num_layers, config.num_blocks, config.block_size, spec.num_kv_heads, spec.head_dim, model.dtype(), model.device())?;
+    metrics.blocks_total.store(config.num_blocks as u64, Ordering::Relaxed);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = Engine {
+        sched: Scheduler::new(config.num_blocks, config.block_size, config.max_num_seqs),
+        model,
+        kv,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        next_id: 0,
+        rate_window: std::collections::VecDeque::new(),
+    };
+    std::thread::Builder::new()
+        .name("tokbench-engine".into())
+        .spawn(move || engine.run(rx))
+        .map_err(|e| EngineError::InvalidWorkload(format!("cannot start the engine thread: {e}")))?;
+    Ok(EngineHandle { tx, metrics, config })
+}
+
+struct Engine {
+    model: Model,
+    kv: PagedKv,
+    sched: Scheduler,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    next_id: u64,
+    /// (time, generated tokens total) samples of the last few seconds, for tokens/s.
+    rate_window: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl Engine {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<GenRequest>) {
+        loop {
+            if self.sched.is_idle() {
+                self.publish();
+                // Nothing to do: sleep until a request comes (or the server is gone).
+                match rx.recv() {
+                    Ok(r) => self.accept(r),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(r) = rx.try_recv() {
+                self.accept(r);
+            }
+            if let Err(e) = self.iteration() {
+                tracing::error!("engine step failed: {e}");
+                let msg = e.to_string();
+                for s in &mut self.sched.running {
+                    let _ = s.events.send(Event::Error(msg.clone()));
+                    s.cancelled = true;
+                    self.metrics.requests_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.retire();
+            self.publish();
+        }
+    }
+
+    fn accept(&mut self, r: GenRequest) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.metrics.requests_received.fetch_add(1, Ordering::Relaxed);
+        let rng = (!r.params.sampling.is_greedy())
+            .then(|| rand::rngs::StdRng::seed_from_u64(r.params.sampling.seed.unwrap_or_else(rand::random)));
+        self.sched.enqueue(Sequence {
+            id,
+            prompt_len: r.prompt.len(),
+            tokens: r.prompt,
+            computed: 0,
+            blocks: Vec::new(),
+            prefilling: false,
+            params: r.params,
+            rng,
+            events: r.events,
+            finished: None,
+            cancelled: false,
+            preemptions: 0,
+        });
+    }
+
+    fn iteration(&mut self) -> Result<()> {
+        for s in self.sched.running.iter_mut().chain(self.sched.waiting.iter_mut()) {
+            if s.events.is_closed() {
+                s.cancelled = true;
+            }
+        }
+        self.retire();
+        self.sched.admit();
+
+        // Prefill, chunked under the token budget.
+        let mut budget = self.config.max_num_batched_tokens.max(1);
+        for i in 0..self.sched.running.len() {
+            if budget == 0 {
+                break;
+            }
+            let s = &self.sched.running[i];
+            if !s.prefilling || s.is_done() {
+                continue;
+            }
+            let chunk = (s.tokens.len() - s.computed).min(budget);
+            let logits = self.prefill_chunk(i, chunk)?;
+            budget -= chunk;
+            let s = &mut self.sched.running[i];
+            if s.computed == s.tokens.len() {
+                s.prefilling = false;
+                let next = self.sample(&[i], &logits)?;
+                self.push_token(i, next[0]);
+            }
+        }
+
+        // One decode step for every decoding sequence.
+        self.sched.reserve_decode_blocks();
+        let batch: Vec<usize> = (0..self.sched.running.len()).filter(|&i| !self.sched.running[i].prefilling && !self.sched.running[i].is_done()).collect();
+        if !batch.is_empty() {
+            let logits = self.decode(&batch)?;
+            let next = self.sample(&batch, &logits)?;
+            for (&i, tok) in batch.iter().zip(next) {
+                self.push_token(i, tok);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds `chunk` more tokens of `running[i]`'s prompt (from its `computed` position); returns
+    /// the logits of the chunk's last position, [1, vocab].
+    fn prefill_chunk(&mut self, i: usize, chunk: usize) -> Result<Tensor> {
+        let device = self.model.device().clone();
+        let offset = self.model.position_offset();
+        let s = &self.sched.running[i];
+        let start = s.computed;
+        let width = start + chunk;
+        // Placeholders (slot 0) where this chunk's keys/values will be appended.
+        let mut slots: Vec<u32> = (0..start).map(|p| self.kv.slot(&s.blocks, p)).collect();
+        slots.resize(width, 0);
+        let mut cache = self.kv.gather(&slots, 1, width, start)?;
+        let ids = Tensor::from_slice(&s.tokens[start..width], (1, chunk), &device)?;
+        let positions: Vec<u32> = (start..width).map(|p| offset + p as u32).collect();
+        let positions = Tensor::from_vec(positions, (1, chunk), &device)?;
+        // Causal over the whole context: query q (position start + q) sees keys 0..=start + q.
+        let bias: Vec<f32> = (0..chunk).flat_map(|q| (0..width).map(move |k| if k <= start + q { 0.0 } else { MASKED })).collect();
+        let bias = Tensor::from_vec(bias, (1, 1, chunk, width), &device)?;
+        let logits = self.model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+        let out: Vec<u32> = (start..width).map(|p| self.kv.slot(&s.blocks, p)).collect();
+        self.kv.scatter(&cache, start, chunk, &out)?;
+        self.sched.running[i].computed = width;
+        self.metrics.prefill_tokens.fetch_add(chunk as u64, Ordering::Relaxed);
+        Ok(logits)
+    }
+
+    /// One token for each of `running[rows]` (each feeds its last token); logits [rows, vocab].
+    fn decode(&mut self, rows: &[usize]) -> Result<Tensor> {
+        let device = self.model.device().clone();
+        let offset = self.model.position_offset();
+        let b = rows.len();
+        let lens: Vec<usize> = rows.iter().map(|&i| self.sched.running[i].computed).collect();
+        let w = lens.iter().copied().max().unwrap_or(0);
+        let width = w + 1;
+        let mut slots = Vec::with_capacity(b * width);
+        let mut bias = vec![0f32; b * width];
+        let mut ids = Vec::with_capacity(b);
+        let mut positions = Vec::with_capacity(b);
+        let mut out = Vec::with_capacity(b);
+        for (r, (&i, &len)) in rows.iter().zip(&lens).enumerate() {
+            let s = &self.sched.running[i];
+            debug_assert_eq!(len + 1, s.tokens.len());
+            // Left padding (masked), the sequence's cached positions, the new token's placeholder.
+            slots.extend(std::iter::repeat_n(0u32, w - len));
+            slots.extend((0..len).map(|p| self.kv.slot(&s.blocks, p)));
+            slots.push(0);
+            bias[r * width..r * width + (w - len)].fill(MASKED);
+            ids.push(*s.tokens.last().expect("a decoding sequence has tokens"));
+            positions.push(offset + len as u32);
+            out.push(self.kv.slot(&s.blocks, len));
+        }
+        let mut cache = self.kv.gather(&slots, b, width, w)?;
+        let ids = Tensor::from_vec(ids, (b, 1), &device)?;
+        let positions = Tensor::from_vec(positions, (b, 1), &device)?;
+        let bias = Tensor::from_vec(bias, (b, 1, 1, width), &device)?;
+        let logits = self.model.forward(&ids, &positions, &bias, Some(&mut cache), true)?.squeeze(1)?;
+        self.kv.scatter(&cache, w, 1, &out)?;
+        for &i in rows {
+            self.sched.running[i].computed += 1;
+        }
+        Ok(logits)
+    }
+
+    /// The next token of each of `running[rows]` from `logits` [rows, vocab]: argmax on the
+    /// device for greedy rows; sampled rows copy their logits to the host (`sample_row`, the
+    /// offline generator's sampler) with the sequence's own seeded RNG.
+    fn sample(&mut self, rows: &[usize], logits: &Tensor) -> Result<Vec<u32>> {
+        let mut next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        if rows.iter().all(|&i| self.sched.running[i].params.sampling.is_greedy()) {
+            return Ok(next);
+        }
+        let host: Vec<Vec<f32>> = logits.to_vec2()?;
+        for (r, &i) in rows.iter().enumerate() {
+            let s = &mut self.sched.running[i];
+            let p = &s.params.sampling;
+            if let (false, Some(rng)) = (p.is_greedy(), s.rng.as_mut()) {
+                next[r] = sample_row(&host[r], p.temperature, p.top_k, p.top_p, rng);
+            }
+        }
+        Ok(next)
+    }
+
+    fn push_token(&mut self, i: usize, tok: u32) {
+        let eos = self.config.eos_token_ids.contains(&tok);
+        let s = &mut self.sched.running[i];
+        s.tokens.push(tok);
+        self.metrics.generation_tokens.fetch_add(1, Ordering::Relaxed);
+        s.emit(Event::Token(tok));
+        let n = s.generated();
+        if !s.params.ignore_eos && eos && n >= s.params.min_tokens {
+            s.finished = Some(FinishReason::Stop);
+        } else if n >= s.params.max_tokens {
+            s.finished = Some(FinishReason::Length);
+        }
+    }
+
+    /// Frees finished and cancelled sequences and tells finished ones' clients.
+    fn retire(&mut self) {
+        for mut s in self.sched.take_done() {
+            match s.finished {
+                Some(reason) if !s.cancelled => {
+                    let (prompt_tokens, completion_tokens) = (s.prompt_len, s.generated());
+                    s.emit(Event::Finished { reason, prompt_tokens, completion_tokens });
+                    self.metrics.requests_finished.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+                    self.metrics.completion_tokens.fetch_add(completion_tokens as u64, Ordering::Relaxed);
+                    let counter = match reason {
+                        FinishReason::Stop => &self.metrics.finished_stop,
+                        FinishReason::Length => &self.metrics.finished_length,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    tracing::debug!(seq = s.id, generated = s.generated(), "cancelled by its client");
+                    self.metrics.requests_cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let m = &self.metrics;
+        m.waiting.store(self.sched.waiting.len() as u64, Ordering::Relaxed);
+        m.running.store(self.sched.running.len() as u64, Ordering::Relaxed);
+        m.blocks_used.store(self.sched.alloc.used() as u64, Ordering::Relaxed);
+        m.preemptions.store(self.sched.preemptions_total, Ordering::Relaxed);
+        // Generated tokens per second over the last ~10 s.
+        let now = Instant::now();
+        let total = m.generation_tokens.load(Ordering::Relaxed);
+        self.rate_window.push_back((now, total));
+        while self.rate_window.len() > 2 && now.duration_since(self.rate_window[0].0) > Duration::from_secs(10) {
+            self.rate_window.pop_front();
+        }
+        let (t0, n0) = self.rate_window[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        let rate = if secs > 0.0 { (total - n0) as f64 / secs } else { 0.0 };
+        m.set_tokens_per_second(rate);
+    }
+}

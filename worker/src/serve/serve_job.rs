@@ -1,0 +1,175 @@
+//! A serve job (`Workload::serve` set, `tokbench sweep --mode serve`): no model is loaded; the
+//! worker drives the job's OpenAI-compatible endpoint with tokbench-loadgen on its own tokio
+//! runtime, reports progress as requests finished, and turns the run into a [`BenchReport`]
+//! whose `serve` section holds vLLM's metrics and every request's timeline.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokbench_core::serve::{RequestTimeline, ServeDataset, ServeReport, ServeSpec};
+use tokbench_core::{BenchReport, Workload};
+use tokbench_loadgen as lg;
+
+use crate::bench::Progress;
+
+/// Why a serve job could not run (request failures are not errors: they are in the report).
+#[derive(Debug)]
+pub struct ServeJobError {
+    pub message: String,
+    /// Whether running the job again (on another worker) could help.
+    pub retryable: bool,
+    pub cancelled: bool,
+}
+
+fn fatal(message: String) -> ServeJobError {
+    ServeJobError { message, retryable: false, cancelled: false }
+}
+
+/// The requests of the job: `num_prompts` measured ones after `warmup` warm-up ones.
+pub fn requests(spec: &ServeSpec) -> Result<Vec<lg::Request>, ServeJobError> {
+    let n = spec.warmup + spec.num_prompts;
+    let loaded = match &spec.dataset {
+        ServeDataset::Synthetic { input, output } => {
+            lg::synthetic_requests(&lg::SyntheticConfig { num_requests: n, input: *input, output: *output, seed: spec.seed, token_id_vocab: None }, None)
+        }
+        ServeDataset::ShareGpt { path, output_len } => {
+            lg::sharegpt_requests(Path::new(path), &lg::ShareGptConfig { num_requests: n, seed: spec.seed, output_len: *output_len, ..Default::default() }, None)
+        }
+        ServeDataset::Jsonl { path, output_len } => lg::jsonl_requests(Path::new(path), *output_len, None).map(|mut all| {
+            // A JSONL file is the benchmark: its lines in order, cycled when it has fewer.
+            let base = all.len();
+            let mut i = 0;
+            while all.len() < n {
+                let mut r = all[i % base].clone();
+                r.id = format!("{}-{}", r.id, all.len());
+                all.push(r);
+                i += 1;
+            }
+            all.truncate(n);
+            all
+        }),
+    };
+    loaded.map_err(|e| {
+        let worker_side = matches!(spec.dataset, ServeDataset::ShareGpt { .. } | ServeDataset::Jsonl { .. });
+        fatal(if worker_side { format!("dataset (read on the worker): {e}") } else { format!("dataset: {e}") })
+    })
+}
+
+/// Runs the job against its endpoint. `cancel` is the worker's flag (sweep cancelled, lease lost,
+/// worker stopping); `progress` is what the heartbeats send.
+pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<Mutex<Progress>>) -> Result<BenchReport, ServeJobError> {
+    let spec = workload.serve.as_ref().ok_or_else(|| fatal("not a serve job".into()))?;
+    spec.validate().map_err(|e| fatal(format!("invalid workload: {e}")))?;
+    let endpoint = spec.endpoint.clone().expect("validated");
+    let served_model = spec.served_model_or(&workload.model).to_string();
+    let api_key = match &spec.api_key_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(k) if !k.is_empty() => Some(k),
+            _ => {
+                return Err(ServeJobError {
+                    message: format!("the job takes its API key from the environment variable {var}, which is not set on this worker: set it where the worker runs, or submit without --api-key-env"),
+                    // Another worker may have it.
+                    retryable: true,
+                    cancelled: false,
+                })
+            }
+        },
+    };
+    let requests = requests(spec)?;
+    let schedule = lg::Schedule::from_shape(requests.len(), &lg::LoadShape::Poisson { rate: spec.request_rate, burstiness: spec.burstiness }, spec.seed)
+        .map_err(|e| fatal(e.to_string()))?
+        .with_warmup(spec.warmup)
+        .with_max_concurrency(spec.max_concurrency);
+    let mut config = lg::ClientConfig::new(endpoint.clone(), served_model.clone());
+    config.api = spec.api;
+    config.api_key = api_key;
+    config.ignore_eos = workload.ignore_eos;
+    config.request_timeout = Duration::from_secs_f64(spec.request_timeout_s);
+    let client = lg::Client::new(config).map_err(|e| fatal(e.to_string()))?;
+
+    let total = requests.len() as u64;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let token = lg::CancellationToken::new();
+    if let Ok(mut p) = progress.lock() {
+        *p = Progress { phase: "serving", tokens_done: 0, tokens_total: total, ..Progress::start("serving") };
+    }
+    // The worker's flag and the runner's token; progress = requests finished.
+    let bridge = {
+        let (cancel, token, finished, progress) = (cancel.clone(), token.clone(), finished.clone(), progress.clone());
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if cancel.load(Ordering::Relaxed) {
+                    token.cancel();
+                }
+                let done = finished.load(Ordering::Relaxed) as u64;
+                if let Ok(mut p) = progress.lock() {
+                    p.tokens_done = done;
+                    p.tokens_total = total;
+                    // Requests per second so far.
+                    p.tokens_per_second = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                }
+            }
+        })
+    };
+    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tracing::info!(%endpoint, model = %served_model, rate = %tokbench_core::serve::rate_label(spec.request_rate), requests = total, "serve job starting");
+    let out = lg::run_with_progress(&client, &requests, &schedule, &lg::RunOptions::default(), token.clone(), Some(finished.clone())).await;
+    bridge.abort();
+    let out = out.map_err(|e| fatal(e.to_string()))?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(ServeJobError { message: "cancelled".into(), retryable: true, cancelled: true });
+    }
+    if let Ok(mut p) = progress.lock() {
+        p.phase = "output_processing";
+        p.tokens_done = out.records.len() as u64;
+    }
+    let metrics = lg::compute_metrics(&out, &lg::MetricsOptions { goodput: spec.goodput, tokenizer: None, include_per_request: false });
+    let report = ServeReport {
+        spec: spec.clone(),
+        endpoint,
+        served_model,
+        request_rate: spec.request_rate,
+        achieved_request_rate: achieved_rate(&out),
+        metrics,
+        started_at: out.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        elapsed_s: out.elapsed_s,
+        cancelled: out.cancelled,
+        requests: out.records.iter().map(timeline).collect(),
+    };
+    Ok(BenchReport::for_serve(workload.model.clone(), timestamp, workload.clone(), crate::bench::environment("serve"), report))
+}
+
+/// Measured requests sent over the span of their sends (req/s); None when that span is 0.
+fn achieved_rate(out: &lg::RunOutput) -> Option<f64> {
+    let sends: Vec<f64> = out.records.iter().filter(|r| !r.warmup).map(|r| r.sent_s).collect();
+    let (lo, hi) = sends.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    // n sends span n - 1 gaps.
+    (sends.len() >= 2 && hi - lo > 1e-6).then(|| (sends.len() - 1) as f64 / (hi - lo))
+}
+
+fn timeline(r: &lg::RequestRecord) -> RequestTimeline {
+    RequestTimeline {
+        index: r.index,
+        id: r.id.clone(),
+        warmup: r.warmup,
+        scheduled_s: r.scheduled_s,
+        slot_s: r.slot_s,
+        sent_s: r.sent_s,
+        first_token_s: r.chunk_times_s.first().copied(),
+        last_token_s: r.chunk_times_s.last().copied(),
+        end_s: r.end_s,
+        input_len: r.input_len,
+        output_len: r.output_len,
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
+        chunks: r.chunk_times_s.len(),
+        http_status: r.http_status,
+        error_kind: r.error_kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_owned)),
+        error: r.error.clone(),
+    }
+}
