@@ -35,6 +35,9 @@ pub struct KernelArgs {
     /// to check an older GPU's code paths [default: the GPU's own].
     #[arg(long, value_name = "CAP")]
     pub kernel_compute_cap: Option<u32>,
+    /// The rotary families' fused prefill kernels (grouped-query attention, SwiGLU) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub fused_rotary_prefill: Option<bool>,
 }
 
 /// Everything about a job but its model, batch size and device (which `bench` and `sweep` take
@@ -172,6 +175,9 @@ impl WorkloadArgs {
         }
         if let Some(v) = k.kernel_compute_cap {
             w.kernels.compute_cap = Some(v);
+        }
+        if let Some(v) = k.fused_rotary_prefill {
+            w.kernels.fused_rotary_prefill = v;
         }
         Ok(w)
     }

@@ -79,11 +79,16 @@ pub struct KernelOptions {
     /// older GPU's code paths on a newer one. None: the device's own. Below 80 there is no bf16;
     /// below 90 no programmatic dependent launch.
     pub compute_cap: Option<u32>,
+    /// The rotary families' prefill kernels: the grouped-query prompt attention as one
+    /// tensor-core kernel and SwiGLU as one kernel (with `fused_prefill_attention` and
+    /// `lt_epilogue` on). Off by default until they have run on a GPU (see docs/performance.md):
+    /// candle's matmuls, softmax and silu · up instead.
+    pub fused_rotary_prefill: bool,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { decode: DecodePath::Graph, pdl: true, gemv_max_rows: 1, fused_prefill_attention: true, lt_epilogue: true, compute_cap: None }
+        KernelOptions { decode: DecodePath::Graph, pdl: true, gemv_max_rows: 1, fused_prefill_attention: true, lt_epilogue: true, compute_cap: None, fused_rotary_prefill: false }
     }
 }
 

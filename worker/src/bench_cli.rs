@@ -67,10 +67,10 @@ pub struct BenchArgs {
 }
 
 /// Every flag `--workload-file` replaces (clap ids: the field names).
-const WORKLOAD_FLAG_IDS: [&str; 23] = [
+const WORKLOAD_FLAG_IDS: [&str; 24] = [
     "model", "device", "batch_size", "weights", "weights_seed", "dtype", "prompts", "num_prompts", "input_len",
     "max_tokens", "repetitions", "warmup", "stop_at_eos", "temperature", "top_p", "top_k", "seed", "decode", "pdl",
-    "gemv_max_rows", "fused_prefill_attention", "lt_epilogue", "kernel_compute_cap",
+    "gemv_max_rows", "fused_prefill_attention", "lt_epilogue", "kernel_compute_cap", "fused_rotary_prefill",
 ];
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {

@@ -333,7 +333,7 @@ pub(crate) fn attention(l: &Launch, qkv: Tensor, heads: usize, bias: &Tensor, ca
 pub(crate) fn swiglu(l: &Launch, gate_up: &Tensor) -> Result<Tensor> {
     let _ = l; // (read by the CUDA path only)
     #[cfg(feature = "cuda")]
-    if gate_up.device().is_cuda() && l.kernels().lt_epilogue {
+    if gate_up.device().is_cuda() && l.kernels().lt_epilogue && l.kernels().fused_rotary_prefill {
         if let Some(m) = cuda_ops::swiglu(l, gate_up)? {
             return Ok(m);
         }
@@ -417,7 +417,7 @@ pub(crate) fn grouped_attention(
         // A whole prompt into an empty cache (or none): one fused kernel over the keys and values
         // the split just wrote.
         #[cfg(feature = "cuda")]
-        Some(s) if s.offset == 0 && t > 1 && cuda_ops::prefill_attention_enabled(l) => {
+        Some(s) if s.offset == 0 && t > 1 && cuda_ops::prefill_attention_enabled(l) && l.kernels().fused_rotary_prefill => {
             let (k_len, v_len) = (s.k_full.narrow(2, 0, t)?, s.v_full.narrow(2, 0, t)?);
             match cuda_ops::prefill_attention_gqa(l, &s.q, &s.k_full, &s.v_full, bias)? {
                 Some(out) => return Ok(out),

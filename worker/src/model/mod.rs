@@ -390,6 +390,7 @@ pub fn decode_kernels(active: Option<&KernelOptions>) -> String {
     let pdl = if k.pdl { "programmatic dependent launch" } else { "no programmatic dependent launch" };
     let prefill = if k.fused_prefill_attention { "fused prefill attention" } else { "unfused prefill attention" };
     let epilogue = if k.lt_epilogue { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
+    let epilogue = if k.fused_rotary_prefill { format!("{epilogue}, fused rotary prefill") } else { epilogue.to_string() };
     match k.compute_cap {
         Some(cap) => format!("compute {}.{} kernels, {gemv}, {pdl}, {prefill}, {epilogue}", cap / 10, cap % 10),
         None => format!("{gemv}, {pdl}, {prefill}, {epilogue}"),

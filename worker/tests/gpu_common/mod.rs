@@ -9,12 +9,15 @@
 use candle_core::DType;
 use tokbench_core::KernelOptions;
 
-/// The default kernel options, with the forced compute capability if one is set.
+/// The default kernel options with the rotary fused prefill on, and the forced compute
+/// capability if one is set.
 pub fn base_kernels() -> KernelOptions {
     let cap = std::env::var("TOKBENCH_TEST_KERNEL_COMPUTE_CAP").ok().map(|v| {
         v.trim().parse::<u32>().unwrap_or_else(|_| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP={v}: give 75, 80 or 90"))
     });
-    let k = KernelOptions { compute_cap: cap, ..KernelOptions::default() };
+    // The rotary families' fused prefill kernels are off by default until they have run on a
+    // GPU: the GPU tests are what runs them there, so they turn them on.
+    let k = KernelOptions { compute_cap: cap, fused_rotary_prefill: true, ..KernelOptions::default() };
     k.validate().unwrap_or_else(|e| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP: {e}"));
     if let Some(c) = cap {
         println!("GPU_TEST kernels forced to compute {}.{}", c / 10, c % 10);
