@@ -5,7 +5,8 @@
 # Packs: .gpu/$PACK/*.xz (new build: tokbench-worker, gpu_decode, gpu_parity), .gpu/$OLD/tokbench-worker.xz
 # (the baseline build; OLD empty: none). Steps:
 #   tests  gpu_parity and gpu_decode of the new build (numerics and decode-path equality on the GPU)
-#   steps  per workload (STEP_WORKLOADS="model:dtype:batch:in:out ..."), old and new build interleaved,
+#   steps  per workload (STEP_WORKLOADS="model:dtype:batch:in:out ..."), old and new build interleaved
+#          (NEW_ARGS: extra flags for the new build's runs, e.g. "--fused-rotary-prefill true"),
 #          1 warm-up + 3 repetitions each: ITL p50 (the decode step, ms), tokens/s, TTFT p50, engine peak;
 #          the floor = bytes a batch-1 step reads (weights, without an untied embedding table) / the
 #          device-to-device copy rate measured in this call (read + write bytes per second).
@@ -60,7 +61,7 @@ EOF
       bin=$B; [ $build = old ] && { [ -n "$BO" ] || continue; bin=$BO; }
       j=$W/${m}_${dt}_b${bs}_${il}_${ol}_$build.json
       timeout 150 $bin/tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype $dt --batch-size $bs --num-prompts $bs \
-        --input-len $il --max-tokens $ol --warmup 1 --repetitions 3 --json $j --quiet 2> $j.err \
+        --input-len $il --max-tokens $ol --warmup 1 --repetitions 3 --json $j --quiet $([ $build = new ] && echo ${NEW_ARGS:-}) 2> $j.err \
         || { echo "FAILED $wl $build"; tail -5 $j.err; continue; }
       BW=$BW $PY - "$j" "$wl" "$build" <<'EOF'
 import json, os, sys
