@@ -160,11 +160,13 @@ pub struct SweepArgs {
 #[command(next_help_heading = "Serving benchmarks (--mode serve)")]
 pub struct ServeArgs {
     /// offline (the worker runs the model itself, default) or serve (the worker sends streaming
-    /// requests to --endpoint).
+    /// requests to --endpoint, or without it to tokbench's own engine serving the model in the
+    /// worker).
     #[arg(long, value_name = "MODE", default_value = "offline")]
     pub mode: String,
     /// Root URL of an OpenAI-compatible server (vLLM, SGLang, TGI, `tokbench-worker serve-openai`),
-    /// as the worker reaches it, e.g. http://10.0.0.5:8000.
+    /// as the worker reaches it, e.g. http://10.0.0.5:8000 [default: the worker serves the model
+    /// with tokbench's engine itself, on its device, with --weights/--dtype].
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Request rates, comma separated: one job per model and rate; requests per second of a

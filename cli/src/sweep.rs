@@ -110,16 +110,15 @@ fn refuse_serve_flags(args: &SweepArgs) -> CliResult<()> {
 
 /// `--mode serve`: one job per (served model, request rate), validated like the coordinator does.
 fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
-    use tokbench_core::serve::{parse_api, parse_length, parse_rate, LengthDist, ServeDataset, ServeSpec, NO_ENDPOINT};
+    use tokbench_core::serve::{parse_api, parse_length, parse_rate, LengthDist, ServeDataset, ServeSpec};
     let usage = |flag: &str, e: WorkloadError| CliError::Usage(format!("{flag}: {e}"));
     let s = &args.serve;
     let w = &args.workload;
     if args.models.is_empty() {
         return Err(CliError::Usage("no models given: name the model the endpoint serves, e.g. `tokbench sweep --mode serve --endpoint http://127.0.0.1:8000 Qwen/Qwen3-0.6B` (it is sent as the requests' \"model\"; --served-model overrides it)".into()));
     }
-    let Some(endpoint) = s.endpoint.clone() else {
-        return Err(CliError::Usage(NO_ENDPOINT.into()));
-    };
+    // None: the worker serves the model with tokbench's own engine (in process).
+    let endpoint = s.endpoint.clone();
     let offline_only: Vec<&str> = [
         (!args.batch_sizes.is_empty(), "--batch-sizes (use --request-rate and --max-concurrency)"),
         (w.prompts.is_some(), "--prompts (use --dataset jsonl:PATH)"),
@@ -168,7 +167,7 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         Some(g) => Some(tokbench_core::serve::parse_goodput(g).map_err(|e| CliError::Usage(format!("--goodput: {e}")))?),
     };
     let serve = ServeSpec {
-        endpoint: Some(endpoint),
+        endpoint,
         api: match &s.api {
             Some(a) => parse_api(a).map_err(|e| usage("--api", e))?,
             None => defaults.api,

@@ -207,12 +207,44 @@ async fn failing_endpoint_counts_failed_requests_and_the_job_still_completes() {
     coordinator.shutdown().await.unwrap();
 }
 
+/// Without --endpoint the worker serves the model with tokbench's own engine (the
+/// `serve-openai` server, in process on 127.0.0.1) and drives that: every request completes, the
+/// server's usage counts are the engine's (prompt tokens as the model's tokenizer counts them,
+/// exactly --max-tokens completion tokens), and the stored run names the engine and its weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("own.db");
+    let o = tokbench_async(
+        tmp.path(),
+        &[
+            "sweep", "--local", "--mode", "serve", "--request-rate", "inf", "--num-prompts", "5", "--warmup", "1", "--input-len", "12",
+            "--max-tokens", "4", "--weights", "synthetic", "--database", db.to_str().unwrap(), "--out", "plots", "tiny-gpt2",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
+    assert_eq!(reports.len(), 1);
+    let serve = &reports[0]["serve"];
+    let m = &serve["metrics"];
+    assert_eq!((m["completed"].as_u64(), m["failed"].as_u64()), (Some(5), Some(0)), "{m}");
+    let endpoint = serve["endpoint"].as_str().unwrap();
+    assert!(endpoint.starts_with("tokbench engine in the worker (tiny-gpt2 on cpu, weights synthetic"), "{endpoint}");
+    let requests = serve["requests"].as_array().unwrap();
+    let measured: Vec<&Value> = requests.iter().filter(|r| r["warmup"] != true).collect();
+    assert_eq!(measured.len(), 5, "{requests:?}");
+    for r in measured {
+        assert_eq!(r["completion_tokens"], 4, "{r}");
+        assert!(r["prompt_tokens"].as_u64().unwrap() > 0, "{r}");
+    }
+    coordinator.shutdown().await.unwrap();
+}
+
 #[test]
 fn bad_serve_flags_are_refused_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["sweep", "--mode", "serve", "m"], "tokbench-worker serve-openai"),
-        (vec!["sweep", "--local", "--mode", "serve", "m"], "--endpoint URL"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "localhost:8000", "m"], "not an http:// or https:// URL"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--request-rate", "0", "m"], "--request-rate"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--request-rate", "2,2", "m"], "listed twice"),

@@ -235,7 +235,8 @@ fn default_request_timeout() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServeSpec {
     /// Root URL of an OpenAI-compatible server (`http://host:8000`; a trailing `/v1` is accepted).
-    /// Required for now: tokbench's own engine server is not started by a job yet.
+    /// None: the worker that takes the job serves the job's model with tokbench's own engine
+    /// (`tokbench-worker serve-openai`'s server, in process, on 127.0.0.1) and drives that.
     #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default)]
@@ -300,15 +301,11 @@ impl Default for ServeSpec {
     }
 }
 
-/// The error for a serve job without an endpoint.
-pub const NO_ENDPOINT: &str = "serve mode needs --endpoint URL, the root of an OpenAI-compatible server (e.g. --endpoint http://127.0.0.1:8000): tokbench's in-process engine server is not available to sweeps yet. Start a server yourself, e.g. `tokbench-worker serve-openai`, vLLM or SGLang, and pass its URL";
-
 impl ServeSpec {
     pub fn validate(&self) -> Result<(), WorkloadError> {
-        let Some(endpoint) = self.endpoint.as_deref() else {
-            return refuse(NO_ENDPOINT.into());
-        };
-        let e = endpoint.trim();
+        // No endpoint: the worker serves the job's model with its own engine, in process.
+        let e = self.endpoint.as_deref().map(str::trim).unwrap_or("http://in-process");
+        let endpoint = e;
         if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() - 1 {
             return refuse(format!("endpoint \"{endpoint}\" is not an http:// or https:// URL: give the server's root, e.g. http://127.0.0.1:8000"));
         }
@@ -460,7 +457,6 @@ mod tests {
     #[test]
     fn validation_names_the_fix() {
         let cases: Vec<(ServeSpec, &str)> = vec![
-            (ServeSpec { endpoint: None, ..spec() }, "tokbench-worker serve-openai"),
             (ServeSpec { endpoint: Some("localhost:8000".into()), ..spec() }, "not an http:// or https:// URL"),
             (ServeSpec { burstiness: 0.0, ..spec() }, "burstiness"),
             (ServeSpec { max_concurrency: Some(0), ..spec() }, "max concurrency 0"),
@@ -474,6 +470,8 @@ mod tests {
             assert!(e.contains(needle), "expected {needle:?} in {e:?}");
         }
         assert!(spec().validate().is_ok());
+        // No endpoint: the worker's own engine.
+        assert!(ServeSpec { endpoint: None, ..spec() }.validate().is_ok());
     }
 
     #[test]

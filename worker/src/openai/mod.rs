@@ -105,12 +105,20 @@ pub struct Loaded {
     pub chat_template_missing: String,
     pub eos_token_ids: Vec<u32>,
     pub model_id: String,
+    /// Which weights: "real (path)" or "synthetic (synthetic (seed N))".
+    pub weights: String,
 }
 
 /// Downloads (unless offline or synthetic), resolves and loads the model, its tokenizer, EOS ids
 /// and chat template.
 pub fn load(args: &ServeOpenAiArgs) -> Result<Loaded> {
     let policy = ModelPathPolicy::for_bench(args.models_dirs.clone()).canonical().map_err(EngineError::InvalidWorkload)?;
+    load_with(args, &policy)
+}
+
+/// [`load`] with the local directories `policy` allows (a worker's `--models-dir`), not the flags'.
+pub fn load_with(args: &ServeOpenAiArgs, policy: &ModelPathPolicy) -> Result<Loaded> {
+    let policy = policy.clone();
     let fallback = fetch_weights(args, &policy)?;
     let mut resolved = resolve::resolve_with(&args.model, args.weights, args.weights_seed, &policy)?;
     if let (Some(why), WeightsKind::Synthetic) = (&fallback, resolved.weights_kind) {
@@ -133,7 +141,8 @@ pub fn load(args: &ServeOpenAiArgs) -> Result<Loaded> {
     let device = crate::device::open(&args.device)?;
     let model = Model::load(&resolved.config, &resolved.weights, crate::device::dtype(dtype), &device)?;
     crate::device::synchronize(&device)?;
-    Ok(Loaded { model, tokenizer, chat_template, chat_template_missing, eos_token_ids, model_id: resolved.model_id })
+    let weights = format!("{}: {}", resolved.weights_kind.as_str(), resolved.weights_source);
+    Ok(Loaded { model, tokenizer, chat_template, chat_template_missing, eos_token_ids, model_id: resolved.model_id, weights })
 }
 
 /// `bench`'s download step: the Hub's files into the cache when missing; Some(reason) when
@@ -186,19 +195,18 @@ pub fn kv_budget(args: &ServeOpenAiArgs, bytes_per_token: u64, max_len: usize) -
     }
 }
 
-/// Loads the model, starts the engine and serves until Ctrl-C. Prints the KV capacity and then
-/// `listening on http://ADDR` (the real port when --listen asks for port 0) on stdout.
-pub fn main(args: ServeOpenAiArgs) -> anyhow::Result<()> {
+/// The server's router over a started engine (the engine thread ends when the router and
+/// every handle to it are dropped), and the KV capacity it was given.
+pub fn app(args: &ServeOpenAiArgs, loaded: Loaded) -> anyhow::Result<(axum::Router, Capacity)> {
     if args.block_size == 0 {
         anyhow::bail!("--block-size must be at least 1");
     }
-    let loaded = load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
     let model = loaded.model;
     let max_len = max_model_len(&model);
     let per_token = model.config().spec().kv_bytes_per_token(model.dtype().size_in_bytes());
     let budget = kv_budget(&args, per_token, max_len)?;
     let capacity = Capacity::new(budget, per_token, args.block_size, max_len);
-    println!("{}", capacity.describe((max_len / 4).max(1)));
+    tracing::info!("{}", capacity.describe((max_len / 4).max(1)));
     let metrics = Arc::new(metrics::Metrics::default());
     let config = engine::EngineConfig {
         block_size: args.block_size,
@@ -219,16 +227,26 @@ pub fn main(args: ServeOpenAiArgs) -> anyhow::Result<()> {
         vocab_size,
         created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
+    Ok((http::router(state), capacity))
+}
+
+/// Loads the model, starts the engine and serves until Ctrl-C. Prints the KV capacity and then
+/// `listening on http://ADDR` (the real port when --listen asks for port 0) on stdout.
+pub fn main(args: ServeOpenAiArgs) -> anyhow::Result<()> {
+    let loaded = load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (model_id, served) = (loaded.model_id.clone(), args.served_model_name.clone().unwrap_or_else(|| args.model.clone()));
+    let (router, capacity) = app(&args, loaded)?;
+    println!("{}", capacity.describe((capacity.max_len / 4).max(1)));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
-        println!("serving {} ({}) as \"{}\"", loaded.model_id, args.device, state.served_model_name);
+        println!("serving {model_id} ({}) as \"{served}\"", args.device);
         println!("listening on http://{addr}");
         std::io::stdout().flush()?;
-        axum::serve(listener, http::router(state))
+        axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

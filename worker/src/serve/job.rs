@@ -34,6 +34,15 @@ impl Worker {
             }
         };
         workload.device = self.device;
+        // A serve job without an endpoint loads the model here (tokbench's own server), so it
+        // takes the same model check as an offline job.
+        let in_process = workload.serve.as_ref().is_some_and(|s| s.endpoint.is_none());
+        if in_process {
+            if let Err(e) = crate::resolve::check_model(&workload.model, &self.model_policy) {
+                self.report_failure(&job, e.to_string(), e.is_retryable()).await;
+                return None;
+            }
+        }
         if workload.serve.is_some() {
             return self.run_serve_job(job, workload, want_next, started).await;
         }
@@ -170,8 +179,8 @@ impl Worker {
             }
         });
         // Its own task, so a panic in the load generator fails the job instead of the worker.
-        let (w, c, p) = (workload.clone(), cancel.clone(), progress.clone());
-        let result = tokio::spawn(async move { super::serve_job::run(&w, &c, &p).await }).await;
+        let (w, c, p, policy) = (workload.clone(), cancel.clone(), progress.clone(), self.model_policy.clone());
+        let result = tokio::spawn(async move { super::serve_job::run(&w, &c, &p, &policy).await }).await;
         heartbeat.abort();
         stop_watch.abort();
         let total_ns = started.elapsed().as_nanos() as u64;

@@ -13,6 +13,7 @@ use tokbench_core::{BenchReport, Workload};
 use tokbench_loadgen as lg;
 
 use crate::bench::Progress;
+use crate::resolve::ModelPathPolicy;
 
 /// Why a serve job could not run (request failures are not errors: they are in the report).
 #[derive(Debug)]
@@ -59,10 +60,24 @@ pub fn requests(spec: &ServeSpec) -> Result<Vec<lg::Request>, ServeJobError> {
 
 /// Runs the job against its endpoint. `cancel` is the worker's flag (sweep cancelled, lease lost,
 /// worker stopping); `progress` is what the heartbeats send.
-pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<Mutex<Progress>>) -> Result<BenchReport, ServeJobError> {
+pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<Mutex<Progress>>, policy: &ModelPathPolicy) -> Result<BenchReport, ServeJobError> {
     let spec = workload.serve.as_ref().ok_or_else(|| fatal("not a serve job".into()))?;
     spec.validate().map_err(|e| fatal(format!("invalid workload: {e}")))?;
-    let endpoint = spec.endpoint.clone().expect("validated");
+    // No endpoint: tokbench's own engine serves the job's model on 127.0.0.1 for the job's length.
+    let own_server = match &spec.endpoint {
+        Some(_) => None,
+        None => {
+            if let Ok(mut p) = progress.lock() {
+                *p = Progress::start("loading");
+            }
+            Some(InProcessServer::start(workload, policy).await?)
+        }
+    };
+    let endpoint = match (&spec.endpoint, &own_server) {
+        (Some(e), _) => e.clone(),
+        (None, Some(s)) => s.url.clone(),
+        (None, None) => unreachable!("started above"),
+    };
     let served_model = spec.served_model_or(&workload.model).to_string();
     let api_key = match &spec.api_key_env {
         None => None,
@@ -120,6 +135,14 @@ pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<M
     tracing::info!(%endpoint, model = %served_model, rate = %tokbench_core::serve::rate_label(spec.request_rate), requests = total, "serve job starting");
     let out = lg::run_with_progress(&client, &requests, &schedule, &lg::RunOptions::default(), token.clone(), Some(finished.clone())).await;
     bridge.abort();
+    let endpoint = match own_server {
+        Some(server) => {
+            let what = format!("tokbench engine in the worker ({} on {}, weights {}) at {}", workload.model, workload.device, server.weights, server.url);
+            server.stop().await;
+            what
+        }
+        None => endpoint,
+    };
     let out = out.map_err(|e| fatal(e.to_string()))?;
     if cancel.load(Ordering::Relaxed) {
         return Err(ServeJobError { message: "cancelled".into(), retryable: true, cancelled: true });
@@ -171,5 +194,67 @@ fn timeline(r: &lg::RequestRecord) -> RequestTimeline {
         http_status: r.http_status,
         error_kind: r.error_kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_owned)),
         error: r.error.clone(),
+    }
+}
+
+/// tokbench's own OpenAI-compatible server (`tokbench-worker serve-openai`'s) for a serve job
+/// without an endpoint: the job's model loaded on the worker's device with the job's weights
+/// and dtype, served on 127.0.0.1 (a free port) by a task on this runtime until [`Self::stop`].
+struct InProcessServer {
+    url: String,
+    weights: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessServer {
+    async fn start(workload: &Workload, policy: &ModelPathPolicy) -> Result<InProcessServer, ServeJobError> {
+        let args = crate::openai::ServeOpenAiArgs {
+            model: workload.model.clone(),
+            listen: "127.0.0.1:0".into(),
+            device: workload.device,
+            dtype: Some(workload.effective_dtype()),
+            weights: workload.weights,
+            weights_seed: workload.weights_seed,
+            offline: workload.offline,
+            served_model_name: workload.serve.as_ref().and_then(|s| s.served_model.clone()),
+            max_num_seqs: 256,
+            block_size: 16,
+            kv_cache_memory: None,
+            gpu_memory_utilization: 0.9,
+            max_num_batched_tokens: 2048,
+            models_dirs: Vec::new(),
+        };
+        let policy = policy.clone();
+        // Loading (and a download) blocks: off the runtime's threads.
+        let built = tokio::task::spawn_blocking(move || -> Result<(axum::Router, String), String> {
+            let loaded = crate::openai::load_with(&args, &policy).map_err(|e| e.to_string())?;
+            let weights = loaded.weights.clone();
+            let (router, _) = crate::openai::app(&args, loaded).map_err(|e| e.to_string())?;
+            Ok((router, weights))
+        })
+        .await
+        .map_err(|e| fatal(format!("loading the model for the in-process server panicked: {e}")))?;
+        let (router, weights) = built.map_err(|e| fatal(format!("cannot serve the job's model with tokbench's engine: {e}")))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| fatal(format!("cannot listen on 127.0.0.1 for the in-process server: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| fatal(e.to_string()))?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "the in-process server stopped with an error");
+            }
+        });
+        let url = format!("http://{addr}");
+        tracing::info!(%url, model = %workload.model, %weights, "serving the job's model with tokbench's engine");
+        Ok(InProcessServer { url, weights, shutdown, task })
+    }
+
+    /// Stops accepting, lets open streams end, and drops the engine (its thread ends with it).
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
     }
 }
