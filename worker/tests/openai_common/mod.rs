@@ -162,3 +162,47 @@ pub fn encode(model_dir: &Path, text: &str) -> Vec<u32> {
     let resolved = tokbench_worker::resolve::resolve(model_dir.to_str().unwrap(), tokbench_core::WeightsMode::Real, 0).unwrap();
     tokbench_worker::tokenizer::Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config).unwrap().encode(text).unwrap()
 }
+
+/// A python with the PyPI package `package` (imported as `module`), or why there is none: the
+/// one the environment variable `env_var` names (a venv directory or its python), else a venv
+/// under cargo's target tmp dir (kept for later runs) made with `python3 -m venv` and `pip
+/// install`. With `TOKBENCH_REQUIRE_PYPI_PEERS=1` (CI sets it) having none is a failure, not a
+/// skip.
+pub fn python_with(package: &str, module: &str, env_var: &str) -> Option<PathBuf> {
+    // Tests of one binary run in parallel: one of them makes the venv, the others wait for it.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let found = {
+        let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+        find_python_with(package, module, env_var)
+    };
+    match found {
+        Ok(p) => Some(p),
+        Err(why) if std::env::var("TOKBENCH_REQUIRE_PYPI_PEERS").is_ok_and(|v| v == "1") => panic!("{package} is required here (TOKBENCH_REQUIRE_PYPI_PEERS=1) but: {why}"),
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
+
+fn find_python_with(package: &str, module: &str, env_var: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return Ok(if p.is_dir() { p.join("bin/python") } else { p });
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{package}-venv"));
+    let python = venv.join("bin/python");
+    let has_it = |py: &PathBuf| Command::new(py).args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    if has_it(&python) {
+        return Ok(python);
+    }
+    let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map_err(|e| format!("no python3: {e}"))?;
+    if !status.success() {
+        return Err(format!("python3 -m venv {} failed ({status})", venv.display()));
+    }
+    let out = Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", package]).output().map_err(|e| format!("no pip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("pip install {package} failed (no network?): {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+    }
+    Ok(python)
+}
