@@ -188,7 +188,31 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         None | Some("") => None,
         Some(b) => Some(b.parse::<Backend>().map_err(|e| usage("--backend", e))?),
     };
-    let workload = Workload { ignore_eos: !w.stop_at_eos, serve: Some(serve), ..Workload::default() };
+    // The weights flags set up tokbench's own engine: they apply when the worker serves the
+    // model itself, and are a mistake against an endpoint (whose server chose its weights).
+    let weight_flags: Vec<&str> = [(w.weights.is_some(), "--weights"), (w.offline, "--offline"), (w.weights_seed.is_some(), "--weights-seed"), (w.dtype.is_some(), "--dtype")]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+    if s.endpoint.is_some() && !weight_flags.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} set up tokbench's own engine, which a serve job with --endpoint does not run (the endpoint's server loaded its model): drop them, or drop --endpoint to serve the model with tokbench's engine",
+            weight_flags.join(", ")
+        )));
+    }
+    let k = &w.kernels;
+    if k.decode.is_some() || k.pdl.is_some() || k.gemv_max_rows.is_some() || k.fused_prefill_attention.is_some() || k.lt_epilogue.is_some() || k.kernel_compute_cap.is_some() || k.fused_rotary_prefill.is_some() {
+        return Err(CliError::Usage("the engine options (--decode, --pdl, --gemv-max-rows, --fused-prefill-attention, --lt-epilogue, --kernel-compute-cap, --fused-rotary-prefill) are for offline sweeps: tokbench's server runs its batches through the paged KV cache, which has no such switches yet".into()));
+    }
+    let mut workload = Workload { ignore_eos: !w.stop_at_eos, serve: Some(serve), ..Workload::default() };
+    if let Some(v) = w.weights {
+        workload.weights = v;
+    }
+    workload.offline = w.offline;
+    if let Some(v) = w.weights_seed {
+        workload.weights_seed = v;
+    }
+    workload.dtype = w.dtype;
     let plan = SweepPlan {
         models: args.models.clone(),
         batch_sizes: Vec::new(),

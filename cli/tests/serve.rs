@@ -255,6 +255,8 @@ fn bad_serve_flags_are_refused_with_the_fix() {
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--api", "grpc", "m"], "use completions"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--api-key-env", "sk live", "m"], "never the key itself"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1"], "name the model the endpoint serves"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--weights", "real", "--dtype", "f16", "m"], "--weights, --dtype set up tokbench's own engine"),
+        (vec!["sweep", "--mode", "serve", "--decode", "eager", "tiny-opt"], "are for offline sweeps"),
         (vec!["sweep", "--mode", "online", "m"], "use offline"),
         (vec!["sweep", "--endpoint", "http://h:1", "--request-rate", "4", "tiny-opt"], "add --mode serve"),
     ];
