@@ -123,7 +123,6 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         (!args.batch_sizes.is_empty(), "--batch-sizes (use --request-rate and --max-concurrency)"),
         (w.prompts.is_some(), "--prompts (use --dataset jsonl:PATH)"),
         (w.repetitions.is_some(), "--repetitions (run the sweep again, or raise --num-prompts)"),
-        (args.profile, "--profile (profile the server itself)"),
         (args.reuse_model, "--reuse-model"),
     ]
     .into_iter()
@@ -218,7 +217,8 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         batch_sizes: Vec::new(),
         workload,
         backend,
-        profile: false,
+        // Each load level's server under nsys (refused with --endpoint by SweepPlan::jobs).
+        profile: args.profile,
         label: args.label.clone(),
         request_rates: rates,
     };

@@ -108,7 +108,8 @@ impl From<BenchReport> for BenchReportRepr {
             model_properties: offline.then_some(r.model_properties),
             inference_metrics: offline.then_some(r.inference_metrics),
             gpu_metrics: offline.then_some(r.gpu_metrics),
-            nsight_metrics: offline.then_some(r.nsight_metrics),
+            // A serve run has them only when its server was profiled (`--profile`).
+            nsight_metrics: (offline || r.nsight_metrics.profile_file.is_some()).then_some(r.nsight_metrics),
             workload: r.workload,
             environment: r.environment,
             repetitions: offline.then_some(r.repetitions),

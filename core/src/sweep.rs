@@ -160,8 +160,8 @@ impl SweepPlan {
         if !self.batch_sizes.is_empty() {
             return refuse("batch sizes are for offline sweeps: a serve sweep's load is set by --request-rate and --max-concurrency; leave out --batch-sizes".into());
         }
-        if self.profile {
-            return refuse("--profile is for offline sweeps: a serve job runs no model on the worker (profile the server itself)".into());
+        if self.profile && serve.endpoint.is_some() {
+            return refuse("--profile profiles tokbench's own server, which a serve job with --endpoint does not run: drop --endpoint to serve (and profile) the model with tokbench's engine, or profile that server on its own host".into());
         }
         let rates = if self.request_rates.is_empty() { vec![serve.request_rate] } else { self.request_rates.clone() };
         if rates.len() > MAX_REQUEST_RATES {

@@ -233,8 +233,12 @@ pub fn app(args: &ServeOpenAiArgs, loaded: Loaded) -> anyhow::Result<(axum::Rout
 /// Loads the model, starts the engine and serves until Ctrl-C. Prints the KV capacity and then
 /// `listening on http://ADDR` (the real port when --listen asks for port 0) on stdout.
 pub fn main(args: ServeOpenAiArgs) -> anyhow::Result<()> {
+    // First, so a supervisor (a profiled serve job's worker) can signal this process and not
+    // the profiler that launched it.
+    println!("process id {}", std::process::id());
+    std::io::stdout().flush()?;
     let loaded = load(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (model_id, served) = (loaded.model_id.clone(), args.served_model_name.clone().unwrap_or_else(|| args.model.clone()));
+    let (model_id, served, weights) = (loaded.model_id.clone(), args.served_model_name.clone().unwrap_or_else(|| args.model.clone()), loaded.weights.clone());
     let (router, capacity) = app(&args, loaded)?;
     println!("{}", capacity.describe((capacity.max_len / 4).max(1)));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -243,7 +247,7 @@ pub fn main(args: ServeOpenAiArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr()?;
-        println!("serving {model_id} ({}) as \"{served}\"", args.device);
+        println!("serving {model_id} ({}) as \"{served}\", weights {weights}", args.device);
         println!("listening on http://{addr}");
         std::io::stdout().flush()?;
         axum::serve(listener, router)

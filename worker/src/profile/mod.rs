@@ -7,7 +7,7 @@
 //! itself would mix every job (and the gRPC machinery) into one report.
 //!
 //! One concern per file: [`nsys`] finds the nsys executable, [`run`] runs the job under it and
-//! then `nsys stats`, [`csv`] parses the stats CSV, [`summary`] turns the parsed tables into
+//! then `nsys stats`, [`server`] runs tokbench's server under it for a serve job's load level, [`csv`] parses the stats CSV, [`summary`] turns the parsed tables into
 //! the report's fields, [`timed`] restricts it to the timed passes (from the profile's SQLite
 //! export), [`classify`] sorts kernels into kinds of work. This file holds what
 //! they share: the configuration, the result, the errors and the profile's file names.
@@ -21,6 +21,7 @@ mod classify;
 mod csv;
 mod nsys;
 mod run;
+mod server;
 mod summary;
 mod timed;
 
@@ -28,6 +29,7 @@ pub use classify::classify_kernel;
 pub use csv::{parse_kernel_summary, parse_mem_summary, parse_nvtx_summary};
 pub use nsys::{find_nsys, find_nsys_in, NSYS_INSTALL_GLOBS};
 pub use run::{run_profiled, strip_ansi};
+pub use server::ProfiledServer;
 pub use summary::{nvtx_base_name, StatsSummary};
 pub use timed::{fill_scope, read_timed_passes, restricted_to, TimedPasses, TIMED_RANGE};
 

@@ -26,7 +26,7 @@ use super::{io_err, profile_name, ProfileConfig, ProfileError, ProfiledRun, STAT
 const TAIL_BYTES: usize = 4000;
 
 /// LD_LIBRARY_PATH with `extra` in front of the inherited value.
-fn ld_library_path(extra: &Path) -> OsString {
+pub(super) fn ld_library_path(extra: &Path) -> OsString {
     let mut v = OsString::from(extra.as_os_str());
     if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|o| !o.is_empty()) {
         v.push(":");
@@ -37,7 +37,7 @@ fn ld_library_path(extra: &Path) -> OsString {
 
 /// The last `TAIL_BYTES` of a file (lossy UTF-8, terminal colour codes removed), for error
 /// messages.
-fn tail_of(path: &Path) -> String {
+pub(super) fn tail_of(path: &Path) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(TAIL_BYTES);
     let text = strip_ansi(&String::from_utf8_lossy(&bytes[start..]));
@@ -67,7 +67,7 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn describe(status: &ExitStatus) -> String {
+pub(super) fn describe(status: &ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
@@ -83,7 +83,7 @@ fn describe(status: &ExitStatus) -> String {
 
 /// Runs `cmd` (in its own process group, output to `log`) until it exits or `cancel` is set.
 /// On cancel the whole group (nsys and the profiled child) gets SIGTERM, then SIGKILL.
-fn run_cancellable(mut cmd: Command, what: &str, log: &Path, cancel: &AtomicBool) -> Result<ExitStatus, ProfileError> {
+pub(super) fn run_cancellable(mut cmd: Command, what: &str, log: &Path, cancel: &AtomicBool) -> Result<ExitStatus, ProfileError> {
     let out = fs::File::create(log).map_err(io_err(log))?;
     let err = out.try_clone().map_err(io_err(log))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -108,7 +108,7 @@ fn run_cancellable(mut cmd: Command, what: &str, log: &Path, cancel: &AtomicBool
     }
 }
 
-fn terminate_group(child: &mut std::process::Child) {
+pub(super) fn terminate_group(child: &mut std::process::Child) {
     #[cfg(unix)]
     {
         use nix::sys::signal::{killpg, Signal};
@@ -153,14 +153,7 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     let json = tmp.join("bench.json");
     let _ = fs::remove_file(&json);
 
-    let mut args: Vec<OsString> = ["profile", "-o"].map(OsString::from).to_vec();
-    args.push(prefix.clone().into_os_string());
-    // -t/-s/--cpuctxsw keep the capture small: without them a short torch run gave a 2 GB .qdstrm.
-    // --cuda-graph-trace=node: a replayed CUDA graph's kernels show one by one (by default nsys
-    // traces a graph launch as one unit, and the decode kernels vanish from the summary).
-    for a in ["--force-overwrite", "true", "-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none", "--cuda-graph-trace=node"] {
-        args.push(a.into());
-    }
+    let mut args = nsys_profile_args(&prefix);
     args.push(cfg.worker_exe.clone().into_os_string());
     args.push("bench".into());
     // The child reads the job whole, as the coordinator stored it: no flags to re-serialise.
@@ -192,13 +185,7 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
         return Err(ProfileError::BenchFailed { status: describe(&status), code: status.code(), command: command_line, tail: tail_of(&profile_log) });
     }
     // The missing .nsys-rep is the actionable problem (the bench JSON is likely fine then).
-    if !rep.is_file() {
-        return Err(if qdstrm.is_file() {
-            ProfileError::QdstrmOnly { expected: rep, qdstrm, tail: tail_of(&profile_log) }
-        } else {
-            ProfileError::NoNsysRep { expected: rep, tail: tail_of(&profile_log) }
-        });
-    }
+    check_nsys_rep(&rep, &qdstrm, &profile_log)?;
     let report_text = match fs::read_to_string(&json) {
         Ok(t) => t,
         Err(e) => return Err(ProfileError::NoBenchReport { path: json, detail: e.to_string(), tail: tail_of(&profile_log) }),
@@ -209,7 +196,54 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
         tail: tail_of(&profile_log),
     })?;
 
-    // --- nsys stats ---
+    let worker_pass_seconds = report.inference_metrics.total_inference_time_seconds;
+    summarise_into(&nsys, cfg, &name, &file_name, &rep, &tmp, job_id, cancel, &mut report, worker_pass_seconds)?;
+    Ok(ProfiledRun { report, nsys_rep: rep, file_name })
+}
+
+/// `nsys profile -o PREFIX` with the options of every tokbench capture; the application and its
+/// arguments follow.
+pub(super) fn nsys_profile_args(prefix: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["profile", "-o"].map(OsString::from).to_vec();
+    args.push(prefix.as_os_str().to_os_string());
+    // -t/-s/--cpuctxsw keep the capture small: without them a short torch run gave a 2 GB .qdstrm.
+    // --cuda-graph-trace=node: a replayed CUDA graph's kernels show one by one (by default nsys
+    // traces a graph launch as one unit, and the decode kernels vanish from the summary).
+    for a in ["--force-overwrite", "true", "-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none", "--cuda-graph-trace=node"] {
+        args.push(a.into());
+    }
+    args
+}
+
+/// After `nsys profile`: the `.nsys-rep` exists, or the error says why not (a `.qdstrm` left
+/// by an importer that could not load its libraries, or nothing).
+pub(super) fn check_nsys_rep(rep: &Path, qdstrm: &Path, profile_log: &Path) -> Result<(), ProfileError> {
+    if rep.is_file() {
+        return Ok(());
+    }
+    Err(if qdstrm.is_file() {
+        ProfileError::QdstrmOnly { expected: rep.to_path_buf(), qdstrm: qdstrm.to_path_buf(), tail: tail_of(profile_log) }
+    } else {
+        ProfileError::NoNsysRep { expected: rep.to_path_buf(), tail: tail_of(profile_log) }
+    })
+}
+
+/// `nsys stats` on `rep` (scratch in `tmp`), summarised into `report.nsight_metrics`: the top
+/// kernels, NVTX ranges, memory operations and the time split, restricted to the timed passes
+/// when the SQLite export has them (else the whole process, and the scope says why).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn summarise_into(
+    nsys: &Path,
+    cfg: &ProfileConfig,
+    name: &str,
+    file_name: &str,
+    rep: &Path,
+    tmp: &Path,
+    job_id: &str,
+    cancel: &AtomicBool,
+    report: &mut BenchReport,
+    worker_pass_seconds: f64,
+) -> Result<(), ProfileError> {
     if cancel.load(Ordering::Relaxed) {
         return Err(ProfileError::Cancelled);
     }
@@ -217,13 +251,13 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     for r in STATS_REPORTS {
         let _ = fs::remove_file(stats_file(&stats_prefix, r));
     }
-    let mut cmd = Command::new(&nsys);
+    let mut cmd = Command::new(nsys);
     cmd.arg("stats")
         .arg("--force-export=true")
         .args(["--format", "csv", "--report", &STATS_REPORTS.join(",")])
         .arg("--output")
         .arg(&stats_prefix)
-        .arg(&rep)
+        .arg(rep)
         .current_dir(&cfg.work_dir);
     if let Some(dir) = &cfg.extra_ld_library_path {
         cmd.env("LD_LIBRARY_PATH", ld_library_path(dir));
@@ -236,7 +270,7 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     let _sqlite_scratch = RemoveOnDrop(sqlite.clone());
     let status = status?;
     if !status.success() {
-        return Err(ProfileError::StatsFailed { rep, status: describe(&status), tail: tail_of(&stats_log) });
+        return Err(ProfileError::StatsFailed { rep: rep.to_path_buf(), status: describe(&status), tail: tail_of(&stats_log) });
     }
     let console = fs::read_to_string(&stats_log).map_err(io_err(&stats_log))?;
     let read = |r: &str| fs::read_to_string(stats_file(&stats_prefix, r)).ok();
@@ -259,17 +293,15 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
         Ok(t) => restricted_to(summary, t),
         Err(_) => summary,
     };
-
-    let worker_pass_seconds = report.inference_metrics.total_inference_time_seconds;
     let m = &mut report.nsight_metrics;
-    m.profile_file = Some(file_name.clone());
-    m.profile_name = name.clone();
+    m.profile_file = Some(file_name.to_string());
+    m.profile_name = name.to_string();
     summary.fill(m);
     fill_scope(m, timed.as_ref().map_err(Clone::clone), worker_pass_seconds);
-    Ok(ProfiledRun { report, nsys_rep: rep, file_name })
+    Ok(())
 }
 
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

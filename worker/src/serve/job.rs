@@ -44,7 +44,15 @@ impl Worker {
             }
         }
         if workload.serve.is_some() {
-            return self.run_serve_job(job, workload, want_next, started).await;
+            if job.profile && !in_process {
+                self.report_failure(&job, "--profile profiles tokbench's own server: a serve job with an endpoint cannot be profiled by the worker (profile that server on its own host)".into(), false).await;
+                return None;
+            }
+            let profile_cfg = match self.profile_config(&job).await {
+                Ok(cfg) => cfg,
+                Err(()) => return None,
+            };
+            return self.run_serve_job(job, workload, want_next, started, profile_cfg).await;
         }
         // A model this worker may not load (a directory outside --models-dir, or a name that is
         // none of catalog name, repo id, allowed directory) fails at once, profiled or not.
@@ -52,25 +60,10 @@ impl Worker {
             self.report_failure(&job, e.to_string(), e.is_retryable()).await;
             return None;
         }
-        if job.profile && !self.nsys_available {
-            self.report_failure(&job, "this worker has no nsys (none given with --nsys, on PATH or in the usual install folders); start it with --nsys PATH (see docs/profiling.md)".into(), false).await;
-            return None;
-        }
         // Profiled jobs run in a child `nsys profile ... tokbench-worker bench` (crate::profile).
-        let profile_cfg = match (job.profile, &self.nsys_path) {
-            (true, Some(nsys)) => match std::env::current_exe() {
-                Ok(exe) => Some(crate::profile::ProfileConfig {
-                    nsys_path: nsys.clone(),
-                    worker_exe: exe,
-                    work_dir: std::env::temp_dir().join(format!("tokbench-profile-{}-{}", job.job_id, job.attempt)),
-                    extra_ld_library_path: std::env::var_os("TOKBENCH_NSYS_LIBS").map(PathBuf::from),
-                }),
-                Err(e) => {
-                    self.report_failure(&job, format!("cannot locate the worker executable to profile: {e}"), true).await;
-                    return None;
-                }
-            },
-            _ => None,
+        let profile_cfg = match self.profile_config(&job).await {
+            Ok(cfg) => cfg,
+            Err(()) => return None,
         };
 
         let cancel = Arc::new(AtomicBool::new(false));
@@ -154,10 +147,38 @@ impl Worker {
         }
     }
 
-    /// A serve job: no model, no nsys; the load generator drives the job's endpoint on this
-    /// runtime while the same heartbeats (progress = requests finished) and stop/cancel paths as
-    /// an engine job run, and the result is delivered the same way.
-    async fn run_serve_job(&mut self, job: LeasedJob, workload: Workload, want_next: bool, started: Instant) -> Option<LeasedJob> {
+    /// The nsys setup of a profiled job (None when the job is not profiled). Err: the job was
+    /// failed here (no nsys on this worker, no executable path).
+    async fn profile_config(&mut self, job: &LeasedJob) -> Result<Option<crate::profile::ProfileConfig>, ()> {
+        if !job.profile {
+            return Ok(None);
+        }
+        let nsys = match (&self.nsys_path, self.nsys_available) {
+            (Some(nsys), true) => nsys.clone(),
+            _ => {
+                self.report_failure(job, "this worker has no nsys (none given with --nsys, on PATH or in the usual install folders); start it with --nsys PATH (see docs/profiling.md)".into(), false).await;
+                return Err(());
+            }
+        };
+        match std::env::current_exe() {
+            Ok(exe) => Ok(Some(crate::profile::ProfileConfig {
+                nsys_path: nsys,
+                worker_exe: exe,
+                work_dir: std::env::temp_dir().join(format!("tokbench-profile-{}-{}", job.job_id, job.attempt)),
+                extra_ld_library_path: std::env::var_os("TOKBENCH_NSYS_LIBS").map(PathBuf::from),
+            })),
+            Err(e) => {
+                self.report_failure(job, format!("cannot locate the worker executable to profile: {e}"), true).await;
+                Err(())
+            }
+        }
+    }
+
+    /// A serve job: the load generator drives the job's endpoint (or tokbench's own server for
+    /// the job's model, under nsys when profiled) on this runtime while the same heartbeats
+    /// (progress = requests finished) and stop/cancel paths as an engine job run, and the result
+    /// (and a profile) is delivered the same way.
+    async fn run_serve_job(&mut self, job: LeasedJob, workload: Workload, want_next: bool, started: Instant, profile_cfg: Option<crate::profile::ProfileConfig>) -> Option<LeasedJob> {
         let cancel = Arc::new(AtomicBool::new(false));
         let progress: Arc<Mutex<Progress>> = Arc::new(Mutex::new(Progress::start("serving")));
         let cancelled_by_coordinator = Arc::new(AtomicBool::new(false));
@@ -180,12 +201,20 @@ impl Worker {
         });
         // Its own task, so a panic in the load generator fails the job instead of the worker.
         let (w, c, p, policy) = (workload.clone(), cancel.clone(), progress.clone(), self.model_policy.clone());
-        let result = tokio::spawn(async move { super::serve_job::run(&w, &c, &p, &policy).await }).await;
+        let profile = profile_cfg.map(|cfg| (cfg, job.job_id.clone()));
+        let result = tokio::spawn(async move { super::serve_job::run(&w, &c, &p, &policy, profile).await }).await;
         heartbeat.abort();
         stop_watch.abort();
         let total_ns = started.elapsed().as_nanos() as u64;
         match result {
-            Ok(Ok(report)) => self.report_success(&job, report, total_ns, want_next).await,
+            Ok(Ok((report, None))) => self.report_success(&job, report, total_ns, want_next).await,
+            Ok(Ok((report, Some(profiled)))) => {
+                if let Err(e) = self.upload_artifact(&job, &profiled).await {
+                    tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
+                }
+                let _ = std::fs::remove_file(&profiled.nsys_rep);
+                self.report_success(&job, report, total_ns, want_next).await
+            }
             Ok(Err(e)) if e.cancelled && cancelled_by_coordinator.load(Ordering::Relaxed) => {
                 tracing::info!(job_id = %job.job_id, "serve job stopped as the coordinator asked (sweep cancelled or lease lost)");
                 None

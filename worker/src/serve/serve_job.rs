@@ -1,5 +1,6 @@
-//! A serve job (`Workload::serve` set, `tokbench sweep --mode serve`): no model is loaded; the
-//! worker drives the job's OpenAI-compatible endpoint with tokbench-loadgen on its own tokio
+//! A serve job (`Workload::serve` set, `tokbench sweep --mode serve`): the worker drives the
+//! job's OpenAI-compatible endpoint (or tokbench's own server for the job's model, in this
+//! process, or under nsys in a child with `--profile`) with tokbench-loadgen on its own tokio
 //! runtime, reports progress as requests finished, and turns the run into a [`BenchReport`]
 //! whose `serve` section holds vLLM's metrics and every request's timeline.
 
@@ -60,22 +61,37 @@ pub fn requests(spec: &ServeSpec) -> Result<Vec<lg::Request>, ServeJobError> {
 
 /// Runs the job against its endpoint. `cancel` is the worker's flag (sweep cancelled, lease lost,
 /// worker stopping); `progress` is what the heartbeats send.
-pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<Mutex<Progress>>, policy: &ModelPathPolicy) -> Result<BenchReport, ServeJobError> {
+/// With `profile` (the nsys configuration and the job id), tokbench's server runs in a child
+/// process under nsys for the load level and the profile comes back with the report.
+pub async fn run(
+    workload: &Workload,
+    cancel: &Arc<AtomicBool>,
+    progress: &Arc<Mutex<Progress>>,
+    policy: &ModelPathPolicy,
+    profile: Option<(crate::profile::ProfileConfig, String)>,
+) -> Result<(BenchReport, Option<crate::profile::ProfiledRun>), ServeJobError> {
     let spec = workload.serve.as_ref().ok_or_else(|| fatal("not a serve job".into()))?;
     spec.validate().map_err(|e| fatal(format!("invalid workload: {e}")))?;
-    // No endpoint: tokbench's own engine serves the job's model on 127.0.0.1 for the job's length.
+    if spec.endpoint.is_some() && profile.is_some() {
+        return Err(fatal("--profile profiles tokbench's own server: a serve job with an endpoint cannot be profiled by the worker (profile that server on its own host)".into()));
+    }
+    // No endpoint: tokbench's own engine serves the job's model on 127.0.0.1 for the job's
+    // length, in this process, or under nsys in a child when profiled.
     let own_server = match &spec.endpoint {
         Some(_) => None,
         None => {
             if let Ok(mut p) = progress.lock() {
                 *p = Progress::start("loading");
             }
-            Some(InProcessServer::start(workload, policy).await?)
+            Some(match profile {
+                None => OwnServer::InProcess(InProcessServer::start(workload, policy).await?),
+                Some((cfg, job_id)) => OwnServer::Profiled(start_profiled(workload, policy, cfg, job_id, cancel).await?),
+            })
         }
     };
     let endpoint = match (&spec.endpoint, &own_server) {
         (Some(e), _) => e.clone(),
-        (None, Some(s)) => s.url.clone(),
+        (None, Some(s)) => s.url().to_string(),
         (None, None) => unreachable!("started above"),
     };
     let served_model = spec.served_model_or(&workload.model).to_string();
@@ -135,13 +151,17 @@ pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<M
     tracing::info!(%endpoint, model = %served_model, rate = %tokbench_core::serve::rate_label(spec.request_rate), requests = total, "serve job starting");
     let out = lg::run_with_progress(&client, &requests, &schedule, &lg::RunOptions::default(), token.clone(), Some(finished.clone())).await;
     bridge.abort();
-    let endpoint = match own_server {
-        Some(server) => {
+    let (endpoint, profiled_server) = match own_server {
+        Some(OwnServer::InProcess(server)) => {
             let what = format!("tokbench engine in the worker ({} on {}, weights {}) at {}", workload.model, workload.device, server.weights, server.url);
             server.stop().await;
-            what
+            (what, None)
         }
-        None => endpoint,
+        Some(OwnServer::Profiled(server)) => {
+            let what = format!("tokbench engine under nsys in a child of the worker ({}) at {}", server.banner.iter().find(|l| l.starts_with("serving ")).map(String::as_str).unwrap_or(workload.model.as_str()), server.url);
+            (what, Some(server))
+        }
+        None => (endpoint, None),
     };
     let out = out.map_err(|e| fatal(e.to_string()))?;
     if cancel.load(Ordering::Relaxed) {
@@ -164,7 +184,76 @@ pub async fn run(workload: &Workload, cancel: &Arc<AtomicBool>, progress: &Arc<M
         cancelled: out.cancelled,
         requests: out.records.iter().map(timeline).collect(),
     };
-    Ok(BenchReport::for_serve(workload.model.clone(), timestamp, workload.clone(), crate::bench::environment("serve"), report))
+    let report = BenchReport::for_serve(workload.model.clone(), timestamp, workload.clone(), crate::bench::environment("serve"), report);
+    match profiled_server {
+        None => Ok((report, None)),
+        Some(server) => {
+            // The capture ends now (the server stops, nsys writes the report), then nsys stats.
+            let cancel = cancel.clone();
+            let profiled = tokio::task::spawn_blocking(move || server.finish(report, &cancel))
+                .await
+                .map_err(|e| fatal(format!("summarising the profile panicked: {e}")))?
+                .map_err(|e| ServeJobError { retryable: e.is_retryable(), cancelled: matches!(e, crate::profile::ProfileError::Cancelled), message: e.to_string() })?;
+            Ok((profiled.report.clone(), Some(profiled)))
+        }
+    }
+}
+
+/// The server that answers a serve job without an endpoint.
+enum OwnServer {
+    InProcess(InProcessServer),
+    Profiled(crate::profile::ProfiledServer),
+}
+
+impl OwnServer {
+    fn url(&self) -> &str {
+        match self {
+            OwnServer::InProcess(s) => &s.url,
+            OwnServer::Profiled(s) => &s.url,
+        }
+    }
+}
+
+/// `serve-openai`'s flags for the job's model, weights and dtype on the worker's device, and
+/// the worker's `--models-dir`s.
+fn server_args(workload: &Workload, policy: &ModelPathPolicy) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut push = |a: String| args.push(a.into());
+    push("--model".into());
+    push(workload.model.clone());
+    push("--device".into());
+    push(workload.device.to_string());
+    push("--dtype".into());
+    push(workload.effective_dtype().to_string());
+    push("--weights".into());
+    push(workload.weights.to_string());
+    push("--weights-seed".into());
+    push(workload.weights_seed.to_string());
+    if workload.offline {
+        push("--offline".into());
+    }
+    if let Some(name) = workload.serve.as_ref().and_then(|s| s.served_model.clone()) {
+        push("--served-model-name".into());
+        push(name);
+    }
+    for dir in policy.allowed_dirs.iter().flatten() {
+        push("--models-dir".into());
+        push(dir.display().to_string());
+    }
+    args
+}
+
+async fn start_profiled(workload: &Workload, policy: &ModelPathPolicy, cfg: crate::profile::ProfileConfig, job_id: String, cancel: &Arc<AtomicBool>) -> Result<crate::profile::ProfiledServer, ServeJobError> {
+    let args = server_args(workload, policy);
+    let (w, c) = (workload.clone(), cancel.clone());
+    tokio::task::spawn_blocking(move || crate::profile::ProfiledServer::start(&args, &w, &job_id, &cfg, &c))
+        .await
+        .map_err(|e| fatal(format!("starting the profiled server panicked: {e}")))?
+        .map_err(|e| ServeJobError {
+            retryable: e.is_retryable(),
+            cancelled: matches!(e, crate::profile::ProfileError::Cancelled),
+            message: format!("cannot serve the job's model under nsys: {e}"),
+        })
 }
 
 /// Measured requests sent over the span of their sends (req/s); None when that span is 0.
