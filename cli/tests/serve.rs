@@ -234,10 +234,15 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
     let requests = serve["requests"].as_array().unwrap();
     let measured: Vec<&Value> = requests.iter().filter(|r| r["warmup"] != true).collect();
     assert_eq!(measured.len(), 5, "{requests:?}");
+    // The model's tokenizer (GPT-2's BPE) sized the prompts: the server saw exactly 12 tokens
+    // (GPT-2 adds no BOS), and it checked the server's output counts.
+    assert!(serve["tokenizer"].as_str().unwrap().contains("r50k_base"), "{}", serve["tokenizer"]);
     for r in measured {
         assert_eq!(r["completion_tokens"], 4, "{r}");
-        assert!(r["prompt_tokens"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["input_len"], 12, "{r}");
+        assert_eq!(r["prompt_tokens"], 12, "{r}");
     }
+    assert!(m["token_count_mismatches"].as_u64().is_some(), "{m}");
     coordinator.shutdown().await.unwrap();
 }
 

@@ -431,6 +431,10 @@ pub struct ServeReport {
     pub cancelled: bool,
     /// Every request sent (warm-up included), in schedule order.
     pub requests: Vec<RequestTimeline>,
+    /// The tokenizer that sized the synthetic prompts and checked the server's output token
+    /// counts (`metrics.token_count_mismatches`), or why there was none on the worker.
+    #[serde(default)]
+    pub tokenizer: String,
 }
 
 #[cfg(test)]

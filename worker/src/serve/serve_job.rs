@@ -29,17 +29,19 @@ fn fatal(message: String) -> ServeJobError {
     ServeJobError { message, retryable: false, cancelled: false }
 }
 
-/// The requests of the job: `num_prompts` measured ones after `warmup` warm-up ones.
-pub fn requests(spec: &ServeSpec) -> Result<Vec<lg::Request>, ServeJobError> {
+/// The requests of the job: `num_prompts` measured ones after `warmup` warm-up ones. With the
+/// model's `tokenizer`, synthetic prompts have exactly their drawn token count and dataset
+/// prompts are measured in its tokens (else in words).
+pub fn requests(spec: &ServeSpec, tokenizer: Option<&dyn lg::Tokenize>) -> Result<Vec<lg::Request>, ServeJobError> {
     let n = spec.warmup + spec.num_prompts;
     let loaded = match &spec.dataset {
         ServeDataset::Synthetic { input, output } => {
-            lg::synthetic_requests(&lg::SyntheticConfig { num_requests: n, input: *input, output: *output, seed: spec.seed, token_id_vocab: None }, None)
+            lg::synthetic_requests(&lg::SyntheticConfig { num_requests: n, input: *input, output: *output, seed: spec.seed, token_id_vocab: None }, tokenizer)
         }
         ServeDataset::ShareGpt { path, output_len } => {
-            lg::sharegpt_requests(Path::new(path), &lg::ShareGptConfig { num_requests: n, seed: spec.seed, output_len: *output_len, ..Default::default() }, None)
+            lg::sharegpt_requests(Path::new(path), &lg::ShareGptConfig { num_requests: n, seed: spec.seed, output_len: *output_len, ..Default::default() }, tokenizer)
         }
-        ServeDataset::Jsonl { path, output_len } => lg::jsonl_requests(Path::new(path), *output_len, None).map(|mut all| {
+        ServeDataset::Jsonl { path, output_len } => lg::jsonl_requests(Path::new(path), *output_len, tokenizer).map(|mut all| {
             // A JSONL file is the benchmark: its lines in order, cycled when it has fewer.
             let base = all.len();
             let mut i = 0;
@@ -109,7 +111,11 @@ pub async fn run(
             }
         },
     };
-    let requests = requests(spec)?;
+    let (tokenizer, tokenizer_description) = {
+        let (w, policy) = (workload.clone(), policy.clone());
+        tokio::task::spawn_blocking(move || job_tokenizer(&w, &policy)).await.map_err(|e| fatal(format!("loading the tokenizer panicked: {e}")))?
+    };
+    let requests = requests(spec, tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize))?;
     let schedule = lg::Schedule::from_shape(requests.len(), &lg::LoadShape::Poisson { rate: spec.request_rate, burstiness: spec.burstiness }, spec.seed)
         .map_err(|e| fatal(e.to_string()))?
         .with_warmup(spec.warmup)
@@ -171,7 +177,7 @@ pub async fn run(
         p.phase = "output_processing";
         p.tokens_done = out.records.len() as u64;
     }
-    let metrics = lg::compute_metrics(&out, &lg::MetricsOptions { goodput: spec.goodput, tokenizer: None, include_per_request: false });
+    let metrics = lg::compute_metrics(&out, &lg::MetricsOptions { goodput: spec.goodput, tokenizer: tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize), include_per_request: false });
     let report = ServeReport {
         spec: spec.clone(),
         endpoint,
@@ -183,6 +189,7 @@ pub async fn run(
         elapsed_s: out.elapsed_s,
         cancelled: out.cancelled,
         requests: out.records.iter().map(timeline).collect(),
+        tokenizer: tokenizer_description,
     };
     let report = BenchReport::for_serve(workload.model.clone(), timestamp, workload.clone(), crate::bench::environment("serve"), report);
     match profiled_server {
@@ -196,6 +203,40 @@ pub async fn run(
                 .map_err(|e| ServeJobError { retryable: e.is_retryable(), cancelled: matches!(e, crate::profile::ProfileError::Cancelled), message: e.to_string() })?;
             Ok((profiled.report.clone(), Some(profiled)))
         }
+    }
+}
+
+/// The job's model's tokenizer as the load generator's token counter: the checkpoint's own
+/// (tokenizer.json, or vocab.json + merges.txt) or GPT-2's BPE for the GPT-2/OPT families, as the
+/// engine uses it. Counts are without special tokens, as vLLM's benchmark counts.
+pub struct JobTokenizer(crate::tokenizer::Tokenizer);
+
+impl lg::Tokenize for JobTokenizer {
+    fn count_tokens(&self, text: &str) -> usize {
+        // Text the tokenizer cannot encode (ids outside the vocabulary) counts in words.
+        self.0.encode_plain(text).map(|ids| ids.len()).unwrap_or_else(|_| lg::word_count(text))
+    }
+}
+
+/// The tokenizer of the job's model on this worker (the served model's name for an endpoint,
+/// when it names a model this worker can find: a catalog name, a repo in the Hugging Face
+/// cache, an allowed directory), and what it is, or why there is none. Never downloads.
+fn job_tokenizer(workload: &Workload, policy: &ModelPathPolicy) -> (Option<JobTokenizer>, String) {
+    let name = match workload.serve.as_ref().filter(|s| s.endpoint.is_some()) {
+        Some(s) => s.served_model_or(&workload.model).to_string(),
+        None => workload.model.clone(),
+    };
+    let resolved = match crate::resolve::resolve_with(&name, workload.weights, workload.weights_seed, policy) {
+        Ok(r) => r,
+        Err(e) => return (None, format!("none: {name} is not a model this worker can find ({e}); lengths are in words and the server's token counts are unchecked")),
+    };
+    match crate::tokenizer::Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config) {
+        Ok(t) if t.has_vocabulary() => {
+            let what = t.description().to_string();
+            (Some(JobTokenizer(t)), what)
+        }
+        Ok(t) => (None, format!("none: {} ({}); lengths are in words and the server's token counts are unchecked", resolved.model_id, t.description())),
+        Err(e) => (None, format!("none: {e}")),
     }
 }
 
