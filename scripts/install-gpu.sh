@@ -57,5 +57,7 @@ log "building for compute ${CUDA_COMPUTE_CAP} (a clean build takes 10-25 minutes
 cargo install --locked --path worker --features cuda
 cargo install --locked --path coordinator
 cargo install --locked --path cli
-log "installed into ${CARGO_HOME:-$HOME/.cargo}/bin: tokbench, tokbench-worker, tokbench-coordinator"
-"${CARGO_HOME:-$HOME/.cargo}/bin/tokbench-worker" doctor || true
+# Where cargo install puts binaries: CARGO_INSTALL_ROOT, else CARGO_HOME, else ~/.cargo.
+bindir="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin"
+log "installed into $bindir: tokbench, tokbench-worker, tokbench-coordinator"
+"$bindir/tokbench-worker" doctor || true
