@@ -186,7 +186,15 @@ async fn streaming_concatenates_to_the_non_streamed_text_and_usage_counts_tokeni
     let (s, b) = server.post("/v1/chat/completions", &json!({"messages": [{"role": "robot", "content": "x"}]})).await;
     expect_error(s, &b, 400, Some("messages"));
     assert!(b["error"]["message"].as_str().unwrap().contains("unknown role"), "{b}");
-    assert_eq!(server.metric("tokbench_requests_total", "status=\"rejected\"").await, 5.0);
+    // Parameters the server does not implement are refused, not ignored; neutral values pass.
+    let (s, b) = server.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2, "stop": ["\n"]})).await;
+    expect_error(s, &b, 400, Some("stop"));
+    assert_eq!(b["error"]["code"], "unsupported_parameter");
+    let (s, b) = server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "logprobs": true})).await;
+    expect_error(s, &b, 400, Some("logprobs"));
+    let (s, b) = server.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2, "stop": null, "presence_penalty": 0, "best_of": 1, "logprobs": null})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(server.metric("tokbench_requests_total", "status=\"rejected\"").await, 7.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

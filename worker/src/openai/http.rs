@@ -116,6 +116,67 @@ struct CommonParams {
     n: Option<usize>,
     #[serde(default)]
     return_token_ids: bool,
+    /// OpenAI parameters this server does not implement: a request that sets one to anything
+    /// but its neutral value is refused (400) rather than answered as if it were not there.
+    #[serde(flatten)]
+    unsupported: UnsupportedParams,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct UnsupportedParams {
+    stop: Option<Value>,
+    stop_token_ids: Option<Value>,
+    logprobs: Option<Value>,
+    top_logprobs: Option<Value>,
+    echo: Option<Value>,
+    best_of: Option<Value>,
+    presence_penalty: Option<Value>,
+    frequency_penalty: Option<Value>,
+    repetition_penalty: Option<Value>,
+    logit_bias: Option<Value>,
+    suffix: Option<Value>,
+    tools: Option<Value>,
+    response_format: Option<Value>,
+}
+
+impl UnsupportedParams {
+    /// The first parameter set to something this server would not honour.
+    fn first_set(&self) -> Option<(&'static str, &Value)> {
+        let all: [(&'static str, &Option<Value>); 13] = [
+            ("stop", &self.stop),
+            ("stop_token_ids", &self.stop_token_ids),
+            ("logprobs", &self.logprobs),
+            ("top_logprobs", &self.top_logprobs),
+            ("echo", &self.echo),
+            ("best_of", &self.best_of),
+            ("presence_penalty", &self.presence_penalty),
+            ("frequency_penalty", &self.frequency_penalty),
+            ("repetition_penalty", &self.repetition_penalty),
+            ("logit_bias", &self.logit_bias),
+            ("suffix", &self.suffix),
+            ("tools", &self.tools),
+            ("response_format", &self.response_format),
+        ];
+        all.into_iter().find_map(|(name, v)| v.as_ref().filter(|v| !Self::neutral(name, v)).map(|v| (name, v)))
+    }
+
+    /// Values that ask for nothing: null, false, an empty string/list/object, 0 for
+    /// top_logprobs and the penalties, 1 for best_of and repetition_penalty, and
+    /// `{"type": "text"}` for response_format.
+    fn neutral(name: &str, v: &Value) -> bool {
+        match v {
+            Value::Null | Value::Bool(false) => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty() || (name == "response_format" && v.get("type").and_then(Value::as_str) == Some("text")),
+            Value::Number(n) => match name {
+                "top_logprobs" | "presence_penalty" | "frequency_penalty" => n.as_f64() == Some(0.0),
+                "best_of" | "repetition_penalty" => n.as_f64() == Some(1.0),
+                _ => false,
+            },
+            Value::Bool(true) => false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +294,13 @@ fn prompt_ids(st: &AppState, prompt: &Value) -> Result<Vec<u32>, ApiError> {
 /// Validates the request, queues it, and answers (streamed or not).
 async fn run(st: &Arc<AppState>, endpoint: Endpoint, prompt: Vec<u32>, p: CommonParams) -> Result<Response, ApiError> {
     check_model(st, &p)?;
+    if let Some((name, value)) = p.unsupported.first_set() {
+        return Err(ApiError::bad_request(
+            format!("{name} = {value} is not supported by tokbench's server (it generates greedily or by temperature/top_p/top_k sampling, up to max_tokens or EOS): leave {name} out"),
+            Some(name),
+        )
+        .with_code("unsupported_parameter"));
+    }
     if p.n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_request("only n = 1 is supported", Some("n")));
     }
