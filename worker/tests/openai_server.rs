@@ -3,7 +3,8 @@
 //!
 //! What must hold: continuous batching (requests joining and leaving at different steps, long
 //! prompts prefilled in chunks, sequences preempted and recomputed under a tiny KV budget) never
-//! changes greedy results, which equal the engine's own offline generation of each prompt alone;
+//! changes greedy results, which equal the engine's own offline generation of each prompt alone
+//! (for every family: Llama, GPT-2, OPT pre/post-LN, Qwen2, Qwen3, Mistral);
 //! the streamed text is the non-streamed text; usage counts are the tokenizer's; errors are
 //! OpenAI-shaped with the right status; a client that goes away frees its KV blocks.
 
@@ -99,6 +100,24 @@ async fn greedy_batching_matches_offline_generation_for_gpt2_too() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "no_chat_template");
     assert!(body["error"]["message"].as_str().unwrap().contains("has no chat template"), "{body}");
+}
+
+/// Every other family of the engine through the paged KV cache and continuous batching: OPT
+/// (pre- and post-layer-norm, positions offset by 2), Qwen2 (qkv bias), Qwen3 (q/k RMSNorm)
+/// and Mistral, each from its transformers-saved fixture with real weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_batching_matches_offline_generation_for_every_family() {
+    for family in ["opt_pre", "opt_post", "qwen2", "qwen3", "mistral"] {
+        let dir = fixture(family);
+        let dir_s = dir.to_str().unwrap();
+        let server = Server::start(&["--model", dir_s, "--block-size", "4", "--max-num-batched-tokens", "8"]);
+        let (prompts, max_tokens) = eight_prompts(512);
+        let reference = offline_greedy(dir_s, WeightsMode::Real, &prompts, &max_tokens);
+        let got = run_concurrently(&server, &prompts, &max_tokens, Duration::from_millis(5)).await;
+        for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+            assert_eq!(g, r, "{family}, request {i}: server {g:?} vs offline {r:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
