@@ -208,6 +208,13 @@ pub struct ServeArgs {
     /// bearer token). The key itself is never sent to the coordinator or stored.
     #[arg(long, value_name = "VAR")]
     pub api_key_env: Option<String>,
+    /// Replay a trace file ON THE WORKER as the load: one line per request with its arrival time
+    /// (s), input length and output length (tokens), as JSONL {"arrival_time", "input_len",
+    /// "output_len"} (or Mooncake's {"timestamp" (ms), "input_length", "output_length"}) or CSV
+    /// "seconds,input,output". Replaces --request-rate, --burstiness, --dataset and
+    /// --num-prompts; the first --warmup lines are the warm-up.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

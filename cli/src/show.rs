@@ -251,7 +251,10 @@ fn print_serve(ui: &Ui, s: &RunSummary, r: &BenchReport, serve: &tokbench_core::
         vec![
             ("endpoint", serve.endpoint.clone()),
             ("served_model", serve.served_model.clone()),
-            ("dataset", serve.spec.dataset.label()),
+            ("dataset", match &serve.spec.trace {
+                Some(t) => format!("trace {t} (arrivals and lengths replayed)"),
+                None => serve.spec.dataset.label(),
+            }),
             ("tokenizer", if serve.tokenizer.is_empty() { "not recorded".into() } else { serve.tokenizer.clone() }),
             ("request_rate (req/s)", rate_label(serve.request_rate)),
             ("achieved_request_rate (req/s)", opt(serve.achieved_request_rate)),

@@ -96,6 +96,7 @@ fn refuse_serve_flags(args: &SweepArgs) -> CliResult<()> {
         (s.api.is_some(), "--api"),
         (s.served_model.is_some(), "--served-model"),
         (s.request_timeout.is_some(), "--request-timeout"),
+        (s.trace.is_some(), "--trace"),
         (s.api_key_env.is_some(), "--api-key-env"),
     ]
     .into_iter()
@@ -130,6 +131,28 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
     .collect();
     if !offline_only.is_empty() {
         return Err(CliError::Usage(format!("these flags are for offline sweeps and do nothing in --mode serve: {}", offline_only.join(", "))));
+    }
+    if s.trace.is_some() {
+        // The trace says when each request arrives and how long it is.
+        let clash: Vec<&str> = [
+            (!s.request_rate.is_empty(), "--request-rate"),
+            (s.burstiness.is_some(), "--burstiness"),
+            (s.dataset.is_some(), "--dataset"),
+            (s.input_dist.is_some(), "--input-dist"),
+            (s.output_len.is_some(), "--output-len"),
+            (w.input_len.is_some(), "--input-len"),
+            (w.max_tokens.is_some(), "--max-tokens"),
+            (w.num_prompts.is_some(), "--num-prompts"),
+        ]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+        if !clash.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--trace replays its file's arrival times and lengths, so {} cannot apply: leave them out (to run a rate sweep instead, leave out --trace)",
+                clash.join(", ")
+            )));
+        }
     }
     let rates = s.request_rate.iter().map(|r| parse_rate(r)).collect::<Result<Vec<f64>, _>>().map_err(|e| usage("--request-rate", e))?;
     let output = match &s.output_len {
@@ -177,11 +200,13 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         max_concurrency: s.max_concurrency,
         dataset,
         num_prompts: w.num_prompts.unwrap_or(defaults.num_prompts),
-        warmup: w.warmup.unwrap_or(defaults.warmup),
+        // A trace is replayed whole unless warm-up lines are asked for.
+        warmup: w.warmup.unwrap_or(if s.trace.is_some() { 0 } else { defaults.warmup }),
         seed: w.seed.unwrap_or(defaults.seed),
         goodput,
         request_timeout_s: s.request_timeout.unwrap_or(defaults.request_timeout_s),
         api_key_env: s.api_key_env.clone(),
+        trace: s.trace.clone(),
     };
     let backend = match args.backend.as_deref().map(str::trim) {
         None | Some("") => None,

@@ -246,6 +246,51 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
     coordinator.shutdown().await.unwrap();
 }
 
+/// `--trace` replays a trace file: one request per line at its arrival time, with its input and
+/// output lengths (the prompts sized with the model's tokenizer), the first --warmup lines
+/// excluded from the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trace_is_replayed_with_its_arrival_times_and_lengths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("trace.db");
+    // Unsorted, with a header, a comment and an offset start: replayed from t = 0 in time order.
+    let lines: [(f64, u64, u64); 5] = [(10.30, 9, 3), (10.00, 5, 2), (10.10, 7, 4), (10.45, 12, 1), (10.20, 3, 5)];
+    let mut csv = String::from("# recorded 2026-12-07\narrival_time,input_len,output_len\n");
+    for (t, i, o) in lines {
+        csv.push_str(&format!("{t},{i},{o}\n"));
+    }
+    let trace = tmp.path().join("trace.csv");
+    std::fs::write(&trace, csv).unwrap();
+    let o = tokbench_async(
+        tmp.path(),
+        &["sweep", "--local", "--mode", "serve", "--trace", trace.to_str().unwrap(), "--warmup", "1", "--weights", "synthetic", "--database", db.to_str().unwrap(), "--out", "plots", "tiny-gpt2"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
+    assert_eq!(reports.len(), 1);
+    let serve = &reports[0]["serve"];
+    assert_eq!(serve["spec"]["trace"], trace.to_str().unwrap());
+    let m = &serve["metrics"];
+    assert_eq!((m["completed"].as_u64(), m["failed"].as_u64(), m["warmup_requests"].as_u64()), (Some(4), Some(0), Some(1)), "{m}");
+    // The offered rate is the trace's: 4 gaps over 0.45 s.
+    let offered = serve["request_rate"].as_f64().unwrap();
+    assert!((offered - 4.0 / 0.45).abs() < 1e-9, "{offered}");
+    let mut sorted = lines.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let requests = serve["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 5);
+    for (r, (t, input, output)) in requests.iter().zip(sorted) {
+        let scheduled = r["scheduled_s"].as_f64().unwrap();
+        assert!((scheduled - (t - 10.0)).abs() < 1e-9, "scheduled at {scheduled}, the trace says {}", t - 10.0);
+        // GPT-2's tokenizer sized the prompt exactly; the server generated exactly the output length.
+        assert_eq!(r["prompt_tokens"], input, "{r}");
+        assert_eq!(r["completion_tokens"], output, "{r}");
+    }
+    assert_eq!(requests[0]["warmup"], true);
+    coordinator.shutdown().await.unwrap();
+}
+
 #[test]
 fn bad_serve_flags_are_refused_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
@@ -262,6 +307,8 @@ fn bad_serve_flags_are_refused_with_the_fix() {
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1"], "name the model the endpoint serves"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--weights", "real", "--dtype", "f16", "m"], "--weights, --dtype set up tokbench's own engine"),
         (vec!["sweep", "--mode", "serve", "--decode", "eager", "tiny-opt"], "are for offline sweeps"),
+        (vec!["sweep", "--mode", "serve", "--trace", "t.csv", "--request-rate", "4", "tiny-opt"], "--trace replays its file's arrival times and lengths, so --request-rate"),
+        (vec!["sweep", "--trace", "t.csv", "tiny-opt"], "add --mode serve"),
         (vec!["sweep", "--mode", "online", "m"], "use offline"),
         (vec!["sweep", "--endpoint", "http://h:1", "--request-rate", "4", "tiny-opt"], "add --mode serve"),
     ];

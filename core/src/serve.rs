@@ -275,6 +275,12 @@ pub struct ServeSpec {
     /// `Authorization: Bearer`). The key itself never travels with the job nor is stored.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// A trace file **on the worker** replayed as the load: each line's arrival time, input
+    /// length and output length (JSONL or CSV, see `tokbench_loadgen::Trace`). It replaces the
+    /// request rate, burstiness, dataset and request count; its first `warmup` entries are the
+    /// warm-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 fn inf() -> f64 {
@@ -297,6 +303,7 @@ impl Default for ServeSpec {
             goodput: None,
             request_timeout_s: default_request_timeout(),
             api_key_env: None,
+            trace: None,
         }
     }
 }
@@ -351,6 +358,11 @@ impl ServeSpec {
                         return refuse(format!("goodput SLO {k}:{v} is invalid: give milliseconds ≥ 0, e.g. --goodput \"ttft:200 tpot:20\""));
                     }
                 }
+            }
+        }
+        if let Some(path) = &self.trace {
+            if path.trim().is_empty() || path.chars().count() > 4096 || path.chars().any(|c| c.is_control()) {
+                return refuse(format!("trace path {path:?} is invalid: give the path of a trace file on the worker (JSONL or CSV lines of arrival time, input length, output length)"));
             }
         }
         if !(self.request_timeout_s.is_finite() && self.request_timeout_s > 0.0) {

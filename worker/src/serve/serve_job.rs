@@ -115,11 +115,26 @@ pub async fn run(
         let (w, policy) = (workload.clone(), policy.clone());
         tokio::task::spawn_blocking(move || job_tokenizer(&w, &policy)).await.map_err(|e| fatal(format!("loading the tokenizer panicked: {e}")))?
     };
-    let requests = requests(spec, tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize))?;
-    let schedule = lg::Schedule::from_shape(requests.len(), &lg::LoadShape::Poisson { rate: spec.request_rate, burstiness: spec.burstiness }, spec.seed)
-        .map_err(|e| fatal(e.to_string()))?
-        .with_warmup(spec.warmup)
-        .with_max_concurrency(spec.max_concurrency);
+    let tokenize = tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize);
+    // A trace gives the arrivals and the lengths; otherwise the dataset and the Poisson rate.
+    let (requests, schedule, offered_rate) = match &spec.trace {
+        Some(path) => {
+            let trace = lg::Trace::load(Path::new(path)).map_err(|e| fatal(format!("trace (read on the worker): {e}")))?;
+            if spec.warmup >= trace.entries.len() {
+                return Err(fatal(format!("the trace {path} has {} lines and --warmup is {}: nothing would be measured; lower --warmup", trace.entries.len(), spec.warmup)));
+            }
+            let span = trace.entries.last().map_or(0.0, |e| e.at_s);
+            // The rate the trace offers: its arrivals over their span (inf: all at t = 0).
+            let rate = if span > 0.0 { (trace.entries.len() - 1) as f64 / span } else { f64::INFINITY };
+            (trace.requests(spec.seed, tokenize), trace.schedule(), rate)
+        }
+        None => {
+            let requests = requests(spec, tokenize)?;
+            let schedule = lg::Schedule::from_shape(requests.len(), &lg::LoadShape::Poisson { rate: spec.request_rate, burstiness: spec.burstiness }, spec.seed).map_err(|e| fatal(e.to_string()))?;
+            (requests, schedule, spec.request_rate)
+        }
+    };
+    let schedule = schedule.with_warmup(spec.warmup).with_max_concurrency(spec.max_concurrency);
     let mut config = lg::ClientConfig::new(endpoint.clone(), served_model.clone());
     config.api = spec.api;
     config.api_key = api_key;
@@ -182,7 +197,7 @@ pub async fn run(
         spec: spec.clone(),
         endpoint,
         served_model,
-        request_rate: spec.request_rate,
+        request_rate: offered_rate,
         achieved_request_rate: achieved_rate(&out),
         metrics,
         started_at: out.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
