@@ -90,25 +90,23 @@ async fn check_against_server(server: &Server, model_dir: &Path, aggregate: &Val
     }
 }
 
+/// A server on the tiny Llama fixture (with a chat template) served as "tiny", and one AIPerf
+/// run against it with `load`: (the server, the model directory, the aggregate, the per-request
+/// records, the inputs AIPerf sent). `tmp` holds the fixture and AIPerf's artifacts.
+async fn server_under_aiperf(python: std::path::PathBuf, tmp: &Path, load: &'static [&'static str]) -> (Server, std::path::PathBuf, Value, Vec<Value>, Value) {
+    let dir = llama_with_chat_template(tmp);
+    let server = Server::start(&["--model", dir.to_str().unwrap(), "--served-model-name", "tiny"]);
+    let (url, tokenizer, out) = (server.url.clone(), dir.clone(), tmp.join("aiperf-out"));
+    let (aggregate, records, inputs) = tokio::task::spawn_blocking(move || profile(&python, &url, &tokenizer, &out, load)).await.unwrap();
+    (server, dir, aggregate, records, inputs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiperf_completions_at_fixed_concurrency_agree_with_the_servers_counters() {
     let Some(python) = python_with("aiperf", "aiperf", "TOKBENCH_PYTHON_AIPERF") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dir = llama_with_chat_template(tmp.path());
-    let server = Server::start(&["--model", dir.to_str().unwrap(), "--served-model-name", "tiny"]);
-    let out = tmp.path().join("aiperf-completions");
-    let (url, tokenizer, out2) = (server.url.clone(), dir.clone(), out.clone());
-    let (aggregate, records, inputs) = tokio::task::spawn_blocking(move || {
-        profile(
-            &python,
-            &url,
-            &tokenizer,
-            &out2,
-            &["--endpoint-type", "completions", "--request-count", "12", "--concurrency", "3", "--prompt-input-tokens-mean", "16", "--prompt-input-tokens-stddev", "0", "--prompt-output-tokens-mean", "8", "--prompt-output-tokens-stddev", "0"],
-        )
-    })
-    .await
-    .unwrap();
+    let load = &["--endpoint-type", "completions", "--request-count", "12", "--concurrency", "3", "--prompt-input-tokens-mean", "16", "--prompt-input-tokens-stddev", "0", "--prompt-output-tokens-mean", "8", "--prompt-output-tokens-stddev", "0"];
+    let (server, dir, aggregate, records, inputs) = server_under_aiperf(python, tmp.path(), load).await;
     check_against_server(&server, &dir, &aggregate, &records, 12, 8).await;
 
     // The server's usage equals tokbench's tokenizer on the prompts AIPerf sent.
@@ -123,22 +121,9 @@ async fn aiperf_completions_at_fixed_concurrency_agree_with_the_servers_counters
 async fn aiperf_chat_at_a_request_rate_agrees_with_the_servers_counters() {
     let Some(python) = python_with("aiperf", "aiperf", "TOKBENCH_PYTHON_AIPERF") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let dir = llama_with_chat_template(tmp.path());
-    let server = Server::start(&["--model", dir.to_str().unwrap(), "--served-model-name", "tiny"]);
-    let out = tmp.path().join("aiperf-chat");
-    let (url, tokenizer, out2) = (server.url.clone(), dir.clone(), out.clone());
     // Chat requests carry `max_completion_tokens` (AIPerf's default), which the server honours.
-    let (aggregate, records, inputs) = tokio::task::spawn_blocking(move || {
-        profile(
-            &python,
-            &url,
-            &tokenizer,
-            &out2,
-            &["--endpoint-type", "chat", "--request-count", "10", "--request-rate", "20", "--prompt-input-tokens-mean", "12", "--prompt-input-tokens-stddev", "0", "--prompt-output-tokens-mean", "6", "--prompt-output-tokens-stddev", "0"],
-        )
-    })
-    .await
-    .unwrap();
+    let load = &["--endpoint-type", "chat", "--request-count", "10", "--request-rate", "20", "--prompt-input-tokens-mean", "12", "--prompt-input-tokens-stddev", "0", "--prompt-output-tokens-mean", "6", "--prompt-output-tokens-stddev", "0"];
+    let (server, _dir, aggregate, records, inputs) = server_under_aiperf(python, tmp.path(), load).await;
     assert_eq!(inputs["data"][0]["payloads"][0]["max_completion_tokens"], 6, "aiperf sent: {}", inputs["data"][0]);
     server.wait_idle().await;
     let finished = server.metric("tokbench_requests_total", "status=\"finished\"").await;

@@ -135,18 +135,7 @@ pub(super) fn terminate_group(child: &mut std::process::Child) {
 /// Blocking. The `.nsys-rep` stays in `cfg.work_dir` for the caller to upload.
 pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, cancel: &AtomicBool) -> Result<ProfiledRun, ProfileError> {
     let nsys = resolve_nsys(&cfg.nsys_path)?;
-    fs::create_dir_all(&cfg.work_dir).map_err(io_err(&cfg.work_dir))?;
-    let name = profile_name(workload, job_id);
-    let prefix = cfg.work_dir.join(&name);
-    let file_name = format!("{name}.nsys-rep");
-    let rep = cfg.work_dir.join(&file_name);
-    let qdstrm = cfg.work_dir.join(format!("{name}.qdstrm"));
-    // Stale outputs of an earlier attempt must not pass for this run's.
-    for stale in [&rep, &qdstrm] {
-        let _ = fs::remove_file(stale);
-    }
-    let tmp = cfg.work_dir.join(format!("{name}.tmp"));
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let CapturePaths { name, prefix, file_name, rep, qdstrm, tmp } = CapturePaths::prepare(workload, job_id, cfg)?;
     // Scratch (prompt file, bench JSON, logs, stats CSVs) goes whatever happens: errors carry
     // the log tails, and a long-running worker must not pile up files.
     let _scratch = RemoveOnDrop(tmp.clone());
@@ -199,6 +188,40 @@ pub fn run_profiled(workload: &Workload, job_id: &str, cfg: &ProfileConfig, canc
     let worker_pass_seconds = report.inference_metrics.total_inference_time_seconds;
     summarise_into(&nsys, cfg, &name, &file_name, &rep, &tmp, job_id, cancel, &mut report, worker_pass_seconds)?;
     Ok(ProfiledRun { report, nsys_rep: rep, file_name })
+}
+
+/// Where one capture's files go in `cfg.work_dir`: `<name>.nsys-rep` (or the `.qdstrm` a failed
+/// import leaves), scratch in `<name>.tmp/`. `prepare` makes the folders and removes an earlier
+/// attempt's outputs, which must not pass for this run's.
+pub(super) struct CapturePaths {
+    pub name: String,
+    /// What `nsys profile -o` takes.
+    pub prefix: PathBuf,
+    pub file_name: String,
+    pub rep: PathBuf,
+    pub qdstrm: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl CapturePaths {
+    pub(super) fn prepare(workload: &Workload, job_id: &str, cfg: &ProfileConfig) -> Result<CapturePaths, ProfileError> {
+        fs::create_dir_all(&cfg.work_dir).map_err(io_err(&cfg.work_dir))?;
+        let name = profile_name(workload, job_id);
+        let file_name = format!("{name}.nsys-rep");
+        let paths = CapturePaths {
+            prefix: cfg.work_dir.join(&name),
+            rep: cfg.work_dir.join(&file_name),
+            qdstrm: cfg.work_dir.join(format!("{name}.qdstrm")),
+            tmp: cfg.work_dir.join(format!("{name}.tmp")),
+            name,
+            file_name,
+        };
+        for stale in [&paths.rep, &paths.qdstrm] {
+            let _ = fs::remove_file(stale);
+        }
+        fs::create_dir_all(&paths.tmp).map_err(io_err(&paths.tmp))?;
+        Ok(paths)
+    }
 }
 
 /// `nsys profile -o PREFIX` with the options of every tokbench capture; the application and its

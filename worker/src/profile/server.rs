@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokbench_core::{BenchReport, Workload};
 
 use super::nsys::resolve_nsys;
-use super::run::{check_nsys_rep, describe, ld_library_path, nsys_profile_args, summarise_into, tail_of, terminate_group, RemoveOnDrop};
-use super::{io_err, profile_name, ProfileConfig, ProfileError, ProfiledRun};
+use super::run::{check_nsys_rep, describe, CapturePaths, ld_library_path, nsys_profile_args, summarise_into, tail_of, terminate_group, RemoveOnDrop};
+use super::{io_err, ProfileConfig, ProfileError, ProfiledRun};
 
 /// How long the capture may take to end once the server is asked to stop (nsys writes the
 /// report then: seconds for a short run, minutes for a long one with graph nodes traced).
@@ -64,17 +64,7 @@ impl ProfiledServer {
     /// long: `cancel` stops the wait), or fails with the server's last output. Blocking.
     pub fn start(server_args: &[OsString], workload: &Workload, job_id: &str, cfg: &ProfileConfig, cancel: &AtomicBool) -> Result<ProfiledServer, ProfileError> {
         let nsys = resolve_nsys(&cfg.nsys_path)?;
-        fs::create_dir_all(&cfg.work_dir).map_err(io_err(&cfg.work_dir))?;
-        let name = profile_name(workload, job_id);
-        let prefix = cfg.work_dir.join(&name);
-        let file_name = format!("{name}.nsys-rep");
-        let rep = cfg.work_dir.join(&file_name);
-        let qdstrm = cfg.work_dir.join(format!("{name}.qdstrm"));
-        for stale in [&rep, &qdstrm] {
-            let _ = fs::remove_file(stale);
-        }
-        let tmp = cfg.work_dir.join(format!("{name}.tmp"));
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let CapturePaths { name, prefix, file_name, rep, qdstrm, tmp } = CapturePaths::prepare(workload, job_id, cfg)?;
         let log = tmp.join("profile.log");
 
         let mut args = nsys_profile_args(&prefix);

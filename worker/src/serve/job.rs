@@ -118,14 +118,7 @@ impl Worker {
         let total_ns = started.elapsed().as_nanos() as u64;
         match result {
             Ok(Ok((report, None))) => self.report_success(&job, report, total_ns, want_next).await,
-            Ok(Ok((report, Some(profiled)))) => {
-                // Upload first: the run row is written at completion and the artifact is linked by job.
-                if let Err(e) = self.upload_artifact(&job, &profiled).await {
-                    tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
-                }
-                let _ = std::fs::remove_file(&profiled.nsys_rep);
-                self.report_success(&job, report, total_ns, want_next).await
-            }
+            Ok(Ok((report, Some(profiled)))) => self.report_profiled_success(&job, report, &profiled, total_ns, want_next).await,
             Ok(Err(EngineError::Cancelled)) if cancelled_by_coordinator.load(Ordering::Relaxed) => {
                 tracing::info!(job_id = %job.job_id, "job stopped as the coordinator asked (sweep cancelled or lease lost)");
                 None
@@ -208,13 +201,7 @@ impl Worker {
         let total_ns = started.elapsed().as_nanos() as u64;
         match result {
             Ok(Ok((report, None))) => self.report_success(&job, report, total_ns, want_next).await,
-            Ok(Ok((report, Some(profiled)))) => {
-                if let Err(e) = self.upload_artifact(&job, &profiled).await {
-                    tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
-                }
-                let _ = std::fs::remove_file(&profiled.nsys_rep);
-                self.report_success(&job, report, total_ns, want_next).await
-            }
+            Ok(Ok((report, Some(profiled)))) => self.report_profiled_success(&job, report, &profiled, total_ns, want_next).await,
             Ok(Err(e)) if e.cancelled && cancelled_by_coordinator.load(Ordering::Relaxed) => {
                 tracing::info!(job_id = %job.job_id, "serve job stopped as the coordinator asked (sweep cancelled or lease lost)");
                 None
@@ -233,6 +220,16 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// [`Self::report_success`] for a profiled job: the `.nsys-rep` is uploaded first (the run
+    /// row is written at completion and the artifact is linked by job), then removed here.
+    async fn report_profiled_success(&mut self, job: &LeasedJob, report: BenchReport, profiled: &crate::profile::ProfiledRun, total_ns: u64, want_next: bool) -> Option<LeasedJob> {
+        if let Err(e) = self.upload_artifact(job, profiled).await {
+            tracing::warn!(job_id = %job.job_id, "profile upload failed: {e:#}");
+        }
+        let _ = std::fs::remove_file(&profiled.nsys_rep);
+        self.report_success(job, report, total_ns, want_next).await
     }
 
     /// Delivers the result (kept and retried until the coordinator acknowledges it). With
