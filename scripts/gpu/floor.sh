@@ -4,7 +4,8 @@
 #   PACK=i21 OLD=i19 bash scripts/gpu/floor.sh tests steps
 # Packs: .gpu/$PACK/*.xz (new build: tokbench-worker, gpu_decode, gpu_parity), .gpu/$OLD/tokbench-worker.xz
 # (the baseline build; OLD empty: none). Steps:
-#   tests  gpu_parity and gpu_decode of the new build (numerics and decode-path equality on the GPU)
+#   tests  gpu_parity and gpu_decode of the new build (numerics and decode-path equality on the GPU),
+#          on the kernel paths of each of TEST_CAPS (native 75 80)
 #   steps  per workload (STEP_WORKLOADS="model:dtype:batch:in:out ..."), old and new build interleaved
 #          (NEW_ARGS: extra flags for the new build's runs, e.g. "--fused-rotary-prefill true"),
 #          1 warm-up + 3 repetitions each: ITL p50 (the decode step, ms), tokens/s, TTFT p50, engine peak;
@@ -36,10 +37,17 @@ W=/tmp/work-floor; mkdir -p $W
 
 for step in "$@"; do case $step in
 tests)
-  log "gpu_parity"
-  TOKBENCH_REPO=$ROOT timeout 200 $B/gpu_parity --nocapture --test-threads 1 2>&1 | grep -E "GPU_PARITY|GPU_TEST|^test |test result|panicked|FAILED|assert"
-  log "gpu_decode"
-  timeout 200 $B/gpu_decode --nocapture --test-threads 1 2>&1 | grep -E "GPU_DECODE|GPU_TEST|^test |test result|panicked|FAILED|assert"
+  # TEST_CAPS: the kernel paths to run the tests on ("native" = the GPU's own; 75 / 80 force the
+  # compute_75 / compute_80 builds of tokbench's kernels, JIT-compiled here: worker/tests/gpu_common).
+  for cap in ${TEST_CAPS:-native}; do
+    [ $cap = native ] && unset TOKBENCH_TEST_KERNEL_COMPUTE_CAP || export TOKBENCH_TEST_KERNEL_COMPUTE_CAP=$cap
+    log "gpu_parity (kernel paths: $cap)"
+    TOKBENCH_REPO=$ROOT timeout ${TEST_TIMEOUT:-200} $B/gpu_parity --nocapture --test-threads 1 2>&1 | tee $W/parity_$cap.log | grep -E "GPU_PARITY|GPU_TEST|^test |test result|panicked|FAILED|assert"
+    log "gpu_decode (kernel paths: $cap)"
+    timeout ${TEST_TIMEOUT:-200} $B/gpu_decode --nocapture --test-threads 1 2>&1 | tee $W/decode_$cap.log | grep -E "GPU_DECODE|GPU_TEST|^test |test result|panicked|FAILED|assert"
+  done
+  unset TOKBENCH_TEST_KERNEL_COMPUTE_CAP
+  cp $W/parity_*.log $W/decode_*.log "$OUT"/ 2>/dev/null
   ;;
 steps)
   BW=$($PY - <<'EOF'
