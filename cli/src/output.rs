@@ -79,9 +79,12 @@ pub fn phase_label(j: &Job) -> String {
     dash(&j.phase)
 }
 
-/// What a job runs besides its model: "bs4" offline, "4 req/s" (or "inf req/s") for serve jobs.
+/// What a job runs besides its model: "bs4" offline; for serve jobs the coordinator's words for
+/// their load ("4 req/s", "trace t.csv"), or the rate from a coordinator that sends none.
 pub fn job_load(j: &Job) -> String {
-    if j.request_rate != 0.0 {
+    if !j.serve_load.is_empty() {
+        j.serve_load.clone()
+    } else if j.request_rate != 0.0 {
         format!("{} req/s", tokbench_core::serve::rate_label(j.request_rate))
     } else {
         format!("bs{}", j.batch_size)
@@ -114,6 +117,7 @@ pub fn job_json(j: &Job) -> Value {
         "tokens_total": j.tokens_total, "tokens_per_second": j.tokens_per_second,
         "bytes_done": j.bytes_done, "bytes_total": j.bytes_total,
         "request_rate": if j.request_rate == 0.0 { Value::Null } else if j.request_rate.is_infinite() { json!("inf") } else { json!(j.request_rate) },
+        "serve_load": if j.serve_load.is_empty() { Value::Null } else { json!(j.serve_load) },
     })
 }
 

@@ -267,6 +267,8 @@ async fn a_trace_is_replayed_with_its_arrival_times_and_lengths() {
     )
     .await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Progress names the job's load as the trace it replays, not as a request rate.
+    assert!(text(&o).contains("tiny-gpt2 trace trace.csv: finished"), "{}", text(&o));
     let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
     assert_eq!(reports.len(), 1);
     let serve = &reports[0]["serve"];

@@ -283,6 +283,24 @@ pub struct ServeSpec {
     pub trace: Option<String>,
 }
 
+impl ServeSpec {
+    /// The job's load in a few words, as listings show it: "4 req/s", "inf req/s, ≤ 8 in flight",
+    /// or "trace t.csv" for a replayed trace (whose rate is the trace's own, not `request_rate`).
+    pub fn load_label(&self) -> String {
+        let mut label = match &self.trace {
+            Some(path) => {
+                let name = std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.clone());
+                format!("trace {name}")
+            }
+            None => format!("{} req/s", rate_label(self.request_rate)),
+        };
+        if let Some(n) = self.max_concurrency {
+            label.push_str(&format!(", ≤ {n} in flight"));
+        }
+        label
+    }
+}
+
 fn inf() -> f64 {
     f64::INFINITY
 }

@@ -22,6 +22,7 @@ fn job_state(s: store::JobState) -> JobState {
 }
 
 pub fn job_proto(j: &JobRow) -> Job {
+    let serve = serve_spec(&j.workload_json);
     Job {
         job_id: j.id.clone(),
         sweep_id: j.sweep_id.clone(),
@@ -40,17 +41,19 @@ pub fn job_proto(j: &JobRow) -> Job {
         tokens_per_second: j.tokens_per_second,
         bytes_done: j.bytes_done as u64,
         bytes_total: j.bytes_total as u64,
-        request_rate: serve_rate(&j.workload_json),
+        request_rate: serve.as_ref().map_or(0.0, |s| s.request_rate),
+        serve_load: serve.as_ref().map(|s| s.load_label()).unwrap_or_default(),
     }
 }
 
-/// A serve job's request rate (0 for offline jobs). Only a workload with a `serve` section is
-/// parsed (serve workloads carry no inline prompts, so this stays cheap).
-fn serve_rate(workload_json: &str) -> f64 {
+/// A serve job's spec (None for offline jobs, and for a workload that no longer parses). Only a
+/// workload with a `serve` section is parsed (serve workloads carry no inline prompts, so this
+/// stays cheap).
+fn serve_spec(workload_json: &str) -> Option<tokbench_core::ServeSpec> {
     if !workload_json.contains("\"serve\"") {
-        return 0.0;
+        return None;
     }
-    tokbench_core::Workload::from_json(workload_json).ok().and_then(|w| w.serve).map(|s| s.request_rate).unwrap_or(0.0)
+    tokbench_core::Workload::from_json(workload_json).ok().and_then(|w| w.serve)
 }
 
 pub(super) fn sweep_proto(s: &SweepRow, jobs: &[JobRow]) -> Sweep {
