@@ -285,6 +285,9 @@ fn print_serve(ui: &Ui, s: &RunSummary, r: &BenchReport, serve: &tokbench_core::
             ("queue_wait_ms", stat(&m.queue_wait_ms)),
         ],
     );
+    for w in &m.warnings {
+        println!("\nWarning: {w}");
+    }
     if !m.failures.is_empty() {
         println!("\nFailures ({}):", m.failures.len());
         for f in m.failures.iter().take(10) {

@@ -154,6 +154,12 @@ async fn serve_sweep_runs_end_to_end_and_the_report_draws_it() {
     let csv = std::fs::read_to_string(&files_with_prefix(&out, "serve_report_", ".csv")[0]).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.lines().next().unwrap().contains("request_goodput"));
+    // Whether each run was a sustained load (its arrivals spanning three median lifetimes), and
+    // the warning with the fix where it was not.
+    let sustained = csv.lines().next().unwrap().split(',').position(|c| c == "sustained").expect("a sustained column");
+    let cells: Vec<&str> = csv.lines().skip(1).map(|line| line.split(',').nth(sustained).unwrap()).collect();
+    assert!(cells.iter().all(|c| *c == "yes" || *c == "no"), "{csv}");
+    assert_eq!(cells.iter().filter(|c| **c == "no").count(), md.matches("not a sustained load").count(), "{md}");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&files_with_prefix(&out, "serve_report_", ".json")[0]).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);

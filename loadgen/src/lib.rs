@@ -61,7 +61,7 @@ pub use dataset::{
 };
 pub use error::LoadgenError;
 pub use metrics::{
-    compute_metrics, parse_goodput, BenchmarkMetrics, GoodputSlos, MetricsOptions, RequestFailure,
+    compute_metrics, steady_state_warning, parse_goodput, BenchmarkMetrics, GoodputSlos, MetricsOptions, RequestFailure,
     RequestMetrics, Stats, TokenCountSource,
 };
 pub use runner::{run, run_with_progress, RunOptions, RunOutput};

@@ -320,7 +320,38 @@ pub struct BenchmarkMetrics {
     pub queue_wait_ms: Option<Stats>,
     /// Completed requests whose server and tokenizer output counts differ.
     pub token_count_mismatches: usize,
+    /// What makes these numbers less than they seem, in words with the fix (see
+    /// [`steady_state_warning`]). Empty when nothing was noticed.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub per_request: Vec<RequestMetrics>,
+}
+
+/// How many median request lifetimes the arrivals must span before a run counts as a sustained
+/// load: under it, most requests meet a server that is still filling up or already draining.
+pub const STEADY_STATE_LIFETIMES: f64 = 3.0;
+
+/// A warning when the measured requests' scheduled arrivals span less than
+/// [`STEADY_STATE_LIFETIMES`] median end-to-end latencies. Such a run measures the ramp up to the
+/// load and the drain after it more than the load itself: at a rate the server cannot sustain,
+/// its latencies come out far lower (the queue never builds) and its "saturation" rate far higher
+/// than a long run's. Seen on an H100: 64 requests at 64 req/s met TTFT p99 ≤ 200 ms and TPOT p99
+/// ≤ 20 ms, while 400 at the same rate gave TTFT p99 4.9 s and TPOT p50 54 ms. None for
+/// arrivals at one instant (`inf`, a burst by design, or a concurrency-capped run).
+pub fn steady_state_warning(scheduled_s: &[f64], median_e2el_s: Option<f64>) -> Option<String> {
+    let first = scheduled_s.iter().copied().fold(f64::INFINITY, f64::min);
+    let last = scheduled_s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = last - first;
+    let e2el = median_e2el_s?;
+    if scheduled_s.len() < 2 || !(span > 0.0) || !(e2el > 0.0) || span >= STEADY_STATE_LIFETIMES * e2el {
+        return None;
+    }
+    let rate = (scheduled_s.len() - 1) as f64 / span;
+    let needed = (STEADY_STATE_LIFETIMES * e2el * rate).ceil() as usize + 1;
+    Some(format!(
+        "not a sustained load: the {} measured requests arrived over {span:.2} s, less than {STEADY_STATE_LIFETIMES}× their median end-to-end latency ({e2el:.2} s), so most of them met a server filling up or draining rather than one under this rate; latencies read low and the sustainable rate high. Give at least {needed} requests at this rate (--num-prompts)",
+        scheduled_s.len()
+    ))
 }
 
 /// Aggregates a run's records (see the module documentation for every definition).
@@ -418,6 +449,12 @@ pub fn compute_metrics(run: &RunOutput, options: &MetricsOptions<'_>) -> Benchma
             &measured.iter().map(|m| m.queue_wait_ms).collect::<Vec<_>>(),
         ),
         token_count_mismatches: done.iter().filter(|m| m.token_count_mismatch).count(),
+        warnings: steady_state_warning(
+            &measured_records.iter().map(|r| r.scheduled_s).collect::<Vec<_>>(),
+            Stats::from_values(&collect(&|m| m.e2el_ms)).map(|s| s.median / 1e3),
+        )
+        .into_iter()
+        .collect(),
         per_request: if options.include_per_request {
             all
         } else {

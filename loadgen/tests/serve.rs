@@ -610,3 +610,79 @@ async fn arrival_time_error_against_null_endpoint() {
         m.peak_concurrency,
     );
 }
+
+fn at_times(times: &[f64]) -> Schedule {
+    Schedule {
+        sends: times
+            .iter()
+            .enumerate()
+            .map(|(request, &at_s)| ScheduledSend {
+                request,
+                at_s,
+                warmup: false,
+            })
+            .collect(),
+        max_concurrency: None,
+    }
+}
+
+/// A run whose arrivals span less than three median request lifetimes is flagged as not a
+/// sustained load, with the request count that would make it one; a long enough run and a burst
+/// at one instant are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_too_short_for_a_sustained_load_are_flagged() {
+    // Each request of the slow server lives at least 4 × 60 ms.
+    let slow = start(FakeConfig {
+        per_token_delay: Duration::from_millis(60),
+        ..FakeConfig::default()
+    })
+    .await;
+    let fast = start(FakeConfig::default()).await;
+    let prompts = ["a b", "c d", "e f", "g h", "i j", "k l"];
+    let reqs = requests(&prompts, 4);
+
+    // Six arrivals within 50 ms: far under 3 × 240 ms.
+    let short = at_times(&[0.0, 0.01, 0.02, 0.03, 0.04, 0.05]);
+    let out = run(&client(&slow.url), &reqs, &short, &RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let m = compute_metrics(&out, &MetricsOptions::default());
+    assert_eq!(m.completed, 6);
+    assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+    let w = &m.warnings[0];
+    assert!(
+        w.contains("not a sustained load") && w.contains("--num-prompts") && w.contains("6 measured requests"),
+        "{w}"
+    );
+    println!("{w}");
+
+    // The same server, all at once: a burst by design, not flagged.
+    let out = run(&client(&slow.url), &reqs, &all_at_once(6), &RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(compute_metrics(&out, &MetricsOptions::default()).warnings.is_empty());
+
+    // Four arrivals over 3 s at a server answering in milliseconds: a sustained load.
+    let long = at_times(&[0.0, 1.0, 2.0, 3.0]);
+    let out = run(&client(&fast.url), &reqs[..4], &long, &RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let m = compute_metrics(&out, &MetricsOptions::default());
+    assert_eq!(m.completed, 4);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+/// The count it asks for: enough requests at the run's own arrival rate to span three median
+/// lifetimes.
+#[test]
+fn the_steady_state_warning_names_the_requests_needed() {
+    // 11 arrivals over 1 s (10 req/s), median lifetime 1 s: 3 s at 10 req/s = 30 gaps, 31 requests.
+    let times: Vec<f64> = (0..11).map(|i| i as f64 * 0.1).collect();
+    let w = steady_state_warning(&times, Some(1.0)).unwrap();
+    assert!(w.contains("at least 31 requests"), "{w}");
+    assert!(w.contains("over 1.00 s"), "{w}");
+    // Exactly three lifetimes, no lifetime known, or one arrival: nothing to say.
+    assert!(steady_state_warning(&times, Some(1.0 / 3.0)).is_none());
+    assert!(steady_state_warning(&times, None).is_none());
+    assert!(steady_state_warning(&[0.5], Some(1.0)).is_none());
+}

@@ -44,6 +44,9 @@ pub struct ServeRow {
     pub queue_wait_ms: Option<Stats>,
     /// Output tokens/s one user sees: 1000 / median TPOT.
     pub tokens_per_second_per_user: Option<f64>,
+    /// What the load generator noticed that makes the figures less than they seem (e.g. a run
+    /// too short to be a sustained load), each with its fix.
+    pub warnings: Vec<String>,
 }
 
 impl ServeRow {
@@ -80,6 +83,7 @@ impl ServeRow {
             arrival_error_ms: m.arrival_error_ms,
             queue_wait_ms: m.queue_wait_ms,
             tokens_per_second_per_user: m.tpot_ms.filter(|t| t.median > 0.0).map(|t| 1000.0 / t.median),
+            warnings: m.warnings.clone(),
         })
     }
 
@@ -147,11 +151,11 @@ fn failures(r: &ServeRow) -> String {
 }
 
 /// Column names and cells shared by the Markdown table and the CSV.
-const COLUMNS: [&str; 24] = [
+const COLUMNS: [&str; 25] = [
     "model", "endpoint", "request_rate", "achieved_request_rate", "max_concurrency", "peak_concurrency", "completed", "failed",
     "request_throughput", "output_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
     "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "median_e2el_ms", "p99_e2el_ms", "request_goodput", "tokens_per_second_per_user",
-    "total_output_tokens", "failures", "run_id",
+    "total_output_tokens", "failures", "sustained", "run_id",
 ];
 
 fn cells(r: &ServeRow) -> Vec<String> {
@@ -179,6 +183,7 @@ fn cells(r: &ServeRow) -> Vec<String> {
         opt(r.tokens_per_second_per_user, 2),
         r.total_output_tokens.to_string(),
         failures(r),
+        if r.warnings.is_empty() { "yes".into() } else { "no".into() },
         r.run_id.clone(),
     ]
 }
@@ -190,6 +195,15 @@ pub fn serve_markdown(d: &ServeData<'_>) -> String {
     md.push_str(&format!("| {} |\n|{}\n", COLUMNS.join(" | "), "---|".repeat(COLUMNS.len())));
     for r in &d.rows {
         md.push_str(&format!("| {} |\n", cells(r).iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | ")));
+    }
+    let warned: Vec<&ServeRow> = d.rows.iter().filter(|r| !r.warnings.is_empty()).collect();
+    if !warned.is_empty() {
+        md.push_str("\n**Warnings** (rows whose `sustained` column says no):\n\n");
+        for r in warned {
+            for w in &r.warnings {
+                md.push_str(&format!("- {}: {w}\n", run_label(r)));
+            }
+        }
     }
     md
 }

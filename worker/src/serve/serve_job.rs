@@ -193,6 +193,9 @@ pub async fn run(
         p.tokens_done = out.records.len() as u64;
     }
     let metrics = lg::compute_metrics(&out, &lg::MetricsOptions { goodput: spec.goodput, tokenizer: tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize), include_per_request: false });
+    for w in &metrics.warnings {
+        tracing::warn!(%endpoint, model = %served_model, "{w}");
+    }
     let report = ServeReport {
         spec: spec.clone(),
         endpoint,

@@ -5,6 +5,7 @@
 //! newer one: `TOKBENCH_TEST_KERNEL_COMPUTE_CAP=75 gpu_decode` on an H100 runs the compute_75 PTX
 //! (JIT-compiled for the H100), without programmatic dependent launch and without bf16, which
 //! those paths refuse (the bf16 cases are then skipped, and say so).
+//! `TOKBENCH_TEST_FUSED_ROTARY_PREFILL=0` turns the rotary families' fused prefill kernels off.
 
 use candle_core::DType;
 use tokbench_core::KernelOptions;
@@ -17,7 +18,12 @@ pub fn base_kernels() -> KernelOptions {
     });
     // The rotary families' fused prefill kernels are off by default until they have run on a
     // GPU: the GPU tests are what runs them there, so they turn them on.
-    let k = KernelOptions { compute_cap: cap, fused_rotary_prefill: true, ..KernelOptions::default() };
+    // TOKBENCH_TEST_FUSED_ROTARY_PREFILL=0 runs the tests with them off, to tell their effect apart.
+    let fused_rotary_prefill = std::env::var("TOKBENCH_TEST_FUSED_ROTARY_PREFILL").map_or(true, |v| v.trim() != "0");
+    if !fused_rotary_prefill {
+        println!("GPU_TEST rotary fused prefill off");
+    }
+    let k = KernelOptions { compute_cap: cap, fused_rotary_prefill, ..KernelOptions::default() };
     k.validate().unwrap_or_else(|e| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP: {e}"));
     if let Some(c) = cap {
         println!("GPU_TEST kernels forced to compute {}.{}", c / 10, c % 10);
