@@ -289,7 +289,10 @@ pub async fn submit_and_watch(conn: &mut Conn, spec: SweepSpec, detach: bool, ui
 
 /// Prints the runs of a finished sweep and its failures; 1 when a job failed.
 pub async fn finish_summary(conn: &mut Conn, sweep: &Sweep, ui: &Ui) -> CliResult<u8> {
-    let runs = list_runs(conn, &sweep.sweep_id, "", &[], false).await?;
+    // Serve runs' reports carry the load generator's warnings (a run too short to be a
+    // sustained load, ...), which belong on screen with the table, so fetch them whole.
+    let serve = sweep.jobs.iter().any(|j| j.request_rate != 0.0 || !j.serve_load.is_empty());
+    let runs = list_runs(conn, &sweep.sweep_id, "", &[], serve).await?;
     let failed: Vec<&Job> = sweep.jobs.iter().filter(|j| j.state == JobState::Failed as i32).collect();
     let summaries: Vec<RunSummary> = runs.iter().filter_map(|r| r.summary.clone()).collect();
     if ui.json {
@@ -298,6 +301,14 @@ pub async fn finish_summary(conn: &mut Conn, sweep: &Sweep, ui: &Ui) -> CliResul
         println!("\nsweep {}: {} ({}/{} jobs done)", sweep.sweep_id, sweep.state, sweep.jobs_done, sweep.jobs_total);
         if !summaries.is_empty() {
             println!("{}", runs_table(ui, &summaries));
+        }
+        for run in runs.iter().filter(|r| !r.report_json.is_empty()) {
+            let Some(summary) = &run.summary else { continue };
+            let Ok(report) = crate::fetch::parse_report(&summary.run_id, &run.report_json) else { continue };
+            let Some(s) = &report.serve else { continue };
+            for w in &s.metrics.warnings {
+                println!("WARNING {} {} (run {}): {w}", report.model, s.spec.load_label(), summary.run_id);
+            }
         }
         for j in &failed {
             println!("FAILED {} {}: {}", j.model, job_load(j), j.last_error);

@@ -328,3 +328,32 @@ fn bad_serve_flags_are_refused_with_the_fix() {
         assert!(err.contains(needle), "{args:?}: expected {needle:?} in\n{err}");
     }
 }
+
+/// A level whose requests arrive faster than they finish, for too short a time to fill the
+/// server, is called out at the end of the sweep (and stored), with the request count that would
+/// make it a sustained load; a burst at one instant is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweep_warns_of_runs_too_short_for_a_sustained_load() {
+    // Every request lives at least 5 × 60 ms; 6 requests at 100 req/s arrive within ~0.1 s.
+    let server = fake::start(FakeConfig { per_token_delay: std::time::Duration::from_millis(60), ..FakeConfig::default() }).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("short.db");
+    let o = tokbench_async(
+        tmp.path(),
+        &[
+            "sweep", "--local", "--mode", "serve", "--endpoint", &server.url, "--request-rate", "100,inf", "--num-prompts", "6",
+            "--input-len", "8", "--max-tokens", "5", "--database", db.to_str().unwrap(), "--out", "plots", "fake-model",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("WARNING")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(warnings[0].starts_with("WARNING fake-model 100 req/s (run ") && warnings[0].contains("not a sustained load") && warnings[0].contains("--num-prompts"), "{out}");
+    let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
+    let mut stored: Vec<(String, usize)> = reports.iter().map(|r| (r["serve"]["request_rate"].to_string(), r["serve"]["metrics"]["warnings"].as_array().unwrap().len())).collect();
+    stored.sort();
+    assert_eq!(stored, vec![("\"inf\"".to_string(), 0), ("100.0".to_string(), 1)]);
+    coordinator.shutdown().await.unwrap();
+}
