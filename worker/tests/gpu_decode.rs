@@ -10,7 +10,9 @@
 //! slot, mask, position, bias or cache write shows up as a different token).
 //! f16/bf16: graph and fused must be identical (same kernels, replayed), and the fused path must
 //! agree with eager on the first tokens (later tokens may legitimately flip on near-ties,
-//! since the fused attention keeps scores in f32 where eager rounds them to f16).
+//! since the fused attention keeps scores in f32 where eager rounds them to f16). Where one of
+//! the first four differs, the two candidates' f32 logits after the same context must be within
+//! a near-tie (1% of max |logit| for f16, 5% for bf16), or the test fails.
 #![cfg(feature = "cuda")]
 
 mod gpu_common;
@@ -92,10 +94,35 @@ fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
             let agree: usize = eager.iter().zip(&fused).map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count()).sum();
             println!("GPU_DECODE {name} {dtype:?}: fused = eager for the first {agree}/{} tokens (summed over sequences)", 32 * eager.len());
             for (i, (a, b)) in eager.iter().zip(&fused).enumerate() {
-                assert_eq!(a[..4], b[..4], "{name} {dtype:?} sequence {i}: fused decode's first tokens differ from eager");
+                let Some(p) = (0..4).find(|&k| a[k] != b[k]) else { continue };
+                // A near-tie, or a fault? The f32 logits of both candidates after the same
+                // context (the prompt and eager's tokens before the split) decide.
+                let (margin, scale) = f32_margin(name, &prompts()[i], &a[..p], a[p], b[p]);
+                let bound = if dtype == DType::BF16 { 0.05 } else { 0.01 } * scale;
+                println!(
+                    "GPU_DECODE {name} {dtype:?} sequence {i}: fused token {p} is {} where eager's is {}; in f32 their logits differ by {margin:.3e} (near-tie bound {bound:.3e}, max |logit| {scale:.3})",
+                    b[p], a[p]
+                );
+                assert!(margin <= bound, "{name} {dtype:?} sequence {i}: fused decode's token {p} differs from eager's by more than a near-tie ({margin:.3e} > {bound:.3e})");
             }
         }
     }
+}
+
+/// |logit(x) − logit(y)| and max |logit| of the next token after `prompt` + `context`, from
+/// an f32 forward pass on the GPU (same synthetic weights as `run_prompts`, no padding): how
+/// close the two candidate tokens are, free of f16/bf16 rounding.
+fn f32_margin(name: &str, prompt: &[u32], context: &[u32], x: u32, y: u32) -> (f32, f32) {
+    let config = Catalog::get(name).unwrap().config();
+    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
+    let ids: Vec<u32> = prompt.iter().chain(context).copied().collect();
+    let t = ids.len();
+    let ids = candle_core::Tensor::from_vec(ids, (1, t), &dev).unwrap();
+    let mask = candle_core::Tensor::ones((1, t), DType::U32, &dev).unwrap();
+    let logits: Vec<f32> = model.forward_full(&ids, &mask).unwrap().narrow(1, t - 1, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let scale = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    ((logits[x as usize] - logits[y as usize]).abs(), scale)
 }
 
 /// Batch sizes that take other kernels: 1 row (the GEMV), 8 and 12 (cuBLAS into the step arena;
