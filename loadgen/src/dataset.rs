@@ -177,7 +177,7 @@ impl Default for SyntheticConfig {
 
 /// Words that are a single token (with their leading space) in the GPT-2, Llama-3 and Qwen
 /// vocabularies, so a prompt of n of them is ≈ n tokens even without a tokenizer.
-const WORDS: &[&str] = &[
+pub const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
     "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
     "had", "they", "you", "were", "their", "one", "all", "we", "can", "her", "has", "there",

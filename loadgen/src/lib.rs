@@ -57,7 +57,7 @@ pub mod schedule;
 pub use client::{ApiKind, Client, ClientConfig, ErrorKind, RequestRecord, SseParser};
 pub use dataset::{
     jsonl_requests, sharegpt_requests, synthetic_requests, LengthDist, Prompt, Request,
-    ShareGptConfig, ShareGptFilter, SyntheticConfig, Tokenize, word_count,
+    ShareGptConfig, ShareGptFilter, SyntheticConfig, Tokenize, word_count, WORDS as SYNTHETIC_PROMPT_WORDS,
 };
 pub use error::LoadgenError;
 pub use metrics::{

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 23 on the GPU machine: tokbench's OpenAI-compatible server against `transformers serve`
 # (continuous batching), on the same weights (one exported synthetic checkpoint with a word-level
-# tokenizer, bench/word_tokenizer.py), the same prompts and the same load, each driven by
+# tokenizer, `export-weights --word-tokenizer`), the same prompts and the same load, each driven by
 # tokbench's load generator (`tokbench sweep --local --mode serve --endpoint`). The servers run one
 # after the other, never together.
 #   PACK=i23 bash scripts/gpu/serve.sh
@@ -37,8 +37,7 @@ $PY -c "import transformers, torch; from transformers.utils.import_utils import 
 M=$W/$MODEL
 if [ ! -f $M/tokenizer.json ]; then
   log "export synthetic $MODEL weights + word-level tokenizer"
-  $B/tokbench-worker export-weights --model $MODEL --out $M 2>&1 | tail -1
-  $PY $ROOT/bench/word_tokenizer.py $M
+  $B/tokbench-worker export-weights --model $MODEL --out $M --word-tokenizer 2>&1 | tail -2
 fi
 
 wait_up() {  # URL PID: until the URL answers or the process dies (at most 300 s)

@@ -74,3 +74,96 @@ pub fn save_synthetic_checkpoint(config: &ArchConfig, seed: u64, dir: &Path) -> 
     std::fs::write(dir.join("config.json"), text)?;
     save_synthetic_safetensors(config, seed, &dir.join("model.safetensors"))
 }
+
+/// The special tokens' texts a word-level tokenizer gives the config's BOS and EOS ids.
+pub const WORD_TOKENIZER_BOS: &str = "<|begin_of_text|>";
+pub const WORD_TOKENIZER_EOS: &str = "<|end_of_text|>";
+
+/// Writes `tokenizer.json` and `tokenizer_config.json` into a checkpoint folder of `config`: a
+/// word-level tokenizer of exactly the config's vocabulary size, so that servers which only take
+/// text (`transformers serve`, and any other) can serve synthetic weights and count the same
+/// tokens as tokbench. Its words: the ones tokbench's synthetic prompts are made of (the load
+/// generator's and `bench`'s), then fillers `w<id>`; the config's BOS and EOS ids get
+/// [`WORD_TOKENIZER_BOS`] / [`WORD_TOKENIZER_EOS`], and the BOS (if the family has one) is put
+/// before every encoding, as Llama 3's tokenizer does. Words split on whitespace and
+/// punctuation; decoding joins them with spaces. Built and saved with the `tokenizers` crate,
+/// then read back as a check.
+pub fn save_word_tokenizer(config: &ArchConfig, dir: &Path) -> Result<()> {
+    use tokenizers::decoders::wordpiece::WordPiece;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    use tokenizers::processors::template::TemplateProcessing;
+    use tokenizers::{AddedToken, Tokenizer};
+    let err = |what: &str, e: &dyn std::fmt::Display| EngineError::Tokenizer(format!("word-level tokenizer: {what}: {e}"));
+    let spec = config.spec();
+    let vocab_size = spec.vocab_size;
+    let bos = spec.bos_token_id;
+    let eos = spec.eos_token_ids.first().copied();
+    let mut specials: Vec<(u32, &str)> = Vec::new();
+    if let Some(b) = bos {
+        specials.push((b, WORD_TOKENIZER_BOS));
+    }
+    if let Some(e) = eos.filter(|e| Some(*e) != bos) {
+        specials.push((e, WORD_TOKENIZER_EOS));
+    }
+    let special_ids: Vec<u32> = specials.iter().map(|(i, _)| *i).collect();
+    if special_ids.iter().any(|&i| i as usize >= vocab_size) {
+        return Err(EngineError::Tokenizer(format!("word-level tokenizer: the config's BOS/EOS ids {special_ids:?} lie outside its vocabulary of {vocab_size}")));
+    }
+    let mut words: Vec<&str> = Vec::new();
+    for w in tokbench_loadgen::SYNTHETIC_PROMPT_WORDS.iter().chain(crate::prompts::SYNTHETIC_WORDS).map(|w| w.trim()) {
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    let mut free = (0..vocab_size as u32).filter(|i| !special_ids.contains(i));
+    let mut vocab = tokenizers::models::bpe::Vocab::default();
+    for w in std::iter::once("<unk>").chain(words.iter().copied()) {
+        let id = free.next().ok_or_else(|| EngineError::Tokenizer(format!("word-level tokenizer: a vocabulary of {vocab_size} is too small for {} words", words.len() + 1)))?;
+        vocab.insert(w.to_string(), id);
+    }
+    for id in free {
+        vocab.insert(format!("w{id}"), id);
+    }
+    for (id, text) in &specials {
+        vocab.insert(text.to_string(), *id);
+    }
+    let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().map_err(|e| err("model", &e))?;
+    let mut tok = Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(Whitespace));
+    tok.with_decoder(Some(WordPiece::new("##".into(), false)));
+    if bos.is_some() {
+        let template = TemplateProcessing::builder()
+            .try_single(format!("{WORD_TOKENIZER_BOS} $A"))
+            .map_err(|e| err("template", &e))?
+            .try_pair(format!("{WORD_TOKENIZER_BOS} $A $B"))
+            .map_err(|e| err("template", &e))?
+            .special_tokens(vec![(WORD_TOKENIZER_BOS, bos.unwrap())])
+            .build()
+            .map_err(|e| err("template", &e))?;
+        tok.with_post_processor(Some(template));
+    }
+    let added: Vec<AddedToken> = specials.iter().map(|(_, t)| AddedToken::from(t.to_string(), true)).collect();
+    tok.add_special_tokens(&added);
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("tokenizer.json");
+    tok.save(&path, false).map_err(|e| err("save", &e))?;
+    let back = Tokenizer::from_file(&path).map_err(|e| err("reading it back", &e))?;
+    if back.get_vocab_size(true) != vocab_size {
+        return Err(EngineError::Tokenizer(format!("word-level tokenizer: {} entries written, the config has {vocab_size}", back.get_vocab_size(true))));
+    }
+    let mut tc = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": spec.max_positions,
+        "clean_up_tokenization_spaces": false,
+    });
+    if bos.is_some() {
+        tc["bos_token"] = WORD_TOKENIZER_BOS.into();
+    }
+    if let Some(e) = eos {
+        tc["eos_token"] = if Some(e) == bos { WORD_TOKENIZER_BOS } else { WORD_TOKENIZER_EOS }.into();
+    }
+    let text = serde_json::to_string_pretty(&tc).map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    std::fs::write(dir.join("tokenizer_config.json"), text)?;
+    Ok(())
+}

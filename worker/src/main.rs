@@ -84,6 +84,11 @@ struct ExportWeightsArgs {
     /// Seed of the synthetic weights (the same seed gives the same values as `bench --weights synthetic` on the CPU).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write a word-level tokenizer of the model's vocabulary size (tokenizer.json,
+    /// tokenizer_config.json), so that servers which take only text prompts (`transformers
+    /// serve`, ...) can serve these weights, and count the same tokens as tokbench.
+    #[arg(long)]
+    word_tokenizer: bool,
 }
 
 fn export_weights(args: ExportWeightsArgs) -> anyhow::Result<()> {
@@ -91,6 +96,10 @@ fn export_weights(args: ExportWeightsArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!(tokbench_core::Catalog::unknown_model_message(&args.model)))?;
     tokbench_worker::checkpoint::save_synthetic_checkpoint(&entry.config(), args.seed, &args.out)?;
     eprintln!("wrote {}/config.json and model.safetensors (synthetic {}, seed {})", args.out.display(), entry.name, args.seed);
+    if args.word_tokenizer {
+        tokbench_worker::checkpoint::save_word_tokenizer(&entry.config(), &args.out)?;
+        eprintln!("wrote {}/tokenizer.json and tokenizer_config.json (word-level, {} entries)", args.out.display(), entry.config().spec().vocab_size);
+    }
     Ok(())
 }
 

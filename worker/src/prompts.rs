@@ -20,7 +20,7 @@ pub const BUILTIN_PROMPTS: &[&str] = &[
 
 /// Words that are one GPT-2 token each with a leading space; synthetic prompts cycle through
 /// them so their text is readable and their length in tokens is exact.
-const SYNTHETIC_WORDS: &[&str] = &[
+pub const SYNTHETIC_WORDS: &[&str] = &[
     " the", " quick", " brown", " fox", " jumps", " over", " lazy", " dog", " and", " runs", " into", " forest", " where",
     " many", " trees", " grow", " under", " bright", " sun", " while", " birds", " sing", " songs", " of", " summer", " light",
 ];
