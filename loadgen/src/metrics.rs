@@ -413,6 +413,9 @@ pub fn compute_metrics(run: &RunOutput, options: &MetricsOptions<'_>) -> Benchma
         *failure_counts.entry(key).or_insert(0) += 1;
     }
 
+    // Computed once: reported, and the steady-state check reads its median.
+    let e2el_ms = Stats::from_values(&collect(&|m| m.e2el_ms));
+
     let good_requests = options
         .goodput
         .map(|slos| done.iter().filter(|m| slos.met_by(m)).count());
@@ -433,7 +436,7 @@ pub fn compute_metrics(run: &RunOutput, options: &MetricsOptions<'_>) -> Benchma
         ttft_ms: Stats::from_values(&collect(&|m| m.ttft_ms)),
         tpot_ms: Stats::from_values(&collect(&|m| m.tpot_ms)),
         itl_ms: Stats::from_values(&itl),
-        e2el_ms: Stats::from_values(&collect(&|m| m.e2el_ms)),
+        e2el_ms,
         max_concurrency: run.max_concurrency,
         peak_concurrency: run.peak_concurrency,
         goodput_slos: options.goodput,
@@ -451,7 +454,7 @@ pub fn compute_metrics(run: &RunOutput, options: &MetricsOptions<'_>) -> Benchma
         token_count_mismatches: done.iter().filter(|m| m.token_count_mismatch).count(),
         warnings: steady_state_warning(
             &measured_records.iter().map(|r| r.scheduled_s).collect::<Vec<_>>(),
-            Stats::from_values(&collect(&|m| m.e2el_ms)).map(|s| s.median / 1e3),
+            e2el_ms.map(|s| s.median / 1e3),
         )
         .into_iter()
         .collect(),

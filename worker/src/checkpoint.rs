@@ -132,13 +132,13 @@ pub fn save_word_tokenizer(config: &ArchConfig, dir: &Path) -> Result<()> {
     let mut tok = Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(Whitespace));
     tok.with_decoder(Some(WordPiece::new("##".into(), false)));
-    if bos.is_some() {
+    if let Some(bos_id) = bos {
         let template = TemplateProcessing::builder()
             .try_single(format!("{WORD_TOKENIZER_BOS} $A"))
             .map_err(|e| err("template", &e))?
             .try_pair(format!("{WORD_TOKENIZER_BOS} $A $B"))
             .map_err(|e| err("template", &e))?
-            .special_tokens(vec![(WORD_TOKENIZER_BOS, bos.unwrap())])
+            .special_tokens(vec![(WORD_TOKENIZER_BOS, bos_id)])
             .build()
             .map_err(|e| err("template", &e))?;
         tok.with_post_processor(Some(template));
