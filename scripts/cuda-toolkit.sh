@@ -6,7 +6,8 @@
 #   eval "$(scripts/cuda-toolkit.sh [CACHE_DIR])"   # default CACHE_DIR: ~/.cache/cuda-pypi
 #   cargo build --release --features cuda
 #
-# CUDA_COMPUTE_CAP (default 90 = H100/H200; cudaforge turns 90 into sm_90a) is passed through.
+# CUDA_COMPUTE_CAP is left as it is: unset, the build has kernels for every GPU from Turing (7.5)
+# on; set (90, or 75,80), for those capabilities only (third_party/candle-kernels).
 # Idempotent: a finished install with the same package list is reused. Progress goes to
 # stderr, only `export` lines go to stdout. Needs python3 -m pip and gcc. Disk: about 1.3 GB.
 #
@@ -22,7 +23,6 @@
 set -euo pipefail
 
 CACHE_DIR="${1:-${CUDA_PYPI_CACHE:-$HOME/.cache/cuda-pypi}}"
-CAP="${CUDA_COMPUTE_CAP:-90}"
 log() { echo "cuda-toolkit.sh: $*" >&2; }
 
 PKGS=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
@@ -81,6 +81,5 @@ export CUDA_HOME="$ROOT"
 export CUDA_TOOLKIT_ROOT_DIR="$ROOT"
 export NVCC="$ROOT/bin/nvcc"
 export PATH="$ROOT/bin:\$PATH"
-export CUDA_COMPUTE_CAP="$CAP"
 export LIBRARY_PATH="$ROOT/lib:$ROOT/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 EOT

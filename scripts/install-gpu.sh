@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds and installs tokbench's three binaries (tokbench, tokbench-worker with CUDA,
-# tokbench-coordinator) into ~/.cargo/bin for the GPU of this machine.
+# tokbench-coordinator) into ~/.cargo/bin. One build runs on every NVIDIA GPU from Turing on:
+# its kernels are PTX for compute 7.5, 8.0, 8.9 and 9.0, and a GPU runs the newest not newer
+# than itself.
 #
-#   scripts/install-gpu.sh                 # the GPU's compute capability from nvidia-smi
-#   CUDA_COMPUTE_CAP=75 scripts/install-gpu.sh   # or say which (75 Turing, 80/86 Ampere, 89 Ada, 90 Hopper)
+#   scripts/install-gpu.sh                       # for every GPU from Turing (7.5) on
+#   CUDA_COMPUTE_CAP=86 scripts/install-gpu.sh   # for one capability only (a shorter build):
+#                                                # 75 Turing, 80/86 Ampere, 89 Ada, 90 Hopper
 #
 # Needs: the NVIDIA driver (580 or newer: the CUDA 13.0 runtime), Rust 1.85+ (rustup), gcc,
 # libclang (the nvtx crate runs bindgen) and, when no CUDA toolkit (nvcc 12.x or 13.0) is
@@ -22,19 +25,23 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang' && [[ -z "${LIBCLANG_PATH:-}" 
   exit 1
 fi
 
-if [[ -z "${CUDA_COMPUTE_CAP:-}" ]]; then
-  if command -v nvidia-smi >/dev/null && cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1) && [[ -n "$cap" ]]; then
-    CUDA_COMPUTE_CAP=${cap//./}
-    log "GPU 0: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), compute capability $cap"
-  else
-    log "nvidia-smi found no GPU: set CUDA_COMPUTE_CAP to your GPU's (e.g. 75, 80, 86, 89, 90) to build without one"
-    exit 1
-  fi
+if command -v nvidia-smi >/dev/null && gpu=$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -1) && [[ -n "$gpu" ]]; then
+  log "GPU 0: $gpu"
+else
+  log "nvidia-smi found no GPU: building anyway (the binaries need the NVIDIA driver to run)"
 fi
-export CUDA_COMPUTE_CAP
-if (( CUDA_COMPUTE_CAP < 75 )); then
-  log "compute capability ${CUDA_COMPUTE_CAP} is older than Turing (7.5), which tokbench needs"
-  exit 1
+if [[ -n "${CUDA_COMPUTE_CAP:-}" ]]; then
+  export CUDA_COMPUTE_CAP
+  for cap in ${CUDA_COMPUTE_CAP//,/ }; do
+    cap=${cap//./}
+    if ! [[ "$cap" =~ ^[0-9]+$ ]] || (( cap < 75 )); then
+      log "CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP: each capability must be 75 (Turing) or newer, e.g. 75, 86 or 75,80,90"
+      exit 1
+    fi
+  done
+  target="compute ${CUDA_COMPUTE_CAP}"
+else
+  target="every GPU from compute 7.5 on (PTX for 7.5, 8.0, 8.9, 9.0)"
 fi
 
 # A system CUDA toolkit (nvcc 12.x or 13.0) if there is one, else CUDA 13.0 from PyPI.
@@ -53,7 +60,7 @@ fi
 libdir="$CUDA_HOME/lib64"; [[ -d "$libdir" ]] || libdir="$CUDA_HOME/lib"
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-rpath,$libdir"
 
-log "building for compute ${CUDA_COMPUTE_CAP} (a clean build takes 10-25 minutes on 2 cores)"
+log "building for $target (a clean build takes 10-25 minutes on 2 cores)"
 cargo install --locked --path worker --features cuda
 cargo install --locked --path coordinator
 cargo install --locked --path cli

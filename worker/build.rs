@@ -38,19 +38,15 @@ fn main() {
 
 /// nvcc from $NVCC, $CUDA_HOME/bin or PATH; tokbench's kernels as PTX for compute 7.5, 8.0 and
 /// 9.0 (the driver JIT-compiles PTX for its GPU, and the engine picks the newest module not newer
-/// than the GPU: src/model/cuda_ops/launch.rs). $CUDA_COMPUTE_CAP is the target of candle's
-/// kernels (its own build script reads it), recorded for `tokbench-worker doctor`.
+/// than the GPU: src/model/cuda_ops/launch.rs). candle's kernels are built by
+/// third_party/candle-kernels, for the capabilities in $CUDA_COMPUTE_CAP or all it supports.
 fn build_ptx() {
     println!("cargo:rerun-if-changed=kernels/decode.cu");
     println!("cargo:rerun-if-env-changed=NVCC");
-    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let nvcc = std::env::var("NVCC").ok().or_else(|| {
         std::env::var("CUDA_HOME").ok().map(|h| format!("{h}/bin/nvcc")).filter(|p| Path::new(p).exists())
     });
     let nvcc = nvcc.unwrap_or_else(|| "nvcc".to_string());
-    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
-    let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
-    println!("cargo:rustc-env=TOKBENCH_CUDA_COMPUTE_CAP={cap}");
     let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
     // decode_sm90.ptx has programmatic dependent launch compiled in (griddepcontrol needs compute_90).
     let builds = [("decode_sm75.ptx", "75", &[][..]), ("decode_sm80.ptx", "80", &[][..]), ("decode_sm90.ptx", "90", &["-DTOKBENCH_PDL"][..])];

@@ -96,6 +96,14 @@ impl Default for KernelOptions {
 /// each); a GPU runs the newest one not newer than itself.
 pub const KERNEL_COMPUTE_CAPS: &[u32] = &[75, 80, 90];
 
+/// The newest of `built` (PTX compute capabilities ×10) that a GPU of capability `target` runs:
+/// PTX JIT-compiles for its own and newer GPUs, except an arch-specific 9.0+ build (compute_90a,
+/// as candle's build makes it), which runs on its own major version only. None where none does.
+/// The rule third_party/candle-kernels applies when it loads; here for reports and `doctor`.
+pub fn newest_runnable_ptx(built: &[u32], target: u32) -> Option<u32> {
+    built.iter().copied().filter(|&c| c <= target && (c < 90 || c / 10 == target / 10)).max()
+}
+
 impl KernelOptions {
     /// These options as they run on a GPU of compute capability `device_cap` (×10): the kernels
     /// of the asked `compute_cap` where the GPU is at least that new, else of the GPU's own (a
@@ -165,5 +173,19 @@ mod tests {
         assert_eq!(d.on_device(120).compute_cap, Some(90));
         assert!(d.on_device(100).pdl);
         assert!("fast".parse::<DecodePath>().unwrap_err().contains("graph (default), fused or eager"));
+    }
+
+    #[test]
+    fn newest_runnable_ptx_skips_newer_and_foreign_arch_specific_builds() {
+        let candle = [75, 80, 89, 90];
+        assert_eq!(newest_runnable_ptx(&candle, 75), Some(75));
+        assert_eq!(newest_runnable_ptx(&candle, 86), Some(80));
+        assert_eq!(newest_runnable_ptx(&candle, 89), Some(89));
+        assert_eq!(newest_runnable_ptx(&candle, 90), Some(90));
+        // compute_90a does not run on Blackwell: it gets the 8.9 PTX.
+        assert_eq!(newest_runnable_ptx(&candle, 100), Some(89));
+        // A build for Hopper only has nothing a Turing or Ampere GPU runs.
+        assert_eq!(newest_runnable_ptx(&[90], 80), None);
+        assert_eq!(newest_runnable_ptx(&[], 90), None);
     }
 }

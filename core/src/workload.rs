@@ -306,6 +306,13 @@ impl Workload {
         }
         self.sampling.validate()?;
         self.kernels.validate().map_err(WorkloadError)?;
+        if let Some(cap) = self.kernels.compute_cap.filter(|_| self.effective_dtype() == DTypeSpec::Bf16 && !self.kernels.bf16_supported()) {
+            return refuse(format!(
+                "bf16 with the compute {}.{} kernels (kernel compute_cap {cap}): they have no bf16, which needs 8.0; use --dtype f16, or a kernel compute capability of 80 or more, or leave it unset",
+                cap / 10,
+                cap % 10
+            ));
+        }
         if let Some(serve) = &self.serve {
             serve.validate()?;
         }
@@ -419,5 +426,16 @@ mod json_tests {
         let w = Workload::from_json(r#"{"model":"gpt2","max_tokens":7}"#).unwrap();
         assert_eq!((w.model.as_str(), w.max_tokens, w.repetitions), ("gpt2", 7, Workload::default().repetitions));
         assert!(Workload::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn bf16_with_forced_turing_kernels_is_refused_before_loading() {
+        let turing = crate::KernelOptions { compute_cap: Some(75), ..Default::default() };
+        let w = Workload { device: DeviceSpec::Cuda(0), dtype: Some(DTypeSpec::Bf16), kernels: turing, ..Workload::default() };
+        let err = w.validate().unwrap_err().to_string();
+        assert!(err.contains("compute 7.5 kernels") && err.contains("--dtype f16"), "{err}");
+        assert!(Workload { dtype: Some(DTypeSpec::F16), ..w.clone() }.validate().is_ok());
+        let ampere = crate::KernelOptions { compute_cap: Some(80), ..Default::default() };
+        assert!(Workload { kernels: ampere, ..w }.validate().is_ok());
     }
 }

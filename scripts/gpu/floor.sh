@@ -14,6 +14,10 @@
 #   profile  per-kernel GPU time of a batch-1 step under nsys (PROFILE_MODELS)
 #   arch   the new build on the compute 7.5 / 8.0 / 9.0 kernel paths (--kernel-compute-cap), and bf16 refused on 7.5
 #   hf     the new build against transformers (default cache, reused static cache): HF_WORKLOADS
+#   doctor `tokbench-worker doctor` of the new build (the kernel paths this GPU gets)
+#   small  the demo's 4 GB-card models (SMALL_MODELS: opt-1.3b gpt2-large) at batch 1 in f16: the
+#          memory the check before loading computes, the engine's peak, and the process's peak
+#          (NVML, CUDA context included) against a 4 GB card's 4096 MiB
 set -uo pipefail
 ROOT=$PWD
 PACK=${PACK:-i21}
@@ -133,5 +137,22 @@ hf)
   TOKBENCH_WORKER=$B/tokbench-worker BENCH_REPS=${BENCH_REPS:-3} BENCH_ENGINES=${BENCH_ENGINES:-tokbench,hf_dynamic,hf_static_reuse} \
     BENCH_WORKLOADS=${HF_WORKLOADS:-llama-3.2-1b:bf16:1:32:128,qwen3-0.6b:bf16:1:32:128,llama-3.2-1b:bf16:32:128:128} \
     timeout ${HF_TIMEOUT:-500} $PY bench/gpu_vs_hf.py "$OUT/hf" 2>&1 | grep -vE "^\s*$|^[VIW][0-9]{4} " | tail -30 ;;
+doctor)
+  $B/tokbench-worker doctor 2>&1 | tee "$OUT/doctor.txt" ;;
+small)
+  for m in ${SMALL_MODELS:-opt-1.3b gpt2-large}; do
+    j=$W/small_$m.json
+    timeout 150 $B/tokbench-worker bench --model $m --weights synthetic --device cuda:0 --dtype f16 --batch-size 1 --num-prompts 1 \
+      --input-len 128 --max-tokens 128 --warmup 1 --repetitions 3 --json $j --quiet 2> $j.err || { echo "FAILED $m"; tail -5 $j.err; continue; }
+    $PY - $j $m <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); im = r["inference_metrics"]; g = r["gpu_metrics"]
+proc = g.get("process_memory_peak_mb")
+print("SMALL %s f16 b1 128/128: workload needs (weights + KV + logits) %s MiB, engine peak %.0f MiB, process peak (NVML) %s MiB -> %s a 4096 MiB card; ITL p50 %.3f ms, tok/s %.1f" % (
+    sys.argv[2], g.get("workload_memory_needed_mb"), g.get("peak_memory_allocated_mb") or 0, proc,
+    "fits" if proc and proc <= 4096 else "DOES NOT FIT" if proc else "unknown for", im["inter_token_latency_ms"]["p50"], im["tokens_per_second"]))
+EOF
+  done
+  cp $W/small_*.json "$OUT"/ 2>/dev/null ;;
 *) echo "unknown step $step"; exit 2;;
 esac; done

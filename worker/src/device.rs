@@ -5,7 +5,10 @@ use candle_core::{DType, Device};
 use tokbench_core::{DTypeSpec, DeviceSpec};
 
 /// Open `spec` as a candle device. CUDA errors become `DeviceUnavailable` with a fix.
-pub fn open(spec: &DeviceSpec) -> Result<Device> {
+/// `kernel_cap` (a job's `KernelOptions::compute_cap`, e.g. 75) makes candle's kernels on this
+/// device the PTX built for that capability, as tokbench's own follow it; None: the GPU's own
+/// (see [`candle_ptx_caps`]).
+pub fn open(spec: &DeviceSpec, kernel_cap: Option<u32>) -> Result<Device> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Cuda(i) => {
@@ -15,7 +18,7 @@ pub fn open(spec: &DeviceSpec) -> Result<Device> {
                     detail: "this tokbench-worker was built without CUDA support. Rebuild it with `cargo build --release -p tokbench-worker --features cuda` (see README.md), or use --device cpu".into(),
                 });
             }
-            open_cuda(*i).map_err(|e| EngineError::DeviceUnavailable {
+            open_cuda(*i, kernel_cap).map_err(|e| EngineError::DeviceUnavailable {
                 device: spec.to_string(),
                 detail: format!(
                     "{e}. Check that an NVIDIA GPU with index {i} exists (nvidia-smi -L), that the driver is loaded and that CUDA_VISIBLE_DEVICES does not hide it"
@@ -31,7 +34,10 @@ pub fn open(spec: &DeviceSpec) -> Result<Device> {
 /// events only cost API calls, and an event recorded outside a capture breaks the capture
 /// (candle issue 3002).
 #[cfg(feature = "cuda")]
-fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+fn open_cuda(ordinal: usize, kernel_cap: Option<u32>) -> candle_core::Result<Device> {
+    // A device loads each of candle's kernel modules when it first needs one, so the choice made
+    // here holds for this device's life.
+    candle_kernels::select_compute_cap(kernel_cap.unwrap_or(0));
     let dev = candle_core::cuda_backend::CudaDevice::new_with_stream(ordinal)?;
     // SAFETY: every tensor of this device is used on its single stream (see above).
     unsafe { dev.disable_event_tracking() };
@@ -39,8 +45,34 @@ fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+fn open_cuda(ordinal: usize, _kernel_cap: Option<u32>) -> candle_core::Result<Device> {
     Device::new_cuda(ordinal)
+}
+
+/// The compute capabilities (×10, oldest first) this build has candle's kernels for, as PTX
+/// (third_party/candle-kernels: 7.5, 8.0, 8.9 and 9.0 unless `CUDA_COMPUTE_CAP` named others at
+/// build time); empty without CUDA. A 9.0 entry is compute_90a, which runs on 9.x only.
+pub fn candle_ptx_caps() -> Vec<u32> {
+    #[cfg(feature = "cuda")]
+    return candle_kernels::built_compute_caps().iter().map(|&(c, _)| c).collect();
+    #[cfg(not(feature = "cuda"))]
+    Vec::new()
+}
+
+/// The capability of candle's PTX that a GPU of capability `device_cap` loads, with `kernel_cap`
+/// forced as in [`open`]: the newest built one it can run; None where none (or no CUDA build).
+pub fn candle_ptx_cap_for(device_cap: u32, kernel_cap: Option<u32>) -> Option<u32> {
+    let target = kernel_cap.map_or(device_cap, |k| k.min(device_cap));
+    tokbench_core::kernel_options::newest_runnable_ptx(&candle_ptx_caps(), target)
+}
+
+/// The capability of the candle PTX this process loaded last (None: none loaded yet, or no
+/// CUDA build): what the GPU tests check a forced capability against.
+pub fn loaded_candle_ptx_cap() -> Option<u32> {
+    #[cfg(feature = "cuda")]
+    return Some(candle_kernels::loaded_compute_cap()).filter(|&c| c > 0);
+    #[cfg(not(feature = "cuda"))]
+    None
 }
 
 /// Which figure of the engine's memory pools [`engine_memory`] reads.
@@ -157,7 +189,7 @@ mod tests {
         if cfg!(feature = "cuda") {
             return;
         }
-        let err = open(&DeviceSpec::Cuda(0)).unwrap_err().to_string();
+        let err = open(&DeviceSpec::Cuda(0), None).unwrap_err().to_string();
         assert!(err.contains("--features cuda"), "{err}");
     }
 

@@ -13,7 +13,8 @@ pub struct Doctor {
     pub worker_version: String,
     /// Whether this binary was built with `--features cuda`.
     pub cuda_build: bool,
-    /// The compute capability the build's kernels target (CUDA_COMPUTE_CAP at build time).
+    /// The compute capabilities this build has candle's kernels for, as PTX ("7.5, 8.0, 8.9,
+    /// 9.0"; `CUDA_COMPUTE_CAP` at build time narrows them); None without CUDA.
     pub build_compute_capability: Option<String>,
     /// "loaded" or why not (no NVIDIA driver, libnvidia-ml not found).
     pub nvml: String,
@@ -49,34 +50,39 @@ pub struct HubCheck {
     pub detail: String,
 }
 
-/// The compute capability this build's kernels target (`CUDA_COMPUTE_CAP` when it was built,
-/// e.g. 90), None in a build without CUDA.
-pub fn build_compute_cap() -> Option<u32> {
-    option_env!("TOKBENCH_CUDA_COMPUTE_CAP").and_then(|c| c.parse().ok())
+/// The compute capabilities (×10, oldest first) this build has candle's kernels for; None in a
+/// build without CUDA.
+pub fn build_compute_caps() -> Option<Vec<u32>> {
+    cfg!(feature = "cuda").then(crate::device::candle_ptx_caps)
+}
+
+fn caps_text(caps: &[u32]) -> String {
+    caps.iter().map(|c| format!("{}.{}", c / 10, c % 10)).collect::<Vec<_>>().join(", ")
 }
 
 /// The kernel paths tokbench takes on a GPU of compute capability `major.minor`, as the engine
-/// chooses them (`KernelOptions::on_device`), for a build whose candle kernels target compute
-/// `build_cap` (None: built without CUDA). PTX runs on its target and newer GPUs only.
-pub fn kernel_paths(major: u32, minor: u32, build_cap: Option<u32>) -> Vec<String> {
-    let Some(build_cap) = build_cap else {
+/// chooses them (`KernelOptions::on_device`, and for candle's kernels the newest built PTX the
+/// GPU runs, `newest_runnable_ptx`), for a build with candle's kernels for `build_caps` (None:
+/// built without CUDA).
+pub fn kernel_paths(major: u32, minor: u32, build_caps: Option<&[u32]>) -> Vec<String> {
+    let Some(build_caps) = build_caps else {
         return vec!["none: this worker was built without CUDA (cargo build --features cuda, see docs/cuda.md)".into()];
     };
     let cap = major * 10 + minor;
     if cap < 75 {
         return vec![format!("unsupported: tokbench needs compute capability 7.5 (Turing) or newer; this GPU is {major}.{minor}")];
     }
-    if cap < build_cap {
+    let Some(candle_cap) = tokbench_core::kernel_options::newest_runnable_ptx(build_caps, cap) else {
         return vec![format!(
-            "unsupported by this build: its kernels target compute {}.{} (CUDA_COMPUTE_CAP={build_cap} at build time); rebuild with CUDA_COMPUTE_CAP={cap} (docs/cuda.md)",
-            build_cap / 10,
-            build_cap % 10
+            "unsupported by this build: its candle kernels are for compute {} only (CUDA_COMPUTE_CAP at build time); rebuild with CUDA_COMPUTE_CAP unset (every capability) or ={cap} (docs/cuda.md)",
+            caps_text(build_caps)
         )];
-    }
+    };
     let k = tokbench_core::KernelOptions::default().on_device(cap);
     let kcap = k.compute_cap.unwrap_or(cap);
     let mut paths = vec![
         format!("tokbench's kernels: the compute_{kcap} PTX, JIT-compiled by the driver for this GPU"),
+        format!("candle's kernels: the compute_{candle_cap} PTX (this build has {})", caps_text(build_caps)),
         "decode: fused GEMV + attention kernels replayed as a CUDA graph".to_string(),
     ];
     if kcap >= 80 {
@@ -84,10 +90,10 @@ pub fn kernel_paths(major: u32, minor: u32, build_cap: Option<u32>) -> Vec<Strin
     } else {
         paths.push("prefill attention on tensor cores (mma.sync m16n8k8, f16; bf16 has no mma before 8.0)".into());
     }
-    if kcap >= 80 && build_cap >= 80 {
+    if kcap >= 80 && candle_cap >= 80 {
         paths.push("dtypes: f32, f16, bf16".into());
     } else if kcap >= 80 {
-        paths.push(format!("dtypes: f32, f16 (no bf16: candle's kernels of this build target compute {}.{})", build_cap / 10, build_cap % 10));
+        paths.push(format!("dtypes: f32, f16 (no bf16: the candle kernels this GPU runs are compute {}.{}'s)", candle_cap / 10, candle_cap % 10));
     } else {
         paths.push("dtypes: f32, f16 (bf16 needs compute 8.0; --dtype bf16 is refused)".into());
     }
@@ -120,7 +126,7 @@ pub fn examine(timeout: Duration) -> Doctor {
                         memory_total_mib: mem.as_ref().map(|m| m.total >> 20),
                         memory_free_mib: mem.as_ref().map(|m| m.free >> 20),
                         kernel_paths: match cc {
-                            Some(c) => kernel_paths(c.major as u32, c.minor as u32, build_compute_cap()),
+                            Some(c) => kernel_paths(c.major as u32, c.minor as u32, build_compute_caps().as_deref()),
                             None => vec!["unknown: NVML did not report the compute capability".into()],
                         },
                     }
@@ -136,7 +142,7 @@ pub fn examine(timeout: Duration) -> Doctor {
     Doctor {
         worker_version: env!("CARGO_PKG_VERSION").to_string(),
         cuda_build,
-        build_compute_capability: build_compute_cap().map(|c| format!("{}.{}", c / 10, c % 10)),
+        build_compute_capability: build_compute_caps().map(|c| caps_text(&c)),
         nvml: nvml_state,
         driver_version: driver,
         cuda_driver_version: cuda_driver,
@@ -179,7 +185,7 @@ impl std::fmt::Display for Doctor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let or = |o: &Option<String>| o.clone().unwrap_or_else(|| "unknown".into());
         match &self.build_compute_capability {
-            Some(c) if self.cuda_build => writeln!(f, "tokbench-worker {} (CUDA build, kernels for compute {c} and newer)", self.worker_version)?,
+            Some(c) if self.cuda_build => writeln!(f, "tokbench-worker {} (CUDA build, candle kernels as PTX for compute {c}; a GPU runs the newest not newer than itself)", self.worker_version)?,
             _ => writeln!(f, "tokbench-worker {} ({})", self.worker_version, if self.cuda_build { "CUDA build" } else { "CPU-only build" })?,
         }
         writeln!(f, "NVML:      {}", self.nvml)?;
@@ -219,17 +225,22 @@ mod tests {
 
     #[test]
     fn kernel_paths_follow_the_capability() {
-        assert!(kernel_paths(7, 0, Some(75))[0].starts_with("unsupported: tokbench needs compute capability 7.5"));
-        let turing = kernel_paths(7, 5, Some(75)).join("\n");
+        let all: &[u32] = &[75, 80, 89, 90];
+        assert!(kernel_paths(7, 0, Some(all))[0].starts_with("unsupported: tokbench needs compute capability 7.5"));
+        let turing = kernel_paths(7, 5, Some(all)).join("\n");
         assert!(turing.contains("compute_75 PTX") && turing.contains("m16n8k8") && turing.contains("--dtype bf16 is refused"), "{turing}");
-        let ampere_on_turing_build = kernel_paths(8, 6, Some(75)).join("\n");
-        assert!(ampere_on_turing_build.contains("compute_80 PTX") && ampere_on_turing_build.contains("no bf16: candle's kernels"), "{ampere_on_turing_build}");
-        let ampere = kernel_paths(8, 0, Some(80)).join("\n");
-        assert!(ampere.contains("no programmatic dependent launch") && ampere.contains("bf16"), "{ampere}");
-        let ada_on_hopper_build = kernel_paths(8, 9, Some(90)).join("\n");
-        assert!(ada_on_hopper_build.contains("rebuild with CUDA_COMPUTE_CAP=89"), "{ada_on_hopper_build}");
-        let hopper = kernel_paths(9, 0, Some(90)).join("\n");
-        assert!(hopper.contains("programmatic dependent launch between"), "{hopper}");
+        let ampere_on_turing_build = kernel_paths(8, 6, Some(&[75])).join("\n");
+        assert!(ampere_on_turing_build.contains("candle's kernels: the compute_75 PTX") && ampere_on_turing_build.contains("no bf16: the candle kernels"), "{ampere_on_turing_build}");
+        let ampere = kernel_paths(8, 6, Some(all)).join("\n");
+        assert!(ampere.contains("candle's kernels: the compute_80 PTX") && ampere.contains("no programmatic dependent launch") && ampere.contains("f16, bf16"), "{ampere}");
+        let ada = kernel_paths(8, 9, Some(all)).join("\n");
+        assert!(ada.contains("candle's kernels: the compute_89 PTX") && ada.contains("tokbench's kernels: the compute_80 PTX"), "{ada}");
+        let ada_on_hopper_build = kernel_paths(8, 9, Some(&[90])).join("\n");
+        assert!(ada_on_hopper_build.contains("rebuild with CUDA_COMPUTE_CAP unset (every capability) or =89"), "{ada_on_hopper_build}");
+        let hopper = kernel_paths(9, 0, Some(all)).join("\n");
+        assert!(hopper.contains("programmatic dependent launch between") && hopper.contains("candle's kernels: the compute_90 PTX"), "{hopper}");
+        let blackwell = kernel_paths(10, 0, Some(all)).join("\n");
+        assert!(blackwell.contains("candle's kernels: the compute_89 PTX"), "{blackwell}");
         assert!(kernel_paths(9, 0, None)[0].starts_with("none: this worker was built without CUDA"));
     }
 

@@ -49,7 +49,7 @@ fn n_prompts(n: usize) -> Vec<Vec<u32>> {
 
 fn run_prompts(name: &str, dtype: DType, kernels: KernelOptions, steps: usize, prompts: &[Vec<u32>]) -> (Vec<Vec<u32>>, String) {
     let config = Catalog::get(name).unwrap().config();
-    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, dtype, &dev).unwrap();
     model.set_kernel_options(kernels);
     let mode = kernels.decode;
@@ -60,6 +60,7 @@ fn run_prompts(name: &str, dtype: DType, kernels: KernelOptions, steps: usize, p
     let first = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
     let second = generator.generate(prompts, &params, &no_cancel, &mut |_| {}).unwrap();
     assert_eq!(first.tokens, second.tokens, "{name} {dtype:?} {mode:?} {kernels:?}: a repeated batch gave other tokens");
+    gpu_common::check_candle_ptx(&dev);
     (second.tokens, second.decode_path.to_string())
 }
 
@@ -114,7 +115,7 @@ fn f16_bf16_graph_matches_fused_and_starts_like_eager() {
 /// close the two candidate tokens are, free of f16/bf16 rounding.
 fn f32_margin(name: &str, prompt: &[u32], context: &[u32], x: u32, y: u32) -> (f32, f32) {
     let config = Catalog::get(name).unwrap().config();
-    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
     let ids: Vec<u32> = prompt.iter().chain(context).copied().collect();
     let t = ids.len();
@@ -152,7 +153,7 @@ fn f32_graph_matches_eager_at_batch_1_8_and_12() {
 #[test]
 fn kernel_options_switch_on_one_model() {
     let config = Catalog::get("gpt2").unwrap().config();
-    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
     let params = GenerationParams::new(&config, "gpt2", 16);
     let (eager, _) = run("gpt2", DType::F32, DecodeMode::Eager, 16);
@@ -188,7 +189,7 @@ fn rotary_families_graph_decode_matches_eager_and_the_cpu() {
         let params = GenerationParams::new(&config, name, 16);
         let cpu = Model::load(&config, &files, DType::F32, &Device::Cpu).unwrap();
         let cpu_out = tokbench_worker::generate::generate_batch(&cpu, &prompts(), &params, &mut |_| {}).unwrap();
-        let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+        let dev = gpu_common::cuda_device();
         let mut gpu = Model::load(&config, &files, DType::F32, &dev).unwrap();
         let no_cancel = std::sync::atomic::AtomicBool::new(false);
         let mut by_mode = Vec::new();
@@ -216,7 +217,7 @@ fn rotary_families_graph_decode_matches_eager_and_the_cpu() {
 #[test]
 fn graph_mode_captures_once_per_batch_shape() {
     let config = Catalog::get("gpt2").unwrap().config();
-    let dev = tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0)).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F16, &dev).unwrap();
     let params = GenerationParams::new(&config, "gpt2", 16);
     let no_cancel = std::sync::atomic::AtomicBool::new(false);

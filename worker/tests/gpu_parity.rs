@@ -57,7 +57,7 @@ fn compare(label: &str, config: &ArchConfig, dir: &Path, dtype: DType) -> (f64, 
     let (ids, mask) = batch();
     let mut cpu = Model::load(config, &WeightSource::Files(weight_files(dir)), DType::F32, &Device::Cpu).unwrap();
     let want = cpu.forward_full(&ids, &mask).unwrap();
-    let dev = Device::new_cuda(0).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let mut gpu = Model::load(config, &WeightSource::Files(weight_files(dir)), dtype, &dev).unwrap();
     gpu.set_kernel_options(gpu_common::base_kernels());
     let got = gpu
@@ -65,6 +65,7 @@ fn compare(label: &str, config: &ArchConfig, dir: &Path, dtype: DType) -> (f64, 
         .unwrap()
         .to_device(&Device::Cpu)
         .unwrap();
+    gpu_common::check_candle_ptx(&dev);
     let want: Vec<Vec<Vec<f32>>> = want.to_vec3().unwrap();
     let got: Vec<Vec<Vec<f32>>> = got.to_vec3().unwrap();
     let mask: Vec<Vec<u32>> = mask.to_vec2().unwrap();
@@ -142,7 +143,7 @@ fn full_size_synthetic_f16_and_bf16_match_cpu_f32() {
 #[test]
 fn prefill_attention_kernel_matches_f64_reference() {
     use tokbench_worker::model::cuda_ops::{prefill_attention, Launch};
-    let dev = Device::new_cuda(0).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let l = &Launch::for_device(&gpu_common::base_kernels(), &dev);
     for (d, heads, t) in [(64usize, 3usize, 130usize), (32, 2, 70), (64, 2, 5)] {
         let b = 3;
@@ -266,7 +267,7 @@ fn prefill_attention_kernel_matches_f64_reference() {
 #[test]
 fn cublaslt_epilogues_match_f64_reference() {
     use tokbench_worker::model::cuda_ops::{linear_lt, linear_lt_untuned, Act, Launch, LtEpilogue};
-    let dev = Device::new_cuda(0).expect("CUDA device 0");
+    let dev = gpu_common::cuda_device();
     let l = &Launch::for_device(&gpu_common::base_kernels(), &dev);
     let (m, k, n) = (37usize, 96usize, 72usize);
     let mut seed = 99u64;

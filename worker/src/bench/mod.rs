@@ -151,7 +151,11 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
     // before loading starts, and resolving belongs inside this range.
     let init_name = tokbench_core::Catalog::get(&workload.model).and_then(|e| e.hf_repo).unwrap_or(&workload.model);
     let init_range = nvtx::Range::new("model_initialization", init_name);
-    let cache_key = format!("{}|{:?}|{}|{}|{:?}", workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec);
+    // The forced kernel capability is part of the key: candle's kernels load once per device, for it.
+    let cache_key = format!(
+        "{}|{:?}|{}|{}|{:?}|{:?}",
+        workload.model, workload.weights, workload.weights_seed, workload.device, dtype_spec, workload.kernels.compute_cap
+    );
     // A model the previous job of this worker left loaded (only when this job asks for reuse).
     let cached = models.take(&cache_key, workload.reuse_model);
     let model_reused = cached.is_some();
@@ -195,7 +199,7 @@ pub fn run_workload_with(models: &ModelCache, workload: &Workload, cancel: &Atom
             (m, state)
         }
         None => {
-            let device = device::open(&workload.device)?;
+            let device = device::open(&workload.device, workload.kernels.compute_cap)?;
             // From here on the pools' high-water mark counts this job's allocations (weights included).
             let _ = device::engine_memory_high_water(&device, true);
             let model = Model::load(&resolved.config, &resolved.weights, device::dtype(dtype_spec), &device).map_err(oom)?;

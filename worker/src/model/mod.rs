@@ -283,28 +283,43 @@ fn device_compute_cap(device: &Device) -> Option<u32> {
 }
 
 fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
+    // candle's kernels for this GPU: the newest PTX of this build it runs (None: none it runs).
+    let candle_ptx = device_compute_cap(device).map(|cap| (cap, crate::device::candle_ptx_cap_for(cap, None)));
+    let rebuild = |cap: u32| {
+        format!(
+            "built for {:?} (CUDA_COMPUTE_CAP at build time); rebuild with CUDA_COMPUTE_CAP unset (every capability) or naming {}.{} (docs/cuda.md)",
+            crate::device::candle_ptx_caps(),
+            cap / 10,
+            cap % 10
+        )
+    };
+    if let Some((cap, None)) = candle_ptx {
+        return Err(EngineError::InvalidWorkload(format!(
+            "this build has no candle kernels a GPU of compute {}.{} runs: they were {}",
+            cap / 10,
+            cap % 10,
+            rebuild(cap)
+        )));
+    }
     match dtype {
         DType::F32 | DType::F16 => Ok(()),
         DType::BF16 if device.is_cpu() => Err(EngineError::InvalidWorkload(
             "bf16 is not supported on the CPU (candle has no bf16 CPU matmul): use f32 or f16 on cpu, or bf16 on cuda".into(),
         )),
-        DType::BF16 => {
-            if let Some(cap) = device_compute_cap(device).filter(|&c| c < 80) {
-                return Err(EngineError::InvalidWorkload(format!(
-                    "bf16 needs a GPU of compute capability 8.0 or newer (Ampere on); this GPU is {}.{}: use --dtype f16",
-                    cap / 10,
-                    cap % 10
-                )));
-            }
-            match option_env!("TOKBENCH_CUDA_COMPUTE_CAP").and_then(|c| c.parse::<u32>().ok()) {
-                Some(built) if built < 80 => Err(EngineError::InvalidWorkload(format!(
-                    "bf16 is not in this build: its candle kernels were compiled for compute {}.{} (CUDA_COMPUTE_CAP={built}), which has no bf16; use --dtype f16, or rebuild with CUDA_COMPUTE_CAP=80 or newer (docs/cuda.md)",
-                    built / 10,
-                    built % 10
-                ))),
-                _ => Ok(()),
-            }
-        }
+        DType::BF16 => match candle_ptx {
+            Some((cap, _)) if cap < 80 => Err(EngineError::InvalidWorkload(format!(
+                "bf16 needs a GPU of compute capability 8.0 or newer (Ampere on); this GPU is {}.{}: use --dtype f16",
+                cap / 10,
+                cap % 10
+            ))),
+            Some((cap, Some(ptx))) if ptx < 80 => Err(EngineError::InvalidWorkload(format!(
+                "bf16 is not in this build for this GPU: the candle kernels it runs are compute {}.{}'s, which have no bf16; use --dtype f16. They were {}",
+                ptx / 10,
+                ptx % 10,
+                rebuild(cap)
+            ))),
+            _ => Ok(()),
+        },
         other => Err(EngineError::InvalidWorkload(format!("model dtype {other:?} is not supported: use f32, f16 or bf16"))),
     }
 }

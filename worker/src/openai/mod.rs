@@ -138,7 +138,7 @@ pub fn load_with(args: &ServeOpenAiArgs, policy: &ModelPathPolicy) -> Result<Loa
         DeviceSpec::Cpu => DTypeSpec::F32,
         DeviceSpec::Cuda(_) => DTypeSpec::F16,
     });
-    let device = crate::device::open(&args.device)?;
+    let device = crate::device::open(&args.device, None)?;
     let model = Model::load(&resolved.config, &resolved.weights, crate::device::dtype(dtype), &device)?;
     crate::device::synchronize(&device)?;
     let weights = format!("{}: {}", resolved.weights_kind.as_str(), resolved.weights_source);

@@ -5,9 +5,12 @@
 //! newer one: `TOKBENCH_TEST_KERNEL_COMPUTE_CAP=75 gpu_decode` on an H100 runs the compute_75 PTX
 //! (JIT-compiled for the H100), without programmatic dependent launch and without bf16, which
 //! those paths refuse (the bf16 cases are then skipped, and say so).
+//! candle's kernels follow it too: [`cuda_device`] opens the GPU with candle's PTX of that
+//! capability (third_party/candle-kernels builds one per capability), and
+//! [`check_candle_ptx`] asserts that is the PTX that loaded.
 //! `TOKBENCH_TEST_FUSED_ROTARY_PREFILL=0` turns the rotary families' fused prefill kernels off.
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use tokbench_core::KernelOptions;
 
 /// The default kernel options with the rotary fused prefill on, and the forced compute
@@ -38,4 +41,28 @@ pub fn dtypes(dtypes: &[DType]) -> Vec<DType> {
         println!("GPU_TEST bf16 skipped: the forced kernels have no bf16 (compute 8.0+)");
     }
     dtypes.iter().copied().filter(|&d| bf16 || d != DType::BF16).collect()
+}
+
+/// CUDA device 0, its candle kernels of the forced capability (the GPU's own when none is).
+pub fn cuda_device() -> Device {
+    tokbench_worker::device::open(&tokbench_core::DeviceSpec::Cuda(0), base_kernels().compute_cap).expect("CUDA device 0")
+}
+
+/// After a test ran candle ops on [`cuda_device`]: candle's PTX that loaded is the one the forced
+/// capability (or the GPU's own) selects, and a forced 7.5 or 8.0 really ran 7.5's or 8.0's.
+pub fn check_candle_ptx(dev: &Device) {
+    let Device::Cuda(cuda) = dev else { panic!("not a CUDA device") };
+    let gpu = tokbench_worker::model::cuda_ops::device_compute_cap(cuda);
+    let forced = base_kernels().compute_cap;
+    let want = tokbench_worker::device::candle_ptx_cap_for(gpu, forced);
+    let loaded = tokbench_worker::device::loaded_candle_ptx_cap();
+    println!(
+        "GPU_TEST candle kernels: built for {:?}, GPU compute {gpu}, forced {forced:?}, loaded the compute_{} PTX",
+        tokbench_worker::device::candle_ptx_caps(),
+        loaded.map_or("?".into(), |c| c.to_string())
+    );
+    assert_eq!(loaded, want, "candle loaded the PTX of another capability than the one selected");
+    if let Some(f) = forced {
+        assert!(loaded.is_some_and(|c| c <= f), "forced compute {f}, but candle loaded {loaded:?}");
+    }
 }
