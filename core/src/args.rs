@@ -35,7 +35,7 @@ pub struct KernelArgs {
     /// to check an older GPU's code paths [default: the GPU's own].
     #[arg(long, value_name = "CAP")]
     pub kernel_compute_cap: Option<u32>,
-    /// The rotary families' fused prefill kernels (grouped-query attention, SwiGLU) [default: false].
+    /// The rotary families' fused prefill kernels (grouped-query attention, SwiGLU) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub fused_rotary_prefill: Option<bool>,
 }

@@ -405,7 +405,9 @@ pub fn decode_kernels(active: Option<&KernelOptions>) -> String {
     let pdl = if k.pdl { "programmatic dependent launch" } else { "no programmatic dependent launch" };
     let prefill = if k.fused_prefill_attention { "fused prefill attention" } else { "unfused prefill attention" };
     let epilogue = if k.lt_epilogue { "cuBLASLt bias epilogues" } else { "separate bias kernels" };
-    let epilogue = if k.fused_rotary_prefill { format!("{epilogue}, fused rotary prefill") } else { epilogue.to_string() };
+    // The rotary prefill kernels need the fused prefill attention or the epilogues to be on (layers.rs).
+    let rotary = k.fused_rotary_prefill && (k.fused_prefill_attention || k.lt_epilogue);
+    let epilogue = if rotary { format!("{epilogue}, fused rotary prefill") } else { epilogue.to_string() };
     match k.compute_cap {
         Some(cap) => format!("compute {}.{} kernels, {gemv}, {pdl}, {prefill}, {epilogue}", cap / 10, cap % 10),
         None => format!("{gemv}, {pdl}, {prefill}, {epilogue}"),
@@ -427,8 +429,10 @@ mod kernel_report_tests {
         assert_eq!(decode_kernels(None), "");
         assert_eq!(
             decode_kernels(Some(&asked)),
-            "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues"
+            "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues, fused rotary prefill"
         );
+        let no_rotary = KernelOptions { fused_rotary_prefill: false, ..asked };
+        assert_eq!(decode_kernels(Some(&no_rotary)), "GEMV at 1 row, programmatic dependent launch, fused prefill attention, cuBLASLt bias epilogues");
         let off = KernelOptions { pdl: false, gemv_max_rows: 0, fused_prefill_attention: false, lt_epilogue: false, ..asked };
         assert_eq!(decode_kernels(Some(&off)), "cuBLAS only (GEMV off), no programmatic dependent launch, unfused prefill attention, separate bias kernels");
     }

@@ -19,8 +19,7 @@ pub fn base_kernels() -> KernelOptions {
     let cap = std::env::var("TOKBENCH_TEST_KERNEL_COMPUTE_CAP").ok().map(|v| {
         v.trim().parse::<u32>().unwrap_or_else(|_| panic!("TOKBENCH_TEST_KERNEL_COMPUTE_CAP={v}: give 75, 80 or 90"))
     });
-    // The rotary families' fused prefill kernels are off by default until they have run on a
-    // GPU: the GPU tests are what runs them there, so they turn them on.
+    // The rotary families' fused prefill kernels are on by default (as in every job);
     // TOKBENCH_TEST_FUSED_ROTARY_PREFILL=0 runs the tests with them off, to tell their effect apart.
     let fused_rotary_prefill = std::env::var("TOKBENCH_TEST_FUSED_ROTARY_PREFILL").map_or(true, |v| v.trim() != "0");
     if !fused_rotary_prefill {
