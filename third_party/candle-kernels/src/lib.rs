@@ -81,15 +81,6 @@ pub fn select_compute_cap(cap: u32) {
     SELECTED_CAP.store(cap, Ordering::Relaxed);
 }
 
-/// The capability whose PTX a device would load now for a GPU of capability `device_cap`.
-pub fn ptx_compute_cap_for(device_cap: u32) -> u32 {
-    let target = match SELECTED_CAP.load(Ordering::Relaxed) {
-        0 => device_cap,
-        cap => cap.min(device_cap),
-    };
-    pick(UNARY.ptx, target).0
-}
-
 /// The capability of the PTX last loaded by any device in this process (0: none yet).
 pub fn loaded_compute_cap() -> u32 {
     LOADED_CAP.load(Ordering::Relaxed)
