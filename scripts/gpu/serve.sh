@@ -9,7 +9,9 @@
 # needs beyond the GPU machine's torch venv (fastapi, uvicorn, openai, ...), installed with
 # --no-deps into /tmp/serve-py only when missing there.
 # Knobs: SERVE_MODEL (catalog name), SERVE_DTYPE, SERVE_IN/SERVE_OUT (tokens), SERVERS ("tokbench
-# transformers"), TB_RATES / HF_RATES (req/s lists), TB_N / HF_N (requests per level), SLO.
+# transformers"; also tokbench-eager, tokbench-gathered: tokbench's other decode paths), TB_RATES /
+# TB2_RATES (the other tokbench paths) / HF_RATES (req/s lists), TB_N / TB2_N / HF_N (requests per
+# level), SLO.
 set -uo pipefail
 ROOT=$PWD
 PACK=${PACK:-i23}
@@ -55,10 +57,15 @@ one() {  # URL NAME: one greedy completion, to compare the two servers' tokens o
 
 for server in ${SERVERS:-tokbench transformers}; do
   case $server in
-  tokbench)
-    PORT=8100; NAME=$MODEL; RATES=${TB_RATES:-4,8,16,32,64,128}; N=${TB_N:-64}
+  tokbench|tokbench-eager|tokbench-gathered)
+    # tokbench: the default decode (paged attention kernel, CUDA graphs per batch bucket);
+    # tokbench-eager: the same kernels launched one by one; tokbench-gathered: candle's ops over
+    # KV blocks gathered per step (the path before the paged kernel).
+    PORT=8100; NAME=$MODEL; RATES=${TB_RATES:-4,8,16,32,64,128}; N=${TB_N:-64}; EXTRA=""
+    [ $server = tokbench-eager ] && { EXTRA="--cuda-graphs false"; RATES=${TB2_RATES:-$RATES}; N=${TB2_N:-$N}; }
+    [ $server = tokbench-gathered ] && { EXTRA="--paged-attention false"; RATES=${TB2_RATES:-$RATES}; N=${TB2_N:-$N}; }
     $B/tokbench-worker serve-openai --model $M --weights real --dtype $DT --device ${SERVE_DEVICE:-cuda:0} --listen 127.0.0.1:$PORT \
-      --served-model-name $NAME > server_$server.log 2>&1 & SP=$!
+      --served-model-name $NAME $EXTRA > server_$server.log 2>&1 & SP=$!
     ;;
   transformers)
     PORT=8200; NAME=$M; RATES=${HF_RATES:-2,4,8,16,32}; N=${HF_N:-32}
@@ -78,6 +85,7 @@ for server in ${SERVERS:-tokbench transformers}; do
     --endpoint http://127.0.0.1:$PORT --served-model $NAME local:$M --request-rate $RATES --num-prompts $N --warmup 1 \
     --input-len $IN --max-tokens $OL --stop-at-eos --goodput "$SLO" --label "$server" > sweep_$server.log 2>&1
   echo "sweep exit $?"; grep -E "req/s|succeeded|failed" sweep_$server.log | tail -12
+  curl -s -m 5 http://127.0.0.1:$PORT/metrics 2>/dev/null | grep -E "^tokbench_decode_steps_total|^tokbench_num_preemptions_total"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader 2>/dev/null
   kill -INT $SP 2>/dev/null; sleep 3; kill -9 $SP 2>/dev/null; wait $SP 2>/dev/null
   tail -4 server_$server.log

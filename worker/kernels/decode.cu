@@ -281,13 +281,20 @@ __device__ __forceinline__ void load16(const T* p, float* out) {
 // key/value head: at batch 1 a Llama-3.2-1B layer has 8 key/value heads, and 8 blocks would
 // leave most of the GPU idle through the attention's latency chain.
 // Without ROPE (OPT, GPT-2): kv_heads = heads, qkv [b, 3h] with its bias added here.
-template <typename T, int D, bool ROPE = false>
+// PAGED (the server's paged KV cache, ROPE only): k_cache/v_cache are the layer's block pool,
+// [num_blocks * block_size, kv_heads * D] (a row per token slot); position j of sequence `seq`
+// lives in pool row block_tables[seq * max_blocks + j / block_size] * block_size + j % block_size.
+// slot_ptr then holds one slot per sequence (its length before this token: where the token's k/v
+// go), there is no padding (pad_bias unused) and `cap` only bounds the longest sequence + 1.
+template <typename T, int D, bool ROPE = false, bool PAGED = false>
 __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __restrict__ qkv_bias, T* k_cache, T* v_cache,
                                       const uint32_t* __restrict__ slot_ptr, const float* __restrict__ pad_bias,
                                       T* __restrict__ out, int heads, int cap, int kv_heads = 0,
                                       const uint32_t* __restrict__ positions = nullptr,
                                       const float* __restrict__ inv_freq = nullptr, const T* __restrict__ q_norm_w = nullptr,
-                                      const T* __restrict__ k_norm_w = nullptr, float norm_eps = 0.f) {
+                                      const T* __restrict__ k_norm_w = nullptr, float norm_eps = 0.f,
+                                      const uint32_t* __restrict__ block_tables = nullptr, int max_blocks = 0,
+                                      int block_size = 1) {
   constexpr int PER = 16 / sizeof(T);
   constexpr int CHUNKS = D / PER;        // 16-byte chunks per row
   constexpr int GROUPS = 256 / CHUNKS;   // P·V: thread groups over positions
@@ -303,8 +310,15 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   const int head = blockIdx.x, seq = blockIdx.y, h = heads * D;
   const int kvh = head / (heads / kv_heads), row_w = (heads + 2 * kv_heads) * D;
   const bool writer = head % (heads / kv_heads) == 0;
-  T* kc = k_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
-  T* vc = v_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  T* kc = PAGED ? k_cache + (size_t)kvh * D : k_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  T* vc = PAGED ? v_cache + (size_t)kvh * D : v_cache + ((size_t)seq * kv_heads + kvh) * cap * D;
+  const uint32_t* table = PAGED ? block_tables + (size_t)seq * max_blocks : nullptr;
+  // Offset (elements) of position j's row from kc / vc.
+  auto kv_row = [&](int j) -> size_t {
+    if (PAGED) return ((size_t)table[j / block_size] * block_size + j % block_size) * kv_heads * D;
+    return (size_t)j * D;
+  };
+  if (PAGED) slot_ptr += seq;
   const int c = threadIdx.x % CHUNKS, g = threadIdx.x / CHUNKS;
   // Rows before the slot were written by earlier steps (earlier graph launches or the prefill,
   // complete; without a graph, this layer's attention of an earlier step, over a hundred
@@ -318,17 +332,17 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
   const int early = min((int)*reinterpret_cast<const volatile uint32_t*>(slot_ptr), cap);
   uint4 k_first[CHUNKS], v_first[R];
   // The padding bias is set before the step's graph runs: this thread's first entry too.
-  const float* pb = pad_bias + (size_t)seq * cap;
-  const float pb_first = (int)threadIdx.x < cap ? pb[threadIdx.x] : 0.f;
+  const float* pb = PAGED ? nullptr : pad_bias + (size_t)seq * cap;
+  const float pb_first = !PAGED && (int)threadIdx.x < cap ? pb[threadIdx.x] : 0.f;
   {
     const int j = threadIdx.x;
 #pragma unroll
     for (int cc = 0; cc < CHUNKS; ++cc)
-      k_first[cc] = j < early ? *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER) : make_uint4(0, 0, 0, 0);
+      k_first[cc] = j < early ? *reinterpret_cast<const uint4*>(kc + kv_row(j) + cc * PER) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int jv = g + r * GROUPS;
-      v_first[r] = jv < early ? *reinterpret_cast<const uint4*>(vc + (size_t)jv * D + c * PER) : make_uint4(0, 0, 0, 0);
+      v_first[r] = jv < early ? *reinterpret_cast<const uint4*>(vc + kv_row(jv) + c * PER) : make_uint4(0, 0, 0, 0);
     }
   }
   // Thread i < D takes element i of this head's q, k and v; the bias is constant (loaded before
@@ -393,8 +407,8 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
     knew[i] = to_f(from_f<T>(kv));
     vnew[i] = to_f(from_f<T>(vv));
     if (writer) {
-      kc[(size_t)slot * D + i] = from_f<T>(kv);
-      vc[(size_t)slot * D + i] = from_f<T>(vv);
+      kc[kv_row(slot) + i] = from_f<T>(kv);
+      vc[kv_row(slot) + i] = from_f<T>(vv);
     }
   }
   __syncthreads();  // q, knew, vnew and the cache row at the slot are visible to the whole block
@@ -408,13 +422,13 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
       const bool first = j < (int)blockDim.x && j < lo;
 #pragma unroll
       for (int cc = 0; cc < CHUNKS; ++cc) {
-        const uint4 raw = first ? k_first[cc] : *reinterpret_cast<const uint4*>(kc + (size_t)j * D + cc * PER);
+        const uint4 raw = first ? k_first[cc] : *reinterpret_cast<const uint4*>(kc + kv_row(j) + cc * PER);
         const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
         for (int e = 0; e < PER; ++e) s += q[cc * PER + e] * to_f(v[e]);
       }
     }
-    s += j == (int)threadIdx.x ? pb_first : pb[j];
+    if (!PAGED) s += j == (int)threadIdx.x ? pb_first : pb[j];
     p[j] = s;
     local_max = fmaxf(local_max, s);
   }
@@ -438,13 +452,13 @@ __device__ void decode_attention_fast(const T* __restrict__ qkv, const T* __rest
         for (int r = 0; r < R; ++r) {
           const int j = j0 + r * GROUPS;
           raw[r] = j < lo ? v_first[r]
-                          : (j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0));
+                          : (j < n ? *reinterpret_cast<const uint4*>(vc + kv_row(j) + c * PER) : make_uint4(0, 0, 0, 0));
         }
       } else {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const int j = j0 + r * GROUPS;
-          raw[r] = j < n ? *reinterpret_cast<const uint4*>(vc + (size_t)j * D + c * PER) : make_uint4(0, 0, 0, 0);
+          raw[r] = j < n ? *reinterpret_cast<const uint4*>(vc + kv_row(j) + c * PER) : make_uint4(0, 0, 0, 0);
         }
       }
 #pragma unroll
@@ -1460,6 +1474,14 @@ INSTANTIATE_GEMV(__nv_bfloat16, bf16)
       int cap) {                                                                                                     \
     decode_attention_fast<T, D, true>(qkv, nullptr, k_cache, v_cache, slot, pad_bias, out, heads, cap, kv_heads,    \
                                       positions, inv_freq, q_norm_w, k_norm_w, norm_eps);                            \
+  }                                                                                                                  \
+  extern "C" __global__ void decode_attention_rope_paged_d##D##_##SUFFIX(                                            \
+      const T* qkv, T* k_pool, T* v_pool, const uint32_t* lens, const uint32_t* block_tables,                        \
+      const uint32_t* positions, const float* inv_freq, const T* q_norm_w, const T* k_norm_w, float norm_eps, T* out, \
+      int heads, int kv_heads, int cap, int max_blocks, int block_size) {                                            \
+    decode_attention_fast<T, D, true, true>(qkv, nullptr, k_pool, v_pool, lens, nullptr, out, heads, cap, kv_heads, \
+                                            positions, inv_freq, q_norm_w, k_norm_w, norm_eps, block_tables,        \
+                                            max_blocks, block_size);                                                 \
   }
 #define INSTANTIATE_ROWS(T, SUFFIX)                                                                                  \
   extern "C" __global__ void layer_norm_##SUFFIX(const T* x, const T* w, const T* b, T* y, int cols, float eps) {    \

@@ -234,3 +234,77 @@ fn graph_mode_captures_once_per_batch_shape() {
     assert_eq!(generator.allocation_counts(), counts, "timed passes must not re-allocate caches or re-capture graphs");
 }
 
+
+/// The server's decode step (`serve-openai`'s engine): tokbench's fused kernels reading the
+/// paged KV blocks in place, launched one by one (`--paged-attention true --cuda-graphs false`)
+/// and replayed as CUDA graphs per batch-size bucket (the default), give exactly the tokens of
+/// candle's ops over blocks gathered per step (`--paged-attention false`), in f32, for sequences of
+/// ragged lengths that join the running batch at different steps (so the batch moves between
+/// graph buckets, with padding rows), with blocks of 4 tokens (every sequence spans several,
+/// handed out interleaved between sequences). The engine's counters show which path ran.
+#[test]
+fn server_paged_decode_matches_gathered_exactly() {
+    use std::sync::Arc;
+    use tokbench_worker::openai::engine::{spawn, EngineConfig, Event, SamplingParams, SeqParams};
+    use tokbench_worker::openai::metrics::Metrics;
+    let serve = |name: &str, paged: bool, graphs: bool| -> (Vec<Vec<u32>>, [u64; 3]) {
+        let config = Catalog::get(name).unwrap().config();
+        let dev = gpu_common::cuda_device();
+        let mut model = Model::load(&config, &WeightSource::Synthetic { seed: 11 }, DType::F32, &dev).unwrap();
+        model.set_kernel_options(gpu_common::base_kernels());
+        let engine = EngineConfig {
+            block_size: 4,
+            num_blocks: 512,
+            max_num_seqs: 16,
+            max_num_batched_tokens: 2048,
+            eos_token_ids: vec![],
+            paged_attention: paged,
+            cuda_graphs: graphs,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let handle = spawn(model, engine, metrics.clone()).unwrap();
+        let params = |n: usize| SeqParams { max_tokens: n, min_tokens: 0, ignore_eos: true, sampling: SamplingParams::default() };
+        let read = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, want: usize| -> Vec<u32> {
+            let mut out = Vec::new();
+            while out.len() < want {
+                match rx.blocking_recv() {
+                    Some(Event::Token(t)) => out.push(t),
+                    Some(Event::Error(e)) => panic!("{name} paged={paged} graphs={graphs}: the engine failed: {e}"),
+                    Some(Event::Finished { .. }) | None => break,
+                }
+            }
+            out
+        };
+        let prompts = n_prompts(7);
+        // Three sequences first (bucket 4 with a padding row); the other four join once the first
+        // has 5 tokens (bucket 8), and leave at different steps (max_tokens 24 - 4 i).
+        let len = |i: usize| 24 - 2 * i;
+        let mut rx: Vec<_> = prompts[..3].iter().enumerate().map(|(i, p)| handle.submit(p.clone(), params(len(i))).unwrap()).collect();
+        let mut tokens = vec![read(&mut rx[0], 5)];
+        rx.extend(prompts[3..].iter().enumerate().map(|(i, p)| handle.submit(p.clone(), params(len(i + 3))).unwrap()));
+        tokens[0].extend(read(&mut rx[0], len(0) - 5));
+        for (i, r) in rx.iter_mut().enumerate().skip(1) {
+            tokens.push(read(r, len(i)));
+        }
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(t.len(), len(i), "{name} paged={paged} graphs={graphs}: sequence {i} got {} tokens", t.len());
+        }
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (tokens, [get(&metrics.decode_steps_graph), get(&metrics.decode_steps_paged), get(&metrics.decode_steps_gathered)])
+    };
+    for name in ["tiny-llama", "tiny-qwen3", "smollm2-135m"] {
+        let (gathered, c0) = serve(name, false, false);
+        let (paged, c1) = serve(name, true, false);
+        let (graph, c2) = serve(name, true, true);
+        println!(
+            "GPU_TEST {name} server f32: steps [graph, paged, gathered] gathered run {c0:?}, paged run {c1:?}, graph run {c2:?}; paged = gathered: {}, graph = gathered: {}",
+            paged == gathered,
+            graph == gathered
+        );
+        assert!(c0[0] == 0 && c0[1] == 0 && c0[2] > 0, "{name}: the gathered run took another path: {c0:?}");
+        assert!(c1[0] == 0 && c1[1] > 0 && c1[2] == 0, "{name}: the paged run took another path: {c1:?}");
+        assert!(c2[0] > 0 && c2[2] == 0, "{name}: the graph run took another path: {c2:?}");
+        assert_eq!(paged, gathered, "{name}: the paged kernels' tokens differ from the gathered path's");
+        assert_eq!(graph, gathered, "{name}: the replayed graphs' tokens differ from the gathered path's");
+    }
+}

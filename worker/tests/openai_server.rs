@@ -84,6 +84,10 @@ async fn greedy_completions_equal_offline_generation_while_8_requests_join_and_l
     assert_eq!(server.metric("tokbench_requests_total", "status=\"finished\"").await, 16.0);
     let generated: usize = max_tokens.iter().sum::<usize>() * 2;
     assert_eq!(server.metric("tokbench_completion_tokens_total", "").await, generated as f64);
+    // On the CPU every decode step gathers the blocks (the paged kernel is CUDA's), though
+    // --paged-attention is on by default; /metrics says which path ran.
+    assert!(server.metric("tokbench_decode_steps_total", "path=\"gathered\"").await > 0.0);
+    assert_eq!(server.metric("tokbench_decode_steps_total", "path=\"paged\"").await, 0.0);
 }
 
 /// The same with learned positions (GPT-2's table) and synthetic weights.

@@ -271,6 +271,42 @@ impl Llama {
         }
         Ok(Some(self.lm_head.forward(l, &self.norm.forward(&h)?)?))
     }
+
+    /// One decode step of a batch of ragged sequences over the server's paged KV pool: the
+    /// [`Self::decode_logits`] chain with the attention reading and writing the blocks in place
+    /// (`cuda_ops::decode_attention_rope_paged`), so nothing is gathered or scattered per step.
+    /// `ids`, `positions` u32 [b]; `pool` per layer (keys, values) `[rows, kv_heads * head_dim]`.
+    /// Returns the logits [b, vocab] (model dtype), or `None` where the attention kernel does not
+    /// apply (head size, the longest sequence past its shared memory): the caller gathers.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_logits_paged(
+        &self,
+        l: &Launch,
+        ids: &Tensor,
+        positions: &Tensor,
+        paged: super::cuda_ops::PagedBlocks<'_>,
+        pool: &[(Tensor, Tensor)],
+    ) -> Result<Option<Tensor>> {
+        use super::cuda_ops;
+        let HeadLayout { heads, head_dim, .. } = self.layout;
+        let dtype = self.embed_tokens.embeddings().dtype();
+        if pool.len() != self.layers.len() || !cuda_ops::decode_attention_rope_fits(dtype, head_dim, paged.cap) {
+            return Ok(None);
+        }
+        let mut h = cuda_ops::embed(l, ids, positions, self.embed_tokens.embeddings(), None)?;
+        for (layer, (kp, vp)) in self.layers.iter().zip(pool) {
+            let qkv = layer.qkv_proj.forward_rms_normed(l, &h, &layer.input_layernorm)?;
+            let qk_norm = super::layers::qk_norm(layer.q_norm.as_ref(), layer.k_norm.as_ref());
+            let rot = cuda_ops::RotaryHeads { heads, positions, inv_freq: self.rotary.inv_freq(), qk_norm };
+            let Some(a) = cuda_ops::decode_attention_rope_paged(l, &qkv, kp, vp, paged, rot)? else {
+                return Ok(None);
+            };
+            h = layer.o_proj.forward_residual(l, &a, &h)?;
+            let gate_up = layer.gate_up_proj.forward_rms_normed(l, &h, &layer.post_attention_layernorm)?;
+            h = layer.down_proj.forward_swiglu_residual(l, &gate_up, &h)?;
+        }
+        Ok(Some(self.lm_head.forward(l, &self.norm.forward(&h)?)?))
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub mod cuda_ops;
 #[cfg(feature = "cuda")]
 pub(crate) mod fast_decode;
 #[cfg(feature = "cuda")]
+pub(crate) mod paged_decode;
+#[cfg(feature = "cuda")]
 pub use fast_decode::DecodeMode;
 #[cfg(feature = "cuda")]
 pub(crate) use cuda_ops::Launch;
@@ -249,6 +251,41 @@ impl Model {
     #[cfg(feature = "cuda")]
     pub(crate) fn decode_mode(&self) -> Result<DecodeMode> {
         Ok(self.kernels.decode)
+    }
+
+    /// One decode step of ragged sequences over a paged KV pool on tokbench's CUDA kernels (the
+    /// server's step, see `Llama::decode_logits_paged`): `ids`, `positions` u32 [b], the
+    /// sequences' lengths and block tables in `paged`, `pool` per layer (keys, values) `[rows,
+    /// kv_heads * head_dim]`. Logits [b, vocab] f32, or `None` where it does not apply: OPT and
+    /// GPT-2, the CPU, a build without CUDA, or a head size / length the kernel does not take
+    /// (the caller then gathers the blocks and runs [`Self::forward`]).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_paged(&self, ids: &Tensor, positions: &Tensor, paged: cuda_ops::PagedBlocks<'_>, pool: &[(Tensor, Tensor)]) -> Result<Option<Tensor>> {
+        Ok(match self.decode_paged_with(&self.launch(), ids, positions, paged, pool)? {
+            Some(t) => Some(t.to_dtype(DType::F32)?),
+            None => None,
+        })
+    }
+
+    /// [`Self::decode_paged`] with the launches of `l` (a step arena's, when captured as a
+    /// graph: `paged_decode`), logits in the model's dtype.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn decode_paged_with(&self, l: &Launch, ids: &Tensor, positions: &Tensor, paged: cuda_ops::PagedBlocks<'_>, pool: &[(Tensor, Tensor)]) -> Result<Option<Tensor>> {
+        if !self.device.is_cuda() {
+            return Ok(None);
+        }
+        match &self.arch {
+            Arch::Llama(m) => m.decode_logits_paged(l, ids, positions, paged, pool),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether [`Self::decode_paged`] runs for this model (the rotary families on CUDA, a head
+    /// size the kernel takes) with sequences up to `cap` positions.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn paged_decode_fits(&self, cap: usize) -> bool {
+        let spec = self.config.spec();
+        self.device.is_cuda() && matches!(self.arch, Arch::Llama(_)) && cuda_ops::decode_attention_rope_fits(self.dtype, spec.head_dim, cap)
     }
 
     /// The rotary families' static decode step (see `Llama::decode_step_static`): logits

@@ -41,6 +41,12 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
     pub eos_token_ids: Vec<u32>,
+    /// Decode steps read the paged KV pool in place with tokbench's fused kernels where they
+    /// apply (the rotary families on CUDA: `Model::decode_paged`); off, or where they do not
+    /// apply, every step gathers the blocks into a contiguous cache and runs candle's ops.
+    pub paged_attention: bool,
+    /// The paged decode step replayed as CUDA graphs, one per batch-size bucket (`--cuda-graphs`).
+    pub cuda_graphs: bool,
 }
 
 /// The HTTP side's handle on the engine thread.
@@ -78,6 +84,9 @@ pub fn spawn(model: Model, config: EngineConfig, metrics: Arc<Metrics>) -> Resul
         metrics: metrics.clone(),
         next_id: 0,
         rate_window: std::collections::VecDeque::new(),
+        paged_refused: false,
+        #[cfg(feature = "cuda")]
+        graphs: None,
     };
     std::thread::Builder::new()
         .name("tokbench-engine".into())
@@ -95,6 +104,12 @@ struct Engine {
     next_id: u64,
     /// (time, generated tokens total) samples of the last few seconds, for tokens/s.
     rate_window: std::collections::VecDeque<(Instant, u64)>,
+    /// The paged decode kernel refused this model (head size, length): gather from then on.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    paged_refused: bool,
+    /// The decode step's CUDA graphs (made at the first paged step).
+    #[cfg(feature = "cuda")]
+    graphs: Option<crate::model::paged_decode::PagedGraphs>,
 }
 
 impl Engine {
@@ -218,6 +233,87 @@ impl Engine {
 
     /// One token for each of `running[rows]` (each feeds its last token); logits [rows, vocab].
     fn decode(&mut self, rows: &[usize]) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.config.paged_attention && !self.paged_refused {
+            if let Some((logits, graph)) = self.decode_paged(rows)? {
+                let counter = if graph { &self.metrics.decode_steps_graph } else { &self.metrics.decode_steps_paged };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Ok(logits);
+            }
+            self.paged_refused = true;
+            tracing::warn!("the paged decode attention kernel does not apply to this model or length: decode steps gather the KV blocks from now on");
+        }
+        self.metrics.decode_steps_gathered.fetch_add(1, Ordering::Relaxed);
+        self.decode_gathered(rows)
+    }
+
+    /// [`Self::decode`] on tokbench's kernels over the pool in place (`Model::decode_paged`):
+    /// each row's token, rotary position, length and block table go to the device; the attention
+    /// writes the new keys/values into the sequences' blocks itself. Replayed as the CUDA graph
+    /// of the batch's bucket where `cuda_graphs` is on and it fits (then `.1` is true). `None`
+    /// where the paged step does not apply.
+    #[cfg(feature = "cuda")]
+    fn decode_paged(&mut self, rows: &[usize]) -> Result<Option<(Tensor, bool)>> {
+        let device = self.model.device().clone();
+        let offset = self.model.position_offset();
+        let bs = self.kv.block_size();
+        let lens: Vec<u32> = rows.iter().map(|&i| self.sched.running[i].computed as u32).collect();
+        let ids: Vec<u32> = rows.iter().map(|&i| *self.sched.running[i].tokens.last().expect("a decoding sequence has tokens")).collect();
+        let positions: Vec<u32> = lens.iter().map(|&l| offset + l).collect();
+        // Each row's blocks up to the one of its new token (reserve_decode_blocks gave it).
+        let tables: Vec<&[u32]> = rows
+            .iter()
+            .map(|&i| {
+                let s = &self.sched.running[i];
+                &s.blocks[..(s.computed + 1).div_ceil(bs).min(s.blocks.len())]
+            })
+            .collect();
+        if self.config.cuda_graphs {
+            if self.graphs.is_none() {
+                // Sequences up to 4096 positions (or what the attention's shared memory takes)
+                // replay a graph; longer ones run the step eagerly.
+                let mut cap = (4096 / bs).max(1) * bs;
+                while cap > bs && !self.model.paged_decode_fits(cap) {
+                    cap -= bs;
+                }
+                let graphs = crate::model::paged_decode::PagedGraphs::new(self.config.max_num_seqs, cap, bs, self.kv.scratch_block());
+                tracing::info!(cap = graphs.cap(), "decode steps replay CUDA graphs per batch-size bucket");
+                self.graphs = Some(graphs);
+            }
+            let step = crate::model::paged_decode::PagedStepRows { ids: &ids, positions: &positions, lens: &lens, tables: &tables };
+            let graphs = self.graphs.as_mut().expect("made above");
+            if let Some(logits) = graphs.step(&self.model, self.kv.layers(), step)? {
+                for &i in rows {
+                    self.sched.running[i].computed += 1;
+                }
+                return Ok(Some((logits, true)));
+            }
+        }
+        let cap = lens.iter().copied().max().unwrap_or(0) as usize + 1;
+        let max_blocks = cap.div_ceil(bs);
+        let mut flat = vec![self.kv.scratch_block(); rows.len() * max_blocks];
+        for (r, t) in tables.iter().enumerate() {
+            flat[r * max_blocks..r * max_blocks + t.len()].copy_from_slice(t);
+        }
+        let b = rows.len();
+        let ids = Tensor::from_vec(ids, b, &device)?;
+        let positions = Tensor::from_vec(positions, b, &device)?;
+        let lens = Tensor::from_vec(lens, b, &device)?;
+        let block_tables = Tensor::from_vec(flat, (b, max_blocks), &device)?;
+        let paged = crate::model::cuda_ops::PagedBlocks { lens: &lens, block_tables: &block_tables, block_size: bs, cap };
+        let Some(logits) = self.model.decode_paged(&ids, &positions, paged, self.kv.layers())? else {
+            return Ok(None);
+        };
+        for &i in rows {
+            self.sched.running[i].computed += 1;
+        }
+        Ok(Some((logits, false)))
+    }
+
+    /// [`Self::decode`] by gathering: the rows' keys/values copied out of their blocks into one
+    /// left-padded contiguous cache, candle's forward pass over it, the new keys/values scattered
+    /// back.
+    fn decode_gathered(&mut self, rows: &[usize]) -> Result<Tensor> {
         let device = self.model.device().clone();
         let offset = self.model.position_offset();
         let b = rows.len();

@@ -139,7 +139,8 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 
 /// The block pool on the model's device (its allocator is the scheduler's).
 pub struct PagedKv {
-    /// Per layer: keys and values, `[num_blocks * block_size, kv_heads * head_dim]`.
+    /// Per layer: keys and values, `[(num_blocks + 1) * block_size, kv_heads * head_dim]` (the
+    /// last block is the scratch block).
     layers: Vec<(Tensor, Tensor)>,
     block_size: usize,
     kv_heads: usize,
@@ -153,7 +154,9 @@ impl PagedKv {
                 "the KV memory budget holds not even one block: raise --kv-cache-memory (or --gpu-memory-utilization), or lower --block-size".into(),
             ));
         }
-        let rows = num_blocks * block_size;
+        // One block more than the allocator hands out: the scratch block, where the padding rows
+        // of a CUDA-graph decode step write their keys and values (`scratch_block`).
+        let rows = (num_blocks + 1) * block_size;
         let width = kv_heads * head_dim;
         let mut layers = Vec::with_capacity(num_layers);
         for _ in 0..num_layers {
@@ -164,6 +167,16 @@ impl PagedKv {
 
     pub fn block_size(&self) -> usize {
         self.block_size
+    }
+
+    /// The block past the allocator's: no sequence's, written only by padding rows.
+    pub fn scratch_block(&self) -> u32 {
+        (self.layers[0].0.dim(0).unwrap_or(self.block_size) / self.block_size - 1) as u32
+    }
+
+    /// Per layer (keys, values), `[(num_blocks + 1) * block_size, kv_heads * head_dim]`.
+    pub fn layers(&self) -> &[(Tensor, Tensor)] {
+        &self.layers
     }
 
     /// The pool row of logical position `pos` of a sequence with block table `table`.

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub running: AtomicU64,
     pub blocks_used: AtomicU64,
     pub blocks_total: AtomicU64,
+    /// Decode steps by how they ran: tokbench's fused kernels over the paged blocks in place, or
+    /// candle's ops over blocks gathered into a contiguous cache.
+    pub decode_steps_paged: AtomicU64,
+    /// The paged steps replayed as a CUDA graph.
+    pub decode_steps_graph: AtomicU64,
+    pub decode_steps_gathered: AtomicU64,
     tokens_per_second_bits: AtomicU64,
 }
 
@@ -79,6 +85,16 @@ impl Metrics {
                 ("status=\"cancelled\"", get(&self.requests_cancelled).to_string()),
                 ("status=\"failed\"", get(&self.requests_failed).to_string()),
                 ("status=\"rejected\"", get(&self.requests_rejected).to_string()),
+            ],
+        );
+        metric(
+            "tokbench_decode_steps_total",
+            "counter",
+            "Decode steps by path: graph = tokbench's fused kernels reading the KV blocks in place, replayed as a CUDA graph; paged = the same launched one by one; gathered = candle's ops over blocks copied out per step.",
+            &[
+                ("path=\"graph\"", get(&self.decode_steps_graph).to_string()),
+                ("path=\"paged\"", get(&self.decode_steps_paged).to_string()),
+                ("path=\"gathered\"", get(&self.decode_steps_gathered).to_string()),
             ],
         );
         metric(

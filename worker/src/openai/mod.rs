@@ -88,6 +88,16 @@ pub struct ServeOpenAiArgs {
     /// Load local model directories only from under DIR (repeatable) [default: any].
     #[arg(long = "models-dir", value_name = "DIR")]
     pub models_dirs: Vec<PathBuf>,
+    /// Decode steps on tokbench's fused CUDA kernels with the attention reading the paged KV
+    /// blocks in place (the rotary families on CUDA); false: every step gathers the blocks into
+    /// a contiguous cache and runs candle's ops (what the CPU and OPT/GPT-2 always do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub paged_attention: bool,
+    /// With --paged-attention: replay the decode step as a CUDA graph, one per batch-size bucket
+    /// (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, then every 64 up to --max-num-seqs), for sequences of
+    /// up to 4096 positions; false: launch its kernels one by one every step.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cuda_graphs: bool,
 }
 
 fn parse_spec<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String>
@@ -195,6 +205,20 @@ pub fn kv_budget(args: &ServeOpenAiArgs, bytes_per_token: u64, max_len: usize) -
     }
 }
 
+/// How the server's decode steps run for `model` (printed at start-up).
+pub fn decode_path(model: &Model, paged_attention: bool, cuda_graphs: bool) -> &'static str {
+    let rotary = matches!(model.config().spec().position, tokbench_core::arch::PositionKind::Rotary { .. });
+    if cfg!(feature = "cuda") && model.device().is_cuda() && rotary && paged_attention && cuda_graphs {
+        "tokbench's fused kernels, attention over the paged KV blocks in place, replayed as CUDA graphs per batch-size bucket"
+    } else if cfg!(feature = "cuda") && model.device().is_cuda() && rotary && paged_attention {
+        "tokbench's fused kernels, attention over the paged KV blocks in place, launched one by one (--cuda-graphs false)"
+    } else if paged_attention {
+        "candle's ops over KV blocks gathered per step (the paged attention kernel runs on CUDA for the rotary families only)"
+    } else {
+        "candle's ops over KV blocks gathered per step (--paged-attention false)"
+    }
+}
+
 /// The server's router over a started engine (the engine thread ends when the router and
 /// every handle to it are dropped), and the KV capacity it was given.
 pub fn app(args: &ServeOpenAiArgs, loaded: Loaded) -> anyhow::Result<(axum::Router, Capacity)> {
@@ -214,7 +238,10 @@ pub fn app(args: &ServeOpenAiArgs, loaded: Loaded) -> anyhow::Result<(axum::Rout
         max_num_seqs: args.max_num_seqs,
         max_num_batched_tokens: args.max_num_batched_tokens,
         eos_token_ids: loaded.eos_token_ids,
+        paged_attention: args.paged_attention,
+        cuda_graphs: args.cuda_graphs,
     };
+    tracing::info!("decode steps: {}", decode_path(&model, args.paged_attention, args.cuda_graphs));
     let vocab_size = model.config().vocab_size();
     let handle = engine::spawn(model, config, metrics)?;
     let state = Arc::new(http::AppState {

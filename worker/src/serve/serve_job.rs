@@ -372,6 +372,8 @@ impl InProcessServer {
             gpu_memory_utilization: 0.9,
             max_num_batched_tokens: 2048,
             models_dirs: Vec::new(),
+            paged_attention: true,
+            cuda_graphs: true,
         };
         let policy = policy.clone();
         // Loading (and a download) blocks: off the runtime's threads.

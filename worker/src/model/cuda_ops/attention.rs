@@ -207,6 +207,94 @@ fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
     Ok(Some(out))
 }
 
+/// The server's paged KV cache as [`decode_attention_rope_paged`] reads it: per sequence of the
+/// step its length before this token (`lens` u32 [b]: the token's k/v go to that position) and
+/// its block table (`block_tables` u32 [b, max_blocks], unused entries anything), pool rows
+/// `block * block_size + offset`; `cap` ≥ the longest length + 1 (the scores' shared memory).
+#[derive(Clone, Copy)]
+pub struct PagedBlocks<'a> {
+    pub lens: &'a Tensor,
+    pub block_tables: &'a Tensor,
+    pub block_size: usize,
+    pub cap: usize,
+}
+
+/// [`decode_attention_rope`] over the server's paged KV pool (`decode_attention_rope_paged_d*`):
+/// `k_pool`/`v_pool` [num_blocks * block_size, kv_heads * d] of one layer, read in place through
+/// the block tables (no gathered copy), this token's k and v written at its slot. Ragged lengths
+/// need no padding: each sequence attends over its own `lens[i] + 1` positions. `Ok(None)` where
+/// no kernel applies (head size, the longest sequence's scores past shared memory).
+pub fn decode_attention_rope_paged(l: &Launch, qkv: &Tensor, k_pool: &Tensor, v_pool: &Tensor, paged: PagedBlocks<'_>, rot: RotaryHeads<'_>) -> Result<Option<Tensor>> {
+    by_dtype!(qkv.dtype(), decode_attention_rope_paged_t, l, qkv, k_pool, v_pool, paged, rot)
+}
+
+fn decode_attention_rope_paged_t<T: CudaDType + DeviceRepr>(
+    l: &Launch,
+    qkv: &Tensor,
+    k_pool: &Tensor,
+    v_pool: &Tensor,
+    paged: PagedBlocks<'_>,
+    rot: RotaryHeads<'_>,
+) -> Result<Option<Tensor>> {
+    let RotaryHeads { heads, positions, inv_freq, qk_norm } = rot;
+    let PagedBlocks { lens, block_tables, block_size, cap } = paged;
+    let dev = cuda_dev(qkv)?;
+    let (b, width) = qkv.dims2()?;
+    let (rows, kv_width) = k_pool.dims2()?;
+    let (tb, max_blocks) = block_tables.dims2()?;
+    // width = (heads + 2 kv_heads) d and kv_width = kv_heads d.
+    let d = if heads == 0 { 0 } else { width.saturating_sub(2 * kv_width) / heads };
+    let kv_heads = if d == 0 { 0 } else { kv_width / d };
+    if d == 0 || kv_heads == 0 || heads % kv_heads != 0 || width != (heads + 2 * kv_heads) * d || kv_width != kv_heads * d || v_pool.dims() != k_pool.dims() {
+        bail!("decode_attention_rope_paged: qkv {:?} and pools {:?}/{:?} do not fit {heads} heads", qkv.dims(), k_pool.dims(), v_pool.dims());
+    }
+    if block_size == 0 || rows % block_size != 0 || tb != b || lens.elem_count() != b || positions.elem_count() != b {
+        bail!("decode_attention_rope_paged: {b} rows with block tables {:?}, lens {:?}, positions {:?}, block size {block_size}", block_tables.dims(), lens.dims(), positions.dims());
+    }
+    if lens.dtype() != DType::U32 || block_tables.dtype() != DType::U32 || positions.dtype() != DType::U32 || inv_freq.dtype() != DType::F32 || inv_freq.elem_count() != d / 2 {
+        bail!("decode_attention_rope_paged: lens, block tables and positions must be u32, inv_freq f32 [{}]", d / 2);
+    }
+    if cap > max_blocks * block_size {
+        bail!("decode_attention_rope_paged: cap {cap} past the block tables' {max_blocks} blocks of {block_size}");
+    }
+    if let Some(n) = &qk_norm {
+        for w in [n.q_weight, n.k_weight] {
+            if w.dims() != [d] || w.dtype() != qkv.dtype() {
+                bail!("decode_attention_rope_paged: q/k norm weight {:?} {:?} does not fit head size {d}", w.dims(), w.dtype());
+            }
+        }
+    }
+    if !decode_attention_rope_fits(qkv.dtype(), d, cap) {
+        return Ok(None);
+    }
+    let smem = fast_attention_smem::<T>(d, cap);
+    let out = output::<T>(l, &dev, qkv.dtype(), &[b, heads * d])?;
+    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
+    let args = [
+        ptr::<T>(qkv, "qkv")?,
+        ptr::<T>(k_pool, "k_pool")?,
+        ptr::<T>(v_pool, "v_pool")?,
+        ptr::<u32>(lens, "lens")?,
+        ptr::<u32>(block_tables, "block_tables")?,
+        ptr::<u32>(positions, "positions")?,
+        ptr::<f32>(inv_freq, "inv_freq")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
+        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
+        ptr::<T>(&out, "out")?,
+        Arg::I32(heads as i32),
+        Arg::I32(kv_heads as i32),
+        Arg::I32(cap as i32),
+        Arg::I32(max_blocks as i32),
+        Arg::I32(block_size as i32),
+    ];
+    let name = format!("decode_attention_rope_paged_d{d}_{}", suffix(qkv.dtype())?);
+    // SAFETY: shapes and dtypes checked above; the caller guarantees every table entry below
+    // lens[i] / block_size + 1 names a block of the pool and lens[i] < cap.
+    unsafe { launch(l, &dev, &name, cfg, &args)? };
+    Ok(Some(out))
+}
+
 /// The rotary families' prefill head split (`rotary_split_*` in decode.cu): from `qkv`
 /// [b, t, (heads + 2 kv_heads) * d] (bias added), q and k through the per-head norms (`qk_norm`)
 /// and the rotary at `positions` [b, t] u32 with `inv_freq` f32 [d / 2]; k and v written into
