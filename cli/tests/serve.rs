@@ -252,6 +252,36 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
     coordinator.shutdown().await.unwrap();
 }
 
+/// A model without a tokenizer (tiny-llama's synthetic weights offline: no tokenizer.json) reads
+/// only token ids, so the load generator sends synthetic prompts as token ids of the drawn lengths,
+/// for Poisson arrivals and for a trace alike; every request completes with the server counting
+/// exactly those lengths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_engine_without_a_tokenizer_gets_token_id_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace.csv");
+    std::fs::write(&trace, "0.0,9,3\n0.05,5,2\n0.1,14,4\n").unwrap();
+    let loads = [vec!["--request-rate", "50", "--num-prompts", "4", "--warmup", "0", "--input-len", "11", "--max-tokens", "3"], vec!["--trace", trace.to_str().unwrap()]];
+    let expected: [Vec<(u64, u64)>; 2] = [vec![(11, 3); 4], vec![(9, 3), (5, 2), (14, 4)]];
+    for (i, (load, want)) in loads.into_iter().zip(expected).enumerate() {
+        let db = tmp.path().join(format!("ids{i}.db"));
+        let mut args = vec!["sweep", "--local", "--mode", "serve", "--weights", "synthetic", "--database", db.to_str().unwrap(), "--out", "plots"];
+        args.extend(load);
+        args.push("tiny-llama");
+        let o = tokbench_async(tmp.path(), &args).await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
+        assert_eq!(reports.len(), 1);
+        let serve = &reports[0]["serve"];
+        let m = &serve["metrics"];
+        assert_eq!((m["completed"].as_u64(), m["failed"].as_u64()), (Some(want.len() as u64), Some(0)), "{m}");
+        assert!(serve["tokenizer"].as_str().unwrap().contains("synthetic prompts are token ids"), "{}", serve["tokenizer"]);
+        let got: Vec<(u64, u64)> = serve["requests"].as_array().unwrap().iter().map(|r| (r["prompt_tokens"].as_u64().unwrap(), r["completion_tokens"].as_u64().unwrap())).collect();
+        assert_eq!(got, want, "{serve}");
+        coordinator.shutdown().await.unwrap();
+    }
+}
+
 /// `--trace` replays a trace file: one request per line at its arrival time, with its input and
 /// output lengths (the prompts sized with the model's tokenizer), the first --warmup lines
 /// excluded from the metrics.

@@ -26,7 +26,7 @@
 use std::path::Path;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
 use serde::{Deserialize, Serialize};
 
@@ -324,17 +324,25 @@ impl Trace {
         Ok(Trace { entries })
     }
 
-    /// Synthetic prompts of the trace's input lengths (seeded), one request per entry, in order.
-    pub fn requests(&self, seed: u64, tokenizer: Option<&dyn Tokenize>) -> Vec<Request> {
+    /// Synthetic prompts of the trace's input lengths (seeded), one request per entry, in order:
+    /// text (measured with `tokenizer` when given), or, with `token_id_vocab` (a server whose
+    /// model has no tokenizer, e.g. synthetic weights), token ids drawn below it.
+    pub fn requests(&self, seed: u64, tokenizer: Option<&dyn Tokenize>, token_id_vocab: Option<u32>) -> Vec<Request> {
         let mut rng = StdRng::seed_from_u64(seed);
         self.entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let (text, n) = synthetic_prompt(e.input_len, &mut rng, tokenizer);
+                let (prompt, n) = match token_id_vocab {
+                    Some(v) => (Prompt::TokenIds((0..e.input_len).map(|_| rng.random_range(0..v.max(1))).collect()), e.input_len),
+                    None => {
+                        let (text, n) = synthetic_prompt(e.input_len, &mut rng, tokenizer);
+                        (Prompt::Text(text), n)
+                    }
+                };
                 Request {
                     id: format!("trace-{i}"),
-                    prompt: Prompt::Text(text),
+                    prompt,
                     input_len: n,
                     output_len: e.output_len,
                 }

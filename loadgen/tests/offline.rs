@@ -166,7 +166,7 @@ fn trace_formats_and_errors() {
         ],
         "sorted by time and shifted to start at 0"
     );
-    let reqs = t.requests(5, None);
+    let reqs = t.requests(5, None, None);
     assert_eq!(
         reqs.iter()
             .map(|r| (r.input_len, r.output_len))
@@ -177,7 +177,19 @@ fn trace_formats_and_errors() {
         Prompt::Text(p) => assert_eq!(p.split_whitespace().count(), 7),
         other => panic!("{other:?}"),
     }
-    assert_eq!(t.requests(5, None), reqs, "seeded");
+    assert_eq!(t.requests(5, None, None), reqs, "seeded");
+    // A server without a tokenizer gets token ids of exactly the trace's lengths, below the vocab.
+    let ids = t.requests(5, None, Some(16));
+    assert_eq!(ids.iter().map(|r| r.input_len).collect::<Vec<_>>(), vec![50, 100, 7]);
+    for r in &ids {
+        match &r.prompt {
+            Prompt::TokenIds(v) => {
+                assert_eq!(v.len(), r.input_len);
+                assert!(v.iter().all(|&id| id < 16), "{v:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     let s = t.schedule();
     assert_eq!(
         s.sends.iter().map(|s| s.at_s).collect::<Vec<_>>(),

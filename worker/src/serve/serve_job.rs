@@ -32,11 +32,13 @@ fn fatal(message: String) -> ServeJobError {
 /// The requests of the job: `num_prompts` measured ones after `warmup` warm-up ones. With the
 /// model's `tokenizer`, synthetic prompts have exactly their drawn token count and dataset
 /// prompts are measured in its tokens (else in words).
-pub fn requests(spec: &ServeSpec, tokenizer: Option<&dyn lg::Tokenize>) -> Result<Vec<lg::Request>, ServeJobError> {
+/// `token_id_vocab`: synthetic prompts as token ids below it instead of text, for tokbench's own
+/// engine serving a model without a tokenizer (synthetic weights offline), which cannot read text.
+pub fn requests(spec: &ServeSpec, tokenizer: Option<&dyn lg::Tokenize>, token_id_vocab: Option<u32>) -> Result<Vec<lg::Request>, ServeJobError> {
     let n = spec.warmup + spec.num_prompts;
     let loaded = match &spec.dataset {
         ServeDataset::Synthetic { input, output } => {
-            lg::synthetic_requests(&lg::SyntheticConfig { num_requests: n, input: *input, output: *output, seed: spec.seed, token_id_vocab: None }, tokenizer)
+            lg::synthetic_requests(&lg::SyntheticConfig { num_requests: n, input: *input, output: *output, seed: spec.seed, token_id_vocab }, tokenizer)
         }
         ServeDataset::ShareGpt { path, output_len } => {
             lg::sharegpt_requests(Path::new(path), &lg::ShareGptConfig { num_requests: n, seed: spec.seed, output_len: *output_len, ..Default::default() }, tokenizer)
@@ -111,9 +113,14 @@ pub async fn run(
             }
         },
     };
-    let (tokenizer, tokenizer_description) = {
+    let (tokenizer, tokenizer_description, vocab_size) = {
         let (w, policy) = (workload.clone(), policy.clone());
         tokio::task::spawn_blocking(move || job_tokenizer(&w, &policy)).await.map_err(|e| fatal(format!("loading the tokenizer panicked: {e}")))?
+    };
+    // Our own engine without a tokenizer reads only token ids (an endpoint has its own tokenizer).
+    let token_id_vocab = match (&spec.endpoint, &tokenizer) {
+        (None, None) => vocab_size,
+        _ => None,
     };
     let tokenize = tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize);
     // A trace gives the arrivals and the lengths; otherwise the dataset and the Poisson rate.
@@ -126,10 +133,10 @@ pub async fn run(
             let span = trace.entries.last().map_or(0.0, |e| e.at_s);
             // The rate the trace offers: its arrivals over their span (inf: all at t = 0).
             let rate = if span > 0.0 { (trace.entries.len() - 1) as f64 / span } else { f64::INFINITY };
-            (trace.requests(spec.seed, tokenize), trace.schedule(), rate)
+            (trace.requests(spec.seed, tokenize, token_id_vocab), trace.schedule(), rate)
         }
         None => {
-            let requests = requests(spec, tokenize)?;
+            let requests = requests(spec, tokenize, token_id_vocab)?;
             let schedule = lg::Schedule::from_shape(requests.len(), &lg::LoadShape::Poisson { rate: spec.request_rate, burstiness: spec.burstiness }, spec.seed).map_err(|e| fatal(e.to_string()))?;
             (requests, schedule, spec.request_rate)
         }
@@ -239,22 +246,27 @@ impl lg::Tokenize for JobTokenizer {
 /// The tokenizer of the job's model on this worker (the served model's name for an endpoint,
 /// when it names a model this worker can find: a catalog name, a repo in the Hugging Face
 /// cache, an allowed directory), and what it is, or why there is none. Never downloads.
-fn job_tokenizer(workload: &Workload, policy: &ModelPathPolicy) -> (Option<JobTokenizer>, String) {
+/// With the model's vocabulary size when the model resolves (token-id prompts where it has no
+/// tokenizer).
+fn job_tokenizer(workload: &Workload, policy: &ModelPathPolicy) -> (Option<JobTokenizer>, String, Option<u32>) {
     let name = match workload.serve.as_ref().filter(|s| s.endpoint.is_some()) {
         Some(s) => s.served_model_or(&workload.model).to_string(),
         None => workload.model.clone(),
     };
     let resolved = match crate::resolve::resolve_with(&name, workload.weights, workload.weights_seed, policy) {
         Ok(r) => r,
-        Err(e) => return (None, format!("none: {name} is not a model this worker can find ({e}); lengths are in words and the server's token counts are unchecked")),
+        Err(e) => return (None, format!("none: {name} is not a model this worker can find ({e}); lengths are in words and the server's token counts are unchecked"), None),
     };
+    let vocab = u32::try_from(resolved.config.vocab_size()).ok().filter(|&v| v > 0);
+    let own_engine = workload.serve.as_ref().is_some_and(|s| s.endpoint.is_none());
     match crate::tokenizer::Tokenizer::load(resolved.model_dir.as_deref(), &resolved.config) {
         Ok(t) if t.has_vocabulary() => {
             let what = t.description().to_string();
-            (Some(JobTokenizer(t)), what)
+            (Some(JobTokenizer(t)), what, vocab)
         }
-        Ok(t) => (None, format!("none: {} ({}); lengths are in words and the server's token counts are unchecked", resolved.model_id, t.description())),
-        Err(e) => (None, format!("none: {e}")),
+        Ok(t) if own_engine => (None, format!("none: {} ({}); synthetic prompts are token ids, the server's token counts are unchecked", resolved.model_id, t.description()), vocab),
+        Ok(t) => (None, format!("none: {} ({}); lengths are in words and the server's token counts are unchecked", resolved.model_id, t.description()), vocab),
+        Err(e) => (None, format!("none: {e}"), vocab),
     }
 }
 
