@@ -153,7 +153,7 @@ fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
     pad_bias: &Tensor,
     rot: RotaryHeads<'_>,
 ) -> Result<Option<Tensor>> {
-    let RotaryHeads { heads, positions, inv_freq, qk_norm } = rot;
+    let heads = rot.heads;
     let dev = cuda_dev(qkv)?;
     let (b, width) = qkv.dims2()?;
     let (cb, kv_heads, cap, d) = k_cache.dims4()?;
@@ -166,45 +166,60 @@ fn decode_attention_rope_t<T: CudaDType + DeviceRepr>(
             pad_bias.dims()
         );
     }
-    if slot.dtype() != DType::U32 || pad_bias.dtype() != DType::F32 || positions.dtype() != DType::U32 || positions.elem_count() != b {
-        bail!("decode_attention_rope: slot and positions must be u32 (positions [b]) and pad_bias f32");
+    if slot.dtype() != DType::U32 || pad_bias.dtype() != DType::F32 {
+        bail!("decode_attention_rope: slot must be u32 and pad_bias f32");
     }
-    if inv_freq.dtype() != DType::F32 || inv_freq.elem_count() != d / 2 {
-        bail!("decode_attention_rope: inv_freq must be f32 [{}], got {:?} {:?}", d / 2, inv_freq.dtype(), inv_freq.dims());
-    }
-    if let Some(n) = &qk_norm {
-        for w in [n.q_weight, n.k_weight] {
-            if w.dims() != [d] || w.dtype() != qkv.dtype() {
-                bail!("decode_attention_rope: q/k norm weight {:?} {:?} does not fit head size {d}", w.dims(), w.dtype());
-            }
-        }
-    }
+    check_rotary("decode_attention_rope", &rot, b, d, qkv.dtype())?;
     if !decode_attention_rope_fits(qkv.dtype(), d, cap) {
         return Ok(None);
     }
-    let smem = fast_attention_smem::<T>(d, cap);
-    let out = output::<T>(l, &dev, qkv.dtype(), &[b, heads * d])?;
-    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
-    let args = [
-        ptr::<T>(qkv, "qkv")?,
-        ptr::<T>(k_cache, "k_cache")?,
-        ptr::<T>(v_cache, "v_cache")?,
-        ptr::<u32>(slot, "slot")?,
-        ptr::<f32>(pad_bias, "pad_bias")?,
-        ptr::<u32>(positions, "positions")?,
-        ptr::<f32>(inv_freq, "inv_freq")?,
-        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
-        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
-        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
-        ptr::<T>(&out, "out")?,
-        Arg::I32(heads as i32),
-        Arg::I32(kv_heads as i32),
-        Arg::I32(cap as i32),
-    ];
+    let (out, cfg) = rotary_attention_out::<T>(l, &dev, qkv.dtype(), b, heads, d, cap)?;
+    let mut args = vec![ptr::<T>(qkv, "qkv")?, ptr::<T>(k_cache, "k_cache")?, ptr::<T>(v_cache, "v_cache")?, ptr::<u32>(slot, "slot")?, ptr::<f32>(pad_bias, "pad_bias")?];
+    args.extend(rotary_args::<T>(&rot)?);
+    args.extend([ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(kv_heads as i32), Arg::I32(cap as i32)]);
     let name = format!("decode_attention_rope_d{d}_{}", suffix(qkv.dtype())?);
     // SAFETY: shapes and dtypes checked above; the kernel stays inside them.
     unsafe { launch(l, &dev, &name, cfg, &args)? };
     Ok(Some(out))
+}
+
+/// What both rotary decode attention kernels take of `rot`: positions u32 [b], `inv_freq` f32
+/// [d / 2], Qwen3's q/k norm weights [d] in the model's dtype.
+fn check_rotary(what: &str, rot: &RotaryHeads<'_>, b: usize, d: usize, dtype: DType) -> Result<()> {
+    if rot.positions.dtype() != DType::U32 || rot.positions.elem_count() != b {
+        bail!("{what}: positions must be u32 [{b}], got {:?} {:?}", rot.positions.dtype(), rot.positions.dims());
+    }
+    if rot.inv_freq.dtype() != DType::F32 || rot.inv_freq.elem_count() != d / 2 {
+        bail!("{what}: inv_freq must be f32 [{}], got {:?} {:?}", d / 2, rot.inv_freq.dtype(), rot.inv_freq.dims());
+    }
+    if let Some(n) = &rot.qk_norm {
+        for w in [n.q_weight, n.k_weight] {
+            if w.dims() != [d] || w.dtype() != dtype {
+                bail!("{what}: q/k norm weight {:?} {:?} does not fit head size {d}", w.dims(), w.dtype());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rotary arguments of both kernels, in their order: positions, inv_freq, q norm, k norm, eps.
+fn rotary_args<T: CudaDType + DeviceRepr>(rot: &RotaryHeads<'_>) -> Result<[Arg; 5]> {
+    let qk_norm = rot.qk_norm;
+    Ok([
+        ptr::<u32>(rot.positions, "positions")?,
+        ptr::<f32>(rot.inv_freq, "inv_freq")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
+        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
+        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
+    ])
+}
+
+/// The output [b, heads * d] and the launch shape (a block per head and sequence, the scores of
+/// `cap` positions in shared memory) of both kernels.
+fn rotary_attention_out<T: CudaDType + DeviceRepr>(l: &Launch, dev: &CudaDevice, dtype: DType, b: usize, heads: usize, d: usize, cap: usize) -> Result<(Tensor, LaunchConfig)> {
+    let smem = fast_attention_smem::<T>(d, cap);
+    let out = output::<T>(l, dev, dtype, &[b, heads * d])?;
+    Ok((out, LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 }))
 }
 
 /// The server's paged KV cache as [`decode_attention_rope_paged`] reads it: per sequence of the
@@ -236,7 +251,7 @@ fn decode_attention_rope_paged_t<T: CudaDType + DeviceRepr>(
     paged: PagedBlocks<'_>,
     rot: RotaryHeads<'_>,
 ) -> Result<Option<Tensor>> {
-    let RotaryHeads { heads, positions, inv_freq, qk_norm } = rot;
+    let heads = rot.heads;
     let PagedBlocks { lens, block_tables, block_size, cap } = paged;
     let dev = cuda_dev(qkv)?;
     let (b, width) = qkv.dims2()?;
@@ -248,46 +263,23 @@ fn decode_attention_rope_paged_t<T: CudaDType + DeviceRepr>(
     if d == 0 || kv_heads == 0 || heads % kv_heads != 0 || width != (heads + 2 * kv_heads) * d || kv_width != kv_heads * d || v_pool.dims() != k_pool.dims() {
         bail!("decode_attention_rope_paged: qkv {:?} and pools {:?}/{:?} do not fit {heads} heads", qkv.dims(), k_pool.dims(), v_pool.dims());
     }
-    if block_size == 0 || rows % block_size != 0 || tb != b || lens.elem_count() != b || positions.elem_count() != b {
-        bail!("decode_attention_rope_paged: {b} rows with block tables {:?}, lens {:?}, positions {:?}, block size {block_size}", block_tables.dims(), lens.dims(), positions.dims());
+    if block_size == 0 || rows % block_size != 0 || tb != b || lens.elem_count() != b {
+        bail!("decode_attention_rope_paged: {b} rows with block tables {:?}, lens {:?}, block size {block_size}", block_tables.dims(), lens.dims());
     }
-    if lens.dtype() != DType::U32 || block_tables.dtype() != DType::U32 || positions.dtype() != DType::U32 || inv_freq.dtype() != DType::F32 || inv_freq.elem_count() != d / 2 {
-        bail!("decode_attention_rope_paged: lens, block tables and positions must be u32, inv_freq f32 [{}]", d / 2);
+    if lens.dtype() != DType::U32 || block_tables.dtype() != DType::U32 {
+        bail!("decode_attention_rope_paged: lens and block tables must be u32");
     }
     if cap > max_blocks * block_size {
         bail!("decode_attention_rope_paged: cap {cap} past the block tables' {max_blocks} blocks of {block_size}");
     }
-    if let Some(n) = &qk_norm {
-        for w in [n.q_weight, n.k_weight] {
-            if w.dims() != [d] || w.dtype() != qkv.dtype() {
-                bail!("decode_attention_rope_paged: q/k norm weight {:?} {:?} does not fit head size {d}", w.dims(), w.dtype());
-            }
-        }
-    }
+    check_rotary("decode_attention_rope_paged", &rot, b, d, qkv.dtype())?;
     if !decode_attention_rope_fits(qkv.dtype(), d, cap) {
         return Ok(None);
     }
-    let smem = fast_attention_smem::<T>(d, cap);
-    let out = output::<T>(l, &dev, qkv.dtype(), &[b, heads * d])?;
-    let cfg = LaunchConfig { grid_dim: (heads as u32, b as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
-    let args = [
-        ptr::<T>(qkv, "qkv")?,
-        ptr::<T>(k_pool, "k_pool")?,
-        ptr::<T>(v_pool, "v_pool")?,
-        ptr::<u32>(lens, "lens")?,
-        ptr::<u32>(block_tables, "block_tables")?,
-        ptr::<u32>(positions, "positions")?,
-        ptr::<f32>(inv_freq, "inv_freq")?,
-        opt_ptr::<T>(qk_norm.map(|n| n.q_weight), "q norm")?,
-        opt_ptr::<T>(qk_norm.map(|n| n.k_weight), "k norm")?,
-        Arg::F32(qk_norm.map_or(0.0, |n| n.eps as f32)),
-        ptr::<T>(&out, "out")?,
-        Arg::I32(heads as i32),
-        Arg::I32(kv_heads as i32),
-        Arg::I32(cap as i32),
-        Arg::I32(max_blocks as i32),
-        Arg::I32(block_size as i32),
-    ];
+    let (out, cfg) = rotary_attention_out::<T>(l, &dev, qkv.dtype(), b, heads, d, cap)?;
+    let mut args = vec![ptr::<T>(qkv, "qkv")?, ptr::<T>(k_pool, "k_pool")?, ptr::<T>(v_pool, "v_pool")?, ptr::<u32>(lens, "lens")?, ptr::<u32>(block_tables, "block_tables")?];
+    args.extend(rotary_args::<T>(&rot)?);
+    args.extend([ptr::<T>(&out, "out")?, Arg::I32(heads as i32), Arg::I32(kv_heads as i32), Arg::I32(cap as i32), Arg::I32(max_blocks as i32), Arg::I32(block_size as i32)]);
     let name = format!("decode_attention_rope_paged_d{d}_{}", suffix(qkv.dtype())?);
     // SAFETY: shapes and dtypes checked above; the caller guarantees every table entry below
     // lens[i] / block_size + 1 names a block of the pool and lens[i] < cap.
