@@ -44,6 +44,13 @@ pub async fn fetch_records(conn: &mut Conn, sweep: Option<&str>, run_ids: &[Stri
         let id = sweep.unwrap_or("latest");
         let s = get_sweep(conn, id).await?;
         let runs = list_runs(conn, &s.sweep_id, "", &[], true).await?;
+        if runs.is_empty() && s.jobs_total > 0 && s.jobs_done >= s.jobs_total {
+            // Every job ended and none left a run: a failure to report, not something to wait for.
+            return Err(CliError::Failure(format!(
+                "sweep {} has no finished runs: it ended ({}) with every one of its {} jobs failed or cancelled, so there is nothing to report. `tokbench status {}` lists its jobs and why each failed",
+                s.sweep_id, s.state, s.jobs_total, s.sweep_id
+            )));
+        }
         if runs.is_empty() {
             return Err(CliError::Usage(format!(
                 "sweep {} has no finished runs yet ({}, {}/{} jobs done). Wait for it with `tokbench watch {}` or pick another with --sweep",

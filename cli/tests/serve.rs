@@ -280,6 +280,21 @@ async fn own_engine_without_a_tokenizer_gets_token_id_prompts() {
         assert_eq!(got, want, "{serve}");
         coordinator.shutdown().await.unwrap();
     }
+    // Text such a server cannot read (chat messages, a dataset's prompts) stops the job at once
+    // with the reason and the fix, rather than failing every request.
+    let jsonl = tmp.path().join("prompts.jsonl");
+    std::fs::write(&jsonl, "{\"prompt\": \"hello there\"}\n").unwrap();
+    let dataset = format!("jsonl:{}", jsonl.display());
+    for (flags, what) in [(vec!["--api", "chat", "--input-len", "8"], "chat messages (--api chat)"), (vec!["--dataset", dataset.as_str()], "the JSONL dataset's text prompts")] {
+        let db = tmp.path().join("text.db");
+        let mut args = vec!["sweep", "--local", "--mode", "serve", "--weights", "synthetic", "--max-tokens", "2", "--num-prompts", "2", "--database", db.to_str().unwrap(), "--out", "plots"];
+        args.extend(flags);
+        args.push("tiny-llama");
+        let o = tokbench_async(tmp.path(), &args).await;
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.contains("tiny-llama has no tokenizer on this worker") && out.contains(&format!("cannot read {what}")) && out.contains("Fix: use synthetic prompts") && out.contains("nothing to report"), "{out}");
+    }
 }
 
 /// `--trace` replays a trace file: one request per line at its arrival time, with its input and

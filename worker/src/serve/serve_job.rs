@@ -79,6 +79,25 @@ pub async fn run(
     if spec.endpoint.is_some() && profile.is_some() {
         return Err(fatal("--profile profiles tokbench's own server: a serve job with an endpoint cannot be profiled by the worker (profile that server on its own host)".into()));
     }
+    let (tokenizer, tokenizer_description, vocab_size) = {
+        let (w, policy) = (workload.clone(), policy.clone());
+        tokio::task::spawn_blocking(move || job_tokenizer(&w, &policy)).await.map_err(|e| fatal(format!("loading the tokenizer panicked: {e}")))?
+    };
+    // Our own engine without a tokenizer reads only token ids (an endpoint has its own tokenizer):
+    // synthetic and trace prompts go as ids; text and chat cannot, so the job stops here rather
+    // than fail every request.
+    let token_id_vocab = match (&spec.endpoint, &tokenizer) {
+        (None, None) => {
+            if let Some(what) = needs_text(spec) {
+                return Err(fatal(format!(
+                    "{} has no tokenizer on this worker (no tokenizer files with its weights), so tokbench's engine cannot read {what}. Fix: use synthetic prompts (--dataset synthetic, the default, or --trace) with --api completions, which go as token ids, or serve a checkpoint with its tokenizer files (a model directory, or --weights real with the model in the Hugging Face cache)",
+                    workload.model
+                )));
+            }
+            vocab_size
+        }
+        _ => None,
+    };
     // No endpoint: tokbench's own engine serves the job's model on 127.0.0.1 for the job's
     // length, in this process, or under nsys in a child when profiled.
     let own_server = match &spec.endpoint {
@@ -112,15 +131,6 @@ pub async fn run(
                 })
             }
         },
-    };
-    let (tokenizer, tokenizer_description, vocab_size) = {
-        let (w, policy) = (workload.clone(), policy.clone());
-        tokio::task::spawn_blocking(move || job_tokenizer(&w, &policy)).await.map_err(|e| fatal(format!("loading the tokenizer panicked: {e}")))?
-    };
-    // Our own engine without a tokenizer reads only token ids (an endpoint has its own tokenizer).
-    let token_id_vocab = match (&spec.endpoint, &tokenizer) {
-        (None, None) => vocab_size,
-        _ => None,
     };
     let tokenize = tokenizer.as_ref().map(|t| t as &dyn lg::Tokenize);
     // A trace gives the arrivals and the lengths; otherwise the dataset and the Poisson rate.
@@ -228,6 +238,19 @@ pub async fn run(
                 .map_err(|e| ServeJobError { retryable: e.is_retryable(), cancelled: matches!(e, crate::profile::ProfileError::Cancelled), message: e.to_string() })?;
             Ok((profiled.report.clone(), Some(profiled)))
         }
+    }
+}
+
+/// What of `spec` must be text (so needs the model's tokenizer), if anything: dataset prompts, or
+/// chat messages.
+fn needs_text(spec: &ServeSpec) -> Option<&'static str> {
+    if spec.api == lg::ApiKind::ChatCompletions {
+        return Some("chat messages (--api chat)");
+    }
+    match (&spec.trace, &spec.dataset) {
+        (None, ServeDataset::ShareGpt { .. }) => Some("the ShareGPT dataset's text prompts"),
+        (None, ServeDataset::Jsonl { .. }) => Some("the JSONL dataset's text prompts"),
+        _ => None,
     }
 }
 
