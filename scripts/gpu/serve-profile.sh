@@ -56,10 +56,10 @@ for f in sorted(glob.glob("show_*.json")):
     print(f"{f}: label={d.get('label') or r.get('label')} endpoint={s.get('endpoint')}")
     print(f"  completed={m.get('completed')} failed={m.get('failed')} achieved={s.get('achieved_request_rate')} req/s "
           f"out_tok/s={m.get('output_throughput')} TTFT p50/p99={g('ttft_ms','median')}/{g('ttft_ms','p99')} TPOT p50/p99={g('tpot_ms','median')}/{g('tpot_ms','p99')} goodput={m.get('goodput') or m.get('request_goodput')}")
-    print(f"  profile_file={nm.get('profile_file')} notes={str(nm.get('notes'))[:200]}")
-    for k in (nm.get("kernels") or [])[:8]:
-        print("   ", {kk: k.get(kk) for kk in ("name", "kind", "total_time_ms", "instances", "percent") if kk in k} or k)
-    for key in ("time_split", "gpu_time_split", "nvtx_ranges"):
+    print(f"  profile_file={nm.get('profile_file')} scope={nm.get('summary_scope')} notes={str(nm.get('notes'))[:200]}")
+    for k in (nm.get("kernels") or [])[:10]:
+        print(f"    {k.get('time_percent', 0):5.1f}%  {k.get('total_time_ns', 0) / 1e6:9.2f} ms  {k.get('instances')} x {k.get('avg_ns', 0) / 1e3:.2f} us  {k.get('category')}  {str(k.get('name'))[:90]}")
+    for key in ("gpu_time_split", "nvtx"):
         if nm.get(key): print(f"  {key}:", json.dumps(nm.get(key))[:600])
 PYEOF
 for run in $RUNS; do tokbench artifact get $run --out artifacts/ 2>&1 | tail -2; done
