@@ -260,6 +260,7 @@ fn server_paged_decode_matches_gathered_exactly() {
             eos_token_ids: vec![],
             paged_attention: paged,
             cuda_graphs: graphs,
+            batched_prefill: true,
         };
         let metrics = Arc::new(Metrics::default());
         let handle = spawn(model, engine, metrics.clone()).unwrap();

@@ -7,10 +7,11 @@
 //!    dropped), freeing their blocks at once;
 //! 2. admit waiting sequences first come first served while their blocks fit
 //!    ([`Scheduler::admit`]);
-//! 3. prefill admitted sequences, one at a time, in chunks, at most `max_num_batched_tokens`
-//!    prompt tokens per iteration, so running sequences are never stalled longer than that much
-//!    prefill (a long prompt is spread over several iterations, decode steps in between);
-//!    the last chunk of a prompt yields its first token;
+//! 3. prefill admitted sequences in chunks, at most `max_num_batched_tokens` prompt tokens per
+//!    iteration, so running sequences are never stalled longer than that much prefill (a long
+//!    prompt is spread over several iterations, decode steps in between); whole prompts that
+//!    fit go together in one left-padded pass (`batched_prefill`); the last chunk of a prompt
+//!    yields its first token;
 //! 4. one decode step for *all* decoding sequences together (a batch of ragged lengths: keys
 //!    and values gathered through the block tables, left-padded and masked), one new token each;
 //! 5. stream the tokens, retire finished sequences (EOS unless `ignore_eos`, after `min_tokens`;
@@ -25,7 +26,7 @@ use super::kv_blocks::PagedKv;
 use super::metrics::Metrics;
 use super::scheduler::{Scheduler, Sequence};
 use crate::error::{EngineError, Result};
-use crate::model::{Model, MASKED};
+use crate::model::{Model, PrefillInputs, MASKED};
 use crate::sampling::sample_row;
 use candle_core::{Tensor, D};
 use rand::SeedableRng;
@@ -47,6 +48,9 @@ pub struct EngineConfig {
     pub paged_attention: bool,
     /// The paged decode step replayed as CUDA graphs, one per batch-size bucket (`--cuda-graphs`).
     pub cuda_graphs: bool,
+    /// Whole prompts admitted together are prefilled in one left-padded forward pass
+    /// (`--batched-prefill`); off, one pass per sequence.
+    pub batched_prefill: bool,
 }
 
 /// The HTTP side's handle on the engine thread.
@@ -171,8 +175,11 @@ impl Engine {
         self.retire();
         self.sched.admit();
 
-        // Prefill, chunked under the token budget.
+        // Prefill, chunked under the token budget. Whole prompts that fit the budget go together
+        // into one left-padded pass (`prefill_whole`), as long as the padded batch does too.
         let mut budget = self.config.max_num_batched_tokens.max(1);
+        let mut whole: Vec<usize> = Vec::new();
+        let mut whole_width = 0;
         for i in 0..self.sched.running.len() {
             if budget == 0 {
                 break;
@@ -181,7 +188,15 @@ impl Engine {
             if !s.prefilling || s.is_done() {
                 continue;
             }
-            let chunk = (s.tokens.len() - s.computed).min(budget);
+            let remaining = s.tokens.len() - s.computed;
+            let chunk = remaining.min(budget);
+            let width = whole_width.max(remaining);
+            if self.config.batched_prefill && s.computed == 0 && chunk == remaining && (whole.len() + 1) * width <= self.config.max_num_batched_tokens.max(1) {
+                whole.push(i);
+                whole_width = width;
+                budget -= chunk;
+                continue;
+            }
             let logits = self.prefill_chunk(i, chunk)?;
             budget -= chunk;
             let s = &mut self.sched.running[i];
@@ -189,6 +204,19 @@ impl Engine {
                 s.prefilling = false;
                 let next = self.sample(&[i], &logits)?;
                 self.push_token(i, next[0]);
+            }
+        }
+        if !whole.is_empty() {
+            let logits = match whole[..] {
+                [i] => self.prefill_chunk(i, self.sched.running[i].tokens.len())?,
+                _ => self.prefill_whole(&whole)?,
+            };
+            for &i in &whole {
+                self.sched.running[i].prefilling = false;
+            }
+            let next = self.sample(&whole, &logits)?;
+            for (&i, tok) in whole.iter().zip(next) {
+                self.push_token(i, tok);
             }
         }
 
@@ -228,6 +256,47 @@ impl Engine {
         self.kv.scatter(&cache, start, chunk, &out)?;
         self.sched.running[i].computed = width;
         self.metrics.prefill_tokens.fetch_add(chunk as u64, Ordering::Relaxed);
+        self.metrics.prefill_passes.fetch_add(1, Ordering::Relaxed);
+        Ok(logits)
+    }
+
+    /// Prefills the whole prompts of `running[rows]` (nothing computed yet) in one forward pass:
+    /// left-padded to the longest with the offline generator's layout (`PrefillInputs`: padding
+    /// masked, positions counted from each prompt's first token), so every row's last position
+    /// is its prompt's last token. Why: one pass of b prompts reads the weights once instead of b
+    /// times. Real positions' keys/values go to the sequences' blocks, padding's to the scratch
+    /// block. Returns the logits of each row's last position, [rows, vocab].
+    fn prefill_whole(&mut self, rows: &[usize]) -> Result<Tensor> {
+        let device = self.model.device().clone();
+        let b = rows.len();
+        let t = rows.iter().map(|&i| self.sched.running[i].tokens.len()).max().unwrap_or(0);
+        let scratch = self.kv.scratch_block() * self.kv.block_size() as u32;
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b);
+        let mut out = Vec::with_capacity(b * t);
+        for &i in rows {
+            let s = &self.sched.running[i];
+            let (len, pad) = (s.tokens.len(), t - s.tokens.len());
+            ids.extend(std::iter::repeat_n(0u32, pad));
+            ids.extend_from_slice(&s.tokens);
+            mask.push([vec![0u32; pad], vec![1u32; len]].concat());
+            out.extend(std::iter::repeat_n(scratch, pad));
+            out.extend((0..len).map(|p| self.kv.slot(&s.blocks, p)));
+        }
+        let inputs = PrefillInputs::new(&mask, self.model.position_offset());
+        // Placeholders: the pass appends every position of this cache.
+        let mut cache = self.kv.gather(&vec![0u32; b * t], b, t, 0)?;
+        let ids = Tensor::from_vec(ids, (b, t), &device)?;
+        let logits = self.model.forward(&ids, &inputs.positions(&device)?, &inputs.bias(&device)?, Some(&mut cache), true)?.squeeze(1)?;
+        self.kv.scatter(&cache, 0, t, &out)?;
+        let mut tokens = 0;
+        for &i in rows {
+            let s = &mut self.sched.running[i];
+            s.computed = s.tokens.len();
+            tokens += s.computed;
+        }
+        self.metrics.prefill_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.metrics.prefill_passes.fetch_add(1, Ordering::Relaxed);
         Ok(logits)
     }
 
@@ -423,5 +492,115 @@ impl Engine {
         let secs = now.duration_since(t0).as_secs_f64();
         let rate = if secs > 0.0 { (total - n0) as f64 / secs } else { 0.0 };
         m.set_tokens_per_second(rate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::WeightSource;
+    use candle_core::{DType, Device};
+
+    /// An engine over a tiny model on the CPU, driven by hand (no thread), so an iteration's
+    /// batch is exactly the requests accepted before it.
+    fn engine(model: &str, batched_prefill: bool, max_num_batched_tokens: usize) -> Engine {
+        let config = tokbench_core::Catalog::get(model).unwrap().config();
+        let model = Model::load(&config, &WeightSource::Synthetic { seed: 3 }, DType::F32, &Device::Cpu).unwrap();
+        let spec = model.config().spec();
+        let (num_blocks, block_size) = (64, 4);
+        let kv = PagedKv::new(spec.num_layers, num_blocks, block_size, spec.num_kv_heads, spec.head_dim, model.dtype(), model.device()).unwrap();
+        let config = EngineConfig {
+            block_size,
+            num_blocks,
+            max_num_seqs: 16,
+            max_num_batched_tokens,
+            eos_token_ids: vec![],
+            paged_attention: true,
+            cuda_graphs: true,
+            batched_prefill,
+        };
+        Engine {
+            sched: Scheduler::new(num_blocks, block_size, 16),
+            model,
+            kv,
+            config,
+            metrics: Default::default(),
+            next_id: 0,
+            rate_window: Default::default(),
+            paged_refused: false,
+            #[cfg(feature = "cuda")]
+            graphs: None,
+        }
+    }
+
+    /// Accepts every prompt before the first iteration, runs to the end; each request's tokens
+    /// and the number of prefill passes.
+    fn run(e: &mut Engine, prompts: &[Vec<u32>], max_tokens: usize) -> (Vec<Vec<u32>>, u64) {
+        let mut rxs = Vec::new();
+        for p in prompts {
+            let (events, rx) = unbounded_channel();
+            let params = SeqParams { max_tokens, min_tokens: 0, ignore_eos: true, sampling: SamplingParams::default() };
+            e.accept(GenRequest { prompt: p.clone(), params, events });
+            rxs.push(rx);
+        }
+        while !e.sched.is_idle() {
+            e.iteration().unwrap();
+            e.retire();
+        }
+        let tokens = rxs
+            .iter_mut()
+            .map(|rx| {
+                let mut out = Vec::new();
+                while let Ok(ev) = rx.try_recv() {
+                    match ev {
+                        Event::Token(t) => out.push(t),
+                        Event::Finished { completion_tokens, .. } => assert_eq!(completion_tokens, out.len()),
+                        Event::Error(e) => panic!("{e}"),
+                    }
+                }
+                out
+            })
+            .collect();
+        (tokens, e.metrics.prefill_passes.load(Ordering::Relaxed))
+    }
+
+    fn prompts() -> Vec<Vec<u32>> {
+        (0..5u32).map(|i| (0..2 + 5 * i).map(|j| (11 + 17 * i + 3 * j) % 200 + 3).collect()).collect()
+    }
+
+    /// Five prompts of 2..22 tokens admitted together: one left-padded pass with
+    /// `batched_prefill`, five without, and the same greedy tokens both ways, equal to the
+    /// offline generator's for each prompt alone. For a rotary family (positions from the
+    /// rotary table) and a learned-position one (GPT-2, OPT's offset of 2).
+    #[test]
+    fn whole_prompts_admitted_together_prefill_in_one_pass_with_unchanged_tokens() {
+        for name in ["tiny-llama", "tiny-gpt2", "tiny-opt"] {
+            let p = prompts();
+            let (batched, passes) = run(&mut engine(name, true, 2048), &p, 6);
+            assert_eq!(passes, 1, "{name}");
+            let (single, passes) = run(&mut engine(name, false, 2048), &p, 6);
+            assert_eq!(passes, 5, "{name}");
+            assert_eq!(batched, single, "{name}");
+            let config = tokbench_core::Catalog::get(name).unwrap().config();
+            let m = Model::load(&config, &WeightSource::Synthetic { seed: 3 }, DType::F32, &Device::Cpu).unwrap();
+            for (prompt, got) in p.iter().zip(&batched) {
+                let params = crate::generate::GenerationParams::new(&config, "reference", 6);
+                let want = crate::generate::generate_batch(&m, std::slice::from_ref(prompt), &params, &mut |_| {}).unwrap().tokens.remove(0);
+                assert_eq!(got, &want, "{name}, prompt of {} tokens", prompt.len());
+            }
+        }
+    }
+
+    /// The padded batch stays within `max_num_batched_tokens`: prompts of 2 and 20 tokens fit a
+    /// budget of 24 (22 tokens) but their padded pass (2 × 20) does not, so they take two
+    /// passes; with a budget of 40 they share one. The tokens are the same.
+    #[test]
+    fn a_batch_whose_padding_overflows_the_token_budget_is_split() {
+        let p = vec![vec![5, 9], (0..20).map(|j| 3 + 7 * j).collect::<Vec<u32>>()];
+        let (split, passes) = run(&mut engine("tiny-llama", true, 24), &p, 4);
+        assert_eq!(passes, 2);
+        let (shared, passes) = run(&mut engine("tiny-llama", true, 40), &p, 4);
+        assert_eq!(passes, 1);
+        assert_eq!(split, shared);
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub generation_tokens: AtomicU64,
     /// Tokens run through prefill (recomputed ones after a preemption included).
     pub prefill_tokens: AtomicU64,
+    /// Forward passes of prefill (a batched pass of several whole prompts counts once).
+    pub prefill_passes: AtomicU64,
     pub preemptions: AtomicU64,
     pub waiting: AtomicU64,
     pub running: AtomicU64,
@@ -74,6 +76,7 @@ impl Metrics {
         metric("tokbench_prompt_tokens_total", "counter", "Prompt tokens of finished requests.", &[("", get(&self.prompt_tokens).to_string())]);
         metric("tokbench_completion_tokens_total", "counter", "Completion tokens of finished requests (the sum of their usage).", &[("", get(&self.completion_tokens).to_string())]);
         metric("tokbench_prefill_tokens_total", "counter", "Tokens prefilled (recomputation after preemption included).", &[("", get(&self.prefill_tokens).to_string())]);
+        metric("tokbench_prefill_passes_total", "counter", "Prefill forward passes (several whole prompts batched into one pass count once).", &[("", get(&self.prefill_passes).to_string())]);
         metric("tokbench_num_preemptions_total", "counter", "Sequences preempted (blocks freed, recomputed later).", &[("", get(&self.preemptions).to_string())]);
         metric("tokbench_requests_received_total", "counter", "Requests accepted by the engine.", &[("", get(&self.requests_received).to_string())]);
         metric(

@@ -98,6 +98,11 @@ pub struct ServeOpenAiArgs {
     /// up to 4096 positions; false: launch its kernels one by one every step.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cuda_graphs: bool,
+    /// Prefill the whole prompts admitted in one iteration together, in one left-padded forward
+    /// pass (as many as --max-num-batched-tokens holds, padding counted); false: one pass per
+    /// sequence.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub batched_prefill: bool,
 }
 
 fn parse_spec<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String>
@@ -240,6 +245,7 @@ pub fn app(args: &ServeOpenAiArgs, loaded: Loaded) -> anyhow::Result<(axum::Rout
         eos_token_ids: loaded.eos_token_ids,
         paged_attention: args.paged_attention,
         cuda_graphs: args.cuda_graphs,
+        batched_prefill: args.batched_prefill,
     };
     tracing::info!("decode steps: {}", decode_path(&model, args.paged_attention, args.cuda_graphs));
     let vocab_size = model.config().vocab_size();

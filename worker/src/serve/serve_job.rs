@@ -409,6 +409,7 @@ impl InProcessServer {
             models_dirs: Vec::new(),
             paged_attention: true,
             cuda_graphs: true,
+            batched_prefill: true,
         };
         let policy = policy.clone();
         // Loading (and a download) blocks: off the runtime's threads.
