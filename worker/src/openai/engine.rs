@@ -303,7 +303,7 @@ impl Engine {
     /// One token for each of `running[rows]` (each feeds its last token); logits [rows, vocab].
     fn decode(&mut self, rows: &[usize]) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
-        if self.config.paged_attention && !self.paged_refused {
+        if self.config.paged_attention && !self.paged_refused && self.model.device().is_cuda() {
             if let Some((logits, graph)) = self.decode_paged(rows)? {
                 let counter = if graph { &self.metrics.decode_steps_graph } else { &self.metrics.decode_steps_paged };
                 counter.fetch_add(1, Ordering::Relaxed);
