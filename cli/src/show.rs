@@ -256,6 +256,7 @@ fn print_serve(ui: &Ui, s: &RunSummary, r: &BenchReport, serve: &tokbench_core::
                 None => serve.spec.dataset.label(),
             }),
             ("tokenizer", if serve.tokenizer.is_empty() { "not recorded".into() } else { serve.tokenizer.clone() }),
+            ("server_engine", serve.server_engine.clone().unwrap_or_else(|| "not tokbench's (an endpoint), or not recorded".into())),
             ("request_rate (req/s)", rate_label(serve.request_rate)),
             ("achieved_request_rate (req/s)", opt(serve.achieved_request_rate)),
             ("burstiness", serve.spec.burstiness.to_string()),

@@ -114,6 +114,7 @@ async fn serve_sweep_runs_end_to_end_and_the_report_draws_it() {
         }
         let s = &r["serve"];
         assert_eq!(s["served_model"], "fake-model");
+        assert!(s.get("server_engine").is_none(), "an endpoint's engine is not tokbench's: {s}");
         rates.push(s["request_rate"].clone());
         let m = &s["metrics"];
         assert_eq!((m["completed"].as_u64(), m["failed"].as_u64(), m["warmup_requests"].as_u64()), (Some(6), Some(0), Some(1)));
@@ -237,6 +238,9 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
     assert_eq!((m["completed"].as_u64(), m["failed"].as_u64()), (Some(5), Some(0)), "{m}");
     let endpoint = serve["endpoint"].as_str().unwrap();
     assert!(endpoint.starts_with("tokbench engine in the worker (tiny-gpt2 on cpu, weights synthetic"), "{endpoint}");
+    // The engine's settings and its KV pool are recorded with the run.
+    let engine = serve["server_engine"].as_str().unwrap();
+    assert!(engine.contains("--max-num-seqs 256") && engine.contains("--batched-prefill true") && engine.contains("; KV cache: "), "{engine}");
     let requests = serve["requests"].as_array().unwrap();
     let measured: Vec<&Value> = requests.iter().filter(|r| r["warmup"] != true).collect();
     assert_eq!(measured.len(), 5, "{requests:?}");

@@ -85,6 +85,9 @@ async fn a_profiled_serve_job_runs_tokbenchs_server_under_nsys_and_stores_the_pr
     assert_eq!(serve.metrics.total_output_tokens, 6 * 4);
     assert!(serve.endpoint.starts_with("tokbench engine under nsys in a child of the worker (serving tiny-gpt2 (cpu)"), "{}", serve.endpoint);
     assert!(serve.endpoint.contains("weights synthetic"), "{}", serve.endpoint);
+    // The child got the serve job's engine flags, and the report has them with its KV pool.
+    let engine = serve.server_engine.as_deref().unwrap_or_default();
+    assert!(engine.starts_with("--max-num-seqs 256 --block-size 16") && engine.contains("--batched-prefill true; KV cache: "), "{engine}");
     let m = &report.nsight_metrics;
     let file_name = format!("profile_tiny-gpt2_{}.nsys-rep", job.job_id);
     assert_eq!(m.profile_file.as_deref(), Some(file_name.as_str()));

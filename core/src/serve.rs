@@ -465,6 +465,10 @@ pub struct ServeReport {
     /// counts (`metrics.token_count_mismatches`), or why there was none on the worker.
     #[serde(default)]
     pub tokenizer: String,
+    /// tokbench's own server: its engine flags and KV pool (`--max-num-seqs 256 ...; KV cache:
+    /// N blocks ...`); None for an endpoint (`--endpoint`) and for runs stored before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_engine: Option<String>,
 }
 
 #[cfg(test)]

@@ -105,6 +105,26 @@ pub struct ServeOpenAiArgs {
     pub batched_prefill: bool,
 }
 
+impl ServeOpenAiArgs {
+    /// The engine's scheduling and kernel flags as `serve-openai` takes them (`--max-num-seqs
+    /// 256 ...`): what a serve job passes to a profiled server and records in its report.
+    pub fn engine_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            ("--max-num-seqs", self.max_num_seqs.to_string()),
+            ("--block-size", self.block_size.to_string()),
+            ("--max-num-batched-tokens", self.max_num_batched_tokens.to_string()),
+            ("--gpu-memory-utilization", self.gpu_memory_utilization.to_string()),
+            ("--paged-attention", self.paged_attention.to_string()),
+            ("--cuda-graphs", self.cuda_graphs.to_string()),
+            ("--batched-prefill", self.batched_prefill.to_string()),
+        ];
+        if let Some(bytes) = self.kv_cache_memory {
+            flags.push(("--kv-cache-memory", bytes.to_string()));
+        }
+        flags.into_iter().flat_map(|(k, v)| [k.to_string(), v]).collect()
+    }
+}
+
 fn parse_spec<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String>
 where
     T::Err: std::fmt::Display,

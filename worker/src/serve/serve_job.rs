@@ -189,17 +189,20 @@ pub async fn run(
     tracing::info!(%endpoint, model = %served_model, rate = %tokbench_core::serve::rate_label(spec.request_rate), requests = total, "serve job starting");
     let out = lg::run_with_progress(&client, &requests, &schedule, &lg::RunOptions::default(), token.clone(), Some(finished.clone())).await;
     bridge.abort();
-    let (endpoint, profiled_server) = match own_server {
+    let (endpoint, server_engine, profiled_server) = match own_server {
         Some(OwnServer::InProcess(server)) => {
             let what = format!("tokbench engine in the worker ({} on {}, weights {}) at {}", workload.model, workload.device, server.weights, server.url);
+            let engine = server.engine.clone();
             server.stop().await;
-            (what, None)
+            (what, Some(engine), None)
         }
         Some(OwnServer::Profiled(server)) => {
             let what = format!("tokbench engine under nsys in a child of the worker ({}) at {}", server.banner.iter().find(|l| l.starts_with("serving ")).map(String::as_str).unwrap_or(workload.model.as_str()), server.url);
-            (what, Some(server))
+            let kv = server.banner.iter().find(|l| l.starts_with("KV cache:")).map(String::as_str).unwrap_or("KV cache: not printed");
+            let engine = format!("{}; {kv}", job_server(workload).engine_flags().join(" "));
+            (what, Some(engine), Some(server))
         }
-        None => (endpoint, None),
+        None => (endpoint, None, None),
     };
     let out = out.map_err(|e| fatal(e.to_string()))?;
     if cancel.load(Ordering::Relaxed) {
@@ -225,6 +228,7 @@ pub async fn run(
         cancelled: out.cancelled,
         requests: out.records.iter().map(timeline).collect(),
         tokenizer: tokenizer_description,
+        server_engine,
     };
     let report = BenchReport::for_serve(workload.model.clone(), timestamp, workload.clone(), crate::bench::environment("serve"), report);
     match profiled_server {
@@ -308,6 +312,31 @@ impl OwnServer {
     }
 }
 
+/// The `serve-openai` settings of tokbench's server for a serve job: the job's model, weights
+/// and dtype on the worker's device, and the engine's defaults. In the worker or under nsys, the
+/// same (`server_args` passes these flags).
+fn job_server(workload: &Workload) -> crate::openai::ServeOpenAiArgs {
+    crate::openai::ServeOpenAiArgs {
+        model: workload.model.clone(),
+        listen: "127.0.0.1:0".into(),
+        device: workload.device,
+        dtype: Some(workload.effective_dtype()),
+        weights: workload.weights,
+        weights_seed: workload.weights_seed,
+        offline: workload.offline,
+        served_model_name: workload.serve.as_ref().and_then(|s| s.served_model.clone()),
+        max_num_seqs: 256,
+        block_size: 16,
+        kv_cache_memory: None,
+        gpu_memory_utilization: 0.9,
+        max_num_batched_tokens: 2048,
+        models_dirs: Vec::new(),
+        paged_attention: true,
+        cuda_graphs: true,
+        batched_prefill: true,
+    }
+}
+
 /// `serve-openai`'s flags for the job's model, weights and dtype on the worker's device, and
 /// the worker's `--models-dir`s.
 fn server_args(workload: &Workload, policy: &ModelPathPolicy) -> Vec<std::ffi::OsString> {
@@ -333,6 +362,9 @@ fn server_args(workload: &Workload, policy: &ModelPathPolicy) -> Vec<std::ffi::O
     for dir in policy.allowed_dirs.iter().flatten() {
         push("--models-dir".into());
         push(dir.display().to_string());
+    }
+    for flag in job_server(workload).engine_flags() {
+        push(flag);
     }
     args
 }
@@ -386,42 +418,27 @@ fn timeline(r: &lg::RequestRecord) -> RequestTimeline {
 struct InProcessServer {
     url: String,
     weights: String,
+    /// Its engine flags and KV pool, for the report (`ServeReport::server_engine`).
+    engine: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl InProcessServer {
     async fn start(workload: &Workload, policy: &ModelPathPolicy) -> Result<InProcessServer, ServeJobError> {
-        let args = crate::openai::ServeOpenAiArgs {
-            model: workload.model.clone(),
-            listen: "127.0.0.1:0".into(),
-            device: workload.device,
-            dtype: Some(workload.effective_dtype()),
-            weights: workload.weights,
-            weights_seed: workload.weights_seed,
-            offline: workload.offline,
-            served_model_name: workload.serve.as_ref().and_then(|s| s.served_model.clone()),
-            max_num_seqs: 256,
-            block_size: 16,
-            kv_cache_memory: None,
-            gpu_memory_utilization: 0.9,
-            max_num_batched_tokens: 2048,
-            models_dirs: Vec::new(),
-            paged_attention: true,
-            cuda_graphs: true,
-            batched_prefill: true,
-        };
+        let args = job_server(workload);
+        let engine_flags = args.engine_flags().join(" ");
         let policy = policy.clone();
         // Loading (and a download) blocks: off the runtime's threads.
-        let built = tokio::task::spawn_blocking(move || -> Result<(axum::Router, String), String> {
+        let built = tokio::task::spawn_blocking(move || -> Result<(axum::Router, String, String), String> {
             let loaded = crate::openai::load_with(&args, &policy).map_err(|e| e.to_string())?;
             let weights = loaded.weights.clone();
-            let (router, _) = crate::openai::app(&args, loaded).map_err(|e| e.to_string())?;
-            Ok((router, weights))
+            let (router, capacity) = crate::openai::app(&args, loaded).map_err(|e| e.to_string())?;
+            Ok((router, weights, capacity.describe((capacity.max_len / 4).max(1))))
         })
         .await
         .map_err(|e| fatal(format!("loading the model for the in-process server panicked: {e}")))?;
-        let (router, weights) = built.map_err(|e| fatal(format!("cannot serve the job's model with tokbench's engine: {e}")))?;
+        let (router, weights, kv) = built.map_err(|e| fatal(format!("cannot serve the job's model with tokbench's engine: {e}")))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| fatal(format!("cannot listen on 127.0.0.1 for the in-process server: {e}")))?;
         let addr = listener.local_addr().map_err(|e| fatal(e.to_string()))?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -435,7 +452,7 @@ impl InProcessServer {
         });
         let url = format!("http://{addr}");
         tracing::info!(%url, model = %workload.model, %weights, "serving the job's model with tokbench's engine");
-        Ok(InProcessServer { url, weights, shutdown, task })
+        Ok(InProcessServer { url, weights, engine: format!("{engine_flags}; {kv}"), shutdown, task })
     }
 
     /// Stops accepting, lets open streams end, and drops the engine (its thread ends with it).
