@@ -215,6 +215,31 @@ pub struct ServeArgs {
     /// --num-prompts; the first --warmup lines are the warm-up.
     #[arg(long, value_name = "PATH")]
     pub trace: Option<String>,
+    /// tokbench's own server (no --endpoint): sequences running at once [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_num_seqs: Option<usize>,
+    /// tokbench's own server: tokens per KV cache block [default: 16].
+    #[arg(long, value_name = "N")]
+    pub block_size: Option<usize>,
+    /// tokbench's own server: prompt tokens prefilled per engine iteration at most (longer
+    /// prompts are chunked; a batched pass counts its padding) [default: 2048].
+    #[arg(long, value_name = "N")]
+    pub max_num_batched_tokens: Option<usize>,
+    /// tokbench's own server: fraction of the GPU's free memory after the weights for the KV
+    /// cache [default: 0.9].
+    #[arg(long, value_name = "FRACTION")]
+    pub gpu_memory_utilization: Option<f64>,
+    /// tokbench's own server: decode attention reads the paged KV blocks in place (CUDA, rotary
+    /// families); false: gather them every step [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub paged_attention: Option<bool>,
+    /// tokbench's own server: replay the paged decode step as CUDA graphs [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cuda_graphs: Option<bool>,
+    /// tokbench's own server: whole prompts admitted together share one prefill pass; false: one
+    /// pass per sequence [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub batched_prefill: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,7 +2,7 @@
 //! the `SweepSpec` from the flags, and submit + watch + summary. Used by `commands` (remote
 //! sweeps) and `local` (`tokbench sweep --local`).
 
-use crate::args::SweepArgs;
+use crate::args::{ServeArgs, SweepArgs};
 use crate::client::Conn;
 use crate::error::{CliError, CliResult};
 use crate::fetch::list_runs;
@@ -10,7 +10,7 @@ use crate::output::*;
 use crate::watch::{watch, WatchEnd};
 use serde_json::json;
 use std::path::Path;
-use tokbench_core::{Backend, Catalog, JobMode, PromptSource, SweepPlan, Workload, WorkloadError};
+use tokbench_core::{Backend, Catalog, JobMode, PromptSource, ServerEngineOptions, SweepPlan, Workload, WorkloadError};
 use tokbench_proto::v1::*;
 
 /// Defaults of a workload that differ between a remote sweep and `--local` (which must stay
@@ -101,6 +101,7 @@ fn refuse_serve_flags(args: &SweepArgs) -> CliResult<()> {
     ]
     .into_iter()
     .filter_map(|(on, flag)| on.then_some(flag))
+    .chain(own_server_flags(s))
     .collect();
     if given.is_empty() {
         Ok(())
@@ -207,6 +208,7 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
         request_timeout_s: s.request_timeout.unwrap_or(defaults.request_timeout_s),
         api_key_env: s.api_key_env.clone(),
         trace: s.trace.clone(),
+        server: server_engine_options(s)?,
     };
     let backend = match args.backend.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -226,7 +228,7 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
     }
     let k = &w.kernels;
     if k.decode.is_some() || k.pdl.is_some() || k.gemv_max_rows.is_some() || k.fused_prefill_attention.is_some() || k.lt_epilogue.is_some() || k.kernel_compute_cap.is_some() || k.fused_rotary_prefill.is_some() {
-        return Err(CliError::Usage("the engine options (--decode, --pdl, --gemv-max-rows, --fused-prefill-attention, --lt-epilogue, --kernel-compute-cap, --fused-rotary-prefill) are for offline sweeps: tokbench's server runs its batches through the paged KV cache, which has no such switches yet".into()));
+        return Err(CliError::Usage("the engine options (--decode, --pdl, --gemv-max-rows, --fused-prefill-attention, --lt-epilogue, --kernel-compute-cap, --fused-rotary-prefill) are for offline sweeps: tokbench's server runs its batches through the paged KV cache, set up with --max-num-seqs, --block-size, --max-num-batched-tokens, --gpu-memory-utilization, --paged-attention, --cuda-graphs and --batched-prefill instead".into()));
     }
     let mut workload = Workload { ignore_eos: !w.stop_at_eos, serve: Some(serve), ..Workload::default() };
     if let Some(v) = w.weights {
@@ -249,6 +251,43 @@ fn build_serve_spec(args: &SweepArgs) -> CliResult<SweepSpec> {
     };
     plan.jobs().map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(SweepSpec::from(&plan))
+}
+
+/// The flags given of those that set up tokbench's own server.
+fn own_server_flags(s: &ServeArgs) -> impl Iterator<Item = &'static str> {
+    [
+        (s.max_num_seqs.is_some(), "--max-num-seqs"),
+        (s.block_size.is_some(), "--block-size"),
+        (s.max_num_batched_tokens.is_some(), "--max-num-batched-tokens"),
+        (s.gpu_memory_utilization.is_some(), "--gpu-memory-utilization"),
+        (s.paged_attention.is_some(), "--paged-attention"),
+        (s.cuda_graphs.is_some(), "--cuda-graphs"),
+        (s.batched_prefill.is_some(), "--batched-prefill"),
+    ]
+    .into_iter()
+    .filter_map(|(on, flag)| on.then_some(flag))
+}
+
+/// The serve flags for tokbench's own server (`--max-num-seqs`, `--batched-prefill`, ...) over
+/// its defaults; refused with --endpoint, whose server has its own settings.
+fn server_engine_options(s: &ServeArgs) -> CliResult<ServerEngineOptions> {
+    let mut o = ServerEngineOptions::default();
+    let given: Vec<&str> = own_server_flags(s).collect();
+    if s.endpoint.is_some() && !given.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} set up tokbench's own server, which a serve job with --endpoint does not run (the endpoint's server has its own settings): drop them, or drop --endpoint",
+            given.join(", ")
+        )));
+    }
+    o.max_num_seqs = s.max_num_seqs.unwrap_or(o.max_num_seqs);
+    o.block_size = s.block_size.unwrap_or(o.block_size);
+    o.max_num_batched_tokens = s.max_num_batched_tokens.unwrap_or(o.max_num_batched_tokens);
+    o.gpu_memory_utilization = s.gpu_memory_utilization.unwrap_or(o.gpu_memory_utilization);
+    o.paged_attention = s.paged_attention.unwrap_or(o.paged_attention);
+    o.cuda_graphs = s.cuda_graphs.unwrap_or(o.cuda_graphs);
+    o.batched_prefill = s.batched_prefill.unwrap_or(o.batched_prefill);
+    o.validate().map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(o)
 }
 
 /// Submits, watches, prints the summary. `local` changes the Ctrl-C text (the embedded

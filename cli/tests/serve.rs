@@ -226,7 +226,8 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
         tmp.path(),
         &[
             "sweep", "--local", "--mode", "serve", "--request-rate", "inf", "--num-prompts", "5", "--warmup", "1", "--input-len", "12",
-            "--max-tokens", "4", "--weights", "synthetic", "--database", db.to_str().unwrap(), "--out", "plots", "tiny-gpt2",
+            "--max-tokens", "4", "--weights", "synthetic", "--max-num-seqs", "3", "--batched-prefill", "false", "--database", db.to_str().unwrap(),
+            "--out", "plots", "tiny-gpt2",
         ],
     )
     .await;
@@ -234,13 +235,16 @@ async fn without_an_endpoint_the_worker_serves_the_model_with_its_own_engine() {
     let (reports, coordinator, _) = stored_runs(tmp.path(), &db).await;
     assert_eq!(reports.len(), 1);
     let serve = &reports[0]["serve"];
+    // The job's server settings went to the server and are stored with the run.
+    assert_eq!(serve["spec"]["server"]["max_num_seqs"], 3, "{}", serve["spec"]);
+    assert_eq!(serve["spec"]["server"]["batched_prefill"], false, "{}", serve["spec"]);
     let m = &serve["metrics"];
     assert_eq!((m["completed"].as_u64(), m["failed"].as_u64()), (Some(5), Some(0)), "{m}");
     let endpoint = serve["endpoint"].as_str().unwrap();
     assert!(endpoint.starts_with("tokbench engine in the worker (tiny-gpt2 on cpu, weights synthetic"), "{endpoint}");
     // The engine's settings and its KV pool are recorded with the run.
     let engine = serve["server_engine"].as_str().unwrap();
-    assert!(engine.contains("--max-num-seqs 256") && engine.contains("--batched-prefill true") && engine.contains("; KV cache: "), "{engine}");
+    assert!(engine.contains("--max-num-seqs 3") && engine.contains("--batched-prefill false") && engine.contains("; KV cache: "), "{engine}");
     let requests = serve["requests"].as_array().unwrap();
     let measured: Vec<&Value> = requests.iter().filter(|r| r["warmup"] != true).collect();
     assert_eq!(measured.len(), 5, "{requests:?}");
@@ -364,6 +368,9 @@ fn bad_serve_flags_are_refused_with_the_fix() {
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1"], "name the model the endpoint serves"),
         (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--weights", "real", "--dtype", "f16", "m"], "--weights, --dtype set up tokbench's own engine"),
         (vec!["sweep", "--mode", "serve", "--decode", "eager", "tiny-opt"], "are for offline sweeps"),
+        (vec!["sweep", "--mode", "serve", "--endpoint", "http://h:1", "--batched-prefill", "false", "m"], "--batched-prefill set up tokbench's own server"),
+        (vec!["sweep", "--mode", "serve", "--block-size", "0", "tiny-opt"], "block-size 0 is invalid"),
+        (vec!["sweep", "--max-num-seqs", "4", "tiny-opt"], "--max-num-seqs only apply to serving benchmarks"),
         (vec!["sweep", "--mode", "serve", "--trace", "t.csv", "--request-rate", "4", "tiny-opt"], "--trace replays its file's arrival times and lengths, so --request-rate"),
         (vec!["sweep", "--trace", "t.csv", "tiny-opt"], "add --mode serve"),
         (vec!["sweep", "--mode", "online", "m"], "use offline"),

@@ -23,7 +23,7 @@ pub use arch::ArchSpec;
 pub use config::{ArchConfig, ConfigError, Gpt2Config, OptConfig};
 pub use rotary_config::{LlamaConfig, RopeScaling, RotaryFamily};
 pub use report::BenchReport;
-pub use serve::{JobMode, ServeDataset, ServeReport, ServeSpec};
+pub use serve::{JobMode, ServeDataset, ServeReport, ServeSpec, ServerEngineOptions};
 pub use sweep::{Backend, SweepPlan};
 pub use workload::{DeviceSpec, DTypeSpec, PromptSource, Sampling, WeightsMode, Workload, WorkloadError};
 

@@ -281,6 +281,54 @@ pub struct ServeSpec {
     /// warm-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// tokbench's own server's engine settings (no `endpoint`); an endpoint's server has its own.
+    #[serde(default)]
+    pub server: ServerEngineOptions,
+}
+
+/// The engine settings of tokbench's own server in a serve job without an endpoint: the
+/// `tokbench-worker serve-openai` flags of the same names, with the same defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerEngineOptions {
+    /// Sequences running at once (more wait in the queue).
+    pub max_num_seqs: usize,
+    /// Tokens per KV cache block.
+    pub block_size: usize,
+    /// Prompt tokens prefilled per engine iteration at most (padding of a batched pass counted).
+    pub max_num_batched_tokens: usize,
+    /// Fraction of the GPU's free memory after the weights that the KV cache takes.
+    pub gpu_memory_utilization: f64,
+    /// Decode attention reads the paged KV blocks in place (CUDA, rotary families).
+    pub paged_attention: bool,
+    /// The paged decode step replayed as CUDA graphs per batch-size bucket.
+    pub cuda_graphs: bool,
+    /// Whole prompts admitted together share one left-padded prefill pass.
+    pub batched_prefill: bool,
+}
+
+impl Default for ServerEngineOptions {
+    fn default() -> Self {
+        ServerEngineOptions { max_num_seqs: 256, block_size: 16, max_num_batched_tokens: 2048, gpu_memory_utilization: 0.9, paged_attention: true, cuda_graphs: true, batched_prefill: true }
+    }
+}
+
+impl ServerEngineOptions {
+    pub fn validate(&self) -> Result<(), WorkloadError> {
+        if !(1..=4096).contains(&self.max_num_seqs) {
+            return refuse(format!("max-num-seqs {} is invalid: use 1..=4096", self.max_num_seqs));
+        }
+        if !(1..=1024).contains(&self.block_size) {
+            return refuse(format!("block-size {} is invalid: use 1..=1024 tokens per KV block (16 is usual)", self.block_size));
+        }
+        if !(1..=1 << 20).contains(&self.max_num_batched_tokens) {
+            return refuse(format!("max-num-batched-tokens {} is invalid: use 1..=1048576", self.max_num_batched_tokens));
+        }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return refuse(format!("gpu-memory-utilization {} is invalid: use a fraction in (0, 1], e.g. 0.9", self.gpu_memory_utilization));
+        }
+        Ok(())
+    }
 }
 
 impl ServeSpec {
@@ -322,6 +370,7 @@ impl Default for ServeSpec {
             request_timeout_s: default_request_timeout(),
             api_key_env: None,
             trace: None,
+            server: ServerEngineOptions::default(),
         }
     }
 }
@@ -343,6 +392,9 @@ impl ServeSpec {
             }
         }
         validate_rate(self.request_rate)?;
+        if self.endpoint.is_none() {
+            self.server.validate()?;
+        }
         if !(self.burstiness.is_finite() && self.burstiness > 0.0) {
             return refuse(format!("burstiness {} is invalid: use a number > 0 (1 = Poisson arrivals, < 1 burstier, > 1 more regular)", self.burstiness));
         }
@@ -502,6 +554,8 @@ mod tests {
             (ServeSpec { dataset: ServeDataset::Synthetic { input: LengthDist::Uniform { lo: 9, hi: 3 }, output: LengthDist::Fixed { n: 1 } }, ..spec() }, "input length 9-3"),
             (ServeSpec { api_key_env: Some("sk-123 secret".into()), ..spec() }, "never the key itself"),
             (ServeSpec { request_timeout_s: 0.0, ..spec() }, "request timeout"),
+            (ServeSpec { endpoint: None, server: ServerEngineOptions { block_size: 0, ..Default::default() }, ..spec() }, "block-size 0"),
+            (ServeSpec { endpoint: None, server: ServerEngineOptions { gpu_memory_utilization: 1.5, ..Default::default() }, ..spec() }, "gpu-memory-utilization 1.5"),
         ];
         for (s, needle) in cases {
             let e = s.validate().unwrap_err().to_string();
@@ -510,6 +564,11 @@ mod tests {
         assert!(spec().validate().is_ok());
         // No endpoint: the worker's own engine.
         assert!(ServeSpec { endpoint: None, ..spec() }.validate().is_ok());
+        // A spec stored before the server settings existed reads with their defaults.
+        let mut old = serde_json::to_value(ServeSpec { endpoint: None, ..spec() }).unwrap();
+        old.as_object_mut().unwrap().remove("server");
+        let read: ServeSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read.server, ServerEngineOptions::default());
     }
 
     #[test]

@@ -313,9 +313,10 @@ impl OwnServer {
 }
 
 /// The `serve-openai` settings of tokbench's server for a serve job: the job's model, weights
-/// and dtype on the worker's device, and the engine's defaults. In the worker or under nsys, the
+/// and dtype on the worker's device, and the job's engine settings (`ServeSpec::server`). In the worker or under nsys, the
 /// same (`server_args` passes these flags).
 fn job_server(workload: &Workload) -> crate::openai::ServeOpenAiArgs {
+    let e = workload.serve.as_ref().map(|s| s.server.clone()).unwrap_or_default();
     crate::openai::ServeOpenAiArgs {
         model: workload.model.clone(),
         listen: "127.0.0.1:0".into(),
@@ -325,15 +326,15 @@ fn job_server(workload: &Workload) -> crate::openai::ServeOpenAiArgs {
         weights_seed: workload.weights_seed,
         offline: workload.offline,
         served_model_name: workload.serve.as_ref().and_then(|s| s.served_model.clone()),
-        max_num_seqs: 256,
-        block_size: 16,
+        max_num_seqs: e.max_num_seqs,
+        block_size: e.block_size,
         kv_cache_memory: None,
-        gpu_memory_utilization: 0.9,
-        max_num_batched_tokens: 2048,
+        gpu_memory_utilization: e.gpu_memory_utilization,
+        max_num_batched_tokens: e.max_num_batched_tokens,
         models_dirs: Vec::new(),
-        paged_attention: true,
-        cuda_graphs: true,
-        batched_prefill: true,
+        paged_attention: e.paged_attention,
+        cuda_graphs: e.cuda_graphs,
+        batched_prefill: e.batched_prefill,
     }
 }
 
